@@ -1,0 +1,1 @@
+"""Triton kernels for decode attention and the sparse methods. Needs the `runtime` extra."""

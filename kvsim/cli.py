@@ -1,0 +1,42 @@
+"""The ``kvsim`` command: a thin layer over the library. Each command lives in
+``kvsim/commands/<name>.py`` with ``register(subparsers)``; a person's mistake is one line on
+stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import KvsimError
+
+# Each module registers its own subcommands; keep heavy imports (matplotlib, scipy, torch)
+# inside the run functions so `kvsim predict` starts fast.
+COMMANDS = ("predict", "catalog")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other mistake
+        raise KvsimError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kvsim", description="Predict what long-context LLM decoding costs on a machine.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"kvsim.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args) or 0
+    except KvsimError as exc:
+        print(f"kvsim: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI commands: each module registers its subparser and a ``run(args)`` function."""

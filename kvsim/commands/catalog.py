@@ -1,0 +1,74 @@
+"""kvsim hw list | hw show NAME | models | methods."""
+from __future__ import annotations
+
+from ..hardware import list_profiles, load_profile
+from ..methods import METHODS
+from ..models import PRESETS
+from ..report import table
+from ..units import format_bytes, format_count, format_tokens
+from .common import dump_json
+
+
+def register(sub) -> None:
+    hw = sub.add_parser("hw", help="list or show hardware profiles")
+    hw_sub = hw.add_subparsers(dest="hw_command", required=True, parser_class=sub._parser_class)
+    hw_sub.add_parser("list", help="every known profile").set_defaults(run=run_hw_list)
+    show = hw_sub.add_parser("show", help="one profile with every number and its source")
+    show.add_argument("name")
+    show.add_argument("--format", choices=("table", "json"), default="table")
+    show.set_defaults(run=run_hw_show)
+    sub.add_parser("models", help="model presets").set_defaults(run=run_models)
+    sub.add_parser("methods", help="methods with their parameters and papers").set_defaults(run=run_methods)
+
+
+def run_hw_list(args) -> int:
+    rows = []
+    for p in list_profiles():
+        peak = p.compute.peak(p.preferred_dtype)
+        rows.append([p.name, ", ".join(p.aliases), p.kind, format_bytes(p.memory.capacity_bytes.value),
+                     format_count(p.memory.bandwidth_Bps.value, "B/s"),
+                     f"{format_count(peak, 'FLOP/s')} {p.preferred_dtype}",
+                     p.host_link.name if p.host_link else "-"])
+    print(table(rows, ["name", "aliases", "kind", "memory", "bandwidth", "peak", "host link"]))
+    return 0
+
+
+def _walk(prefix: str, value, rows: list) -> None:
+    if isinstance(value, dict) and set(value) == {"value", "source"}:
+        rows.append([prefix, f"{value['value']:.4g}", value["source"]])
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk(f"{prefix}.{key}" if prefix else key, item, rows)
+    elif prefix.endswith("points"):
+        rows.append([prefix, " ".join(f"{s:.0e}:{e:.2f}" for s, e in value), ""])
+    else:
+        rows.append([prefix, str(value), ""])
+
+
+def run_hw_show(args) -> int:
+    profile = load_profile(args.name)
+    data = profile.model_dump(exclude_none=True)
+    if args.format == "json":
+        print(dump_json(data))
+        return 0
+    rows: list = []
+    _walk("", data, rows)
+    print(table(rows, ["field", "value", "source"]))
+    return 0
+
+
+def run_models(args) -> int:
+    rows = [[m.name, f"{m.n_params / 1e9:.2f}B", m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim,
+             m.ffn_dim, m.vocab, format_tokens(m.max_context), m.source] for m in PRESETS.values()]
+    print(table(rows, ["model", "params", "layers", "heads", "kv heads", "head dim", "ffn", "vocab", "context", "source"]))
+    return 0
+
+
+def run_methods(args) -> int:
+    for name, cls in METHODS.items():
+        params = ", ".join(f"{p}={d}" for p, d, _ in cls.parameters()) or "(no parameters)"
+        print(f"{name:14s} {cls.summary}\n{'':14s} parameters: {params}\n{'':14s} paper: {cls.paper}")
+        for pname, default, desc in cls.parameters():
+            if desc:
+                print(f"{'':16s}{pname}: {desc}")
+    return 0

@@ -1,0 +1,59 @@
+"""kvsim predict: one decode step (and optionally a whole generation) for one configuration."""
+from __future__ import annotations
+
+import sys
+
+from ..methods import METHODS
+from ..predict import predict
+from ..records import prediction_records, to_csv
+from ..report import comparison_text, prediction_text
+from .common import add_format_arg, add_model_args, dump_json, non_negative_int, parse_params, positive_int, tokens
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("predict", help="predict one decode step: FLOPs, bytes, memory, latency")
+    parser.add_argument("--hw", required=True, help="hardware profile name, alias or YAML path")
+    parser.add_argument("--method", default="dense", help="a method name, or 'all' to compare them")
+    parser.add_argument("--seq", type=tokens, required=True, help="context length: 4096, 32k, 128k, 1M")
+    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens after a --seq prompt")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="tensor-parallel GPUs of this profile")
+    add_model_args(parser)
+    add_format_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def _predict(args, method, params):
+    return predict(args.hw, method=method, seq=args.seq, batch=args.batch, model=args.model,
+                   gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype, gpus=args.gpus, **params)
+
+
+def run(args) -> int:
+    params = parse_params(args.param)
+    if args.method == "all":
+        preds = [_predict(args, name, params if name == "dense" else {}) for name in METHODS]
+        return _emit_many(preds, args.format)
+    pred = _predict(args, args.method, params)
+    record = prediction_records(pred)[0]
+    if args.format == "json":
+        print(dump_json(record))
+    elif args.format == "csv":
+        sys.stdout.write(to_csv([record]))
+    else:
+        print(prediction_text(pred))
+    message = pred.fit_message()
+    if message:  # the prediction is the answer; the exit status says it does not fit
+        print(message, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _emit_many(preds, fmt) -> int:
+    records = [prediction_records(p)[0] for p in preds]
+    if fmt == "json":
+        print(dump_json(records))
+    elif fmt == "csv":
+        sys.stdout.write(to_csv(records))
+    else:
+        print(comparison_text(preds))
+    return 0

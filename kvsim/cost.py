@@ -1,0 +1,125 @@
+"""Cost: the named ops of one step, each with FLOPs and bytes per level, plus what is resident.
+
+Every quantity is a numpy array (or scalar) broadcast over the workload's context and batch, so
+one Cost describes a whole sweep grid. Op names are paths: ``layers/attn/decode``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
+QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One kernel kind, summed over the layers it runs in (``launches`` counts the kernels).
+
+    Bytes: ``hbm_*`` device memory, ``h2d``/``d2h`` the host link per direction, ``host_bytes``
+    host DRAM traffic, ``comm_bytes`` sent per GPU over the GPU interconnect. ``stream`` "copy"
+    ops may overlap the "compute" stream; ``dtype`` selects the peak FLOP/s."""
+
+    name: str
+    kind: str
+    flops: object = 0.0
+    hbm_read: object = 0.0
+    hbm_write: object = 0.0
+    h2d: object = 0.0
+    d2h: object = 0.0
+    host_bytes: object = 0.0
+    comm_bytes: object = 0.0
+    launches: object = 1.0
+    dtype: str = "bf16"
+    stream: str = "compute"
+
+    def __post_init__(self):
+        if self.kind not in OP_KINDS:
+            raise ValueError(f"op {self.name}: unknown kind {self.kind}")
+
+    @property
+    def hbm_bytes(self):
+        return np.add(self.hbm_read, self.hbm_write)
+
+    @property
+    def pcie_bytes(self):
+        return np.add(self.h2d, self.d2h)
+
+    def scaled(self, factor) -> "Op":
+        """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""
+        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES})
+
+    def renamed(self, name: str) -> "Op":
+        return replace(self, name=name)
+
+
+@dataclass(frozen=True)
+class Resident:
+    """Bytes held for the whole step: on the GPU and in host memory. ``kv`` marks the KV cache
+    and a method's metadata about it (duplicates, page min/max, accumulated scores)."""
+
+    name: str
+    gpu: object = 0.0
+    host: object = 0.0
+    kv: bool = False
+
+
+@dataclass(frozen=True)
+class Cost:
+    ops: tuple[Op, ...]
+    resident: tuple[Resident, ...] = ()
+
+    def total(self, quantity: str, kinds: tuple[str, ...] | None = None):
+        picked = [op for op in self.ops if kinds is None or op.kind in kinds]
+        return sum((np.asarray(getattr(op, quantity), dtype=float) for op in picked), np.asarray(0.0))
+
+    @property
+    def flops(self):
+        return self.total("flops")
+
+    @property
+    def hbm_bytes(self):
+        return self.total("hbm_read") + self.total("hbm_write")
+
+    @property
+    def pcie_bytes(self):
+        return self.total("h2d") + self.total("d2h")
+
+    def attention(self) -> "Cost":
+        return Cost(tuple(op for op in self.ops if op.kind == "attention"))
+
+    def resident_total(self, where: str, kv_only: bool = False):
+        return sum((np.asarray(getattr(r, where), dtype=float) for r in self.resident
+                    if r.kv or not kv_only), np.asarray(0.0))
+
+    @property
+    def gpu_bytes(self):
+        return self.resident_total("gpu")
+
+    @property
+    def host_resident_bytes(self):
+        return self.resident_total("host")
+
+    @property
+    def kv_bytes(self):
+        return self.resident_total("gpu", kv_only=True) + self.resident_total("host", kv_only=True)
+
+    def group(self, depth: int = 2) -> dict[str, dict[str, np.ndarray]]:
+        """Quantities summed by the first ``depth`` parts of the op names."""
+        groups: dict[str, dict[str, np.ndarray]] = {}
+        for op in self.ops:
+            key = "/".join(op.name.split("/")[:depth])
+            bucket = groups.setdefault(key, {q: np.asarray(0.0) for q in QUANTITIES})
+            for q in QUANTITIES:
+                bucket[q] = bucket[q] + np.asarray(getattr(op, q), dtype=float)
+        return groups
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.ops + other.ops, self.resident + other.resident)
+
+    def scaled(self, factor) -> "Cost":
+        return Cost(tuple(op.scaled(factor) for op in self.ops), self.resident)
+
+
+OP_FIELDS = tuple(f.name for f in fields(Op))

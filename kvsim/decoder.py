@@ -1,0 +1,104 @@
+"""The parts of a decoder step every method shares: embedding, projections, RoPE, MLP, norms,
+LM head. ``tokens`` is the tokens each sequence pushes through this step (1 for decode, the
+prompt for prefill, R+1 for ADORE's reconstruction); weights are read once per step.
+
+Byte counts per layer, with n = batch·tokens rows, b_w/b_a bytes per weight/activation:
+  qkv     read D·(Q+2K)·b_w + n·D·b_a, write n·(Q+2K)·b_a, FLOPs 2·n·D·(Q+2K)
+  o_proj  read Q·D·b_w + n·Q·b_a,      write n·D·b_a,      FLOPs 2·n·Q·D
+  mlp     read m·D·F·b_w (m = 3 SwiGLU, 2 ReLU/GELU) + activations in/out, FLOPs 2·m·n·D·F
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .cost import Op
+from .models import ModelConfig
+from .workload import Workload
+
+
+def _linear(name: str, rows, d_in: int, d_out: int, layers: int, wl: Workload) -> Op:
+    # read d_in·d_out·b_w weights + rows·d_in·b_a ; write rows·d_out·b_a
+    return Op(name, "linear", flops=2 * rows * d_in * d_out,
+              hbm_read=d_in * d_out * wl.b_w + rows * d_in * wl.b_a,
+              hbm_write=rows * d_out * wl.b_a, dtype=wl.compute_dtype).scaled(layers)
+
+
+def _elementwise(name: str, rows, width: int, reads: int, writes: int, flops_per: float,
+                 layers: int, wl: Workload, weight_width: int = 0) -> Op:
+    # read reads·rows·width·b_a (+ weight_width·b_w) ; write writes·rows·width·b_a
+    return Op(name, "elementwise", flops=flops_per * rows * width,
+              hbm_read=reads * rows * width * wl.b_a + weight_width * wl.b_w,
+              hbm_write=writes * rows * width * wl.b_a, dtype="fp32").scaled(layers)
+
+
+def layer_ops(model: ModelConfig, wl: Workload, tokens=1.0, layers: int | None = None) -> list[Op]:
+    """Per-layer work outside attention, summed over ``layers`` (all by default)."""
+    layers = model.n_layers if layers is None else layers
+    rows = wl.batch * tokens
+    D, Q, KV, F = model.d_model, model.q_dim, model.kv_dim, model.ffn_dim
+    ops = [
+        # residual add + norm: read x, residual ; write normed, residual
+        _elementwise("layers/norm_attn", rows, D, 2, 2, 5.0, layers, wl, weight_width=D),
+        _linear("layers/attn/qkv_proj", rows, D, Q + 2 * KV, layers, wl),
+    ]
+    if not model.learned_positions:
+        # RoPE on q and k: read and write (Q+KV) per row, ~6 FLOPs per element
+        ops.append(_elementwise("layers/attn/rope", rows, Q + KV, 1, 1, 6.0, layers, wl))
+    ops += [
+        _linear("layers/attn/o_proj", rows, Q, D, layers, wl),
+        _elementwise("layers/norm_mlp", rows, D, 2, 2, 5.0, layers, wl, weight_width=D),
+    ]
+    if model.mlp == "swiglu":
+        ops += [_linear("layers/mlp/gate_up", rows, D, 2 * F, layers, wl),
+                # silu(gate)·up: read 2F, write F per row
+                _elementwise("layers/mlp/act", rows, F, 2, 1, 5.0, layers, wl)]
+    else:
+        ops += [_linear("layers/mlp/up", rows, D, F, layers, wl),
+                _elementwise("layers/mlp/act", rows, F, 1, 1, 1.0, layers, wl)]
+    ops.append(_linear("layers/mlp/down", rows, F, D, layers, wl))
+    return ops
+
+
+def model_ops(model: ModelConfig, wl: Workload, tokens=1.0, logits_tokens=1.0) -> list[Op]:
+    """Embedding gather before the layers; final norm, LM head and sampling after them.
+    ``logits_tokens``: rows that need logits (1 per sequence, also in prefill)."""
+    rows, head_rows = wl.batch * tokens, wl.batch * logits_tokens
+    D, V = model.d_model, model.vocab
+    positions = 1 if model.learned_positions else 0
+    return [
+        # gather one (or two, with learned positions) embedding row per token
+        Op("embed", "elementwise", hbm_read=rows * D * wl.b_w * (1 + positions),
+           hbm_write=rows * D * wl.b_a, dtype="fp32"),
+        _elementwise("final_norm", head_rows, D, 1, 1, 5.0, 1, wl, weight_width=D),
+        _linear("lm_head", head_rows, D, V, 1, wl),
+        # argmax / sampling over fp32 logits: read V·4 per row, write one id
+        Op("sample", "elementwise", flops=2 * head_rows * V, hbm_read=head_rows * V * 4.0,
+           hbm_write=head_rows * 4.0, dtype="fp32"),
+    ]
+
+
+def weight_bytes(model: ModelConfig, wl: Workload) -> float:
+    norms = (2 * model.n_layers + 1) * model.d_model
+    return model.n_params * wl.b_w + norms * wl.b_w
+
+
+def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray:
+    """Largest live activations of a step: the MLP's intermediate and fp32 logits."""
+    rows = wl.batch * tokens
+    mlp = rows * model.ffn_dim * model.mlp_matrices * wl.b_a
+    return mlp + wl.batch * model.vocab * 4.0 + rows * model.d_model * 4 * wl.b_a
+
+
+def tensor_parallel_ops(model: ModelConfig, wl: Workload, gpus: int, tokens=1.0) -> list[Op]:
+    """Megatron-style TP: an all-reduce of the hidden state after attention and after the MLP in
+    every layer, and an all-gather of the vocabulary-split logits. A ring all-reduce sends
+    2·(N−1)/N of the message per GPU; an all-gather (N−1)/N. ``model`` is the full model."""
+    if gpus <= 1:
+        return []
+    rows = wl.batch * tokens
+    ring = 2.0 * (gpus - 1) / gpus
+    hidden = rows * model.d_model * wl.b_a
+    return [Op("layers/allreduce", "comm", comm_bytes=ring * hidden, hbm_read=2 * hidden,
+               hbm_write=hidden, dtype="fp32").scaled(2 * model.n_layers),
+            Op("lm_head_allgather", "comm", comm_bytes=(gpus - 1) / gpus * wl.batch * model.vocab * 4.0,
+               hbm_write=wl.batch * model.vocab * 4.0, dtype="fp32")]

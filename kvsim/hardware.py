@@ -1,0 +1,200 @@
+"""Hardware profiles: pydantic models of the YAML files in ``hw_profiles/``.
+
+Every number is a ``{value, source}`` pair. Datasheet peaks (``peak_flops``, ``bandwidth_Bps``)
+and achieved efficiencies (``efficiency`` curves) are separate fields, so a calibration replaces
+only the latter. Units are SI base units named in the key.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import KvsimError
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sourced(_Frozen):
+    value: float = Field(ge=0)
+    source: str = Field(min_length=3)
+
+
+class Curve(_Frozen):
+    """Achieved fraction of peak against work per kernel (bytes or FLOPs), interpolated in log size."""
+
+    points: list[tuple[float, float]] = Field(min_length=1)
+    source: str = Field(min_length=3)
+
+    @field_validator("points")
+    @classmethod
+    def _sorted_positive(cls, points):
+        sizes = [size for size, _ in points]
+        if any(size <= 0 for size in sizes) or sizes != sorted(sizes):
+            raise ValueError("sizes must be positive and increasing")
+        if any(not 0 < eff <= 1 for _, eff in points):
+            raise ValueError("efficiencies must lie in (0, 1]")
+        return points
+
+    def at(self, size):
+        sizes, effs = zip(*self.points)
+        log_size = np.log10(np.maximum(np.asarray(size, dtype=float), 1.0))
+        return np.interp(log_size, np.log10(sizes), effs)
+
+
+class Compute(_Frozen):
+    peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
+    efficiency: Curve  # by FLOPs per kernel
+
+    def peak(self, dtype: str) -> float:
+        if dtype in self.peak_flops:
+            return self.peak_flops[dtype].value
+        if dtype in ("bf16", "fp16", "fp8", "int8") and "fp32" in self.peak_flops:
+            return self.peak_flops["fp32"].value  # no native unit: runs converted on fp32 lanes
+        raise KvsimError(f"no peak FLOP/s for {dtype} in this profile (has {sorted(self.peak_flops)})")
+
+
+class Memory(_Frozen):
+    kind: str
+    capacity_bytes: Sourced
+    bandwidth_Bps: Sourced
+    l2_bytes: Sourced
+    efficiency: Curve  # by bytes per kernel
+
+
+class Link(_Frozen):
+    name: str
+    h2d_Bps: Sourced
+    d2h_Bps: Sourced
+    efficiency: Sourced  # achieved fraction for large pinned copies
+
+
+class Interconnect(_Frozen):
+    name: str
+    bandwidth_Bps: Sourced  # per GPU, per direction
+    efficiency: Sourced
+    latency_s: Sourced  # per collective call
+
+
+class Host(_Frozen):
+    memory_bytes: Sourced
+    bandwidth_Bps: Sourced
+
+
+class Calibration(_Frozen):
+    measurements: list[str]
+    date: str
+    method: str
+    held_out: str = ""
+
+
+class HardwareProfile(_Frozen):
+    name: str
+    aliases: list[str] = []
+    kind: Literal["gpu", "cpu"]
+    vendor: str
+    description: str
+    compute: Compute
+    memory: Memory
+    launch_overhead_s: Sourced
+    workspace_bytes: Sourced  # runtime context, allocator slack, kernels' scratch
+    host_link: Optional[Link] = None
+    interconnect: Optional[Interconnect] = None
+    host: Optional[Host] = None
+    calibration: Optional[Calibration] = None
+
+    @property
+    def preferred_dtype(self) -> str:
+        return "bf16" if "bf16" in self.compute.peak_flops else "fp16"
+
+
+def shipped_dir() -> Path:
+    """The profiles inside the installed wheel, or beside the package in a source checkout."""
+    inside = Path(__file__).parent / "hw_profiles"
+    return inside if inside.is_dir() else Path(__file__).parent.parent / "hw_profiles"
+
+
+def search_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("KVSIM_HW_PATH", "").split(os.pathsep) if p]
+    return extra + [shipped_dir()]
+
+
+def _profile_files() -> list[Path]:
+    files = []
+    for folder in search_dirs():
+        if folder.is_dir():
+            files += sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
+    return files
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.load(path.read_text(), Loader=_Loader)
+    except OSError as exc:
+        raise KvsimError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise KvsimError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise KvsimError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def _validation_line(path: Path, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{path}: field '{field}': {first['msg']}{more}"
+
+
+@lru_cache(maxsize=64)
+def load_file(path: str) -> HardwareProfile:
+    file = Path(path)
+    try:
+        return HardwareProfile.model_validate(_read_yaml(file))
+    except ValidationError as exc:
+        raise KvsimError(_validation_line(file, exc)) from None
+
+
+def _names_in(path: Path) -> set[str]:
+    data = _read_yaml(path)
+    return {path.stem, str(data.get("name", ""))} | {str(a) for a in data.get("aliases", []) or []}
+
+
+def list_profiles() -> list[HardwareProfile]:
+    seen, profiles = set(), []
+    for file in _profile_files():
+        profile = load_file(str(file))
+        if profile.name not in seen:
+            seen.add(profile.name)
+            profiles.append(profile)
+    return profiles
+
+
+def load_profile(name: str) -> HardwareProfile:
+    """By path (``my-gpu.yaml``), or by name/alias in KVSIM_HW_PATH then the shipped profiles."""
+    if isinstance(name, HardwareProfile):
+        return name
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        if not Path(name).is_file():
+            raise KvsimError(f"hardware profile file {name} does not exist")
+        return load_file(str(Path(name)))
+    files = _profile_files()
+    for file in files:
+        if file.stem == name:
+            return load_file(str(file))
+    for file in files:
+        if name in _names_in(file):
+            return load_file(str(file))
+    names = sorted({n for f in files for n in _names_in(f) if n})
+    raise KvsimError(f"unknown hardware '{name}'; choose one of: {', '.join(names)} (or a YAML path)")

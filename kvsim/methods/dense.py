@@ -1,0 +1,12 @@
+"""Dense decode: every query head attends to the whole cache (FlashDecoding / FlashInfer-style
+split-K decode). Reads K and V once: 2·S·d·b per KV head and layer, plus q and o
+(../shared/METHODS.md, Dense). No parameters."""
+from __future__ import annotations
+
+from .base import Method
+
+
+class Dense(Method):
+    name = "dense"
+    paper = "FlashDecoding (Dao et al. 2023) split-K decode; the baseline"
+    summary = "full attention over the whole KV cache"
