@@ -143,3 +143,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 raise KvsimError(f"{path}:{number}: not a JSON record") from None
     return records
+
+
+def write_whole_bytes(path: str | Path, figure) -> None:
+    """Save a matplotlib figure whole or not at all (PNG unless the suffix says otherwise)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".png")
+    os.close(handle)
+    try:
+        figure.savefig(temp, dpi=120)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -20,6 +20,7 @@ def register(sub) -> None:
     parser.add_argument("--gpus", type=positive_int, default=1, help="tensor-parallel GPUs of this profile")
     add_model_args(parser)
     add_format_arg(parser)
+    parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context, PNG")
     parser.set_defaults(run=run)
 
 
@@ -32,8 +33,10 @@ def run(args) -> int:
     params = parse_params(args.param)
     if args.method == "all":
         preds = [_predict(args, name, params if name == "dense" else {}) for name in METHODS]
+        _plot(args, preds)
         return _emit_many(preds, args.format)
     pred = _predict(args, args.method, params)
+    _plot(args, [pred])
     record = prediction_records(pred)[0]
     if args.format == "json":
         print(dump_json(record))
@@ -46,6 +49,12 @@ def run(args) -> int:
         print(message, file=sys.stderr)
         return 2
     return 0
+
+
+def _plot(args, preds) -> None:
+    if args.plot:
+        from ..plots import predict_figure
+        predict_figure(preds, args.plot)
 
 
 def _emit_many(preds, fmt) -> int:

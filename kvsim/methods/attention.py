@@ -75,10 +75,12 @@ def full_kv_bytes(model: ModelConfig, wl: Workload, rows=None, layers=None, kv_h
     return layers * wl.batch * kv_heads * rows * kv_row_bytes(model, wl)
 
 
-def topk_op(name: str, candidates, picked, groups, layers, wl: Workload) -> Op:
-    """Top-k over ``candidates`` fp32 scores for each of ``groups`` selections per layer.
-    read candidates·4 ; write picked·(4 + 4) (value and int32 index); ~log2 passes of compares."""
+def topk_op(name: str, candidates, picked, groups, layers, wl: Workload,
+            score_bytes: float = SCORE_BYTES) -> Op:
+    """Top-k over ``candidates`` scores (fp32 unless ``score_bytes`` says otherwise) for each of
+    ``groups`` selections per layer.
+    read candidates·s ; write picked·(s + 4) (value and int32 index); ~log2 passes of compares."""
     passes = np.log2(np.maximum(np.asarray(candidates, dtype=float), 2.0))
     return Op(name, "attention", flops=groups * candidates * passes,
-              hbm_read=groups * candidates * SCORE_BYTES,
-              hbm_write=groups * picked * (SCORE_BYTES + INDEX_BYTES), dtype="fp32").scaled(layers)
+              hbm_read=groups * candidates * score_bytes,
+              hbm_write=groups * picked * (score_bytes + INDEX_BYTES), dtype="fp32").scaled(layers)

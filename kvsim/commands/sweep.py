@@ -1,0 +1,83 @@
+"""kvsim sweep: predictions over contexts × batches for lists of hardware, GPU counts and methods,
+written as CSV or JSON lines."""
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import KvsimError
+from ..hardware import load_profile
+from ..methods import METHODS
+from ..records import to_csv, write_whole
+from ..sweep import gpu_profiles, sweep
+from ..units import UnitError, parse_token_range
+from .common import add_model_args, non_negative_int, parse_params
+
+
+def hardware_list(text: str) -> list:
+    """'all' (every GPU profile) or comma-separated names, aliases or YAML paths."""
+    if text == "all":
+        return gpu_profiles()
+    return [load_profile(name.strip()) for name in text.split(",") if name.strip()]
+
+
+def method_list(text: str) -> list[str]:
+    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise KvsimError(f"unknown method '{unknown[0] if unknown else text}'; choose 'all' or "
+                         f"from: {', '.join(METHODS)}")
+    return names
+
+
+def count_list(text: str) -> list[int]:
+    """'1,2,4,8', '1..64' (doubling) or '16'; every value a positive whole number."""
+    try:
+        return parse_token_range(text)
+    except UnitError as exc:
+        raise KvsimError(str(exc)) from None
+
+
+def token_range(text: str) -> list[int]:
+    try:
+        return parse_token_range(text)
+    except UnitError as exc:
+        raise KvsimError(str(exc)) from None
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("sweep", help="predict over contexts × batches × hardware × GPUs × methods")
+    parser.add_argument("--hw", required=True, help="'all' GPU profiles or names: h100,rtx3090")
+    parser.add_argument("--method", default="dense", help="'all' or names: dense,sparq (default dense)")
+    parser.add_argument("--seq", type=token_range, required=True,
+                        help="contexts: 4k..128k (doubling), 4k,32k or 8k")
+    parser.add_argument("--batch", type=count_list, default=[1], help="batches: 1,8,32 or 1..64 (default 1)")
+    parser.add_argument("--gpus", type=count_list, default=[1], help="tensor-parallel GPU counts: 1,2,4,8")
+    parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens")
+    add_model_args(parser)
+    parser.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix, else csv")
+    parser.add_argument("--out", help="file to write (whole or not at all); default stdout")
+    parser.add_argument("--plot", help="latency and memory against context, PNG")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    result = sweep(hardware_list(args.hw), method_list(args.method), args.seq, args.batch, args.gpus,
+                   model=args.model, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,
+                   params=parse_params(args.param))
+    for line in result.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    if not result.records:
+        raise KvsimError("nothing to write: every combination was skipped")
+    fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
+    text = (to_csv(result.records) if fmt == "csv"
+            else "".join(json.dumps(r, sort_keys=True) + "\n" for r in result.records))
+    if args.out:
+        write_whole(args.out, text)
+        print(f"wrote {len(result.records)} rows to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.plot:
+        from ..plots import sweep_figure
+        sweep_figure(result.records, args.plot)
+    return 0

@@ -1,0 +1,82 @@
+"""kvsim validate FILE.jsonl ... and kvsim calibrate FILE.jsonl --hw H --out PROFILE.yaml."""
+from __future__ import annotations
+
+from ..records import read_jsonl, write_whole
+from ..report import table
+from .common import dump_json
+
+
+def register(sub) -> None:
+    val = sub.add_parser("validate", help="kvsim's prediction error against measured records")
+    val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure")
+    val.add_argument("--hw", help="predict on this profile instead of each record's own (e.g. a calibrated one)")
+    val.add_argument("--held-out", type=float, metavar="FRACTION",
+                     help="only the configurations a calibration with this hold-out fraction did not see")
+    val.add_argument("--format", choices=("table", "json"), default="table")
+    val.add_argument("--plot", help="predicted against measured latency, PNG")
+    val.set_defaults(run=run_validate)
+    cal = sub.add_parser("calibrate", help="fit a profile's efficiency curve and launch floor to measurements")
+    cal.add_argument("files", nargs="+")
+    cal.add_argument("--hw", required=True)
+    cal.add_argument("--out", required=True, help="where to write the calibrated YAML profile")
+    cal.add_argument("--holdout", type=float, default=0.3, help="fraction of configurations held out (default 0.3)")
+    cal.set_defaults(run=run_calibrate)
+
+
+def _load(files) -> list[dict]:
+    return [record for path in files for record in read_jsonl(path)]
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def summary_table(summary: dict) -> str:
+    rows = []
+    for name, block in [*summary["methods"].items(), ("overall", summary["overall"])]:
+        row = [name, block["n"]]
+        for quantity in ("latency", "attention_latency", "hbm_bytes", "pcie_bytes"):
+            stats = block[quantity]
+            worst = stats["worst"]
+            row.append(f"{_pct(stats['median_abs_err'])} / {_pct(stats['p90_abs_err'])} / "
+                       f"{_pct(worst['err'] if worst else None)}")
+        rows.append(row)
+    header = ["method", "n", "latency med/p90/worst", "attention", "HBM bytes", "PCIe bytes"]
+    return table(rows, header)
+
+
+def run_validate(args) -> int:
+    from ..calibrate import is_held_out
+    from ..validate import compare, summarize
+
+    records = _load(args.files)
+    if args.held_out is not None:
+        records = [r for r in records if is_held_out(r, args.held_out)]
+    rows = compare(records, args.hw)
+    summary = summarize(rows)
+    if args.format == "json":
+        print(dump_json(summary))
+    else:
+        print("relative error (predicted - measured) / measured, absolute: median / p90 / worst (signed)\n")
+        print(summary_table(summary))
+    if args.plot:
+        from ..validate import plot
+        plot(rows, args.plot)
+    return 0
+
+
+def run_calibrate(args) -> int:
+    import yaml
+
+    from ..calibrate import fit
+    from ..validate import compare, summarize
+
+    profile, train, held = fit(_load(args.files), args.hw, list(args.files), args.holdout)
+    data = profile.model_dump(exclude_none=True)
+    write_whole(args.out, "# written by kvsim calibrate; fitted fields say so in their source\n"
+                + yaml.safe_dump(data, sort_keys=False, width=120))
+    print(f"wrote {args.out}: fitted on {len(train)} configurations, {len(held)} held out")
+    if held:
+        print("\nheld-out error with the calibrated profile:\n")
+        print(summary_table(summarize(compare(held, profile))))
+    return 0

@@ -1,0 +1,96 @@
+"""H2O, Heavy-Hitter Oracle (Zhang et al., NeurIPS'23, arXiv 2306.14048; code FMInference/H2O).
+
+Each KV head keeps ``heavy`` heavy hitters (largest attention weight accumulated since they
+entered) plus the ``recent`` newest tokens: a cache of C = heavy + recent past tokens
+(``H2OKVCache_LayerWise`` in h2o_hf/utils_real_drop/modify_llama.py). One decode step, per layer
+and KV head, context S (= ``wl.seq``, the new token included), C = min(heavy + recent, S − 1):
+  attention over the C cached rows and the new one: read 2·(C+1)·d·b, FLOPs G·(C+1)·(4d+5)
+  scores: the kernel also writes each query head's softmax weights (G·(C+1)·4); the update reads
+          them and the C accumulated fp32 scores (C·4) and writes C+1 scores back
+          (``_update_hh_score``: hh_score += attn.sum over queries)
+  eviction, once S > heavy + recent: top-``heavy`` of the (C+1) − recent older scores
+          (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``): read (heavy+1)·4,
+          write heavy·8; the evicted slot takes the next token's K and V in place, which is the
+          2·d·b ``kv_append`` write already counted (METHODS.md). The reference code instead
+          re-gathers the whole cache with a boolean mask every step (read 2·(C+1)·d·b, write
+          2·C·d·b more); kvsim does not model that copy.
+
+Defaults: heavy = recent = floor(0.1·S), from the HF scripts' ``--heavy_ratio 0.1
+--recent_ratio 0.1`` (h2o_hf/scripts, run_text_generation.py), there a ratio of the prompt,
+here of the current context, so the cache grows with S; set both to fix the budget.
+A budget of S or more is not an error: the cache is simply not full yet (the official code
+returns it unchanged) and attention equals dense, plus the score upkeep.
+
+GQA: the official code is MHA-only (hh_score is [num_heads, seq] and masks a cache viewed with
+num_heads). kvsim sums the scores over the G query heads of a KV head, so each KV head keeps one
+set of C rows; per-query-head sets would force a KV head to hold the union, up to G·C rows.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ..cost import Op, Resident
+from .attention import SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
+from .base import Method, require
+
+DEFAULT_RATIO = 0.1  # --heavy_ratio / --recent_ratio in FMInference/H2O h2o_hf scripts
+
+
+class H2O(Method):
+    name = "h2o"
+    paper = "H2O: Heavy-Hitter Oracle for Efficient Generative Inference (arXiv 2306.14048)"
+    summary = "keep heavy hitters by accumulated attention + a recent window, per KV head"
+
+    heavy: Optional[int] = Field(None, description="heavy-hitter tokens kept per KV head (default floor(0.1·S))")
+    recent: Optional[int] = Field(None, description="most recent tokens kept (default floor(0.1·S))")
+
+    @model_validator(mode="after")
+    def _in_range(self):
+        for field in ("heavy", "recent"):
+            value = getattr(self, field)
+            require(value is None or value >= 0, f"h2o: {field} must be >= 0 tokens, got {value}")
+        require(self.heavy is None or self.recent is None or self.heavy + self.recent >= 1,
+                "h2o: heavy + recent must keep at least 1 token")
+        return self
+
+    def budgets(self, seq):
+        """(heavy, recent) in tokens at context ``seq``."""
+        derived = np.floor(DEFAULT_RATIO * np.asarray(seq, dtype=float))
+        heavy = derived if self.heavy is None else np.asarray(float(self.heavy))
+        recent = derived if self.recent is None else np.asarray(float(self.recent))
+        return heavy, recent
+
+    def cached_tokens(self, seq):
+        """C: past tokens held per KV head."""
+        heavy, recent = self.budgets(seq)
+        return np.minimum(heavy + recent, np.asarray(seq, dtype=float) - 1.0)
+
+    def attention_ops(self, model, wl) -> list[Op]:
+        L, G = model.n_layers, model.group
+        rows = self.cached_tokens(wl.seq) + 1.0
+        ops = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L)
+        pairs = wl.batch * model.n_kv_heads  # (sequence, KV head): one score set each
+        weights = G * rows * SCORE_BYTES  # this step's softmax weights, fp32, per KV head's G heads
+        ops.append(Op("layers/attn/score_update", "attention",
+                      flops=pairs * (G * rows + rows),  # sum over G heads, add into the scores
+                      hbm_read=pairs * (weights + (rows - 1.0) * SCORE_BYTES),
+                      hbm_write=pairs * (weights + rows * SCORE_BYTES), dtype="fp32").scaled(L))
+        return ops + [self._evict(model, wl, rows)]
+
+    def _evict(self, model, wl, rows) -> Op:
+        """Top-heavy over the older (C+1) − recent scores, only once the cache is full."""
+        heavy, recent = self.budgets(wl.seq)
+        full = (wl.seq > heavy + recent).astype(float)
+        op = topk_op("layers/attn/evict", full * (rows - recent), full * heavy,
+                     wl.batch * model.n_kv_heads, model.n_layers, wl)
+        return replace(op, launches=op.launches * full)
+
+    def kv_resident(self, model, wl) -> list[Resident]:
+        rows = self.cached_tokens(wl.seq) + 1.0  # C slots + the one the next token fills
+        scores = model.n_layers * wl.batch * model.n_kv_heads * rows * SCORE_BYTES
+        return [Resident("kv_cache", gpu=full_kv_bytes(model, wl, rows=rows), kv=True),
+                Resident("h2o_scores", gpu=scores, kv=True)]

@@ -1,0 +1,99 @@
+"""Quest (Tang et al., arXiv 2406.10774, ICML'24): query-aware page selection. The cache is cut into
+pages of P tokens, each with the element-wise min and max of its keys; a query scores every page by
+Σ_i max(q_i·M_i, q_i·m_i), keeps the best pages and attends to their tokens only.
+Code: mit-han-lab/Quest.
+
+Defaults:
+  page_size = 16: ``--page_size`` default of scripts/bench_textgen.py and ``--chunk_size 16`` in
+    scripts/longbench.sh; the paper's setting.
+  budget = 4096 tokens: the largest budget of the LongBench sweep in scripts/longbench.sh
+    (512..4096), where the paper reports accuracy close to full attention. The kernel benchmark
+    (scripts/bench_textgen.py) defaults to 256, a speed setting; pass budget=256 for it.
+Layers 0–1 always attend densely (evaluation/quest_attention.py: ``layer_id < 2``; the efficient
+model skips them through the page budget). When the budget covers the cache (S ≤ B) Quest skips
+estimation and attends densely (quest/utils/controller.py ``need_estimate``), so the cost is dense
+plus the metadata upkeep.
+
+Per KV head and sparse layer (G query heads, b KV bytes, b_a activation bytes):
+  estimate  read 2·⌈S/P⌉·d·b min/max metadata + G·d·b_a (q) ; write G·⌈S/P⌉·b_a page scores ;
+            FLOPs G·⌈S/P⌉·4·d (two products, a max and an add per dimension)
+  top-k     per query head over the ⌈S/P⌉ − 1 full pages, picking B/P − 1 (quest/ops topk,
+            ``inference_page_budget - 1``: the last page is always attended)
+  attention B tokens (B/P − 1 chosen pages + the current page): 2·B·d·b + one int32 page index
+            per page (4/P per row); ratio to dense ≈ 1/P + B/S
+Per step and layer, all layers: the current page's min/max is updated with the new key: read
+d·b (key) + 2·d·b (min/max) ; write 2·d·b. Memory: +2·⌈S/P⌉·d·b per KV head and layer (KV/P).
+
+GQA: Quest's kernels are MHA-only (one page table per head: ``kv_indices_without_last.repeat(
+num_heads, 1)``), and its selection is per head. kvsim keeps per-query-head scoring and
+selection, and shares what a grouped kernel can share: the metadata of a KV head is read once for
+its G query heads (as K is in grouped decode), and the attention kernel reads the union of the G
+page sets once, up to min(G·B, S) tokens (worst case: no overlap), every query head computing over
+that union with its own mask.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from ..cost import Op, Resident
+from ..models import ModelConfig
+from ..workload import Workload
+from .attention import INDEX_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from .base import Method, require
+
+DENSE_LAYERS = 2  # layers 0–1 dense (evaluation/quest_attention.py)
+
+
+class Quest(Method):
+    name: ClassVar[str] = "quest"
+    paper: ClassVar[str] = "Quest, Tang et al. 2024, arXiv 2406.10774"
+    summary: ClassVar[str] = "per-page min/max keys bound each page's score; attend to the top pages"
+
+    page_size: int = Field(16, ge=1, description="tokens per page (P)")
+    budget: int = Field(4096, ge=1, description="tokens attended per head (B), the current page included")
+
+    def check(self, model: ModelConfig, wl: Workload) -> None:
+        P, B = self.page_size, self.budget
+        require(B % P == 0 and B >= 2 * P,
+                f"quest: budget={B} must be a multiple of page_size={P} and at least two pages ({2 * P})")
+
+    def pages(self, wl: Workload) -> np.ndarray:
+        return np.ceil(wl.seq / self.page_size)
+
+    def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        S, B, P, L = wl.seq, float(self.budget), self.page_size, model.n_layers
+        dense_layers = min(DENSE_LAYERS, L)
+        sparse_layers = L - dense_layers
+        sparse = S > B  # Quest estimates only when the pages outnumber the page budget
+        union = np.where(sparse, np.minimum(model.group * B, S), S)
+        ops = decode_attention("layers/attn/dense", model, wl, rows=S, layers=dense_layers)
+        ops += decode_attention("layers/attn/quest_pages", model, wl, rows=union, layers=sparse_layers,
+                                index_bytes=np.where(sparse, INDEX_BYTES / P, 0.0))
+        on = np.where(sparse, 1.0, 0.0)
+        heads = wl.batch * model.n_kv_heads
+        topk = topk_op("layers/attn/quest_topk", np.maximum(self.pages(wl) - 1, 1), B / P - 1,
+                       heads * model.group, sparse_layers, wl, score_bytes=wl.b_a)
+        return ops + [self._estimate(model, wl, heads).scaled(sparse_layers * on), topk.scaled(on)]
+
+    def _estimate(self, model: ModelConfig, wl: Workload, heads) -> Op:
+        # read 2·⌈S/P⌉·d·b + G·d·b_a ; write G·⌈S/P⌉·b_a ; FLOPs G·⌈S/P⌉·4·d
+        G, d, n = model.group, model.head_dim, self.pages(wl)
+        return Op("layers/attn/quest_estimate", "attention", flops=heads * G * n * 4 * d,
+                  hbm_read=heads * (2 * n * d * wl.b_kv + G * d * wl.b_a),
+                  hbm_write=heads * G * n * wl.b_a, dtype=wl.compute_dtype)
+
+    def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        # current page's min/max: read d·b + 2·d·b ; write 2·d·b ; 2·d compares, every layer
+        d, heads = model.head_dim, wl.batch * model.n_kv_heads
+        meta = Op("layers/attn/quest_metadata", "cache", flops=heads * 2 * d,
+                  hbm_read=heads * 3 * d * wl.b_kv, hbm_write=heads * 2 * d * wl.b_kv, dtype="fp32")
+        return [kv_append(model, wl), meta.scaled(model.n_layers)]
+
+    def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
+        # 2·⌈S/P⌉·d·b per KV head and layer (min and max key of each page)
+        meta = model.n_layers * wl.batch * model.n_kv_heads * self.pages(wl) * 2 * model.head_dim * wl.b_kv
+        return [Resident("kv_cache", gpu=full_kv_bytes(model, wl), kv=True),
+                Resident("quest_page_minmax", gpu=meta, kv=True)]

@@ -1,0 +1,136 @@
+"""SparQ Attention (Ribar et al., arXiv 2312.04985): approximate the scores from the r largest
+components of q, fetch only the top-k rows, and fill in the rest of the softmax mass with the
+mean of V. Code: graphcore-research/llm-inference-research (llminference/methods/ann_attention.py,
+the accuracy reference) and graphcore-research/sparq-gpt-fast (sparq.py, the speed reference).
+
+Defaults:
+  r = d/8 and k = S/16: compression ratio 8 of sparq-gpt-fast ``get_r_k_for_compression_ratio``
+    (r = round(d/8), k = round(S/(2·8))); kvsim derives k from each context of the sweep.
+  local = k/4: the local window of the paper's sweeps (METHODS.md; ``local_k`` in
+    ann_attention.py). It is part of the k rows: the top-k runs over the S − local older tokens.
+  k counts every gathered row, the current token included (METHODS.md's 2·k·d·b; the
+    accuracy code's k excludes the current token, one row of difference).
+
+GQA: selection is group-shared (both i1 and i2): |q| is summed over the G query heads of a KV
+head before the top-r, and the approximate scores are summed over the group before the top-k
+(ann_attention.py ``SparseQ.forward`` and ``AnnAttention.forward``). Sharing is what keeps the
+step-2 read at S·r·b and the gather at 2·k·d·b per KV head; a per-query-head selection would read
+up to G times as much. α stays per query head (its own softmax mass at i2).
+
+Bytes per KV head and layer (G query heads, b KV bytes, b_a activation bytes, 4-byte indices):
+  step 1   read G·d·b_a (q) ; write r·(b_a+4) (|q| values and i1)
+  step 2   read S·r·b (K[:, i1] from the d-major copy of K) + G·r·b_a + r·4 ; write G·S·b_a
+           (approximate logits in the activation dtype, as sparq-gpt-fast's ``QK_hat``)
+  softmax  read G·S·b_a ; write G·S·b_a (ŝ) + S·b_a (group sum, only when G > 1)
+  top-k    read (S−l)·b_a ; write (k−l)·(b_a+4)
+  α        read G·k·b_a (ŝ at i2) + k·4 ; write G·4
+  gather   2·k·d·b + k·4 + q and o (kvsim.methods.attention.decode_attention)
+  mix      read v̄ d·4 + v d·b_a + y G·d·b_a + α G·4 ; write v̄ d·4 + out G·d·b_a
+           (the fp32 running mean of V, read and written back each step: sparq-gpt-fast
+           ``RunningVMean.update``, fused here with ``torch.lerp``)
+Cache: K written twice (token-major for the gather, d-major for step 2): 3·d·b per token and KV
+head instead of 2·d·b; memory +S·d·b per KV head (+50% KV) plus v̄ (d·4).
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import numpy as np
+from pydantic import Field
+
+from ..cost import Op, Resident
+from ..models import ModelConfig
+from ..workload import Workload
+from .attention import INDEX_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from .base import Method, require
+
+COMPRESSION = 8  # sparq-gpt-fast RKForCompressionRatio(ratio=8)
+LOCAL_FRACTION = 0.25  # local = k/4, the paper's sweeps (METHODS.md)
+V_MEAN_BYTES = 4.0  # v̄ kept in fp32 (sparq-gpt-fast RunningVMean)
+
+
+class SparQ(Method):
+    name: ClassVar[str] = "sparq"
+    paper: ClassVar[str] = "SparQ Attention, Ribar et al. 2023, arXiv 2312.04985"
+    summary: ClassVar[str] = "approximate scores from r components of q, exact attention on the top-k rows"
+
+    r: Optional[int] = Field(None, ge=1, description="components of q used for approximate scores (default d/8)")
+    k: Optional[int] = Field(None, ge=1, description="rows gathered for exact attention (default S/16, per context)")
+    local: Optional[int] = Field(None, ge=0, description="most recent rows always among the k (default k/4)")
+
+    def rank(self, model: ModelConfig) -> int:
+        return self.r if self.r is not None else max(round(model.head_dim / COMPRESSION), 1)
+
+    def rows(self, wl: Workload) -> np.ndarray:
+        if self.k is not None:
+            return np.asarray(float(self.k))
+        return np.maximum(np.round(wl.seq / (2 * COMPRESSION)), 1.0)
+
+    def local_rows(self, wl: Workload) -> np.ndarray:
+        if self.local is not None:
+            return np.asarray(float(self.local))
+        return np.floor(self.rows(wl) * LOCAL_FRACTION)
+
+    def check(self, model: ModelConfig, wl: Workload) -> None:
+        require(self.rank(model) <= model.head_dim,
+                f"sparq: r={self.rank(model)} exceeds the head dim {model.head_dim}; choose 1..{model.head_dim}")
+        require(self.rows(wl) <= wl.seq,
+                f"sparq: k={self.k} exceeds the context ({int(np.min(wl.seq))} tokens); choose k <= context")
+        require(self.local_rows(wl) <= self.rows(wl),
+                f"sparq: local={self.local} exceeds k; choose 0 <= local <= k")
+
+    def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        S, k, local = wl.seq, self.rows(wl), self.local_rows(wl)
+        L, heads = model.n_layers, wl.batch * model.n_kv_heads
+        return [self._step1(model, wl, heads).scaled(L),
+                *self._approx_scores(model, wl, heads, L),
+                topk_op("layers/attn/sparq_topk", S - local, k - local, heads, L, wl, score_bytes=wl.b_a),
+                self._alpha(model, wl, heads).scaled(L),
+                *decode_attention("layers/attn/sparq_gather", model, wl, rows=k, layers=L,
+                                  index_bytes=INDEX_BYTES),
+                self._mean_mix(model, wl, heads).scaled(L)]
+
+    def _step1(self, model, wl, heads) -> Op:
+        # |q| summed over the group, top-r over d: read G·d·b_a ; write r·(b_a + 4)
+        G, d, r = model.group, model.head_dim, self.rank(model)
+        return Op("layers/attn/sparq_topr", "attention", flops=heads * (G * d + d * np.log2(d)),
+                  hbm_read=heads * G * d * wl.b_a, hbm_write=heads * r * (wl.b_a + INDEX_BYTES), dtype="fp32")
+
+    def _approx_scores(self, model, wl, heads, layers) -> list[Op]:
+        G, r, S, b = model.group, self.rank(model), wl.seq, wl.b_kv
+        # q[i1]·K[:, i1]ᵀ: read S·r·b (d-major K) + G·r·b_a + r·4 ; write G·S·b_a logits
+        scores = Op("layers/attn/sparq_score_approx", "attention", flops=heads * G * S * 2 * r,
+                    hbm_read=heads * (S * r * b + G * r * wl.b_a + r * INDEX_BYTES),
+                    hbm_write=heads * G * S * wl.b_a, dtype=wl.compute_dtype)
+        group_sum = 1.0 if G > 1 else 0.0
+        # softmax(·/τ) per head (+ sum over the group): read G·S·b_a ; write (G + [G>1])·S·b_a
+        softmax = Op("layers/attn/sparq_softmax", "attention", flops=heads * S * (5 * G + group_sum * G),
+                     hbm_read=heads * G * S * wl.b_a, hbm_write=heads * (G + group_sum) * S * wl.b_a,
+                     dtype="fp32")
+        return [scores.scaled(layers), softmax.scaled(layers)]
+
+    def _alpha(self, model, wl, heads) -> Op:
+        # α = Σ_{i∈i2} ŝ_i per query head: read G·k·b_a + k·4 ; write G·4
+        G, k = model.group, self.rows(wl)
+        return Op("layers/attn/sparq_alpha", "attention", flops=heads * G * k,
+                  hbm_read=heads * (G * k * wl.b_a + k * INDEX_BYTES), hbm_write=heads * G * 4.0,
+                  dtype="fp32")
+
+    def _mean_mix(self, model, wl, heads) -> Op:
+        # v̄ ← (n·v̄ + v)/(n+1) ; out = α·y + (1−α)·v̄
+        # read d·4 + d·b_a + G·d·b_a + G·4 ; write d·4 + G·d·b_a
+        G, d = model.group, model.head_dim
+        return Op("layers/attn/sparq_mean_mix", "attention", flops=heads * (3 * d + 3 * G * d),
+                  hbm_read=heads * (d * V_MEAN_BYTES + d * wl.b_a + G * d * wl.b_a + G * 4.0),
+                  hbm_write=heads * (d * V_MEAN_BYTES + G * d * wl.b_a), dtype="fp32")
+
+    def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        # K twice + V: 1.5 × the (K, V) row, i.e. write 3·d·b per token and KV head
+        return [kv_append(model, wl, copies=1.5)]
+
+    def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
+        full = full_kv_bytes(model, wl)
+        v_mean = model.n_layers * wl.batch * model.n_kv_heads * model.head_dim * V_MEAN_BYTES
+        return [Resident("kv_cache", gpu=full, kv=True),
+                Resident("sparq_k_dmajor", gpu=0.5 * full, kv=True),  # S·d·b per KV head and layer
+                Resident("sparq_v_mean", gpu=v_mean, kv=True)]

@@ -1,0 +1,243 @@
+"""Charts for people: a roofline with each method's ops on it, where the time goes, latency and
+memory against context, and plan's cost against latency. matplotlib is imported inside the
+functions (Agg backend), so importing this module costs nothing; files are written whole."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from .errors import KvsimError
+from .records import write_whole_bytes
+from .units import format_tokens
+
+KIND_LABELS = {"attention": "attention over the cache", "linear": "weights (projections, MLP, head)",
+               "elementwise": "norms, RoPE, activations", "cache": "cache upkeep",
+               "transfer": "host transfers", "comm": "tensor-parallel collectives", "recompute": "recompute"}
+KIND_MARKERS = {"attention": "o", "linear": "s", "elementwise": "^", "cache": "v", "transfer": "D",
+                "comm": "P", "recompute": "X"}
+GIB = 2.0 ** 30
+
+
+def _pyplot():
+    """pyplot on the Agg backend, unless pyplot is already in use (a notebook keeps its own)."""
+    import sys
+
+    import matplotlib
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> None:
+    fig.tight_layout()
+    write_whole_bytes(path, fig)
+    _pyplot().close(fig)
+
+
+def _colors(names) -> dict:
+    import matplotlib
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def _context_axis(ax, seqs) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(int(s) for s in seqs))
+    step = max(1, len(ticks) // 8)
+    ax.set_xticks(ticks[::step], [format_tokens(t) for t in ticks[::step]])
+    ax.set_xlabel("context length (tokens)")
+
+
+def _op_points(pred) -> list[tuple]:
+    """(op, intensity FLOP/byte, achieved TFLOP/s, seconds) of every op that computes and moves bytes."""
+    points = []
+    for timed in pred.timing.ops:
+        flops, moved, took = (float(np.max(v)) for v in (timed.op.flops, timed.op.hbm_bytes, timed.time_s))
+        if flops > 0 and moved > 0 and took > 0:
+            points.append((timed.op, flops / moved, flops / took / 1e12, took))
+    return points
+
+
+def roofline_axes(ax, preds, labelled: int = 6) -> None:
+    """The hardware's roofline (peak FLOP/s, HBM bandwidth) with every op of every prediction at
+    its arithmetic intensity and achieved FLOP/s; marker = op kind, colour = method (op kind when
+    there is one method, whose ``labelled`` slowest ops are named)."""
+    hw, dtype = preds[0].hw, preds[0].workload.dtype
+    peak, bandwidth = hw.compute.peak(dtype), hw.memory.bandwidth_Bps.value
+    intensity = np.logspace(-2, 4, 200)
+    ax.plot(intensity, np.minimum(peak, bandwidth * intensity) / 1e12, color="black", lw=1.5,
+            label=f"roofline: {bandwidth / 1e12:.2f} TB/s, {peak / 1e12:.0f} TFLOP/s {dtype}")
+    single = len(preds) == 1
+    colors = _colors(KIND_LABELS if single else [p.method.name for p in preds])
+    for pred in preds:
+        points = _op_points(pred)
+        for op, x, y, _ in points:
+            ax.scatter(x, y, s=36, alpha=0.8, marker=KIND_MARKERS.get(op.kind, "o"),
+                       color=colors[op.kind if single else pred.method.name])
+        for op, x, y, _ in sorted(points, key=lambda p: -p[3])[:labelled if single else 0]:
+            ax.annotate(op.name.split("/")[-1], (x, y), fontsize=7, xytext=(4, -3), textcoords="offset points")
+    kinds = sorted({op.kind for p in preds for op, *_ in _op_points(p)})
+    for kind in kinds:
+        ax.scatter([], [], marker=KIND_MARKERS.get(kind, "o"), label=KIND_LABELS.get(kind, kind),
+                   color=colors[kind] if single else "grey")
+    for name in ([] if single else colors):
+        ax.scatter([], [], color=colors[name], label=name)
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP per HBM byte)",
+           ylabel="achieved TFLOP/s", title=f"roofline: {hw.name}")
+    ax.legend(fontsize=6, loc="lower right", ncol=1 if single else 2)
+
+
+def breakdown_axes(ax, preds) -> None:
+    """One horizontal bar per method, split by op kind: where the step's time goes (ms)."""
+    kinds = [k for k in KIND_LABELS if any(t.op.kind == k for p in preds for t in p.timing.ops)]
+    colors, left = _colors(kinds), np.zeros(len(preds))
+    names = [p.method.name for p in preds]
+    for kind in kinds:
+        ms = np.array([sum(float(np.max(t.time_s)) for t in p.timing.ops if t.op.kind == kind) * 1e3
+                       for p in preds])
+        ax.barh(names, ms, left=left, color=colors[kind], label=KIND_LABELS[kind], height=0.6)
+        left += ms
+    for row, total in enumerate(left):
+        ax.annotate(f"{total:.3g} ms", (total, row), xytext=(3, 0), textcoords="offset points",
+                    va="center", fontsize=7)
+    ax.set(xlabel="time per decode step (ms)", title="where the time goes")
+    ax.set_xlim(right=left.max() * 1.15)
+    ax.set_ylim(len(preds) - 0.5 + max(0, 3 - len(preds)) / 2, -0.5 - max(0, 3 - len(preds)) / 2)
+    ax.legend(fontsize=6, loc="lower right")
+
+
+def context_curves(pred, seqs) -> object | None:
+    """The same configuration as ``pred`` predicted over ``seqs``; None where the method cannot
+    run at some of those contexts."""
+    from .predict import predict
+
+    wl = pred.workload
+    try:
+        return predict(pred.hw, pred.method, seq=np.asarray(seqs, dtype=float), batch=wl.batch,
+                       model=pred.model, dtype=wl.dtype, kv_dtype=wl.kv_dtype, gpus=pred.gpus)
+    except KvsimError:
+        return None
+
+
+def line_axes(ax, series, ylabel: str, title: str, capacity=None, legend: bool = True) -> None:
+    """``series``: (label, contexts, values, fits, color, linestyle); points that do not fit are
+    drawn as crosses. ``capacity``: (label, bytes in the plotted unit)."""
+    for label, seqs, values, fits, color, style in series:
+        ax.plot(seqs, values, marker=".", color=color, linestyle=style, label=label)
+        misses = ~np.asarray(fits, dtype=bool)
+        ax.scatter(np.asarray(seqs)[misses], np.asarray(values)[misses], marker="x", color=color, s=40, zorder=3)
+    if any(not np.all(entry[3]) for entry in series):
+        ax.scatter([], [], marker="x", color="grey", label="does not fit")
+    if capacity:
+        ax.axhline(capacity[1], color="black", linestyle="--", lw=1, label=capacity[0])
+    _context_axis(ax, [x for s in series for x in s[1]])
+    ax.set(ylabel=ylabel, title=title)
+    ax.set_ylim(bottom=0)
+    if legend:
+        ax.legend(fontsize=6)
+
+
+def _curve_series(curves, colors, seqs, quantity, scale) -> list[tuple]:
+    return [(name, seqs, np.broadcast_to(getattr(c, quantity), seqs.shape) / scale,
+             np.broadcast_to(c.fits, seqs.shape), colors[name], "-") for name, c in curves]
+
+
+def predict_figure(preds, path, seqs=None) -> None:
+    """kvsim predict --plot: roofline, breakdown, latency and memory against context (2 × 2);
+    the dotted line marks the predicted context."""
+    plt, first = _pyplot(), preds[0]
+    seq = int(np.max(first.workload.seq))
+    seqs = seqs if seqs is not None else np.unique(np.r_[2.0 ** np.arange(10, np.log2(seq) + 3), seq])
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    roofline_axes(axes[0, 0], preds)
+    breakdown_axes(axes[0, 1], preds)
+    colors = _colors(p.method.name for p in preds)
+    curves = [(p.method.name, c) for p in preds if (c := context_curves(p, seqs)) is not None]
+    line_axes(axes[1, 0], _curve_series(curves, colors, seqs, "latency_s", 1e-3),
+              "time per decode step (ms)", "latency against context")
+    line_axes(axes[1, 1], _curve_series(curves, colors, seqs, "peak_gpu_bytes", GIB),
+              "GPU memory per GPU (GiB)", "memory against context",
+              capacity=(f"{first.hw.name} capacity", first.gpu_capacity_bytes / GIB))
+    for ax in axes[1]:
+        ax.axvline(seq, color="grey", linestyle=":", lw=1)
+    gpus = f" x{first.gpus}" if first.gpus > 1 else ""
+    fig.suptitle(f"{first.model.name} on {first.hw.name}{gpus}, batch {int(np.max(first.workload.batch))}, "
+                 f"context {format_tokens(seq)}")
+    _save(fig, path)
+
+
+MAX_PANELS = 6
+
+
+def _sweep_series(records, colors, styles) -> list[tuple]:
+    """(label, contexts, latency ms, memory GiB, fits, colour, style) per method × batch."""
+    lines = defaultdict(list)
+    for r in records:
+        lines[(r["method"], r["batch"])].append((r["seq"], r["latency_s"] * 1e3, r["memory_bytes"] / GIB, r["fits"]))
+    return [(f"{m}, batch {b}", *map(np.asarray, zip(*sorted(points))), colors[m], styles[b])
+            for (m, b), points in lines.items()]
+
+
+def sweep_figure(records, path) -> None:
+    """kvsim sweep --plot: per hardware × GPU count (columns, up to six), latency (top) and memory
+    (bottom) against context; colour = method, line style = batch, crosses = does not fit."""
+    plt = _pyplot()
+    panels = defaultdict(list)
+    for record in records:
+        panels[(record["hw"], record["gpus"])].append(record)
+    keys = list(panels)[:MAX_PANELS]
+    colors = _colors(r["method"] for r in records)
+    styles = dict(zip(sorted({r["batch"] for r in records}), ["-", "--", ":", "-."] * 8))
+    fig, axes = plt.subplots(2, len(keys), figsize=(5.5 * len(keys), 8.5), squeeze=False)
+    for column, (hw, gpus) in enumerate(keys):
+        series = _sweep_series(panels[(hw, gpus)], colors, styles)
+        name = f"{hw} x{gpus}" if gpus > 1 else hw
+        line_axes(axes[0, column], [(lab, s, lat, fit, c, st) for lab, s, lat, _, fit, c, st in series],
+                  "time per decode step (ms)", f"latency: {name}", legend=column == 0)
+        line_axes(axes[1, column], [(lab, s, mem, fit, c, st) for lab, s, _, mem, fit, c, st in series],
+                  "GPU memory per GPU (GiB)", f"memory: {name}", legend=column == 0,
+                  capacity=("capacity", panels[(hw, gpus)][0]["gpu_capacity_bytes"] / GIB))
+    if len(panels) > MAX_PANELS:
+        fig.text(0.01, 0.005, f"first {MAX_PANELS} of {len(panels)} hardware × GPU combinations shown", fontsize=8)
+    _save(fig, path)
+
+
+def plan_axes(ax, options, tpot_ms=None, title: str = "", labelled: int = 5) -> None:
+    """$ per million output tokens against time per output token for every priced option that
+    fits; colour = hardware, marker = GPU count; the objective as a line and the ``labelled``
+    cheapest options that meet it named. ``options`` in plan's ranked order."""
+    shown = [o for o in options if o.fits and o.usd_per_mtok]
+    if not shown:
+        raise KvsimError("nothing to plot: no option both fits and has a price")
+    colors, markers = _colors(o.hw for o in shown), dict(zip((1, 2, 4, 8, 16), "os^Dv"))
+    for o in shown:
+        ax.scatter(o.tpot_s * 1e3, o.usd_per_mtok, color=colors[o.hw], marker=markers.get(o.gpus, "P"),
+                   s=30, alpha=0.75)
+    for hw, color in colors.items():
+        ax.scatter([], [], color=color, label=hw)
+    for gpus in sorted({o.gpus for o in shown}):
+        ax.scatter([], [], color="grey", marker=markers.get(gpus, "P"), label=f"{gpus} GPU{'s' if gpus > 1 else ''}")
+    if tpot_ms:
+        ax.axvline(tpot_ms, color="black", linestyle="--", lw=1, label=f"objective {tpot_ms:g} ms")
+    for rank, o in enumerate([o for o in shown if o.meets_slo][:labelled]):
+        ax.annotate(f"{'cheapest: ' if o.cheapest else ''}{o.hw} x{o.gpus} {o.method} (batch {o.batch})",
+                    (o.tpot_s * 1e3, o.usd_per_mtok), xytext=(-8, 10 + 11 * rank), textcoords="offset points",
+                    fontsize=7, ha="right", arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
+        if o.cheapest:
+            ax.scatter(o.tpot_s * 1e3, o.usd_per_mtok, s=260, facecolors="none", edgecolors="red", lw=2)
+    ax.set(xscale="log", yscale="log", xlabel="time per output token (ms)",
+           ylabel="$ per million output tokens", title=f"cost against latency{': ' + title if title else ''}")
+    ax.legend(fontsize=7, ncol=2)
+
+
+def plan_figure(options, tpot_ms, path, title: str = "") -> None:
+    """kvsim plan --plot: ``plan_axes`` on its own figure, written to ``path``."""
+    fig, ax = _pyplot().subplots(figsize=(9, 6.5))
+    try:
+        plan_axes(ax, options, tpot_ms, title)
+    except KvsimError:
+        _pyplot().close(fig)
+        raise
+    _save(fig, path)

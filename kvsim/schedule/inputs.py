@@ -1,0 +1,132 @@
+"""What a schedule needs to know, per generation step, before any plan is chosen.
+
+Steps are j = 0 (prefill of the P-token prompt) and j = 1..G (decode; the cache holds
+n_j = P + j tokens, the new one included, as in ``kvsim.predict``). Every array has G + 1 entries.
+The method's own Cost (``kvsim.predict.step_cost``, all KV on the GPU) gives the GPU compute and
+HBM time per step; the schedule adds its transfers and recomputation on top (``plan.py``).
+
+Per-token byte counts, summed over layers L and the batch B:
+  rho  KV of one token:        L·B·H_kv·row   (row = 2·d·b_kv, + 4 B scale/zero per row for int8)
+  eta  layer inputs of a token: L·B·D·b_a     (what recomputing its K and V starts from)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decoder import activation_bytes, weight_bytes
+from ..errors import KvsimError
+from ..hardware import HardwareProfile
+from ..methods import Method
+from ..methods.attention import kv_row_bytes
+from ..models import ModelConfig
+from ..predict import step_cost
+from ..roofline import step_time
+from ..workload import Workload
+
+# Methods whose selected rows are known before the step's attention runs, so a copy stream can
+# prefetch them layer by layer while the previous layer computes (FlexGen §4.1 overlaps loads of
+# layer l+1 with compute of layer l). Dense reads every row; ALISA's global set is the top-k of
+# scores accumulated over the previous k steps (arXiv 2403.17312 §4), its local set is the last k.
+# Other methods choose rows from the current query (e.g. SparQ's top-r of |q|): their loads wait.
+PREFETCHABLE = frozenset({"dense", "alisa"})
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    method: Method
+    model: ModelConfig
+    hw: HardwareProfile
+    wl: Workload  # scalar batch, KV dtype as the method uses it
+    prompt: int
+    gen: int
+    n: np.ndarray  # tokens in the cache at step j (held rows; = P + j for methods keeping all)
+    recent: np.ndarray  # most recent tokens, always selected and always on the GPU (>= 1)
+    global_sel: np.ndarray  # further rows read per sequence and layer, chosen among older tokens
+    compute_s: np.ndarray  # the method's compute stream (all KV on the GPU)
+    copy_s: np.ndarray  # the method's own copy stream
+    fixed_gpu: np.ndarray  # activations + workspace + the method's other GPU residents
+    meta_gpu: np.ndarray  # the method's KV metadata beyond rows (ALISA: n·4 B scores per layer)
+    host_resident: np.ndarray  # the method's own host residents
+    rho: float
+    eta: float
+    weights: float  # all weights, b_w per parameter (+ norms)
+    layer_weights: float  # one layer's weights
+    gpu_capacity: float
+    cpu_capacity: float
+    prefetchable: bool
+
+    @property
+    def batch(self) -> int:
+        return int(self.wl.batch)
+
+    @property
+    def steps(self) -> int:
+        return self.gen + 1
+
+    @property
+    def decode_tokens(self) -> float:
+        return float(self.batch * self.gen)
+
+
+def _kv_workload(method: Method, wl: Workload) -> Workload:
+    return method.kv_workload(wl) if hasattr(method, "kv_workload") else wl
+
+
+def _row_bytes(method: Method, model: ModelConfig, wl: Workload) -> float:
+    return method.row_bytes(model, wl) if hasattr(method, "row_bytes") else kv_row_bytes(model, wl)
+
+
+def _selection(method: Method, context: np.ndarray, held: np.ndarray):
+    """(recent, global) rows per sequence and layer. Methods exposing ``local_tokens`` and
+    ``selected_tokens`` (ALISA: local = last k, selected = 2k) say it; any other method is taken
+    to read every held row, of which only the new token is sure to be on the GPU."""
+    if hasattr(method, "selected_tokens") and hasattr(method, "local_tokens"):
+        recent = np.maximum(np.minimum(method.local_tokens(context), held), 1.0)
+        chosen = np.minimum(method.selected_tokens(context), held)
+    else:
+        recent, chosen = np.ones_like(held), held
+    return recent, np.maximum(chosen - recent, 0.0)
+
+
+def _link_check(hw: HardwareProfile) -> None:
+    if hw.kind != "gpu" or hw.host_link is None:
+        raise KvsimError(f"schedule: {hw.name} is not a GPU with a host link; "
+                         "offloading needs one (choose a GPU profile)")
+
+
+def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: int, prompt: int,
+                gen: int, dtype: str, kv_dtype: str) -> StepInputs:
+    _link_check(hw)
+    if gen < 1:
+        raise KvsimError(f"schedule: --gen must be at least 1, got {gen}")
+    wl = _kv_workload(method, Workload(seq=prompt, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype))
+    context = prompt + np.arange(gen + 1, dtype=float)
+    decode = step_cost(method, model, hw, wl.with_(seq=context[1:]))
+    prefill = step_cost(method, model, hw, wl, prefill=True)
+    decode_t, prefill_t = step_time(decode, hw), step_time(prefill, hw)
+    rho = model.n_layers * batch * model.n_kv_heads * _row_bytes(method, model, wl)
+    kv = np.concatenate([[float(prefill.resident_total("gpu", True) + prefill.resident_total("host", True))],
+                         decode.resident_total("gpu", True) + decode.resident_total("host", True)])
+    held = np.minimum(context, kv / rho)  # bounded caches (StreamingLLM, H2O) hold fewer rows
+    recent, global_sel = _selection(method, context, held)
+    global_sel[0] = 0.0  # prefill attends to the prompt it has just computed: nothing to load
+    weights = weight_bytes(model, wl)
+    other = decode.resident_total("gpu") - decode.resident_total("gpu", True) - weights
+    # prefill: the P-row activations of the widest layer (decoder.activation_bytes) + workspace
+    first = activation_bytes(model, wl, tokens=prompt) + hw.workspace_bytes.value
+    return StepInputs(
+        method=method, model=model, hw=hw, wl=wl, prompt=prompt, gen=gen, n=held, recent=recent,
+        global_sel=global_sel,
+        compute_s=np.concatenate([[float(prefill_t.compute_stream_s)], decode_t.compute_stream_s * np.ones(gen)]),
+        copy_s=np.concatenate([[float(prefill_t.copy_stream_s)], decode_t.copy_stream_s * np.ones(gen)]),
+        fixed_gpu=np.concatenate([[float(first)], other * np.ones(gen)]),
+        meta_gpu=np.maximum(kv - rho * context, 0.0),
+        host_resident=np.concatenate([[float(prefill.resident_total("host"))],
+                                      decode.resident_total("host") * np.ones(gen)]),
+        rho=float(rho), eta=float(model.n_layers * batch * model.d_model * wl.b_a),
+        weights=float(weights), layer_weights=float(model.layer_params * wl.b_w),
+        gpu_capacity=hw.memory.capacity_bytes.value,
+        cpu_capacity=hw.host.memory_bytes.value if hw.host else 0.0,
+        prefetchable=method.name in PREFETCHABLE)

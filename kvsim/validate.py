@@ -1,0 +1,122 @@
+"""Join measurements with predictions: kvsim's own prediction error.
+
+A measured record (``source: "measured"``, written by ``kvsim measure``) names its hardware
+profile (``hw``), model, ``n_layers`` (the runtime may cut layers), method, params, batch, seq
+and dtypes; it is predicted with exactly that configuration and the relative errors
+(predicted − measured) / measured of step latency, attention latency, HBM bytes (when Nsight
+Compute counted them) and PCIe bytes are summarised per method and overall.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import KvsimError
+from .hardware import HardwareProfile, load_profile
+from .models import load_model
+from .predict import predict
+
+QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes")
+PCIE_FLOOR_BYTES = 1e6  # below this both sides are "no PCIe traffic"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    record: dict
+    predicted: dict  # quantity -> value
+    measured: dict  # quantity -> value or None
+
+    def error(self, quantity: str):
+        meas, pred = self.measured.get(quantity), self.predicted.get(quantity)
+        if meas is None or pred is None:
+            return None
+        if quantity == "pcie_bytes" and max(meas, pred) < PCIE_FLOOR_BYTES:
+            return 0.0
+        return (pred - meas) / meas if meas > 0 else None
+
+
+def measured_values(record: dict) -> dict:
+    attention = record.get("attention") or {}
+    return {"latency": record.get("latency_s"), "attention_latency": attention.get("latency_s"),
+            "hbm_bytes": record.get("hbm_bytes"), "pcie_bytes": record.get("pcie_bytes")}
+
+
+def model_for(record: dict):
+    model = load_model(record["model"])
+    layers = record.get("n_layers") or model.n_layers
+    return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
+
+
+def predict_record(record: dict, hw: HardwareProfile | str | None = None):
+    try:
+        profile = load_profile(hw or record["hw"])
+        return predict(profile, method=record["method"], seq=record["seq"], batch=record["batch"],
+                       model=model_for(record), dtype=record.get("dtype"),
+                       kv_dtype=record.get("kv_dtype"), **(record.get("params") or {}))
+    except KeyError as exc:
+        raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None
+
+
+def compare(records: list[dict], hw=None) -> list[Comparison]:
+    rows = []
+    for record in records:
+        if record.get("source") != "measured":
+            continue
+        pred = predict_record(record, hw)
+        predicted = {"latency": float(pred.latency_s),
+                     "attention_latency": float(pred.attention()["latency_s"]),
+                     "hbm_bytes": float(pred.hbm_bytes), "pcie_bytes": float(pred.pcie_bytes)}
+        rows.append(Comparison(record, predicted, measured_values(record)))
+    if not rows:
+        raise KvsimError("no measured records (source: measured) in the given files")
+    return rows
+
+
+def _stats(rows: list[Comparison], quantity: str) -> dict:
+    errors = [(abs(e), e, r) for r in rows if (e := r.error(quantity)) is not None]
+    if not errors:
+        return {"n": 0, "median_abs_err": None, "p90_abs_err": None, "worst": None}
+    magnitudes = np.array([m for m, _, _ in errors])
+    _, signed, row = max(errors, key=lambda item: item[0])
+    rec = row.record
+    worst = {"err": signed, "method": rec["method"], "seq": rec["seq"], "batch": rec["batch"],
+             "model": rec["model"], "predicted": row.predicted[quantity], "measured": row.measured[quantity]}
+    return {"n": len(errors), "median_abs_err": float(np.median(magnitudes)),
+            "p90_abs_err": float(np.percentile(magnitudes, 90)), "worst": worst}
+
+
+def summarize(rows: list[Comparison]) -> dict:
+    """{"overall": {...}, "methods": {name: {...}}}, each with n and per-quantity statistics."""
+    def block(subset):
+        return {"n": len(subset), **{q: _stats(subset, q) for q in QUANTITIES}}
+    methods = sorted({r.record["method"] for r in rows})
+    return {"overall": block(rows),
+            "methods": {m: block([r for r in rows if r.record["method"] == m]) for m in methods}}
+
+
+def plot(rows: list[Comparison], path: str) -> None:
+    """Predicted against measured step latency on log axes, one colour per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .records import write_whole_bytes
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for method in sorted({r.record["method"] for r in rows}):
+        picked = [r for r in rows if r.record["method"] == method]
+        ax.scatter([r.measured["latency"] * 1e3 for r in picked],
+                   [r.predicted["latency"] * 1e3 for r in picked], label=method, s=22)
+    values = [v * 1e3 for r in rows for v in (r.measured["latency"], r.predicted["latency"])]
+    low, high = min(values) / 1.5, max(values) * 1.5
+    ax.plot([low, high], [low, high], color="grey", lw=1, label="exact")
+    ax.fill_between([low, high], [low * 0.9, high * 0.9], [low * 1.1, high * 1.1], color="grey",
+                    alpha=0.15, label="±10%")
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
+           xlabel="measured step latency (ms)", ylabel="predicted step latency (ms)",
+           title=f"kvsim prediction vs measurement ({rows[0].record.get('hw', '')})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_whole_bytes(path, fig)
+    plt.close(fig)

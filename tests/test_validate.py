@@ -1,0 +1,77 @@
+"""validate joins measurements with predictions; calibrate recovers a known profile."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kvsim.calibrate import KNOTS, fit, is_held_out, with_fit
+from kvsim.hardware import load_profile
+from kvsim.predict import predict
+from kvsim.records import append_jsonl
+from kvsim.validate import compare, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+TRUE_EFFS = (0.03, 0.15, 0.45, 0.8, 0.92, 0.93)
+
+
+def _measured(profile, seqs=(4096, 16384, 65536, 131072), batches=(1, 8, 32), layers=4):
+    from kvsim.models import load_model
+    model = load_model("llama-3.1-8b").model_copy(update={"n_layers": layers})
+    records = []
+    for seq in seqs:
+        for batch in batches:
+            pred = predict(profile, seq=seq, batch=batch, model=model)
+            records.append({"source": "measured", "hw": "h100-sxm", "model": "llama-3.1-8b",
+                            "n_layers": layers, "method": "dense", "params": {}, "seq": seq,
+                            "batch": batch, "dtype": "bf16", "kv_dtype": "bf16",
+                            "latency_s": float(pred.latency_s),
+                            "attention": {"latency_s": float(pred.attention()["latency_s"])},
+                            "hbm_bytes": float(pred.hbm_bytes) * 1.02, "pcie_bytes": 0.0})
+    return records
+
+
+def test_validate_reports_errors_per_quantity():
+    truth = with_fit(load_profile("h100"), TRUE_EFFS, 6e-6, "test truth")
+    rows = compare(_measured(truth))
+    summary = summarize(rows)
+    assert summary["overall"]["n"] == 12
+    hbm = summary["methods"]["dense"]["hbm_bytes"]
+    assert hbm["median_abs_err"] == pytest.approx(1 - 1 / 1.02, rel=1e-6)
+    assert summary["overall"]["pcie_bytes"]["median_abs_err"] == 0.0
+    assert summary["overall"]["latency"]["median_abs_err"] > 0.01  # the shipped guess is not the truth
+
+
+def test_calibration_recovers_held_out_latency(tmp_path):
+    truth = with_fit(load_profile("h100"), TRUE_EFFS, 6e-6, "test truth")
+    records = _measured(truth, seqs=(1024, 4096, 8192, 16384, 65536, 131072), batches=(1, 2, 8, 32))
+    profile, train, held = fit(records, "h100", ["synthetic.jsonl"], holdout=0.3)
+    assert held and train and len(held) + len(train) == len(records)
+    assert all(is_held_out(r, 0.3) for r in held)
+    errors = [abs(r.error("latency")) for r in compare(held, profile)]
+    assert np.median(errors) < 0.03 and max(errors) < 0.08
+    assert profile.memory.efficiency.source.startswith("fitted")
+    assert profile.calibration.measurements == ["synthetic.jsonl"]
+
+
+def test_validate_cli_json_and_calibrate(tmp_path):
+    truth = with_fit(load_profile("h100"), TRUE_EFFS, 6e-6, "test truth")
+    path = tmp_path / "h100-test.jsonl"
+    append_jsonl(path, _measured(truth))
+    out = subprocess.run([sys.executable, "-m", "kvsim", "validate", str(path), "--format", "json",
+                          "--plot", str(tmp_path / "v.png")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    for quantity in ("latency", "attention_latency", "hbm_bytes", "pcie_bytes"):
+        assert set(summary["overall"][quantity]) >= {"median_abs_err", "p90_abs_err", "worst"}
+    assert summary["overall"]["n"] == 12 and (tmp_path / "v.png").stat().st_size > 1000
+    cal = subprocess.run([sys.executable, "-m", "kvsim", "calibrate", str(path), "--hw", "h100",
+                          "--out", str(tmp_path / "cal.yaml")], capture_output=True, text=True, cwd=ROOT)
+    assert cal.returncode == 0, cal.stderr
+    assert load_profile(str(tmp_path / "cal.yaml")).calibration is not None
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    bad = subprocess.run([sys.executable, "-m", "kvsim", "validate", str(empty)], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "no measured records" in bad.stderr
