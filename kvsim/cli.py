@@ -11,7 +11,7 @@ from .errors import KvsimError
 
 # Each module registers its own subcommands; keep heavy imports (matplotlib, scipy, torch)
 # inside the run functions so `kvsim predict` starts fast.
-COMMANDS = ("predict", "catalog", "validate", "plan", "sweep")
+COMMANDS = ("predict", "catalog", "validate", "plan", "sweep", "schedule", "measure")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,12 +25,14 @@ from ..predict import step_cost
 from ..roofline import step_time
 from ..workload import Workload
 
-# Methods whose selected rows are known before the step's attention runs, so a copy stream can
-# prefetch them layer by layer while the previous layer computes (FlexGen §4.1 overlaps loads of
-# layer l+1 with compute of layer l). Dense reads every row; ALISA's global set is the top-k of
-# scores accumulated over the previous k steps (arXiv 2403.17312 §4), its local set is the last k.
-# Other methods choose rows from the current query (e.g. SparQ's top-r of |q|): their loads wait.
-PREFETCHABLE = frozenset({"dense", "alisa"})
+# Methods whose rows are known before the step's attention runs, so a copy stream can prefetch
+# them layer by layer while the previous layer computes (FlexGen §4.1 overlaps the loads of layer
+# l+1 with the compute of layer l): dense, StreamingLLM, DuoAttention and ADORE read every row they
+# hold (fixed windows, or a cache the controller chose the step before); ALISA's global set is the
+# top-k of scores accumulated over the previous k steps (arXiv 2403.17312 §4), H2O's heavy
+# hitters likewise. SparQ, Quest and TidalDecode choose rows from the current query: their loads
+# wait for it (serialized with compute).
+PREFETCHABLE = frozenset({"dense", "alisa", "streamingllm", "duoattention", "adore", "h2o"})
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from .evaluate import Evaluation, best_alpha_times, evaluate
 from .inputs import StepInputs
 from .plan import geometry, gpu_bytes_linear
 
-BETAS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
+BETAS = (0.0, 0.2, 0.4, 0.6, 0.8)  # then refined continuously around the best
 FULL_RESOLUTION_STEPS = 64  # up to this many generated tokens every step is a candidate
 COARSE_POINTS = 16  # otherwise p1, p2 start on a grid of about this many steps
 CHUNK_ELEMENTS = 1 << 21  # plans x steps scored at once
@@ -88,12 +88,14 @@ def _best_of(inp, p1, p2, beta, w, alphas) -> tuple[Evaluation | None, int]:
 
 
 def candidates(gen: int, p_values, betas):
-    """(p1, p2, β) arrays: β = 0 needs no p2 (G + 1); otherwise 1 <= p1 <= p2 <= G ... p2 >= 1."""
+    """(p1, p2, β) arrays: β = 0 needs no p2 (G + 1); otherwise p1 <= p2 <= G."""
     never = gen + 1
-    ps = np.unique(np.clip(np.asarray(list(p_values), dtype=int), 0, never))
+    # latest phases first: among plans of equal time the first found wins, so ties go to the
+    # plan that offloads and deletes later (transfers hidden under compute cost nothing)
+    ps = np.unique(np.clip(np.asarray(list(p_values), dtype=int), 0, never))[::-1]
     rows = [(p1, never, 0.0) for p1 in ps] if 0.0 in betas else []
-    for beta in (b for b in betas if b > 0):
-        rows += [(p1, p2, beta) for p1 in ps for p2 in ps if max(p1, 1) <= p2 <= gen]
+    for beta in sorted(b for b in betas if b > 0):
+        rows += [(p1, p2, beta) for p1 in ps for p2 in ps if p1 <= p2 <= gen]
     if not rows:
         return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
     p1, p2, beta = map(np.asarray, zip(*rows))
@@ -114,7 +116,7 @@ def _line(inp, best: Evaluation, w, alphas, which: str, values) -> tuple[Evaluat
         values = values[(values <= p2) | (beta == 0)]
         rows = (values, np.full_like(values, p2), np.full(len(values), beta))
     else:
-        values = values[values >= max(p1, 1)]
+        values = values[values >= p1]
         rows = (np.full_like(values, p1), values, np.full(len(values), beta))
     found, count = _best_of(inp, *rows, w, alphas)
     better = found is not None and found.throughput[0] > best.throughput[0]
@@ -151,7 +153,7 @@ def _refine_beta(inp, best, w, alphas) -> tuple[Evaluation, int]:
         calls.append(found)
         return -float(found.throughput[0]) if found is not None else 0.0
 
-    spread = max(BETAS[1], 0.05)
+    spread = BETAS[1]  # one grid step either side
     minimize_scalar(loss, bounds=(max(0.0, beta - spread), min(0.99, beta + spread)),
                     method="bounded", options={"xatol": 1e-3})
     found = [c for c in calls if c is not None and c.feasible[0]]

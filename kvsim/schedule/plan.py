@@ -6,8 +6,9 @@ per decode step; at step j the cache holds N_j of them, the newest ``recent_j`` 
   Phase II  (j >= p1): a fraction α of each token made at step >= p1 (p1 = 0: the prompt's too)
             goes to CPU memory once it leaves the recent window, and is loaded back over PCIe
             when selected.
-  Phase III (j >= p2 >= max(p1, 1)): the oldest d_j = β·N_j tokens (never the recent window)
-            have their K and V deleted; when selected they are recomputed on the GPU.
+  Phase III (j >= p2 >= p1): the oldest d_j = β·N_j tokens (never the recent window) have
+            their K and V deleted (p2 = 0: as prefill writes them); when selected they are
+            recomputed on the GPU.
   w: the fraction of every layer's weights kept on the GPU; the rest streams over PCIe each
      step into a two-layer buffer, overlapped with compute (as FlexGen does, §4.3, whose
      GPU working set holds 2·(1−wg) layers of weights).
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost import Op
-from ..roofline import op_time
 from .inputs import StepInputs
 
 
@@ -51,23 +51,21 @@ class Geometry:
     """Token counts per sequence at every step (arrays broadcast to (plans, steps)); the
     quantities multiplied by α are those that move with the CPU share."""
 
+    n: np.ndarray  # (steps,): tokens held, N_j
+    old: np.ndarray  # (steps,): tokens older than the recent window, N_j − recent_j
+    share: np.ndarray  # (steps,): selected older rows / older tokens
     start: np.ndarray  # (plans, 1): first Phase-II token, N_{p1-1}
     last: np.ndarray  # (plans, 1): the tokens older than this are deleted by the end
     deleted: np.ndarray  # d_j
     offloadable: np.ndarray  # m_j: live Phase-II tokens outside the recent window
-    share: np.ndarray  # (steps,): selected older rows / older tokens
 
     @property
     def x_held(self):  # tokens whose layer inputs are kept (deleted or to be deleted)
-        return np.minimum(self.last, self.deleted[..., -1:] * 0 + self.n_held)
-
-    @property
-    def n_held(self):
-        return self._n
+        return np.minimum(self.last, self.n)
 
     @property
     def x_offloadable(self):  # Phase-II tokens outside the window whose x is kept
-        return np.maximum(np.minimum(self.last, self._old) - self.start, 0.0)
+        return np.maximum(np.minimum(self.last, self.old) - self.start, 0.0)
 
     @property
     def load_rows(self):  # selected rows that would be on the CPU, per unit α
@@ -84,15 +82,8 @@ class Geometry:
     def subset(self, keep: np.ndarray) -> "Geometry":
         """The plans where ``keep`` holds."""
         rows = lambda v: np.broadcast_to(v, (len(keep), v.shape[-1]))[keep]  # noqa: E731
-        return _geometry(self._n, self._old, rows(self.start), rows(self.last), rows(self.deleted),
-                         rows(self.offloadable), self.share)
-
-
-def _geometry(n, old, start, last, deleted, offloadable, share) -> Geometry:
-    geo = Geometry(start, last, deleted, offloadable, share)
-    object.__setattr__(geo, "_n", n)
-    object.__setattr__(geo, "_old", old)
-    return geo
+        return Geometry(self.n, self.old, self.share, rows(self.start), rows(self.last),
+                        rows(self.deleted), rows(self.offloadable))
 
 
 def geometry(inp: StepInputs, p1, p2, beta) -> Geometry:
@@ -102,13 +93,13 @@ def geometry(inp: StepInputs, p1, p2, beta) -> Geometry:
     deleted = np.where(np.arange(inp.steps) >= p2, np.clip(beta * N, 0.0, old), 0.0)
     offloadable = np.maximum(old - np.maximum(start, deleted), 0.0)
     share = np.divide(inp.global_sel, old, out=np.zeros_like(old), where=old > 0)
-    return _geometry(N, old, start, deleted[..., -1:], deleted, offloadable, share)
+    return Geometry(N, old, share, start, deleted[..., -1:], deleted, offloadable)
 
 
 def new_offloads(inp: StepInputs, geo: Geometry):
     """Tokens (and kept x) leaving the recent window this step into the CPU share, per unit α:
     the window edge moved from old_{j-1} to old_j; the tokens past it that are Phase-II and live."""
-    old = inp.n - inp.recent
+    old = geo.old
     before = np.concatenate([[0.0], old[:-1]])
     rows = np.maximum(old - np.maximum(before, np.maximum(geo.start, geo.deleted)), 0.0)
     x_rows = np.maximum(np.minimum(old, geo.last) - np.maximum(before, geo.start), 0.0)

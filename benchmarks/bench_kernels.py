@@ -1,0 +1,176 @@
+"""Kernel benchmark on a CUDA GPU (issue 4): the dense split-K decode kernel's achieved HBM
+bandwidth against torch SDPA in the same run, and each sparse kernel's speedup over the dense
+kernel at 128k against the ratio of bytes it must read.
+
+    python3 benchmarks/bench_kernels.py --out benchmarks/results/h100-kernels.jsonl
+
+Timing: triton.testing.do_bench, median, after warm-up; buffers rotate so that the working set
+is at least 4x the L2 (cold L2). Bytes are the fewest the kernel must move (K/V rows read once,
+q read, o written). Prints a table last; appends JSON lines with device, driver, versions, date
+and command.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+
+import torch
+import triton
+from triton.testing import do_bench
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from kernels.decode import decode_attention, windowed_decode_attention  # noqa: E402
+from kernels.gather import gathered_decode_attention  # noqa: E402
+from kernels.int8kv import decode_attention_int8, quantize_kv  # noqa: E402
+from kernels.quest import quest_page_scores  # noqa: E402
+from kernels.sparq import sparq_approx_scores  # noqa: E402
+from kvsim.methods.attention import split_count  # noqa: E402
+
+H, HKV, D = 32, 8, 128
+G = H // HKV
+PEAK_BPS = 3.35e12  # H100 SXM datasheet, https://www.nvidia.com/en-us/data-center/h100/
+DT = torch.bfloat16
+
+
+def environment() -> dict:
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        driver = "unknown"
+    return {"device": torch.cuda.get_device_name(), "driver": driver, "torch": torch.__version__,
+            "triton": triton.__version__, "cuda": torch.version.cuda,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python3 " + " ".join(sys.argv)}
+
+
+def rotating(make, bytes_each: int, l2: int):
+    """Enough independent input sets that cycling through them keeps the L2 cold."""
+    count = max(1, min(8, math.ceil(4 * l2 / max(bytes_each, 1))))
+    sets = [make() for _ in range(count)]
+    state = {"i": 0}
+
+    def next_set():
+        state["i"] = (state["i"] + 1) % count
+        return sets[state["i"]]
+    return next_set
+
+
+def time_ms(fn) -> float:
+    return do_bench(fn, warmup=25, rep=200, return_mode="median")
+
+
+def kv(B, S):
+    k = torch.randn(B, HKV, S, D, device="cuda", dtype=DT)
+    v = torch.randn(B, HKV, S, D, device="cuda", dtype=DT)
+    q = torch.randn(B, H, D, device="cuda", dtype=DT)
+    lens = torch.full((B,), S, device="cuda", dtype=torch.int32)
+    return q, k, v, lens
+
+
+def dense_point(B, S, l2) -> dict:
+    kv_bytes = 2 * B * HKV * S * D * 2
+    moved = kv_bytes + 2 * B * H * D * 2
+    sets = rotating(lambda: kv(B, S), kv_bytes, l2)
+    splits = int(split_count(B, HKV, S))  # known on the host: no device sync per call
+    ours = time_ms(lambda: decode_attention(*sets(), num_splits=splits))
+    row = {"kernel": "dense", "batch": B, "seq": S, "bytes": moved, "ours_ms": ours,
+           "ours_TBps": moved / ours / 1e9}
+    try:
+        def sdpa():
+            q, k, v, _ = sets()
+            return torch.nn.functional.scaled_dot_product_attention(q[:, :, None], k, v, enable_gqa=True)
+        row["sdpa_ms"] = time_ms(sdpa)
+        row["sdpa_TBps"] = moved / row["sdpa_ms"] / 1e9
+        row["ours_over_sdpa"] = row["sdpa_ms"] / ours
+    except torch.OutOfMemoryError:
+        row["sdpa_ms"] = None
+    torch.cuda.empty_cache()
+    return row
+
+
+def random_indices(B, heads, K, S, device="cuda"):
+    idx = torch.rand(B, heads, S, device=device).argsort(dim=-1)[..., :K].to(torch.int32)
+    return idx, torch.full((B, heads), K, device=device, dtype=torch.int32)
+
+
+def sparse_points(B, S, t_dense, l2) -> list[dict]:
+    q, k, v, lens = kv(B, S)
+    splits = int(split_count(B, HKV, S))  # the runtime knows its lengths on the host
+    dense_bytes = 2 * B * HKV * S * D * 2
+    rows = []
+
+    def add(name, fn, ratio):
+        ms = time_ms(fn)
+        speed = t_dense / ms
+        rows.append({"kernel": name, "batch": B, "seq": S, "ours_ms": ms, "byte_ratio": ratio,
+                     "speedup": speed, "fraction_of_ratio": speed / ratio})
+
+    for K in (4096, 16384):
+        idx, cnt = random_indices(B, HKV, K, S)
+        add(f"gathered/kv-head k={K}", lambda: gathered_decode_attention(q, k, v, idx, cnt),
+            dense_bytes / (2 * B * HKV * K * D * 2 + B * HKV * K * 4))
+        qidx, qcnt = random_indices(B, H, K, S)
+        union = (qidx.view(B, HKV, G * K).sort(-1).values.diff(dim=-1) != 0).sum().item() + B * HKV
+        add(f"gathered/q-head k={K}", lambda: gathered_decode_attention(q, k, v, qidx, qcnt),
+            dense_bytes / (2 * union * D * 2 + B * H * K * 4))
+    full = torch.zeros(HKV, dtype=torch.bool, device="cuda")
+    full[: HKV // 2] = True
+    add("windowed/duo half retrieval", lambda: windowed_decode_attention(q, k, v, lens, 64, 256, full, num_splits=splits),
+        dense_bytes / (dense_bytes / 2 + 2 * B * (HKV // 2) * 320 * D * 2))
+    kq, ks, kz = quantize_kv(k)
+    vq, vs, vz = quantize_kv(v)
+    add("int8 decode", lambda: decode_attention_int8(q, kq, vq, ks, kz, vs, vz, lens, num_splits=splits),
+        dense_bytes / (2 * B * HKV * S * (D + 4)))
+    del kq, vq
+    r = D // 8
+    k_t = k.transpose(-1, -2).contiguous()
+    i1 = torch.randint(0, D, (B, HKV, r), device="cuda", dtype=torch.int32)
+    tau = torch.full((B, H), math.sqrt(D), device="cuda")
+    add(f"sparq approx scores r={r}", lambda: sparq_approx_scores(q, k_t, i1, lens, tau, num_splits=splits),
+        dense_bytes / (B * HKV * S * r * 2 + 2 * B * H * S * 4))
+    del k_t
+    P = S // 16
+    kmin = torch.randn(B, HKV, P, D, device="cuda", dtype=DT)
+    kmax = kmin + 1
+    pages = torch.full((B,), P, device="cuda", dtype=torch.int32)
+    add("quest page scores", lambda: quest_page_scores(q, kmin, kmax, pages),
+        dense_bytes / (2 * B * HKV * P * D * 2 + B * H * P * 4))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--seqs", default="4096,32768,131072")
+    args = parser.parse_args()
+    env = environment()
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    results = []
+    for B in map(int, args.batches.split(",")):
+        for S in map(int, args.seqs.split(",")):
+            results.append(dense_point(B, S, l2))
+    for B in (1, 8):
+        t_dense = next(r["ours_ms"] for r in results if r["batch"] == B and r["seq"] == 131072)
+        results += sparse_points(B, 131072, t_dense, l2)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "a") as out:
+        out.write("".join(json.dumps({**env, **r}) + "\n" for r in results))
+    print(f"{env['device']}  driver {env['driver']}  torch {env['torch']}  triton {env['triton']}")
+    print(f"{'kernel':<30}{'B':>4}{'S':>8}{'ms':>9}{'TB/s':>7}{'%peak':>7}{'sdpa ms':>9}{'vs sdpa':>8}{'x dense':>8}{'ratio':>7}{'frac':>6}")
+    for r in results:
+        tbps = r.get("ours_TBps")
+        print(f"{r['kernel']:<30}{r['batch']:>4}{r['seq']:>8}{r['ours_ms']:>9.3f}"
+              f"{tbps or 0:>7.2f}{100 * (tbps or 0) * 1e12 / PEAK_BPS:>6.0f}%"
+              f"{r.get('sdpa_ms') or 0:>9.3f}{r.get('ours_over_sdpa', 0):>8.2f}"
+              f"{r.get('speedup', 0):>8.1f}{r.get('byte_ratio', 0):>7.1f}{r.get('fraction_of_ratio', 0):>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
