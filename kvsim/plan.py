@@ -138,6 +138,8 @@ def max_batch(hw, method="dense", seq=4096, model=DEFAULT_MODEL, gpus: int = 1,
 
 
 def _candidates(limit: int) -> np.ndarray:
+    """Batches tried for the objective: every one up to SEARCH_POINTS, beyond that every one up to
+    half of it and a geometric grid to ``limit`` (the chosen batch is then exact to the grid step)."""
     if limit <= SEARCH_POINTS:
         return np.arange(1.0, limit + 1)
     return np.unique(np.r_[np.arange(1.0, SEARCH_POINTS // 2 + 1),
@@ -210,13 +212,11 @@ def plan(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, gpus=(1, 
     check_params(methods, params)
     table = prices if isinstance(prices, dict) else load_prices(prices)
     combos = list(product(hws, sorted(set(gpus)), methods))
-    bar = Progress(len(combos), "plan") if progress else None
     options = []
-    for hw, count, method in combos:
-        options.append(evaluate(hw, method, seq, model, count, batch, tpot_ms / 1e3 if tpot_ms else None,
-                                price_for(hw, table), dtype, kv_dtype, params))
-        if bar:
+    with Progress(len(combos), "plan", enabled=progress) as bar:
+        for hw, count, method in combos:
+            options.append(evaluate(hw, method, seq, model=model, gpus=count, batch=batch,
+                                    tpot_s=tpot_ms / 1e3 if tpot_ms else None, price=price_for(hw, table),
+                                    dtype=dtype, kv_dtype=kv_dtype, params=params))
             bar.step()
-    if bar:
-        bar.close()
     return rank(options)

@@ -104,8 +104,9 @@ def breakdown_axes(ax, preds) -> None:
                     va="center", fontsize=7)
     ax.set(xlabel="time per decode step (ms)", title="where the time goes")
     ax.set_xlim(right=left.max() * 1.15)
-    ax.set_ylim(len(preds) - 0.5 + max(0, 3 - len(preds)) / 2, -0.5 - max(0, 3 - len(preds)) / 2)
-    ax.legend(fontsize=6, loc="lower right")
+    pad = max(0, 3 - len(preds)) / 2  # keep one or two bars as thin as three would be
+    ax.set_ylim(len(preds) - 0.5 + pad, -0.5 - pad)  # first method on top
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
 
 
 def context_curves(pred, seqs) -> object | None:
@@ -221,15 +222,36 @@ def plan_axes(ax, options, tpot_ms=None, title: str = "", labelled: int = 5) -> 
         ax.scatter([], [], color="grey", marker=markers.get(gpus, "P"), label=f"{gpus} GPU{'s' if gpus > 1 else ''}")
     if tpot_ms:
         ax.axvline(tpot_ms, color="black", linestyle="--", lw=1, label=f"objective {tpot_ms:g} ms")
-    for rank, o in enumerate([o for o in shown if o.meets_slo][:labelled]):
-        ax.annotate(f"{'cheapest: ' if o.cheapest else ''}{o.hw} x{o.gpus} {o.method} (batch {o.batch})",
-                    (o.tpot_s * 1e3, o.usd_per_mtok), xytext=(-8, 10 + 11 * rank), textcoords="offset points",
-                    fontsize=7, ha="right", arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
-        if o.cheapest:
-            ax.scatter(o.tpot_s * 1e3, o.usd_per_mtok, s=260, facecolors="none", edgecolors="red", lw=2)
     ax.set(xscale="log", yscale="log", xlabel="time per output token (ms)",
            ylabel="$ per million output tokens", title=f"cost against latency{': ' + title if title else ''}")
+    _label_cheapest(ax, [o for o in shown if o.meets_slo][:labelled])
+    _plain_log_ticks(ax)
     ax.legend(fontsize=7, ncol=2)
+
+
+def _label_cheapest(ax, picked) -> None:
+    """Name each option, the text on whichever side of the point has more room."""
+    low, high = np.log(ax.get_xlim())
+    for rank, o in enumerate(picked):
+        x = o.tpot_s * 1e3
+        left = (np.log(x) - low) / (high - low) < 0.5
+        ax.annotate(f"{'cheapest: ' if o.cheapest else ''}{o.hw} x{o.gpus} {o.method} (batch {o.batch})",
+                    (x, o.usd_per_mtok), xytext=(10 if left else -10, 10 + 11 * rank), textcoords="offset points",
+                    fontsize=7, ha="left" if left else "right", arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
+        if o.cheapest:
+            ax.scatter(x, o.usd_per_mtok, s=260, facecolors="none", edgecolors="red", lw=2)
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log axes labelled 5, 10, 20, 50 rather than 5×10⁰, 10¹, 2×10¹."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value, _):
+        lead = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+        return f"{value:g}" if np.isclose(lead, [1, 2, 5]).any() else ""
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(label))
+        axis.set_minor_formatter(FuncFormatter(label))
 
 
 def plan_figure(options, tpot_ms, path, title: str = "") -> None:

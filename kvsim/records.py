@@ -101,11 +101,19 @@ def to_csv(records: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def _umask_mode() -> int:
+    """The mode a plain open() would give a new file (mkstemp makes it owner-only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_whole(path: str | Path, text: str) -> None:
     """Write a file whole or not at all: a temporary file beside it, then an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(temp, _umask_mode())
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
@@ -151,6 +159,7 @@ def write_whole_bytes(path: str | Path, figure) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".png")
     os.close(handle)
+    os.chmod(temp, _umask_mode())
     try:
         figure.savefig(temp, dpi=120)
         os.replace(temp, path)

@@ -41,10 +41,12 @@ def check_params(methods: list[str], params: dict | None) -> None:
 
 
 class Progress:
-    """A one-line progress bar on stderr, drawn only once the work has run longer than ``delay``."""
+    """A one-line progress bar on stderr, drawn only once the work has run longer than ``delay``
+    (and never when ``enabled`` is false); a context manager that ends the line it drew."""
 
-    def __init__(self, total: int, label: str, stream=None, delay: float = 1.0, clock=time.monotonic):
-        self.total, self.label, self.done = max(total, 1), label, 0
+    def __init__(self, total: int, label: str, stream=None, delay: float = 1.0, clock=time.monotonic,
+                 enabled: bool = True):
+        self.total, self.label, self.done, self.enabled = max(total, 1), label, 0, enabled
         self.stream, self.delay, self.clock = stream or sys.stderr, delay, clock
         self.start, self.drawn, self.last = clock(), False, float("-inf")
 
@@ -52,7 +54,7 @@ class Progress:
         self.done += count
         now = self.clock()
         elapsed = now - self.start
-        if elapsed < self.delay or (now - self.last < 0.1 and self.done < self.total):
+        if not self.enabled or elapsed < self.delay or (now - self.last < 0.1 and self.done < self.total):
             return  # quiet for short runs; at most ten redraws a second
         self.last = now
         filled = int(30 * self.done / self.total)
@@ -65,6 +67,13 @@ class Progress:
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self.drawn = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass
@@ -85,17 +94,14 @@ def sweep(hws, methods, seqs, batches=(1,), gpus=(1,), model=DEFAULT_MODEL, gen:
     seq = np.asarray(sorted(set(int(s) for s in seqs)), dtype=float)[:, None]
     batch = np.asarray(sorted(set(int(b) for b in batches)), dtype=float)[None, :]
     combos = list(product(hws, sorted(set(gpus)), methods))
-    bar = Progress(len(combos), "sweep") if progress else None
     result = SweepResult()
-    for hw, count, method in combos:
-        try:
-            pred = predict(hw, method, seq=seq, batch=batch, model=model, gen=gen, dtype=dtype,
-                           kv_dtype=kv_dtype, gpus=count, **method_params(method, params))
-            result.records += prediction_records(pred, breakdown=False)
-        except KvsimError as exc:
-            result.skipped.append(f"{method} on {hw.name} x{count}: {exc}")
-        if bar:
+    with Progress(len(combos), "sweep", enabled=progress) as bar:
+        for hw, count, method in combos:
+            try:
+                pred = predict(hw, method, seq=seq, batch=batch, model=model, gen=gen, dtype=dtype,
+                               kv_dtype=kv_dtype, gpus=count, **method_params(method, params))
+                result.records += prediction_records(pred, breakdown=False)
+            except KvsimError as exc:
+                result.skipped.append(f"{method} on {hw.name} x{count}: {exc}")
             bar.step()
-    if bar:
-        bar.close()
     return result

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..errors import KvsimError
 from ..report import table
 from ..units import format_bytes, format_seconds, format_tokens
 from .common import add_model_args, dump_json, parse_params, positive_int, tokens
@@ -28,7 +29,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import KvsimError
     from ..plan import plan
 
     if args.tpot_ms is not None and not args.tpot_ms > 0:
@@ -39,7 +39,7 @@ def run(args) -> int:
     if args.format == "json":
         print(dump_json([o.as_dict() for o in options]))
     else:
-        print(plan_text(options, args.model, args.seq, args.tpot_ms))
+        print(plan_text(options, args.model, args.seq, args.tpot_ms, args.prices))
     if args.plot:
         from ..plots import plan_figure
         plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(args.seq)} context")
@@ -63,15 +63,16 @@ def _not_fitting(options) -> list[str]:
     for o in options:
         if not o.fits:
             reason = "does not fit" if o.note.startswith("does not fit") or not o.note else o.note
-            groups[reason][f"{o.hw} x{o.gpus}"].append(o.method)
+            groups[reason][(o.hw, o.gpus)].append(o.method)
     lines = []
     for reason, where in groups.items():
-        parts = [f"{k}" if sorted(v) == every else f"{k} ({', '.join(v)})" for k, v in where.items()]
+        parts = [f"{hw} x{gpus}" + ("" if sorted(v) == every else f" ({', '.join(sorted(v))})")
+                 for (hw, gpus), v in sorted(where.items())]
         lines.append(f"{reason}: {'; '.join(parts)}")
     return lines
 
 
-def plan_text(options, model: str, seq: int, tpot_ms: float | None) -> str:
+def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file: str | None = None) -> str:
     fitting = [o for o in options if o.fits]
     meeting = [o for o in fitting if o.meets_slo]
     goal = f"TPOT <= {tpot_ms:g} ms" if tpot_ms else "no TPOT objective"
@@ -85,6 +86,7 @@ def plan_text(options, model: str, seq: int, tpot_ms: float | None) -> str:
         lines.append(f"* cheapest meeting the objective: {best.hw} x{best.gpus} with {best.method} at batch "
                      f"{best.batch}: {_money(best.usd_per_mtok, 3)} per million output tokens")
     lines += _not_fitting(options)
-    lines += ["prices: on-demand USD per GPU-hour from kvsim/prices.yaml (provider, page and date per "
-              "GPU: --format json shows price_source); '-' = no price for that hardware", ACCURACY_NOTE]
+    source = f"{prices_file} over kvsim/prices.yaml" if prices_file else "kvsim/prices.yaml"
+    lines += [f"prices: on-demand USD per GPU-hour from {source} (provider, page and date per GPU: "
+              "--format json shows price_source); '-' = no price for that hardware", ACCURACY_NOTE]
     return "\n".join(lines)

@@ -31,14 +31,7 @@ def method_list(text: str) -> list[str]:
 
 
 def count_list(text: str) -> list[int]:
-    """'1,2,4,8', '1..64' (doubling) or '16'; every value a positive whole number."""
-    try:
-        return parse_token_range(text)
-    except UnitError as exc:
-        raise KvsimError(str(exc)) from None
-
-
-def token_range(text: str) -> list[int]:
+    """'1,2,4,8', '1..64' or '4k..128k' (doubling), '16' or '32k'; positive whole numbers."""
     try:
         return parse_token_range(text)
     except UnitError as exc:
@@ -49,7 +42,7 @@ def register(sub) -> None:
     parser = sub.add_parser("sweep", help="predict over contexts × batches × hardware × GPUs × methods")
     parser.add_argument("--hw", required=True, help="'all' GPU profiles or names: h100,rtx3090")
     parser.add_argument("--method", default="dense", help="'all' or names: dense,sparq (default dense)")
-    parser.add_argument("--seq", type=token_range, required=True,
+    parser.add_argument("--seq", type=count_list, required=True,
                         help="contexts: 4k..128k (doubling), 4k,32k or 8k")
     parser.add_argument("--batch", type=count_list, default=[1], help="batches: 1,8,32 or 1..64 (default 1)")
     parser.add_argument("--gpus", type=count_list, default=[1], help="tensor-parallel GPU counts: 1,2,4,8")

@@ -1,0 +1,103 @@
+"""Plots: each chart is written whole, with labelled axes, and matplotlib stays off the start-up path."""
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from kvsim import plots  # noqa: E402
+from kvsim.errors import KvsimError  # noqa: E402
+from kvsim.plan import plan  # noqa: E402
+from kvsim.predict import predict  # noqa: E402
+from kvsim.sweep import sweep  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == PNG and path.stat().st_size > 20_000
+
+
+def _preds():
+    return [predict("h100", m, seq=65536, batch=4) for m in ("dense", "sparq", "quest")]
+
+
+def test_roofline_places_every_op_under_the_roof():
+    fig, ax = plt.subplots()
+    preds = _preds()
+    plots.roofline_axes(ax, preds)
+    assert "FLOP per HBM byte" in ax.get_xlabel() and "TFLOP/s" in ax.get_ylabel()
+    peak = preds[0].hw.compute.peak("bf16") / 1e12
+    bandwidth = preds[0].hw.memory.bandwidth_Bps.value / 1e12
+    placed = [c.get_offsets() for c in ax.collections if len(c.get_offsets())]
+    assert sum(len(p) for p in placed) == sum(len(plots._op_points(p)) for p in preds)
+    for offsets in placed:
+        for x, y in offsets:
+            assert y <= min(peak, bandwidth * x) * (1 + 1e-9)  # nothing beats the roofline
+    plt.close(fig)
+
+
+def test_breakdown_bars_sum_to_the_step():
+    fig, ax = plt.subplots()
+    preds = _preds()
+    plots.breakdown_axes(ax, preds)
+    assert "(ms)" in ax.get_xlabel()
+    widths = {}
+    for patch in ax.patches:
+        row = round(patch.get_y() + patch.get_height() / 2)
+        widths[row] = widths.get(row, 0) + patch.get_width()
+    for row, pred in enumerate(preds):
+        assert widths[row] == pytest.approx(float(pred.latency_s) * 1e3)
+    plt.close(fig)
+
+
+def test_predict_figure(tmp_path):
+    path = tmp_path / "predict.png"
+    plots.predict_figure(_preds(), path)
+    assert _is_png(path)
+
+
+def test_sweep_figure(tmp_path):
+    result = sweep(["h100", "rtx3090"], ["dense", "quest"], [4096, 32768, 131072], [1, 8], progress=False)
+    path = tmp_path / "sweep.png"
+    plots.sweep_figure(result.records, path)
+    assert _is_png(path)
+
+
+def test_plan_figure(tmp_path):
+    options = plan("llama-3.1-8b", 32768, ["h100", "l40s"], ["dense", "quest"], [1, 2], tpot_ms=15)
+    path = tmp_path / "plan.png"
+    plots.plan_figure(options, 15, path, title="llama-3.1-8b at 32k")
+    assert _is_png(path)
+    unpriced = [o for o in options if not o.fits]
+    with pytest.raises(KvsimError, match="nothing to plot"):
+        plots.plan_figure(unpriced, 15, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
+def kvsim(*args):
+    return subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("command", [
+    ["predict", "--hw", "rtx3090", "--seq", "16k", "--method", "all"],
+    ["predict", "--hw", "h100", "--seq", "32k", "--method", "sparq", "--batch", "4"],
+    ["sweep", "--hw", "h100", "--seq", "4k..64k", "--method", "dense,quest", "--batch", "1,4"],
+    ["plan", "--seq", "32k", "--hw", "h100,l40s", "--method", "dense,quest", "--gpus", "1,2", "--tpot-ms", "20"],
+])
+def test_plot_option_on_the_commands(tmp_path, command):
+    path = tmp_path / "chart.png"
+    out = kvsim(*command, "--plot", str(path))
+    assert out.returncode == 0, out.stderr
+    assert _is_png(path)
+
+
+def test_matplotlib_is_not_imported_at_start_up():
+    code = "import sys, kvsim.cli; kvsim.cli.build_parser(); print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
