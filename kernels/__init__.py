@@ -1,1 +1,10 @@
-"""Triton kernels for decode attention and the sparse methods. Needs the `runtime` extra."""
+"""Triton kernels for decode attention and the sparse methods. Needs the `runtime` extra.
+
+decode.py  dense split-K decode, windowed (StreamingLLM / DuoAttention) decode
+gather.py  attention over listed rows (SparQ, Quest, H2O, ALISA, TidalDecode)
+sparq.py   SparQ approximate scores and output interpolation
+quest.py   Quest page scores
+int8kv.py  per-row asymmetric int8 KV quantization and int8 decode attention
+tune.py    GPU timing and config search (``python -m kernels.tune``); configs in _common.CONFIGS
+Each kernel has a pure-torch ``<name>_ref`` with the same signature.
+"""

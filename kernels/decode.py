@@ -1,0 +1,105 @@
+"""Dense and windowed decode attention (split-K flash-decoding, GQA-aware).
+
+Flash-decoding (Dao et al., "Flash-Decoding for long-context inference", 2023; FlashInfer and vLLM's
+split-K decode kernels): one query token per sequence, the cached rows split across programs so a
+small batch still fills the GPU, fp32 partials merged by a second small kernel. One program serves
+the G query heads of a KV head, so K/V are read from HBM once: per (sequence, KV head)
+read 2·S·d·b + 2·G·d·b (q, o); FLOPs 4·G·S·d. Split policy: ``kvsim.methods.attention.split_count``
+(the cost model's), with the longest sequence of the batch as the row count.
+
+``windowed_decode_attention`` covers StreamingLLM (sink + recent window) and DuoAttention (a
+per-KV-head choice of full retrieval heads and streaming heads, arXiv 2410.10819) in one launch;
+streaming heads read only their sink + recent rows: 2·(sink+recent)·d·b per head.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._attention import DENSE, WINDOW, run_attention
+from ._common import (check_decode_args, default_scale, last_dim_contiguous, max_len,
+                      splits_for)
+from ._reference import attend, group_view
+
+
+def _prepare(q, k, v, seq_lens):
+    B, H, Hkv, G, d = check_decode_args(q, k, v)
+    if seq_lens.shape != (B,):
+        raise ValueError(f"seq_lens must have shape [{B}], got {tuple(seq_lens.shape)}")
+    q, k, v = (last_dim_contiguous(t) for t in (q, k, v))
+    return q, k, v, seq_lens.to(torch.int32), (B, H, Hkv, G, d)
+
+
+def decode_attention(q, k, v, seq_lens, *, scale=None, num_splits=None):
+    """o[B,H,d] = softmax(q·K[:seq_len]ᵀ·scale)·V[:seq_len] per query head (q's dtype).
+
+    q[B,H,d]; k, v [B,Hkv,S_max,d] (strided views allowed); seq_lens[B] int32. Without
+    ``num_splits`` the split count comes from ``split_count(B, Hkv, max(seq_lens))``, which reads
+    max(seq_lens) back to the host (pass num_splits to avoid the sync)."""
+    q, k, v, seq_lens, (B, H, Hkv, G, d) = _prepare(q, k, v, seq_lens)
+    rows = max_len(seq_lens) if num_splits is None else 0
+    splits = splits_for(B, Hkv, rows, num_splits)
+    return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
+                         prog_heads=Hkv, hpp=G, seq_lens=seq_lens)
+
+
+def windowed_decode_attention(q, k, v, seq_lens, sink: int, recent: int, head_is_full=None, *,
+                              scale=None, num_splits=None):
+    """Attention over rows [0, sink) ∪ [seq_len−recent, seq_len) of each KV head; all rows where
+    sink + recent ≥ seq_len or ``head_is_full[h]`` (bool [Hkv], DuoAttention retrieval heads)."""
+    q, k, v, seq_lens, (B, H, Hkv, G, d) = _prepare(q, k, v, seq_lens)
+    sink, recent = int(sink), int(recent)
+    if sink < 0 or recent < 0:
+        raise ValueError(f"sink and recent must be >= 0, got sink={sink}, recent={recent}")
+    full = None
+    if head_is_full is not None:
+        if tuple(head_is_full.shape) != (Hkv,):
+            raise ValueError(f"head_is_full must have shape [{Hkv}], "
+                             f"got {tuple(head_is_full.shape)}")
+        full = head_is_full.to(device=q.device, dtype=torch.int8)
+    rows = 0
+    if num_splits is None:
+        longest = max_len(seq_lens)
+        any_full = full is not None and bool(full.any())
+        rows = longest if any_full else min(longest, sink + recent)
+    splits = splits_for(B, Hkv, rows, num_splits)
+    return run_attention(q, k, v, mode=WINDOW, scale=default_scale(d, scale), splits=splits,
+                         prog_heads=Hkv, hpp=G, seq_lens=seq_lens, full=full, sink=sink,
+                         recent=recent)
+
+
+def window_rows(seq_len: int, sink: int, recent: int, full: bool, device=None) -> torch.Tensor:
+    """The cache rows a head attends to under a sink + recent window (ascending)."""
+    if full or sink + recent >= seq_len:
+        return torch.arange(seq_len, device=device)
+    return torch.cat([torch.arange(sink, device=device),
+                      torch.arange(seq_len - recent, seq_len, device=device)])
+
+
+def decode_attention_ref(q, k, v, seq_lens, *, scale=None, num_splits=None,
+                         compute_dtype=torch.float32, out_dtype=None):
+    """Torch reference of :func:`decode_attention` (``num_splits`` ignored). Computes in
+    ``compute_dtype``; returns ``out_dtype`` (default q's dtype)."""
+    B, H, Hkv, G, d = check_decode_args(q, k, v)
+    scale = default_scale(d, scale)
+    out = torch.empty(B, H, d, dtype=compute_dtype, device=q.device)
+    for b, n in enumerate(seq_lens.tolist()):
+        o, _ = attend(group_view(q[b], Hkv), k[b, :, :n], v[b, :, :n], scale, compute_dtype)
+        out[b] = o.reshape(H, d)
+    return out.to(out_dtype or q.dtype)
+
+
+def windowed_decode_attention_ref(q, k, v, seq_lens, sink: int, recent: int, head_is_full=None,
+                                  *, scale=None, num_splits=None, compute_dtype=torch.float32,
+                                  out_dtype=None):
+    """Torch reference of :func:`windowed_decode_attention`."""
+    B, H, Hkv, G, d = check_decode_args(q, k, v)
+    scale = default_scale(d, scale)
+    full = [False] * Hkv if head_is_full is None else [bool(x) for x in head_is_full.tolist()]
+    out = torch.empty(B, H, d, dtype=compute_dtype, device=q.device)
+    for b, n in enumerate(seq_lens.tolist()):
+        qg = group_view(q[b], Hkv)
+        for h in range(Hkv):
+            rows = window_rows(n, sink, recent, full[h], device=k.device)
+            o, _ = attend(qg[h], k[b, h, rows], v[b, h, rows], scale, compute_dtype)
+            out[b, h * G:(h + 1) * G] = o
+    return out.to(out_dtype or q.dtype)
