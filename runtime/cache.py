@@ -1,0 +1,239 @@
+"""The KV cache: preallocated per-layer rows [B, Hkv, S_max, d] for K and V, bf16/fp32 or INT8
+with an fp16 scale and zero per row (ALISA §5), on the device or partly in pinned host memory
+(``runtime/offload.py``). Methods add their own side structures (runtime/methods/*.py).
+
+Bytes per cached token and KV head: 2·d·b (K and V), + 2·(2+2) for INT8 scale and zero.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from kvsim.methods.attention import split_count
+
+from . import ops
+from .reference import _take
+
+
+ROW_ALIGN = 16  # rows allocated in multiples of 16: cuBLAS falls back to slow kernels on odd sizes
+
+
+def num_splits(batch: int, heads: int, rows: int) -> int:
+    """The dense kernel's split-K factor for ``rows`` (kvsim's split_count, the policy
+    kernels/decode.py applies): passing it saves the kernel a device sync on max(seq_lens)."""
+    return int(split_count(batch, heads, max(rows, 1)))
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    n_layers: int
+    batch: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    max_seq: int
+    device: torch.device
+    dtype: torch.dtype
+    kv_dtype: str = "same"  # "same" as the activations, or "int8"
+    offload: float = 0.0  # fraction of each layer's tokens (oldest first) in pinned host memory
+
+    @property
+    def group(self) -> int:
+        return self.n_heads // self.n_kv_heads
+
+    def with_(self, **changes) -> "CacheSpec":
+        return replace(self, **changes)
+
+
+class PcieCounter:
+    """Bytes that crossed the host link, per direction, counted where the copies are issued."""
+
+    def __init__(self):
+        self.h2d = 0
+        self.d2h = 0
+
+    def add(self, direction: str, nbytes: int) -> None:
+        setattr(self, direction, getattr(self, direction) + int(nbytes))
+
+    def as_dict(self) -> dict[str, int]:
+        return {"h2d": self.h2d, "d2h": self.d2h}
+
+    def reset(self) -> None:
+        self.h2d = self.d2h = 0
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class DeviceRows:
+    """Named row tensors [B, heads, rows, *tail] on one device; a row is one token's entry."""
+
+    offloaded = False
+
+    def __init__(self, batch: int, heads: int, rows: int, fields: dict, device):
+        self.t = {name: torch.zeros(batch, heads, rows, *tail, dtype=dtype, device=device)
+                  for name, (tail, dtype) in fields.items()}
+
+    def load(self, values: dict, slots=None) -> None:
+        """Rows [0, n) from values [B, heads, n, ...], or at ``slots`` [n] (a ring)."""
+        for name, value in values.items():
+            if slots is None:
+                self.t[name][:, :, : value.shape[2]] = value
+            else:
+                self.t[name].index_copy_(2, slots, value)
+
+    def put(self, slot, values: dict) -> None:
+        """One row per (b, head): ``slot`` an int, or a tensor broadcastable to [B, heads]."""
+        for name, value in values.items():
+            t = self.t[name]
+            if isinstance(slot, int):
+                t[:, :, slot] = value
+            else:
+                B, H = t.shape[:2]
+                b = torch.arange(B, device=t.device)[:, None]
+                h = torch.arange(H, device=t.device)[None, :]
+                t[b, h, slot.expand(B, H)] = value
+
+    def full(self) -> dict:
+        return self.t
+
+    def gather(self, indices: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """What a gathered kernel reads: the whole rows and the same indices (no copy)."""
+        return self.t, indices
+
+    def compact(self, indices: torch.Tensor) -> dict:
+        """Rows indices [B, Hsel, K] copied out: [B, Hsel, K, ...]."""
+        return {name: _take(t, indices) for name, t in self.t.items()}
+
+    @property
+    def device_bytes(self) -> int:
+        return tensor_bytes(self.t.values())
+
+    host_bytes = 0
+
+
+def kv_fields(spec: CacheSpec) -> dict:
+    d = spec.head_dim
+    if spec.kv_dtype == "int8":
+        scales = {f"{x}_{s}": ((), torch.float16) for x in "kv" for s in ("scale", "zero")}
+        return {"k": ((d,), torch.int8), "v": ((d,), torch.int8), **scales}
+    return {"k": ((d,), spec.dtype), "v": ((d,), spec.dtype)}
+
+
+class KVCache:
+    """K and V for every layer; ``rows`` per (b, KV head) (S_max unless a method compresses),
+    allocated up to a multiple of ROW_ALIGN (rows past the valid count are masked)."""
+
+    def __init__(self, spec: CacheSpec, rows: int | None = None, counter: PcieCounter | None = None):
+        rows = spec.max_seq if rows is None else rows
+        self.spec, self.rows = spec, -(-rows // ROW_ALIGN) * ROW_ALIGN
+        self.int8 = spec.kv_dtype == "int8"
+        fields = kv_fields(spec)
+        if spec.offload > 0:
+            from .offload import OffloadRows
+            make = lambda: OffloadRows(spec.batch, spec.n_kv_heads, self.rows, fields,  # noqa: E731
+                                       spec.device, spec.offload, counter or PcieCounter())
+        else:
+            make = lambda: DeviceRows(spec.batch, spec.n_kv_heads, self.rows, fields, spec.device)  # noqa: E731
+        self.layers = [make() for _ in range(spec.n_layers)]
+        self._lens: dict[int, torch.Tensor] = {}
+
+    def seq_lens(self, n: int) -> torch.Tensor:
+        if n not in self._lens:
+            if len(self._lens) > 8:
+                self._lens.clear()
+            self._lens[n] = torch.full((self.spec.batch,), n, dtype=torch.int32, device=self.spec.device)
+        return self._lens[n]
+
+    def encode(self, k: torch.Tensor, v: torch.Tensor) -> dict:
+        if not self.int8:
+            return {"k": k.to(self.spec.dtype), "v": v.to(self.spec.dtype)}
+        out = {}
+        for name, x in (("k", k), ("v", v)):
+            out[name], out[f"{name}_scale"], out[f"{name}_zero"] = ops.quantize_kv(x)
+        return out
+
+    def decode(self, f: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.int8:
+            return f["k"], f["v"]
+        return tuple(ops.dequantize_kv(f[x], f[f"{x}_scale"], f[f"{x}_zero"], self.spec.dtype) for x in "kv")
+
+    def load(self, layer: int, k, v, slots=None) -> None:
+        self.layers[layer].load(self.encode(k, v), slots)
+
+    def put(self, layer: int, slot, k, v) -> None:
+        self.layers[layer].put(slot, self.encode(k, v))
+
+    def keys(self, layer: int) -> torch.Tensor:
+        """All K rows of a device-resident, 16-bit cache (selection layers read them)."""
+        return self.layers[layer].full()["k"]
+
+    def values(self, layer: int) -> torch.Tensor:
+        return self.layers[layer].full()["v"]
+
+    def rows_of(self, layer: int, indices: torch.Tensor):
+        """K and V rows indices [B, Hsel, K] as [B, Hsel, K, d] in the compute dtype."""
+        return self.decode(self.layers[layer].compact(indices))
+
+    def attend_all(self, layer: int, q: torch.Tensor, n: int) -> torch.Tensor:
+        """Dense decode attention of q [B,H,d] over rows [0, n): read 2·n·d·b per KV head."""
+        store = self.layers[layer]
+        if store.offloaded:
+            B, Hkv = self.spec.batch, self.spec.n_kv_heads
+            idx = torch.arange(n, device=q.device, dtype=torch.int32).expand(B, Hkv, n)
+            return self.attend_indices(layer, q, idx, self.seq_lens(n)[:, None].expand(B, Hkv).contiguous())
+        f, splits = store.full(), num_splits(self.spec.batch, self.spec.n_kv_heads, n)
+        if self.int8:
+            return ops.decode_attention_int8(q, f["k"], f["v"], f["k_scale"], f["k_zero"], f["v_scale"],
+                                             f["v_zero"], self.seq_lens(n), num_splits=splits)
+        return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=splits)
+
+    def attend_indices(self, layer: int, q, indices, counts) -> torch.Tensor:
+        """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head)."""
+        if self.int8:
+            k, v = self.rows_of(layer, indices)
+            B, Hsel, K = indices.shape
+            local = torch.arange(K, device=q.device, dtype=torch.int32).expand(B, Hsel, K).contiguous()
+            return ops.gathered_decode_attention(q, k, v, local, counts)
+        f, idx = self.layers[layer].gather(indices)
+        return ops.gathered_decode_attention(q, f["k"], f["v"], idx, counts)
+
+    @property
+    def device_bytes(self) -> int:
+        return sum(s.device_bytes for s in self.layers)
+
+    @property
+    def host_bytes(self) -> int:
+        return sum(s.host_bytes for s in self.layers)
+
+
+class SinkRing:
+    """Slots of a sink + recent window (StreamingLLM, DuoAttention streaming heads), as kvsim's
+    cost models count it: the cache keeps ``sink`` first and ``recent`` newest past tokens and
+    the current token attends to sink + recent + 1 rows (streaming-llm trims to start_size +
+    recent_size after each token, eval_long_ppl.py). Positions < sink keep their slot; later
+    ones cycle through recent + 1 slots, so writing position n drops position n − recent − 1."""
+
+    def __init__(self, sink: int, recent: int, max_seq: int):
+        if recent < 0 or sink < 0:
+            raise ValueError(f"need sink >= 0 and recent >= 0, got sink={sink}, recent={recent}")
+        self.sink, self.recent, self.cycle = sink, recent, recent + 1
+        self.cap = sink + recent + 1  # rows at attention time
+        self.rows = min(self.cap, max_seq)  # a window longer than the context never wraps
+
+    def slot(self, pos):
+        return pos if pos < self.sink else self.sink + (pos - self.sink) % self.cycle
+
+    def prefill_positions(self, n: int) -> list[int]:
+        """Positions < n still in the window when position n is written."""
+        start = max(self.sink, n - self.recent)
+        return list(range(min(self.sink, n))) + list(range(start, n))
+
+    def count(self, n_with_current: int) -> int:
+        return min(n_with_current, self.cap)
+
+    def oldest_recent(self, n_with_current: int) -> int:
+        """First position of the recent part of the window (the current token included)."""
+        return max(self.sink, n_with_current - self.cycle)

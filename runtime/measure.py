@@ -1,0 +1,196 @@
+"""Measurement harness: decode-step and attention-only latency, PCIe bytes and peak memory of one
+method on the synthetic decoder, as a kvsim record (kvsim/records.py) with source "measured".
+
+Timing (DESIGN.md convention 7, after triton.testing.do_bench): ``warmup`` untimed steps, then
+``steps`` timed ones, median reported; on CUDA each timed call is bracketed by CUDA events and
+preceded by a write of a buffer of 4× L2 (so no cache rows or weights stay in L2; the flush is
+outside the events); on CPU time.perf_counter. The context grows one token per step: the timed
+steps attend to seq − steps//2 … seq + steps − steps//2 − 1 tokens, so the median one sees
+``seq``. Each timed step follows a timed attention-only call at the same context.
+``gpu_busy_s`` (CUDA only): the summed time of the kernels one step runs (torch.profiler),
+i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
+
+HBM bytes come from Nsight Compute in a separate wrapper: ``run_steps_for_profiling`` runs one
+warm decode step between torch.cuda.profiler.start()/stop(), for
+``ncu --profile-from-start off --metrics dram__bytes_read.sum,dram__bytes_write.sum``.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import statistics
+import time
+
+import torch
+
+from . import ops
+from .engine import Engine, offload_fraction
+from .model import DTYPE_NAMES
+
+L2_FLUSH_BYTES = 4 * 50 * 2**20  # 4 × the H100's 50 MB L2
+
+
+class _Timer:
+    def __init__(self, device: torch.device, flush: bool):
+        self.cuda = device.type == "cuda"
+        self.flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device) if self.cuda and flush else None
+        self.pending: list = []
+
+    def time(self, fn, *args):
+        """Run fn; its time is collected by ``results`` (CUDA events resolve after a sync)."""
+        if not self.cuda:
+            start = time.perf_counter()
+            out = fn(*args)
+            self.pending.append(time.perf_counter() - start)
+            return out
+        if self.flush is not None:
+            self.flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn(*args)
+        end.record()
+        self.pending.append((start, end))
+        return out
+
+    def results(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [s.elapsed_time(e) / 1e3 for s, e in self.pending]
+        return list(self.pending)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def _versions() -> dict:
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {"torch": torch.__version__, "triton": triton_version}
+
+
+def _peak_memory(engine: Engine) -> tuple[int, str]:
+    """Peak allocated bytes over one more decode step (CUDA); on CPU the tensor sizes."""
+    if engine.device.type != "cuda":
+        engine.step()
+        return engine.model.weight_bytes + engine.kv_bytes, "weights + cache tensor sizes"
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(engine.device)
+    engine.step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated(engine.device), "torch.cuda.max_memory_allocated"
+
+
+def _busy_time(engine: Engine, fn, repeats: int = 3) -> float | None:
+    """Median over ``repeats`` calls of the summed GPU time of the kernels and copies one call
+    runs (torch.profiler): the step without host gaps (launches, syncs), what a roofline sums."""
+    if engine.device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    times = []
+    for _ in range(repeats):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        times.append(sum(e.self_device_time_total for e in prof.key_averages()) / 1e6)
+    return statistics.median(times)
+
+
+def _engine(method, seq, batch, model, n_layers, params, extra_steps, **kw) -> tuple[Engine, int]:
+    """An engine whose prefill leaves room for ``extra_steps`` decode steps ending past ``seq``."""
+    prefill = max(1, seq - 1 - extra_steps)
+    engine = Engine(model, method, params, batch=batch, max_seq=prefill + extra_steps * 2 + 8,
+                    n_layers=n_layers, **kw)
+    engine.prefill_synthetic(prefill, context=seq)
+    return engine, prefill
+
+
+def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tuple[list, dict]:
+    """[attention-only, step, attention-only, step, ...] times, and PCIe bytes of the steps."""
+    timer = _Timer(engine.device, flush_l2)
+    for _ in range(warmup):
+        engine.attention_only_step()
+        engine.step()
+    moved = {"h2d": 0, "d2h": 0}
+    for _ in range(steps):
+        timer.time(engine.attention_only_step)
+        before = engine.pcie_bytes
+        timer.time(engine.step)
+        for key, value in engine.pcie_bytes.items():
+            moved[key] += value - before[key]
+    return timer.results(), moved
+
+
+def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama-3.1-8b",
+            n_layers: int | None = None, params: dict | None = None, steps: int = 50, warmup: int = 5,
+            *, device=None, dtype=None, kv_dtype: str | None = None, offload=False, hw: str | None = None,
+            seed: int = 0, flush_l2: bool = True) -> dict:
+    """Measure one configuration; returns a record (see module docstring). A configuration that
+    does not fit in GPU memory returns a record with ``fits: False`` and the error."""
+    kw = dict(device=device, dtype=dtype, kv_dtype=kv_dtype, offload=offload, seed=seed)
+    ops.reset()  # so ``backends`` lists what this configuration ran
+    try:
+        engine, prefill = _engine(method, seq, batch, model, n_layers, params, warmup + steps // 2, **kw)
+        first = engine.length + warmup + 1
+        times, moved = _time_steps(engine, steps, warmup, flush_l2)
+        busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
+        memory, memory_how = _peak_memory(engine)
+    except torch.cuda.OutOfMemoryError as exc:
+        return _record_base(method, seq, batch, model, n_layers, params, kw, hw) | {
+            "fits": False, "error": f"out of memory: {str(exc).splitlines()[0]}"}
+    record = _record_base(method, seq, batch, engine.cfg.name, engine.model.n_layers, engine.params_record, kw, hw)
+    record.update(
+        dtype=DTYPE_NAMES[engine.dtype], kv_dtype=engine.kv_dtype_name,
+        resolved_params=engine.params, fits=True,
+        latency_s=statistics.median(times[1::2]), gpu_busy_s=busy[0],
+        attention={"latency_s": statistics.median(times[0::2]), "gpu_busy_s": busy[1]},
+        pcie_bytes=(moved["h2d"] + moved["d2h"]) / steps, pcie={k: v / steps for k, v in moved.items()},
+        memory_bytes=memory, memory_how=memory_how, kv_bytes=engine.kv_bytes, host_kv_bytes=engine.host_kv_bytes,
+        weight_bytes=engine.model.weight_bytes, contexts=[first, first + steps - 1], prefill=prefill,
+        steps=steps, warmup=warmup, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
+        l2_flush_bytes=L2_FLUSH_BYTES if engine.device.type == "cuda" and flush_l2 else 0,
+        backends=ops.backends())
+    record["tokens_per_s"] = batch / record["latency_s"]
+    return record
+
+
+def _record_base(method, seq, batch, model, n_layers, params, kw, hw) -> dict:
+    device = torch.device(kw["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    record = {"source": "measured", "device": _device_name(device),
+              "model": model if isinstance(model, str) else model.name,
+              "method": method, "params": dict(params or {}), "batch": batch, "seq": seq, "gen": 0,
+              "gpus": 1, "n_layers": n_layers, "offload": offload_fraction(kw["offload"]), **_versions(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if hw is not None:
+        record["hw"] = hw
+    return record
+
+
+def run_steps_for_profiling(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama-3.1-8b",
+                            n_layers: int | None = None, params: dict | None = None, warmup: int = 3,
+                            *, attention_only: bool = False, device=None, dtype=None,
+                            kv_dtype: str | None = None, offload=False, seed: int = 0) -> dict:
+    """Warm up, then run exactly one decode step (or attention-only step, at context ``seq``)
+    between torch.cuda.profiler.start() and stop(); returns what ran."""
+    engine, prefill = _engine(method, seq, batch, model, n_layers, params, warmup,
+                              device=device, dtype=dtype, kv_dtype=kv_dtype, offload=offload, seed=seed)
+    for _ in range(warmup):
+        engine.step()
+    cuda = engine.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+    context = engine.length + 1
+    (engine.attention_only_step if attention_only else engine.step)()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+    return {"method": method, "model": engine.cfg.name, "batch": batch, "seq": context,
+            "n_layers": engine.model.n_layers, "params": engine.params_record,
+            "resolved_params": engine.params, "attention_only": attention_only,
+            "device": _device_name(engine.device), "backends": ops.backends()}

@@ -1,0 +1,152 @@
+"""ADORE — adaptive token release with reconstruction (arXiv 2407.02328; code never published,
+so everything past METHODS.md's description is UNVERIFIED and chosen here).
+
+Cache: m tokens per sequence, [B, Hkv, m, d] per layer, shared by all heads and layers.
+Controller: a GRU over the token embeddings and an MLP of the GRU state plus a sinusoidal
+position encoding give each token a score once, when it arrives (kvsim.methods.adore's form). Each step: the new token enters (the slot of the lowest-scored cached token
+is released, or a free slot) and the top-R released tokens by score are reconstructed: their
+K/V are recomputed through every layer together with the current token, so R+1 tokens go
+through projections and MLP (weights read once) and attention is R+1 queries over m cached +
+R+1 new keys (causal by position). Reconstructed K/V are used in this step only.
+Prefill: scores from the controller with a zero GRU state per token (the recurrence over a
+long prompt is sequential); the m highest-scored prompt tokens are cached, the rest released.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import ops
+from ..cache import KVCache
+from .base import RuntimeMethod
+
+HIDDEN = 256  # controller width, kvsim.methods.adore CONTROLLER_HIDDEN (UNVERIFIED choice)
+PREFILL_CHUNK = 4096  # tokens per controller pass over the prompt
+
+
+class Controller:
+    """z_i = GRU(x_i, z_{i−1}) over the token embedding x_i; σ_i = sigmoid(MLP(p_i + z_i)) with a
+    sinusoidal p_i (arXiv 1706.03762 §3.5) and a 256→256→1 ReLU MLP, as kvsim.methods.adore
+    charges it. Seeded weights scaled by 1/sqrt(fan_in)."""
+
+    def __init__(self, d_model: int, device, dtype, seed: int = 1234):
+        gen = torch.Generator(device=device).manual_seed(seed)
+        w = lambda o, i: (torch.randn(o, i, generator=gen, device=device) * i ** -0.5).to(dtype)  # noqa: E731
+        self.w_ih, self.w_hh = w(3 * HIDDEN, d_model), w(3 * HIDDEN, HIDDEN)
+        self.w1, self.w2 = w(HIDDEN, HIDDEN), w(1, HIDDEN)
+        half = torch.arange(HIDDEN // 2, device=device, dtype=torch.float32)
+        self.freq = 10000.0 ** (-2 * half / HIDDEN)
+
+    def gru(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One GRU step: read 3·h·(D + h) weights."""
+        gi, gh = F.linear(x, self.w_ih).chunk(3, -1), F.linear(h, self.w_hh).chunk(3, -1)
+        r, z = torch.sigmoid(gi[0] + gh[0]), torch.sigmoid(gi[1] + gh[1])
+        cand = torch.tanh(gi[2] + r * gh[2])
+        return (1 - z) * cand + z * h
+
+    def score(self, z: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        angle = pos.float()[..., None] * self.freq
+        p = torch.cat([angle.sin(), angle.cos()], -1).to(z.dtype)
+        return torch.sigmoid(F.linear(F.relu(F.linear(z + p, self.w1)), self.w2)[..., 0].float())
+
+
+class ADORE(RuntimeMethod):
+    name = "adore"
+    supports_offload = False
+    kv_dtypes = ("same",)
+
+    def check(self) -> None:
+        super().check()
+        if self.p["m"] < 1 or self.p["R"] < 0:
+            raise ValueError(f"adore: need m >= 1 and R >= 0, got {self.p}")
+
+    def allocate(self) -> None:
+        s = self.spec
+        self.m = m = min(self.p["m"], s.max_seq)  # rows ever used
+        self.kv = KVCache(s, rows=m)
+        self.slot_pos = torch.full((s.batch, m), -1, dtype=torch.long, device=s.device)
+        self.tokens = torch.zeros(s.batch, s.max_seq, dtype=torch.long, device=s.device)
+        self.score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
+        self.released = torch.zeros(s.batch, s.max_seq, dtype=torch.bool, device=s.device)
+        self.count, self.ctrl, self.h = 0, None, None
+
+    def side_tensors(self):
+        return [self.slot_pos, self.tokens, self.score, self.released]
+
+    def begin_prefill(self, n, tokens, model):
+        s = self.spec
+        self.ctrl, self._embed = Controller(model.cfg.d_model, s.device, s.dtype), model.embed
+        self.h = torch.zeros(s.batch, HIDDEN, device=s.device, dtype=s.dtype)
+        self.tokens[:, :n] = tokens
+        for first in range(0, n, PREFILL_CHUNK):
+            last = min(n, first + PREFILL_CHUNK)
+            x = model.embed[tokens[:, first:last]]
+            h = self.ctrl.gru(x, torch.zeros(*x.shape[:-1], HIDDEN, device=s.device, dtype=s.dtype))
+            self.score[:, first:last] = self.ctrl.score(h, torch.arange(first, last, device=s.device))
+            self.h = h[:, -1]
+        self.count = min(n, self.m)
+        kept = self.score[:, :n].topk(self.count, dim=-1).indices.sort(-1).values
+        self.slot_pos[:, : self.count] = kept
+        self.released[:, :n] = True
+        self.released.scatter_(1, kept, False)
+
+    def prefill(self, layer, k_raw, v):
+        n = k_raw.shape[2]
+        k = self.rotary(k_raw, torch.arange(n, device=k_raw.device))
+        kept = self.slot_pos[:, None, : self.count, None].expand(-1, k.shape[1], -1, k.shape[-1])
+        self.kv.load(layer, k.gather(2, kept), v.gather(2, kept))
+
+    def prepare(self, tokens: torch.Tensor | None) -> torch.Tensor:
+        """Controller step, insertion slot, reconstruction set and masks; returns chunk tokens."""
+        B, n, dev = self.spec.batch, self.n, self.spec.device
+        ids = tokens if tokens is not None else torch.zeros(B, dtype=torch.long, device=dev)
+        h = self.ctrl.gru(self._embed[ids], self.h)
+        if tokens is not None:
+            self.h, self.tokens[:, n] = h, tokens
+            self.score[:, n] = self.ctrl.score(h, torch.full((B,), n, device=dev))
+        R = min(self.p["R"], n - self.count)  # released tokens so far: n − count
+        rebuilt = self.score[:, :n].masked_fill(~self.released[:, :n], float("-inf"))
+        rebuilt = rebuilt.topk(R, dim=-1).indices.sort(-1).values  # [B,R] positions
+        self.chunk_pos = torch.cat([rebuilt, torch.full((B, 1), n, device=dev)], 1)  # [B,T]
+        slot_scores = self.score.gather(1, self.slot_pos.clamp(min=0))
+        self.insert = (torch.full((B,), self.count, device=dev) if self.count < self.m
+                       else slot_scores.argmin(-1))
+        valid = self.slot_pos >= 0
+        self.visible = valid[:, None, :] & (self.slot_pos[:, None, :] <= self.chunk_pos[..., None])
+        self.causal = self.chunk_pos[:, None, :] <= self.chunk_pos[..., None]  # [B,T,T]
+        return torch.cat([self.tokens.gather(1, rebuilt), ids[:, None]], 1)
+
+    def attend_chunk(self, layer, q, k, v, write: bool = True):
+        pos = self.chunk_pos[..., None]
+        q, k = self.rotary(q, pos), self.rotary(k, pos)
+        m = self.m
+        parts = [(self.kv.keys(layer)[:, :, :m], self.kv.values(layer)[:, :, :m], self.visible),
+                 (k.transpose(1, 2), v.transpose(1, 2), self.causal)]
+        o = ops.masked_attention(q, parts)  # (R+1) queries over m + R + 1 keys
+        if write:
+            self.kv.put(layer, self.insert[:, None], k[:, -1], v[:, -1])
+        return o
+
+    def decode_step(self, model, tokens):
+        if self.n + 1 > self.spec.max_seq:
+            raise ValueError(f"context {self.n + 1} exceeds max_seq {self.spec.max_seq}")
+        chunk = self.prepare(tokens)
+        logits = model.forward(chunk, self.chunk_pos, self.attend_chunk)
+        old = self.slot_pos.gather(1, self.insert[:, None])
+        if self.count == self.m:
+            self.released.scatter_(1, old, True)
+        self.slot_pos.scatter_(1, self.insert[:, None], self.n)
+        self.count = min(self.count + 1, self.m)
+        self.n += 1
+        return logits
+
+    def attention_only(self, q):
+        self.prepare(None)
+        B, T = self.chunk_pos.shape
+        s = self.spec
+        qq = q[:, None].expand(B, T, -1, -1)
+        kv = torch.zeros(B, T, s.n_kv_heads, s.head_dim, dtype=q.dtype, device=q.device)
+        o = q
+        for layer in range(s.n_layers):
+            o = self.attend_chunk(layer, qq, kv, kv, write=False)[:, -1]
+        return o

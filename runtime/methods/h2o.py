@@ -1,0 +1,91 @@
+"""H2O: heavy hitters + recent tokens (arXiv 2306.14048 §4; FMInference/H2O).
+
+Per (sequence, KV head) a compact cache of C = heavy + recent past tokens plus the current one,
+[B, Hkv, C+1, d], with each slot's position and its accumulated attention (fp32, summed over the
+G query heads of the group, as kvsim's cost model does under GQA). Once full, the new token
+overwrites, in place, the slot with the least accumulated attention among the heavy + 1 tokens
+older than the last ``recent`` (= keeping the top-heavy, ``_update_hh_score`` + topk in
+h2o_hf/utils_real_drop/modify_llama.py; 2·d·b per step, the reference re-gathers the cache).
+Attention is eager (read K, V; write and read C·4 B of probabilities) because the scores are
+accumulated: acc += p. Prefill: scores from one synthetic query per head over the prompt, the
+last ``recent`` tokens kept plus the ``heavy`` highest-scored earlier ones.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import ops
+from ..cache import KVCache
+from .base import RuntimeMethod
+
+
+def synthetic_scores(k: torch.Tensor, group: int, seed: int, sum_heads: bool = False) -> torch.Tensor:
+    """Attention probabilities of one seeded random query per query head over keys
+    k [B,Hkv,n,d], summed over each group ([B,Hkv,n]) or over all heads ([B,n])."""
+    B, Hkv, n, d = k.shape
+    gen = torch.Generator(device=k.device).manual_seed(seed)
+    q = torch.randn(B, Hkv * group, d, generator=gen, device=k.device).to(k.dtype)
+    lens = torch.full((B,), n, dtype=torch.int32, device=k.device)
+    _, probs = ops.attention_with_probs(q, k, k, lens)
+    probs = probs.reshape(B, Hkv, group, n).sum(2)
+    return probs.sum(1) if sum_heads else probs
+
+
+class H2O(RuntimeMethod):
+    name = "h2o"
+    supports_offload = False
+    kv_dtypes = ("same",)
+
+    def check(self) -> None:
+        super().check()
+        if self.p["heavy"] < 0 or self.p["recent"] < 0:
+            raise ValueError(f"h2o: need heavy >= 0 and recent >= 0, got {self.p}")
+
+    def allocate(self) -> None:
+        s = self.spec
+        self.cap = min(self.p["heavy"] + self.p["recent"] + 1, s.max_seq)  # rows ever used
+        self.kv = KVCache(s, rows=self.cap)
+        shape = (s.batch, s.n_kv_heads, self.cap)
+        self.slot_pos = [torch.full(shape, -1, dtype=torch.long, device=s.device) for _ in range(s.n_layers)]
+        self.acc = [torch.zeros(shape, dtype=torch.float32, device=s.device) for _ in range(s.n_layers)]
+        self.count = 0
+
+    def side_tensors(self):
+        return self.slot_pos + self.acc
+
+    def store_prefill(self, layer, k, v):
+        B, Hkv, n, _ = k.shape
+        scores = synthetic_scores(k, self.spec.group, seed=layer)
+        recent = torch.arange(max(0, n - self.p["recent"]), n, device=k.device).expand(B, Hkv, -1)
+        older = scores[..., : max(0, n - self.p["recent"])]
+        heavy = older.topk(min(self.p["heavy"], older.shape[-1]), dim=-1).indices
+        keep = torch.cat([heavy, recent], -1)  # [B,Hkv,count]
+        self.kv.load(layer, *(t.gather(2, keep[..., None].expand(-1, -1, -1, t.shape[-1])) for t in (k, v)))
+        self.slot_pos[layer][..., : keep.shape[-1]] = keep
+        self.acc[layer][..., : keep.shape[-1]] = scores.gather(-1, keep)
+        self.count = keep.shape[-1]
+
+    def store_row(self, layer, pos, k, v):
+        if self.count < self.cap:
+            slot = self.count
+        else:
+            protected = self.slot_pos[layer] >= pos - self.p["recent"]  # the last `recent` past positions
+            slot = self.acc[layer].masked_fill(protected, float("inf")).argmin(-1, keepdim=True)  # [B,Hkv,1]
+        self.kv.put(layer, slot if isinstance(slot, int) else slot[..., 0], k, v)
+        for t, value in ((self.slot_pos[layer], pos), (self.acc[layer], 0.0)):
+            if isinstance(slot, int):
+                t[..., slot] = value
+            else:
+                t.scatter_(-1, slot, value)
+
+    def read(self, layer, q):
+        q = self.rotary(q, self.n)
+        rows = min(self.count + 1, self.cap)
+        o, probs = ops.attention_with_probs(q, self.kv.keys(layer), self.kv.values(layer), self.kv.seq_lens(rows))
+        B, H, C = probs.shape  # C: allocated rows (aligned), ≥ cap
+        self.acc[layer] += probs.reshape(B, self.spec.n_kv_heads, self.spec.group, C)[..., : self.cap].sum(2)
+        return o
+
+    def end_step(self) -> None:
+        super().end_step()
+        self.count = min(self.count + 1, self.cap)

@@ -1,0 +1,77 @@
+"""SparQ Attention (arXiv 2312.04985, Alg. 1; graphcore-research/llm-inference-research).
+
+Cache: K and V [B,Hkv,S_max,d] plus a second, d-major copy of K [B,Hkv,d,S_max] so that step 2
+reads r contiguous rows of S (+S·d·b memory per KV head), and the fp32 running sum of V for v̄
+(METHODS.md SparQ). Per KV head and layer a step reads S·r·b (approximate scores) + 2·k·d·b
+(gathered rows) + 4·d (v̄), and writes/reads S·4 fp32 scores for the top-k.
+Under GQA the group shares i1 (|q| summed over its G heads) and i2 (ŝ summed over the group).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import ops
+from ..cache import num_splits
+from .base import RuntimeMethod
+
+
+class SparQ(RuntimeMethod):
+    name = "sparq"
+    kv_dtypes = ("same",)
+
+    def check(self) -> None:
+        super().check()
+        r, k, local = self.p["r"], self.p["k"], self.p["local"]
+        if not 1 <= r <= self.spec.head_dim:
+            raise ValueError(f"sparq: r must be 1..{self.spec.head_dim}, got {r}")
+        if k < 1 or not 0 <= local <= k:
+            raise ValueError(f"sparq: need k >= 1 and 0 <= local <= k, got k={k}, local={local}")
+
+    def allocate(self) -> None:
+        super().allocate()
+        s = self.spec
+        self.k_t = [torch.zeros(s.batch, s.n_kv_heads, s.head_dim, s.max_seq, dtype=s.dtype, device=s.device)
+                    for _ in range(s.n_layers)]
+        self.v_sum = [torch.zeros(s.batch, s.n_kv_heads, s.head_dim, dtype=torch.float32, device=s.device)
+                      for _ in range(s.n_layers)]
+
+    def side_tensors(self):
+        return self.k_t + self.v_sum
+
+    def store_prefill(self, layer, k, v):
+        super().store_prefill(layer, k, v)
+        self.k_t[layer][..., : k.shape[2]] = k.transpose(-1, -2)
+        self.v_sum[layer] = v.float().sum(2)
+
+    def store_row(self, layer, pos, k, v):
+        super().store_row(layer, pos, k, v)
+        self.k_t[layer][..., pos] = k  # write d·b, strided by S_max
+        self.v_sum[layer] += v.float()
+
+    def read(self, layer, q):
+        q = self.rotary(q, self.n)
+        n = self.n + 1
+        B, H, d = q.shape
+        Hkv, G = self.spec.n_kv_heads, self.spec.group
+        qg = q.float().reshape(B, Hkv, G, d)
+        i1 = qg.abs().sum(2).topk(self.p["r"], dim=-1).indices  # step 1: [B,Hkv,r]
+        q_sel = qg.gather(-1, i1[:, :, None, :].expand(B, Hkv, G, -1))
+        tau = torch.sqrt(d * q_sel.abs().sum(-1) / qg.abs().sum(-1)).reshape(B, H)
+        s_hat = ops.sparq_approx_scores(q, self.k_t[layer], i1.int(), self.kv.seq_lens(n), tau,  # step 2
+                                        num_splits=num_splits(B, Hkv, n))
+        i2, alpha = self.select(s_hat.reshape(B, Hkv, G, -1)[..., :n], n)  # steps 3-4
+        counts = torch.full((B, Hkv), i2.shape[-1], dtype=torch.int32, device=q.device)
+        y = self.kv.attend_indices(layer, q, i2.int(), counts)  # step 5
+        return ops.sparq_interpolate(y, alpha, self.v_sum[layer] / n)  # step 6
+
+    def select(self, s_hat: torch.Tensor, n: int):
+        """Top-k of ŝ summed over the group, the last ``local`` tokens forced in; α per head."""
+        B, Hkv, G, _ = s_hat.shape
+        k = min(self.p["k"], n)
+        local = min(self.p["local"], k)
+        group = s_hat.sum(2)
+        if local:
+            group[..., n - local:] = float("inf")
+        i2 = group.topk(k, dim=-1).indices  # [B,Hkv,k]
+        alpha = s_hat.gather(-1, i2[:, :, None, :].expand(B, Hkv, G, k)).sum(-1).reshape(B, -1)
+        return i2, alpha

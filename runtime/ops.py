@@ -1,0 +1,116 @@
+"""Attention ops for the runtime: the Triton kernels (``kernels.<mod>.<name>``) on CUDA, their
+``<name>_ref`` torch references on CPU, and ``runtime.reference`` where kernels/ lacks a
+function. ``KVSIM_RUNTIME_REFERENCE=1`` forces the runtime's own references everywhere.
+``backends()`` says which implementation each op used (it goes into measurement records).
+
+The int8 functions resolve as one group: quantize, dequantize and int8 attention must share a
+scale/zero convention, so they all come from kernels.int8kv only when it has all three.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+
+from . import reference
+
+# op name -> kernels module (the contract in the kernels/ brief)
+KERNEL_MODULES = {
+    "decode_attention": "decode", "gathered_decode_attention": "gather",
+    "sparq_approx_scores": "sparq", "sparq_interpolate": "sparq", "quest_page_scores": "quest",
+    "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
+}
+GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
+# kernels/int8kv.py writes these in plain torch, one function for every device (no *_ref)
+TORCH_EVERYWHERE = ("quantize_kv", "dequantize_kv")
+# no kernel in the contract: torch on every device
+RUNTIME_ONLY = ("attention_with_probs", "masked_attention")
+
+_resolved: dict[tuple[str, str], tuple] = {}
+_used: dict[str, str] = {}
+
+
+def _kernel_attr(module: str, name: str, device_type: str):
+    try:
+        mod = importlib.import_module(f"kernels.{module}")
+    except ImportError:
+        return None, None
+    attr = name if device_type == "cuda" else f"{name}_ref"
+    if not hasattr(mod, attr) and name in TORCH_EVERYWHERE:
+        attr = name
+    return getattr(mod, attr, None), f"kernels.{module}.{attr}"
+
+
+def _resolve(name: str, device_type: str) -> tuple:
+    key = (name, device_type)
+    if key in _resolved:
+        return _resolved[key]
+    fn, where = None, None
+    module = KERNEL_MODULES.get(name)
+    if module and not os.environ.get("KVSIM_RUNTIME_REFERENCE"):
+        found = [_kernel_attr(module, member, device_type) for member in GROUPS.get(module, (name,))]
+        if all(f is not None for f, _ in found):
+            fn, where = _kernel_attr(module, name, device_type)
+    if fn is None:
+        fn, where = getattr(reference, f"{name}_ref"), f"runtime.reference.{name}_ref"
+    _resolved[key] = (fn, where)
+    return fn, where
+
+
+def _call(name: str, device: torch.device, *args, **kwargs):
+    fn, where = _resolve(name, device.type)
+    _used[f"{name}@{device.type}"] = where
+    return fn(*args, **kwargs)
+
+
+def backends() -> dict[str, str]:
+    """{op@device: implementation} for every op called so far in this process."""
+    return dict(sorted(_used.items()))
+
+
+def reset() -> None:
+    """Forget resolutions (after kernels/ changes or the environment variable flips)."""
+    _resolved.clear()
+    _used.clear()
+
+
+def decode_attention(q, k, v, seq_lens, **kw):
+    return _call("decode_attention", q.device, q, k, v, seq_lens, **kw)
+
+
+def gathered_decode_attention(q, k, v, indices, counts, **kw):
+    return _call("gathered_decode_attention", q.device, q, k, v, indices, counts, **kw)
+
+
+def sparq_approx_scores(q, k_t, i1, seq_lens, tau, **kw):
+    return _call("sparq_approx_scores", q.device, q, k_t, i1, seq_lens, tau, **kw)
+
+
+def sparq_interpolate(y, alpha, v_mean):
+    return _call("sparq_interpolate", y.device, y, alpha, v_mean)
+
+
+def quest_page_scores(q, kmin, kmax, n_pages):
+    return _call("quest_page_scores", q.device, q, kmin, kmax, n_pages)
+
+
+def quantize_kv(x):
+    return _call("quantize_kv", x.device, x)
+
+
+def dequantize_kv(xq, scale, zero, dtype=torch.float32):
+    return _call("dequantize_kv", xq.device, xq, scale, zero).to(dtype)
+
+
+def decode_attention_int8(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens, **kw):
+    return _call("decode_attention_int8", q.device, q, kq, vq, k_scale, k_zero, v_scale, v_zero,
+                 seq_lens, **kw)
+
+
+def attention_with_probs(q, k, v, seq_lens, **kw):
+    return _call("attention_with_probs", q.device, q, k, v, seq_lens, **kw)
+
+
+def masked_attention(q, parts, **kw):
+    return _call("masked_attention", q.device, q, parts, **kw)
