@@ -33,12 +33,22 @@ def grid(args):
         for seq in map(int, args.seqs.split(",")):
             for batch in map(int, args.batches.split(",")):
                 for method in (args.methods.split(",") if args.methods != "all" else list(METHODS)):
-                    yield {"method": method, "seq": seq, "batch": batch, "model": model, "params": {}}
+                    yield {"method": method, "seq": seq, "batch": batch, "model": model,
+                           "params": cut_model_params(method, args.layers)}
+
+
+def cut_model_params(method: str, layers: int) -> dict:
+    """TidalDecode re-selects at layer 13 of 32; a model cut to fewer layers re-selects at the
+    same relative depth (at least layer 3, after the selection layer 2)."""
+    if method == "tidaldecode" and layers < 14:
+        return {"reselect_layer": max(3, round(13 * layers / 32))}
+    return {}
 
 
 def fits(config, layers, hw, capacity_fraction=0.9) -> bool:
     model = load_model(config["model"]).model_copy(update={"n_layers": layers})
-    pred = predict(hw, method=config["method"], seq=config["seq"], batch=config["batch"], model=model)
+    pred = predict(hw, method=config["method"], seq=config["seq"], batch=config["batch"], model=model,
+                   **config["params"])
     return float(pred.memory_bytes) <= capacity_fraction * pred.gpu_capacity_bytes
 
 
@@ -55,7 +65,8 @@ def latency_sweep(args, hw) -> None:
     import torch
     from runtime.measure import measure
 
-    start, done = time.time(), done_keys(args.resume + [args.out], args.layers)
+    from kvsim.commands.measure import _driver
+    start, done, driver = time.time(), done_keys(args.resume + [args.out], args.layers), _driver()
     for config in grid(args):
         key = json.dumps([config["method"], config["model"], config["seq"], config["batch"], args.layers])
         if key in done or not fits(config, args.layers, hw):
@@ -63,8 +74,15 @@ def latency_sweep(args, hw) -> None:
         if time.time() - start > args.budget_s:
             print("time budget reached; resume later", flush=True)
             return
-        record = measure(**config, n_layers=args.layers, steps=args.steps, warmup=args.warmup, hw=hw)
+        try:
+            record = measure(**config, n_layers=args.layers, steps=args.steps, warmup=args.warmup, hw=hw)
+        except Exception as exc:  # a CUDA error poisons this process: record it, exit, resume
+            append_jsonl(args.out, [{"source": "failed", **config, "n_layers": args.layers,
+                                     "error": f"{type(exc).__name__}: {str(exc)[:300]}"}])
+            print(f"failed: {config} {type(exc).__name__}", flush=True)
+            sys.exit(3)
         record["command"] = "python3 " + " ".join(sys.argv)
+        record["driver"] = driver
         append_jsonl(args.out, [record])
         torch.cuda.empty_cache()
         print(f"{config['model']:>14} {config['method']:>13} S={config['seq']:>6} B={config['batch']:>2} "
@@ -78,7 +96,8 @@ def ncu_subset(args, hw) -> None:
     for config in grid(args):
         if time.time() - start > args.budget_s:
             return
-        command = [sys.executable, "-m", "kvsim", "measure", "--method", config["method"], "--seq",
+        params = [part for k, v in config["params"].items() for part in ("--param", f"{k}={v}")]
+        command = [sys.executable, "-m", "kvsim", "measure", *params, "--method", config["method"], "--seq",
                    str(config["seq"]), "--batch", str(config["batch"]), "--model", config["model"],
                    "--layers", str(args.layers), "--steps", "10", "--warmup", "3", "--out", args.out, "--hw", hw]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -96,8 +115,8 @@ def main() -> None:
     parser.add_argument("--seqs", default="4096,16384,65536,131072")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--ncu", action="store_true", help="count HBM bytes under Nsight Compute instead")
     args = parser.parse_args()

@@ -58,12 +58,21 @@ def predict_record(record: dict, hw: HardwareProfile | str | None = None):
         raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None
 
 
-def compare(records: list[dict], hw=None) -> list[Comparison]:
+def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[Comparison]:
+    """Comparisons for the measured records that ran (``fits`` not false); a record kvsim cannot
+    predict (e.g. a method whose layer schedule needs more layers than the cut model has) goes
+    to ``skipped`` with the reason."""
     rows = []
     for record in records:
-        if record.get("source") != "measured":
+        if record.get("source") != "measured" or record.get("fits") is False or not record.get("latency_s"):
             continue
-        pred = predict_record(record, hw)
+        try:
+            pred = predict_record(record, hw)
+        except KvsimError as exc:
+            if skipped is None:
+                raise
+            skipped.append((record, str(exc)))
+            continue
         predicted = {"latency": float(pred.latency_s),
                      "attention_latency": float(pred.attention()["latency_s"]),
                      "hbm_bytes": float(pred.hbm_bytes), "pcie_bytes": float(pred.pcie_bytes)}

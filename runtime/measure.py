@@ -104,7 +104,7 @@ def _busy_time(engine: Engine, fn, repeats: int = 3) -> float | None:
 def _engine(method, seq, batch, model, n_layers, params, extra_steps, **kw) -> tuple[Engine, int]:
     """An engine whose prefill leaves room for ``extra_steps`` decode steps ending past ``seq``."""
     prefill = max(1, seq - 1 - extra_steps)
-    engine = Engine(model, method, params, batch=batch, max_seq=prefill + extra_steps * 2 + 8,
+    engine = Engine(model, method, params, batch=batch, max_seq=prefill + extra_steps * 2 + 64,
                     n_layers=n_layers, **kw)
     engine.prefill_synthetic(prefill, context=seq)
     return engine, prefill
@@ -126,12 +126,49 @@ def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tupl
     return timer.results(), moved
 
 
+def _capture(fn):
+    """``fn`` captured in a CUDA graph (after a side-stream warm-up, as torch.cuda.graphs asks).
+    A replay runs the same kernels at the same context without host launch gaps, as serving
+    engines run decode steps; a step with a host sync (offload, data-dependent shapes) cannot be
+    captured and raises."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str]:
+    """[attention-only, step, ...] replay times of captured graphs, or ([], why not)."""
+    if engine.device.type != "cuda":
+        return [], "no CUDA"
+    tokens = torch.randint(engine.cfg.vocab, (engine.batch,), device=engine.device)  # fixed ids: no RNG in the graph
+    try:
+        attention, step = _capture(engine.attention_only_step), _capture(lambda: engine.step(tokens))
+    except Exception as exc:  # capture refuses host syncs: report why, keep the eager timings
+        torch.cuda.synchronize()
+        return [], f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    timer = _Timer(engine.device, flush_l2)
+    for _ in range(3):
+        attention(), step()
+    for _ in range(steps):
+        timer.time(attention)
+        timer.time(step)
+    return timer.results(), "cuda graph replay"
+
+
 def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama-3.1-8b",
             n_layers: int | None = None, params: dict | None = None, steps: int = 50, warmup: int = 5,
             *, device=None, dtype=None, kv_dtype: str | None = None, offload=False, hw: str | None = None,
-            seed: int = 0, flush_l2: bool = True) -> dict:
+            seed: int = 0, flush_l2: bool = True, graphs: bool = True) -> dict:
     """Measure one configuration; returns a record (see module docstring). A configuration that
-    does not fit in GPU memory returns a record with ``fits: False`` and the error."""
+    does not fit in GPU memory returns a record with ``fits: False`` and the error.
+    ``latency_s`` is the CUDA-graph replay time where the step can be captured (``timer`` says
+    which), else the eager time; ``eager`` always holds the eager step and attention times."""
     kw = dict(device=device, dtype=dtype, kv_dtype=kv_dtype, offload=offload, seed=seed)
     ops.reset()  # so ``backends`` lists what this configuration ran
     try:
@@ -140,6 +177,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         times, moved = _time_steps(engine, steps, warmup, flush_l2)
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         memory, memory_how = _peak_memory(engine)
+        graphed, graph_how = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked")
     except torch.cuda.OutOfMemoryError as exc:
         return _record_base(method, seq, batch, model, n_layers, params, kw, hw) | {
             "fits": False, "error": f"out of memory: {str(exc).splitlines()[0]}"}
@@ -155,6 +193,11 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         steps=steps, warmup=warmup, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
         l2_flush_bytes=L2_FLUSH_BYTES if engine.device.type == "cuda" and flush_l2 else 0,
         backends=ops.backends())
+    record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
+    if graphed:
+        record["latency_s"] = statistics.median(graphed[1::2])
+        record["attention"]["latency_s"] = statistics.median(graphed[0::2])
+    record["timer"] = f"{record['timer']}, {graph_how if graphed else 'eager (' + graph_how + ')'}"
     record["tokens_per_s"] = batch / record["latency_s"]
     return record
 

@@ -20,6 +20,8 @@ def register(sub) -> None:
     cal.add_argument("--hw", required=True)
     cal.add_argument("--out", required=True, help="where to write the calibrated YAML profile")
     cal.add_argument("--holdout", type=float, default=0.3, help="fraction of configurations held out (default 0.3)")
+    cal.add_argument("--methods", help="fit only on these methods (comma-separated), e.g. dense: the "
+                                       "hardware's efficiency from its best kernels, so the other methods' errors stay visible")
     cal.set_defaults(run=run_calibrate)
 
 
@@ -52,13 +54,18 @@ def run_validate(args) -> int:
     records = _load(args.files)
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
-    rows = compare(records, args.hw)
+    skipped: list = []
+    rows = compare(records, args.hw, skipped)
     summary = summarize(rows)
+    summary["skipped"] = [{"method": r["method"], "seq": r["seq"], "batch": r["batch"], "why": why}
+                          for r, why in skipped]
     if args.format == "json":
         print(dump_json(summary))
     else:
         print("relative error (predicted - measured) / measured, absolute: median / p90 / worst (signed)\n")
         print(summary_table(summary))
+        for r, why in skipped:
+            print(f"skipped {r['method']} S={r['seq']} B={r['batch']}: {why}")
     if args.plot:
         from ..validate import plot
         plot(rows, args.plot)
@@ -71,7 +78,10 @@ def run_calibrate(args) -> int:
     from ..calibrate import fit
     from ..validate import compare, summarize
 
-    profile, train, held = fit(_load(args.files), args.hw, list(args.files), args.holdout)
+    records = _load(args.files)
+    if args.methods:
+        records = [r for r in records if r.get("method") in args.methods.split(",")]
+    profile, train, held = fit(records, args.hw, list(args.files), args.holdout)
     data = profile.model_dump(exclude_none=True)
     write_whole(args.out, "# written by kvsim calibrate; fitted fields say so in their source\n"
                 + yaml.safe_dump(data, sort_keys=False, width=120))

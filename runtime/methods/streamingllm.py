@@ -40,7 +40,7 @@ class StreamingLLM(RuntimeMethod):
 
     def begin_step(self, tokens):
         if tokens is not None:  # attention-only steps write nothing
-            self.slot_pos[self.ring.slot(self.n)] = self.n
+            self.slot_pos[self.ring.slot(self.n)].fill_(self.n)  # a fill kernel, no host copy (graph-capturable)
 
     def write(self, layer, k, v):
         self.kv.put(layer, self.ring.slot(self.n), k, v)  # pre-RoPE

@@ -77,7 +77,7 @@ def test_offload_over_pinned_memory_counts_bytes(decoder):
 
 def test_measure_records_on_gpu():
     rec = measure("sparq", seq=8192, batch=1, model=MODEL, n_layers=2, params={"k": 512}, steps=10, warmup=3)
-    assert rec["fits"] and rec["device"].startswith("NVIDIA") and rec["timer"] == "cuda events"
+    assert rec["fits"] and rec["device"].startswith("NVIDIA") and rec["timer"].startswith("cuda events")
     assert rec["dtype"] == "bf16" and rec["kv_dtype"] == "bf16" and rec["contexts"] == [8187, 8196]
     assert 0 < rec["attention"]["latency_s"] < rec["latency_s"] < 1.0
     assert rec["memory_bytes"] > rec["kv_bytes"] + rec["weight_bytes"] * 0.99

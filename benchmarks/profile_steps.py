@@ -1,0 +1,58 @@
+"""Where one decode step's GPU time goes, per method (torch.profiler kernel table), to find why
+a method's measured time departs from kvsim's prediction. On a CUDA GPU:
+
+    python3 benchmarks/profile_steps.py --out $OUT/h100-profile.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.measure_sweep import cut_model_params  # noqa: E402
+from kvsim.methods import METHODS  # noqa: E402
+from runtime.measure import _engine  # noqa: E402
+
+
+def kernel_table(engine, fn, top: int) -> list[dict]:
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows = [{"kernel": e.key[:120], "calls": e.count, "us": e.self_device_time_total}
+            for e in prof.key_averages() if e.self_device_time_total > 0]
+    return sorted(rows, key=lambda r: -r["us"])[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seq", type=int, default=65536)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=8)
+    args = parser.parse_args()
+    result = {}
+    for method in METHODS:
+        engine, _ = _engine(method, args.seq, args.batch, "llama-3.1-8b", args.layers,
+                            cut_model_params(method, args.layers), 8)
+        result[method] = {"step": kernel_table(engine, engine.step, 25),
+                          "attention": kernel_table(engine, engine.attention_only_step, 25)}
+        total = sum(r["us"] for r in result[method]["attention"])
+        print(f"{method:13s} attention top kernels (of {total:.0f} us shown):")
+        for r in result[method]["attention"][:6]:
+            print(f"   {r['us']:9.0f} us  x{r['calls']:<4d} {r['kernel'][:90]}")
+        del engine
+        torch.cuda.empty_cache()
+    with open(args.out, "w") as out:
+        json.dump(result, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
