@@ -115,13 +115,16 @@ def pow2_at_least(n: int, floor: int = 1) -> int:
     return max(floor, 1 << (max(int(n), 1) - 1).bit_length())
 
 
-def splits_for(batch: int, heads: int, rows: int, num_splits=None) -> int:
-    """Split-K factor: ``num_splits`` if given, else kvsim's ``split_count`` policy."""
+def splits_for(batch: int, heads: int, rows: int, num_splits=None, target=None) -> int:
+    """Split-K factor: ``num_splits`` if given, else kvsim's ``split_count`` policy (``target``
+    programs: kvsim.methods.attention's TARGET_PROGRAMS unless given)."""
     if num_splits is not None:
         if int(num_splits) < 1:
             raise ValueError(f"num_splits must be >= 1, got {num_splits}")
         return int(num_splits)
-    return int(split_count(batch, heads, max(int(rows), 1)))
+    if target is None:
+        return int(split_count(batch, heads, max(int(rows), 1)))
+    return int(split_count(batch, heads, max(int(rows), 1), target))
 
 
 def max_len(seq_lens: torch.Tensor) -> int:

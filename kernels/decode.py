@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from kvsim.methods.attention import DENSE_TARGET_PROGRAMS
+
 from ._attention import DENSE, WINDOW, run_attention
 from ._common import (check_decode_args, default_scale, last_dim_contiguous, max_len,
                       splits_for)
@@ -37,7 +39,7 @@ def decode_attention(q, k, v, seq_lens, *, scale=None, num_splits=None):
     max(seq_lens) back to the host (pass num_splits to avoid the sync)."""
     q, k, v, seq_lens, (B, H, Hkv, G, d) = _prepare(q, k, v, seq_lens)
     rows = max_len(seq_lens) if num_splits is None else 0
-    splits = splits_for(B, Hkv, rows, num_splits)
+    splits = splits_for(B, Hkv, rows, num_splits, target=DENSE_TARGET_PROGRAMS)
     return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
                          prog_heads=Hkv, hpp=G, seq_lens=seq_lens)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from kvsim.methods.attention import split_count
+from kvsim.methods.attention import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_count
 
 from . import ops
 from .reference import _take
@@ -19,10 +19,12 @@ from .reference import _take
 ROW_ALIGN = 16  # rows allocated in multiples of 16: cuBLAS falls back to slow kernels on odd sizes
 
 
-def num_splits(batch: int, heads: int, rows: int) -> int:
-    """The dense kernel's split-K factor for ``rows`` (kvsim's split_count, the policy
-    kernels/decode.py applies): passing it saves the kernel a device sync on max(seq_lens)."""
-    return int(split_count(batch, heads, max(rows, 1)))
+def num_splits(batch: int, heads: int, rows: int, dense: bool = False) -> int:
+    """The kernels' split-K factor for ``rows`` (kvsim's split_count, the policy kernels/
+    applies; ``dense`` for decode_attention over a contiguous cache): passing it saves the kernel
+    a device sync on max(seq_lens)."""
+    target = DENSE_TARGET_PROGRAMS if dense else TARGET_PROGRAMS
+    return int(split_count(batch, heads, max(rows, 1), target))
 
 
 @dataclass(frozen=True)
@@ -184,11 +186,11 @@ class KVCache:
             B, Hkv = self.spec.batch, self.spec.n_kv_heads
             idx = torch.arange(n, device=q.device, dtype=torch.int32).expand(B, Hkv, n)
             return self.attend_indices(layer, q, idx, self.seq_lens(n)[:, None].expand(B, Hkv).contiguous())
-        f, splits = store.full(), num_splits(self.spec.batch, self.spec.n_kv_heads, n)
+        f, B, Hkv = store.full(), self.spec.batch, self.spec.n_kv_heads
         if self.int8:
             return ops.decode_attention_int8(q, f["k"], f["v"], f["k_scale"], f["k_zero"], f["v_scale"],
-                                             f["v_zero"], self.seq_lens(n), num_splits=splits)
-        return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=splits)
+                                             f["v_zero"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n))
+        return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n, dense=True))
 
     def attend_indices(self, layer: int, q, indices, counts) -> torch.Tensor:
         """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head)."""

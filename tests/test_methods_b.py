@@ -186,7 +186,7 @@ def stated_overhead(name, params, pred, seq, batch):
         return Lm * batch * hkv * (2 * mdl.group * seq * 4 + 2 * seq * 4 + seq * 12)
     if name == "streamingllm":
         return 0 if mdl.learned_positions else Lm * batch * hkv * seq * d * BF16
-    splits = np.ceil(528 / (batch * hkv))  # R more queries: q, o and split-K partials each
+    splits = np.ceil(528 / (batch * hkv))  # R more queries: q, o and split-K partials each (an upper bound: the dense kernel splits less)
     per_query = 3 * d * BF16 + 2 * splits * (d + 2) * 4
     return Lm * batch * hq * params["R"] * per_query + batch * (seq * 4 + params["R"] * 8)
 

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Cost, Op, Resident
-from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from .attention import INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
 from .base import Method, require
 
 CONTROLLER_HIDDEN = 256  # UNVERIFIED: kvsim's choice of GRU/MLP width
@@ -81,7 +81,8 @@ class ADORE(Method):
         r = self.reconstructed_tokens(wl.seq)
         rows = self.cached_tokens(wl.seq) + r + 1.0  # m + R + 1 keys
         return decode_attention("layers/attn/decode", model, wl, rows=rows, layers=model.n_layers,
-                                query_heads_per_kv=model.group * (1.0 + r))  # (R+1) queries per head
+                                query_heads_per_kv=model.group * (1.0 + r),  # (R+1) queries per head
+                                target=contiguous_target(wl))  # the m kept tokens are compact
 
     def cache_ops(self, model, wl) -> list[Op]:
         # K/V of the new token and the r rebuilt ones: 2·KV·b_kv each, per layer

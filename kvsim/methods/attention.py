@@ -15,15 +15,25 @@ from ..models import ModelConfig
 from ..workload import Workload
 
 SPLIT_MIN_ROWS = 256  # the fewest rows one split-K program takes (kernels/decode.py)
-TARGET_PROGRAMS = 528  # programs wanted in flight: 132 H100 SMs x 4 (kernels/decode.py)
+TARGET_PROGRAMS = 528  # programs wanted in flight: 132 H100 SMs x 4 (gathered/windowed/int8 kernels)
+# Dense attention over a contiguous cache: about one wave on 132 SMs. At batch 1 on the H100,
+# 16 splits beat 33/66/132 (within 2% of SDPA instead of 14% slower at 32k); gathered, windowed,
+# int8 and SparQ kernels lose up to 40% with that few (benchmarks/tune_small.py, 2026-11-22).
+DENSE_TARGET_PROGRAMS = 128
 INDEX_BYTES = 4.0  # int32 token indices
 SCORE_BYTES = 4.0  # fp32 scores
 
 
-def split_count(batch, kv_heads, rows):
-    """Split-K factor: enough programs to fill the GPU, each over at least SPLIT_MIN_ROWS rows."""
-    wanted = np.ceil(TARGET_PROGRAMS / (np.asarray(batch) * kv_heads))
+def split_count(batch, kv_heads, rows, target=TARGET_PROGRAMS):
+    """Split-K factor: about ``target`` programs, each over at least SPLIT_MIN_ROWS rows."""
+    wanted = np.ceil(target / (np.asarray(batch) * kv_heads))
     return np.clip(wanted, 1.0, np.maximum(np.ceil(np.asarray(rows) / SPLIT_MIN_ROWS), 1.0))
+
+
+def contiguous_target(wl: Workload) -> int:
+    """Split policy of attention over a contiguous cache: the dense kernel's, but the int8
+    kernel keeps the wider one (kernels/decode.py, kernels/int8kv.py)."""
+    return TARGET_PROGRAMS if wl.kv_dtype == "int8" else DENSE_TARGET_PROGRAMS
 
 
 def kv_row_bytes(model: ModelConfig, wl: Workload) -> float:
@@ -32,17 +42,19 @@ def kv_row_bytes(model: ModelConfig, wl: Workload) -> float:
 
 
 def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
-                     kv_heads=None, query_heads_per_kv=None, index_bytes=0.0) -> list[Op]:
+                     kv_heads=None, query_heads_per_kv=None, index_bytes=0.0,
+                     target=TARGET_PROGRAMS) -> list[Op]:
     """Attention of every query head over ``rows`` cached tokens per KV head, in ``layers`` layers.
 
     ``kv_heads`` KV heads take part (all by default); ``query_heads_per_kv`` defaults to G.
-    ``index_bytes`` per row are read when the rows are gathered through an index list."""
+    ``index_bytes`` per row are read when the rows are gathered through an index list;
+    ``target`` is the split policy's program count (DENSE_TARGET_PROGRAMS for a contiguous cache)."""
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     G = model.group if query_heads_per_kv is None else query_heads_per_kv
     d, B = model.head_dim, wl.batch
     heads = B * kv_heads  # (sequence, KV head) pairs
     q_or_o = heads * G * d * wl.b_a
-    splits = split_count(B, kv_heads, rows)
+    splits = split_count(B, kv_heads, rows, target)
     partials = heads * G * splits * (d + 2) * 4.0
     several = splits > 1
     main = Op(name, "attention", flops=heads * G * rows * (4 * d + 5),

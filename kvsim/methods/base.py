@@ -18,7 +18,7 @@ from ..hardware import HardwareProfile
 from ..models import ModelConfig
 from ..units import UnitError, parse_tokens
 from ..workload import Workload
-from .attention import decode_attention, full_kv_bytes, kv_append
+from .attention import contiguous_target, decode_attention, full_kv_bytes, kv_append
 
 
 class Method(BaseModel):
@@ -45,7 +45,8 @@ class Method(BaseModel):
         """Raise KvsimError when a parameter does not suit this model or context."""
 
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
-        return decode_attention("layers/attn/decode", model, wl, rows=wl.seq, layers=model.n_layers)
+        return decode_attention("layers/attn/decode", model, wl, rows=wl.seq, layers=model.n_layers,
+                                target=contiguous_target(wl))
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         return [kv_append(model, wl)]

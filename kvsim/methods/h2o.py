@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Op, Resident
-from .attention import SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
+from .attention import contiguous_target, SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
 from .base import Method, require
 
 DEFAULT_RATIO = 0.1  # --heavy_ratio / --recent_ratio in FMInference/H2O h2o_hf scripts
@@ -72,7 +72,8 @@ class H2O(Method):
     def attention_ops(self, model, wl) -> list[Op]:
         L, G = model.n_layers, model.group
         rows = self.cached_tokens(wl.seq) + 1.0
-        ops = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L)
+        ops = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L,
+                               target=contiguous_target(wl))  # the kept cache is compact
         pairs = wl.batch * model.n_kv_heads  # (sequence, KV head): one score set each
         weights = G * rows * SCORE_BYTES  # this step's softmax weights, fp32, per KV head's G heads
         ops.append(Op("layers/attn/score_update", "attention",

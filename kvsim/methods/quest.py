@@ -41,7 +41,7 @@ from pydantic import Field
 from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import INDEX_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from .attention import INDEX_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (evaluation/quest_attention.py)
@@ -69,9 +69,11 @@ class Quest(Method):
         sparse_layers = L - dense_layers
         sparse = S > B  # Quest estimates only when the pages outnumber the page budget
         union = np.where(sparse, np.minimum(model.group * B, S), S)
-        ops = decode_attention("layers/attn/dense", model, wl, rows=S, layers=dense_layers)
+        ops = decode_attention("layers/attn/dense", model, wl, rows=S, layers=dense_layers,
+                               target=contiguous_target(wl))
         ops += decode_attention("layers/attn/quest_pages", model, wl, rows=union, layers=sparse_layers,
-                                index_bytes=np.where(sparse, INDEX_BYTES / P, 0.0))
+                                index_bytes=np.where(sparse, INDEX_BYTES / P, 0.0),
+                                target=np.where(sparse, TARGET_PROGRAMS, contiguous_target(wl)))
         on = np.where(sparse, 1.0, 0.0)
         heads = wl.batch * model.n_kv_heads
         topk = topk_op("layers/attn/quest_topk", np.maximum(self.pages(wl) - 1, 1), B / P - 1,

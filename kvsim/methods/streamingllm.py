@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Op, Resident
-from .attention import decode_attention, full_kv_bytes
+from .attention import contiguous_target, decode_attention, full_kv_bytes
 from .base import Method, require
 
 ROTATE_FLOPS = 3.0  # x·cos + rotate_half(x)·sin per element
@@ -56,7 +56,8 @@ class StreamingLLM(Method):
 
     def attention_ops(self, model, wl) -> list[Op]:
         cached = self.cached_tokens(wl.seq)
-        ops = decode_attention("layers/attn/decode", model, wl, rows=cached + 1.0, layers=model.n_layers)
+        ops = decode_attention("layers/attn/decode", model, wl, rows=cached + 1.0, layers=model.n_layers,
+                               target=contiguous_target(wl))
         if model.learned_positions:
             return ops
         heads = wl.batch * model.n_kv_heads

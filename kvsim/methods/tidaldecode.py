@@ -45,7 +45,7 @@ from ..cost import Op
 from ..decoder import layer_ops
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import INDEX_BYTES, decode_attention, kv_append, topk_op
+from .attention import INDEX_BYTES, contiguous_target, decode_attention, kv_append, topk_op
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (tidal/models/llama.py)
@@ -75,7 +75,8 @@ class TidalDecode(Method):
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         L, S, Hq = model.n_layers, wl.seq, model.n_heads
         full = DENSE_LAYERS + SELECTION_LAYERS
-        dense_main, dense_combine = decode_attention("layers/attn/dense", model, wl, rows=S, layers=full)
+        dense_main, dense_combine = decode_attention("layers/attn/dense", model, wl, rows=S, layers=full,
+                                                     target=contiguous_target(wl))
         # the selection layers' attention kernel also writes the logits: H_q·S·b_a per layer
         logits = wl.batch * Hq * S * wl.b_a * SELECTION_LAYERS
         dense_main = replace(dense_main, hbm_write=np.add(dense_main.hbm_write, logits))

@@ -59,4 +59,4 @@ class StreamingLLM(RuntimeMethod):
         q = self.rotary(q, q_pos)
         rows = self.ring.count(n)
         return ops.decode_attention(q, k, self.kv.values(layer), self.kv.seq_lens(rows),
-                                    num_splits=num_splits(self.spec.batch, self.spec.n_kv_heads, rows))
+                                    num_splits=num_splits(self.spec.batch, self.spec.n_kv_heads, rows, dense=True))
