@@ -174,3 +174,18 @@ def test_adore_releases_and_rebuilds():
         cached = set(a.slot_pos[b].tolist())
         assert len(cached) == m and all(released[b, p] for p in a.chunk_pos[b, :-1].tolist())
         assert cached.isdisjoint(torch.nonzero(released[b])[:, 0].tolist())
+
+
+def test_adore_controller_state_stays_in_one_buffer():
+    """The GRU state is updated in place: a CUDA graph captured over attention_only_step reads
+    self.h by address, and torch.cuda.graph() empties the cache before the next capture, so a
+    rebound self.h left that graph reading freed memory (illegal access on H100, S=16k, B=32)."""
+    e = engine("adore", {"m": 32, "R": 3})
+    a = e.method
+    ptr, before = a.h.data_ptr(), a.h.clone()
+    e.attention_only_step()
+    assert a.h.data_ptr() == ptr and torch.equal(a.h, before)  # attention-only leaves it
+    h = a.ctrl.gru(a._embed[torch.tensor([1, 2])], a.h)
+    e.step(torch.tensor([1, 2]))
+    assert a.h.data_ptr() == ptr
+    torch.testing.assert_close(a.h, h)

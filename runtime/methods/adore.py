@@ -83,7 +83,7 @@ class ADORE(RuntimeMethod):
             x = model.embed[tokens[:, first:last]]
             h = self.ctrl.gru(x, torch.zeros(*x.shape[:-1], HIDDEN, device=s.device, dtype=s.dtype))
             self.score[:, first:last] = self.ctrl.score(h, torch.arange(first, last, device=s.device))
-            self.h = h[:, -1]
+            self.h.copy_(h[:, -1])
         self.count = min(n, self.m)
         kept = self.score[:, :n].topk(self.count, dim=-1).indices.sort(-1).values
         self.slot_pos[:, : self.count] = kept
@@ -101,8 +101,9 @@ class ADORE(RuntimeMethod):
         B, n, dev = self.spec.batch, self.n, self.spec.device
         ids = tokens if tokens is not None else torch.zeros(B, dtype=torch.long, device=dev)
         h = self.ctrl.gru(self._embed[ids], self.h)
-        if tokens is not None:
-            self.h, self.tokens[:, n] = h, tokens
+        if tokens is not None:  # in place: a captured graph reads and writes this one buffer
+            self.h.copy_(h)
+            self.tokens[:, n] = tokens
             self.score[:, n] = self.ctrl.score(h, torch.full((B,), n, device=dev))
         R = min(self.p["R"], n - self.count)  # released tokens so far: n − count
         rebuilt = self.score[:, :n].masked_fill(~self.released[:, :n], float("-inf"))
