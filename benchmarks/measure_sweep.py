@@ -52,7 +52,7 @@ def fits(config, layers, hw, capacity_fraction=0.9) -> bool:
     return float(pred.memory_bytes) <= capacity_fraction * pred.gpu_capacity_bytes
 
 
-def done_keys(paths, layers) -> set:
+def done_keys(paths) -> set:
     keys = set()
     for path in paths:
         if os.path.exists(path):
@@ -66,7 +66,7 @@ def latency_sweep(args, hw) -> None:
     from runtime.measure import measure
 
     from kvsim.commands.measure import _driver
-    start, done, driver = time.time(), done_keys(args.resume + [args.out], args.layers), _driver()
+    start, done, driver = time.time(), done_keys(args.resume + [args.out]), _driver()
     for config in grid(args):
         key = json.dumps([config["method"], config["model"], config["seq"], config["batch"], args.layers])
         if key in done or not fits(config, args.layers, hw):

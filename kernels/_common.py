@@ -154,3 +154,18 @@ def check_decode_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tupl
 def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
     """Views keep their strides; only a non-unit stride along the last dim forces a copy."""
     return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def capture_graph(fn, repeat: int = 1):
+    """``fn`` run ``repeat`` times, captured in a CUDA graph after a side-stream warm-up (as
+    torch.cuda.graphs asks); returns the graph's replay. A host sync inside ``fn`` raises."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeat):
+            fn()
+    return graph.replay

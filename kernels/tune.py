@@ -111,16 +111,7 @@ def overhead(B=1, H=32, Hkv=8, d=128, S=4096, calls=200):
             fn()
         host = (time.perf_counter() - t0) / calls
         torch.cuda.synchronize()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(20):
-                fn()
-        replay = _bench(graph.replay) / 20
+        replay = _bench(_common.capture_graph(fn, repeat=20)) / 20
         out[name] = dict(host_us=host * 1e6, bench_us=_bench(fn) * 1e6, graph_us=replay * 1e6)
     from . import _attention
     real_launcher = _attention.launcher

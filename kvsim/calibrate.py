@@ -16,11 +16,8 @@ import numpy as np
 
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
-from .predict import step_cost
 from .roofline import step_time
-from .validate import model_for
-from .methods import get_method
-from .workload import Workload
+from .validate import predict_record
 
 KNOTS = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)  # bytes moved by one kernel
 
@@ -36,13 +33,8 @@ def is_held_out(record: dict, fraction: float) -> bool:
 
 
 def _costs(records: list[dict], hw: HardwareProfile) -> list:
-    costs = []
-    for rec in records:
-        model = model_for(rec)
-        dtype = rec.get("dtype") or hw.preferred_dtype
-        wl = Workload(seq=rec["seq"], batch=rec["batch"], dtype=dtype, kv_dtype=rec.get("kv_dtype") or dtype)
-        costs.append(step_cost(get_method(rec["method"], rec.get("params") or {}), model, hw, wl))
-    return costs
+    """Each record's step Cost (built once: the fit only re-times it)."""
+    return [predict_record(rec, hw).cost for rec in records]
 
 
 def with_fit(hw: HardwareProfile, effs, launch_s: float, note: str) -> HardwareProfile:

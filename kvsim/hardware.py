@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import KvsimError
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from .yamlfile import read_mapping, validated
 
 
 class _Frozen(BaseModel):
@@ -136,38 +134,14 @@ def _profile_files() -> list[Path]:
     return files
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.load(path.read_text(), Loader=_Loader)
-    except OSError as exc:
-        raise KvsimError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise KvsimError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise KvsimError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
-    return data
-
-
-def _validation_line(path: Path, exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{path}: field '{field}': {first['msg']}{more}"
-
-
 @lru_cache(maxsize=64)
 def load_file(path: str) -> HardwareProfile:
     file = Path(path)
-    try:
-        return HardwareProfile.model_validate(_read_yaml(file))
-    except ValidationError as exc:
-        raise KvsimError(_validation_line(file, exc)) from None
+    return validated(HardwareProfile, read_mapping(file, "hardware profile"), file)
 
 
 def _names_in(path: Path) -> set[str]:
-    data = _read_yaml(path)
+    data = read_mapping(path, "hardware profile")
     return {path.stem, str(data.get("name", ""))} | {str(a) for a in data.get("aliases", []) or []}
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import KvsimError
+from .yamlfile import read_mapping, validated
 
 
 class ModelConfig(BaseModel):
@@ -128,19 +128,7 @@ def load_model(name: str | ModelConfig) -> ModelConfig:
 
 
 def _load_yaml(path: Path) -> ModelConfig:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError:
-        raise KvsimError(f"model file {path} cannot be read") from None
-    except yaml.YAMLError:
-        raise KvsimError(f"{path}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise KvsimError(f"{path}: expected a mapping of model fields")
-    try:
-        model = ModelConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise KvsimError(f"{path}: field '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+    model = validated(ModelConfig, read_mapping(path, "model file"), path)
     if model.n_heads % model.n_kv_heads:
         raise KvsimError(f"{path}: n_heads ({model.n_heads}) must be a multiple of n_kv_heads")
     return model

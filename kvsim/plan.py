@@ -14,8 +14,7 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
@@ -23,6 +22,7 @@ from .methods import METHODS
 from .models import DEFAULT_MODEL
 from .predict import predict
 from .sweep import Progress, check_params, gpu_profiles, method_params
+from .yamlfile import read_mapping, validated
 
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
 MAX_BATCH = 1 << 20  # reported as the limit when even this many sequences fit
@@ -49,22 +49,11 @@ def load_prices(path: str | Path | None = None) -> dict[str, Price]:
 
 
 def _read_prices(path: Path) -> dict[str, Price]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError:
-        raise KvsimError(f"cannot read price file {path}") from None
-    except yaml.YAMLError:
-        raise KvsimError(f"{path}: not valid YAML") from None
-    if not isinstance(data, dict) or not isinstance(data.get("prices"), dict):
+    data = read_mapping(path, "price file")
+    if not isinstance(data.get("prices"), dict):
         raise KvsimError(f"{path}: expected a 'prices:' mapping of hardware name to price fields")
-    out = {}
-    for name, fields_ in data["prices"].items():
-        try:
-            out[str(name)] = Price.model_validate(fields_)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise KvsimError(f"{path}: prices.{name}.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    return out
+    return {str(name): validated(Price, fields_, path, prefix=f"prices.{name}.")
+            for name, fields_ in data["prices"].items()}
 
 
 def price_for(hw: HardwareProfile, prices: dict[str, Price]) -> Price | None:

@@ -126,26 +126,13 @@ def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tupl
     return timer.results(), moved
 
 
-def _capture(fn):
-    """``fn`` captured in a CUDA graph (after a side-stream warm-up, as torch.cuda.graphs asks).
-    A replay runs the same kernels at the same context without host launch gaps, as serving
-    engines run decode steps; a step with a host sync (offload, data-dependent shapes) cannot be
-    captured and raises."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str]:
-    """[attention-only, step, ...] replay times of captured graphs, or ([], why not)."""
+    """[attention-only, step, ...] replay times of captured graphs, or ([], why not). A replay
+    runs the same kernels at the same context without host launch gaps, as serving engines run
+    decode steps; a step with a host sync (offload, data-dependent shapes) cannot be captured."""
     if engine.device.type != "cuda":
         return [], "no CUDA"
+    from kernels._common import capture_graph as _capture
     tokens = torch.randint(engine.cfg.vocab, (engine.batch,), device=engine.device)  # fixed ids: no RNG in the graph
     try:
         attention, step = _capture(engine.attention_only_step), _capture(lambda: engine.step(tokens))

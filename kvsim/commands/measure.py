@@ -7,6 +7,7 @@ so ``kvsim validate`` can predict the same configuration. Needs the ``runtime`` 
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -41,14 +42,9 @@ def register(sub) -> None:
     parser.add_argument("--device", help="cuda (default when present) or cpu")
     parser.add_argument("--no-ncu", action="store_true", help="skip the Nsight Compute byte count")
     parser.add_argument("--out", help="append the record to this JSONL file")
-    parser.add_argument("--ncu-child", action="store_true", help=argparse_hidden())
+    parser.add_argument("--ncu-child", action="store_true", help=argparse.SUPPRESS)
     add_model_args(parser)
     parser.set_defaults(run=run)
-
-
-def argparse_hidden():
-    import argparse
-    return argparse.SUPPRESS
 
 
 def profile_for(device_name: str) -> str | None:

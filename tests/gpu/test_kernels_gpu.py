@@ -14,6 +14,7 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
+from kernel_checks import ATOL, assert_close, padded_kv, poison  # noqa: E402,F401 (autouse fixture)
 from kernels import _common, decode, gather, int8kv, quest, sparq  # noqa: E402
 
 if _common.interpreting():
@@ -21,23 +22,7 @@ if _common.interpreting():
                 allow_module_level=True)
 
 DEV = "cuda"
-ATOL = 2.0 ** -10
 H, HKV, D = 32, 8, 128
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    real_empty, real_like = torch.empty, torch.empty_like
-
-    def fill(t):
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-        return t
-
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: fill(real_empty(*a, **k)))
-    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: fill(real_like(*a, **k)))
-    yield
-    torch.cuda.empty_cache()
 
 
 def rand(*shape, dtype=torch.bfloat16):
@@ -46,24 +31,23 @@ def rand(*shape, dtype=torch.bfloat16):
 
 def make_kv(B, Hkv, S_max, lens, dtype=torch.bfloat16, d=D):
     """Strided views of a preallocated cache (S_max + 64 rows); rows ≥ seq_len are NaN."""
-    k = rand(B, Hkv, S_max + 64, d, dtype=dtype)[:, :, :S_max]
-    v = rand(B, Hkv, S_max + 64, d, dtype=dtype)[:, :, :S_max]
-    for b, n in enumerate(lens):
-        k[b, :, n:] = float("nan")
-        v[b, :, n:] = float("nan")
-    return k, v
+    return padded_kv(rand, B, Hkv, S_max, d, lens, dtype, pad=64)
 
 
 def seq(lens):
     return torch.tensor(lens, dtype=torch.int32, device=DEV)
 
 
-def assert_close(out, ref32, ref_lp, atol=ATOL):
-    out, ref32, ref_lp = out.float(), ref32.float(), ref_lp.float()
-    assert torch.isfinite(out).all(), "unwritten or NaN output"
-    err = (out - ref32).abs().max().item()
-    base = (ref_lp - ref32).abs().max().item()
-    assert err <= 2 * base + atol, f"kernel error {err:.3g} > 2 x torch error {base:.3g} + {atol}"
+def check_gather(q, k, v, idx, counts):
+    """The gathered kernel and its lse against the fp32 reference; returns it and the bf16 reference."""
+    o, lse = gather.gathered_decode_attention(q, k, v, idx, counts, return_lse=True)
+    ref, lse_ref = gather.gathered_decode_attention_ref(q, k, v, idx, counts, return_lse=True,
+                                                       out_dtype=torch.float32)
+    ref_lp = gather.gathered_decode_attention_ref(q, k, v, idx, counts,
+                                                  compute_dtype=torch.bfloat16)
+    assert_close(o, ref, ref_lp)
+    assert torch.allclose(lse, lse_ref, atol=1e-3, rtol=1e-5)
+    return o, ref_lp
 
 
 LONG = [131072, 1, 4097, 77777, 19, 65536, 1177, 100000]
@@ -114,13 +98,7 @@ def test_gather_all_rows_is_dense_real():
         for h in range(HKV):
             idx[b, h, :n] = torch.randperm(n, device=DEV).int()
     counts = seq(lens)[:, None].repeat(1, HKV)
-    o, lse = gather.gathered_decode_attention(q, k, v, idx, counts, return_lse=True)
-    ref, lse_ref = gather.gathered_decode_attention_ref(q, k, v, idx, counts, return_lse=True,
-                                                       out_dtype=torch.float32)
-    ref_lp = gather.gathered_decode_attention_ref(q, k, v, idx, counts,
-                                                  compute_dtype=torch.bfloat16)
-    assert_close(o, ref, ref_lp)
-    assert torch.allclose(lse, lse_ref, atol=1e-3, rtol=1e-5)
+    o, ref_lp = check_gather(q, k, v, idx, counts)
     assert_close(o, decode.decode_attention(q, k, v, seq(lens)), ref_lp, atol=2 * ATOL)
 
 
@@ -133,13 +111,7 @@ def test_gather_per_query_head_real():
     counts = torch.randint(1, K + 1, (B, H), dtype=torch.int32, device=DEV)
     idx = torch.stack([torch.stack([torch.randperm(n, device=DEV)[:K] for _ in range(H)])
                        for n in lens]).int()
-    o, lse = gather.gathered_decode_attention(q, k, v, idx, counts, return_lse=True)
-    ref, lse_ref = gather.gathered_decode_attention_ref(q, k, v, idx, counts, return_lse=True,
-                                                       out_dtype=torch.float32)
-    ref_lp = gather.gathered_decode_attention_ref(q, k, v, idx, counts,
-                                                  compute_dtype=torch.bfloat16)
-    assert_close(o, ref, ref_lp)
-    assert torch.allclose(lse, lse_ref, atol=1e-3, rtol=1e-5)
+    o, ref_lp = check_gather(q, k, v, idx, counts)
 
 
 def test_int8_real():
