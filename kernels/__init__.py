@@ -1,8 +1,9 @@
 """Triton kernels for decode attention and the sparse methods. Needs the `runtime` extra.
 
-decode.py  dense split-K decode, windowed (StreamingLLM / DuoAttention) decode
+decode.py  dense split-K decode, windowed (DuoAttention) decode, RoPE-on-load (StreamingLLM)
 gather.py  attention over listed rows (SparQ, Quest, H2O, ALISA, TidalDecode)
-sparq.py   SparQ approximate scores and output interpolation
+scores.py  attention that also writes its logits; weights accumulated (H2O, ALISA, TidalDecode)
+sparq.py   SparQ approximate scores (+ their group sum) and output interpolation
 quest.py   Quest page scores
 int8kv.py  per-row asymmetric int8 KV quantization and int8 decode attention
 tune.py    GPU timing and config search (``python -m kernels.tune``); configs in _common.CONFIGS

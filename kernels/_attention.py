@@ -17,6 +17,13 @@ FLOPs 4·BLOCK_G·BLOCK_N·d. Softmax in base 2 (scores pre-multiplied by scale�
 INT8: rows stay int8 up to the dots: int8 -> fp16 exactly (a bit trick, four values at a time),
 fp16 dots with fp32 accumulation, q rounded to fp16; per-row scale s and zero z applied outside:
 q·k_n = s_n·(q·kq_n − z_n·Σq), Σ_n p_n·s_n·(vq_n − z_n) = (p⊙s)·vq − Σ_n p_n·s_n·z_n.
+LOGITS (optional): the natural-log logits q·k·scale of every row, fp32, at [b, head, r] (r the
+logical row): 4·G·n bytes more per (sequence, head slot), for methods that keep or rank the
+attention weights (H2O, ALISA, TidalDecode); weights are exp(logit − lse).
+ROPE (optional): K is cached before RoPE and rotated as it is loaded, to the position POS[row]
+(int32, one per cache row, shared by sequences and heads), x·cos + rotate_half(x)·sin with cos
+and sin read from [positions, d/2] tables (L2-resident: the positions of a window) — the rotated
+keys are never written (StreamingLLM's re-rotation, arXiv 2309.17453 §3.2).
 Output: with one split, o (and lse) directly; else fp32 partials (acc, max, sum) per split that
 :func:`_combine_kernel` merges: write G·splits·(d+2)·4 bytes, read them back, write o.
 o and lse are allocated here (contiguous); q, K, V, indices may be strided views.
@@ -55,14 +62,29 @@ def _i8_to_f16(x):
 
 
 @triton.jit
+def _rope_scores(q_lo, q_hi, k_ptrs, row, r_mask, POS, COS, SIN, s_rope, HALF: tl.constexpr):
+    """(q_lo|q_hi)·rope(k)ᵀ for pre-RoPE key rows at ``k_ptrs`` (first half), positions POS[row]."""
+    offs = tl.arange(0, HALF)
+    k_lo = tl.load(k_ptrs, mask=r_mask[:, None], other=0).to(tl.float32)
+    k_hi = tl.load(k_ptrs + HALF, mask=r_mask[:, None], other=0).to(tl.float32)
+    t = tl.load(POS + row, mask=r_mask, other=0).to(tl.int64)[:, None] * s_rope + offs[None, :]
+    c = tl.load(COS + t, mask=r_mask[:, None], other=0).to(tl.float32)
+    sn = tl.load(SIN + t, mask=r_mask[:, None], other=0).to(tl.float32)
+    r_lo = (k_lo * c - k_hi * sn).to(q_lo.dtype)
+    r_hi = (k_hi * c + k_lo * sn).to(q_lo.dtype)
+    return tl.dot(q_lo, tl.trans(r_lo)) + tl.dot(q_hi, tl.trans(r_hi))
+
+
+@triton.jit
 def _attn_split_kernel(
-        Q, K, V, KS, KZ, VS, VZ, SEQ, IDX, CNT, FULL, O, LSE, PART,
-        qk_scale, sqb, sqh, skb, skh, skn, svb, svh, svn,
+        Q, K, V, KS, KZ, VS, VZ, SEQ, IDX, CNT, FULL, O, LSE, PART, LOGITS, POS, COS, SIN,
+        s_lh, s_rope, qk_scale, sqb, sqh, skb, skh, skn, svb, svh, svn,
         sksb, sksh, sksn, svsb, svsh, svsn, sib, sih, sik, scb, sch,
         sink, recent, num_splits, n_parts, NH, H,
         G: tl.constexpr, HPP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
         D: tl.constexpr, MODE: tl.constexpr, HAS_FULL: tl.constexpr, INT8: tl.constexpr,
-        SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, UPCAST: tl.constexpr):
+        SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
+        ROPE: tl.constexpr, UPCAST: tl.constexpr):
     pid_s = tl.program_id(0)
     pid = tl.program_id(1)
     b = pid // NH
@@ -103,6 +125,11 @@ def _attn_split_kernel(
         q_dot = q
     if UPCAST:  # the interpreter's tl.dot mishandles bf16: same math in fp32
         q_dot = q_dot.to(tl.float32)
+    if ROPE:
+        offs_h = tl.arange(0, D // 2)
+        q_half = Q + b64 * sqb + (h0 + offs_g)[:, None] * sqh + offs_h[None, :]
+        q_lo = tl.load(q_half, mask=g_mask[:, None], other=0.0).to(q_dot.dtype)
+        q_hi = tl.load(q_half + D // 2, mask=g_mask[:, None], other=0.0).to(q_dot.dtype)
 
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
@@ -116,7 +143,8 @@ def _attn_split_kernel(
             row = tl.where(r < sink, r, r + shift)
         else:
             row = r
-        k = tl.load(k_base + row[:, None] * skn + offs_d[None, :], mask=r_mask[:, None], other=0)
+        if not ROPE:
+            k = tl.load(k_base + row[:, None] * skn + offs_d[None, :], mask=r_mask[:, None], other=0)
         if INT8:  # q·k_n = scale_n·(q·kq_n − zero_n·Σq); int8 -> fp16 exactly by a bit trick
             ks = tl.load(KS + b64 * sksb + kvh64 * sksh + row * sksn, mask=r_mask, other=0.0)
             kz = tl.load(KZ + b64 * sksb + kvh64 * sksh + row * sksn, mask=r_mask, other=0.0)
@@ -127,11 +155,17 @@ def _attn_split_kernel(
             s = tl.dot(q_dot, tl.trans(k))
             s = (s - q_sum[:, None] * kz.to(tl.float32)[None, :]) \
                 * (ks.to(tl.float32) * qk_scale)[None, :]
+        elif ROPE:
+            s = _rope_scores(q_lo, q_hi, k_base + row[:, None] * skn + offs_h[None, :], row, r_mask,
+                             POS, COS, SIN, s_rope, D // 2) * qk_scale
         else:
             if UPCAST:
                 k = k.to(tl.float32)
             s = tl.dot(q_dot, tl.trans(k)) * qk_scale
         s = tl.where(r_mask[None, :], s, float("-inf"))
+        if WRITE_LOGITS:  # natural-log logits of this block, [b, head, r]
+            tl.store(LOGITS + (b64 * H + h0 + offs_g)[:, None] * s_lh + r[None, :], s * _LN2,
+                     mask=g_mask[:, None] & r_mask[None, :])
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -212,8 +246,10 @@ def _combine_kernel(PART, O, LSE, num_splits, n_parts, D: tl.constexpr,
 
 def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=None,
                   indices=None, counts=None, full=None, sink=0, recent=0, int8=None,
-                  return_lse=False):
-    """Launch the split kernel (+ combine when splits > 1). ``int8`` = (ks, kz, vs, vz) or None.
+                  return_lse=False, logits=None, rope=None):
+    """Launch the split kernel (+ combine when splits > 1). ``int8`` = (ks, kz, vs, vz) or None;
+    ``logits`` a [B, H, >= rows] fp32 buffer (last dim contiguous) the kernel fills; ``rope`` =
+    (positions [rows] int32, cos, sin [P, d/2] with unit last stride and a shared row stride).
     Returns o[B,H,d] in q's dtype, and lse[B,H] fp32 (natural log) when ``return_lse``."""
     B, H, d = q.shape
     G = H // k.shape[1]
@@ -234,15 +270,21 @@ def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=Non
     sc = counts.stride() if counts is not None else (0, 0)
     seq = seq_lens if seq_lens is not None else q
     fl = full if full is not None else q
+    lg = logits if logits is not None else q
+    pos, cos, sin = rope if rope is not None else (q, q, q)
+    if rope is not None and (cos.stride(-1) != 1 or sin.stride(-1) != 1 or cos.stride(0) != sin.stride(0)):
+        raise ValueError("rope cos/sin tables need a unit last stride and the same row stride")
     grid = (splits, B * prog_heads)
     launcher(_attn_split_kernel, q)[grid](
-        q, k, v, ks, kz, vs, vz, seq, idx, cnt, fl, o, lse, part,
+        q, k, v, ks, kz, vs, vz, seq, idx, cnt, fl, o, lse, part, lg, pos, cos, sin,
+        lg.stride(1) if logits is not None else 0, cos.stride(0) if rope is not None else 0,
         scale * LOG2E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sk_s, *sv_s, *si, *sc,
         sink, recent, splits, n_parts, prog_heads, H,
         G=G, HPP=hpp, BLOCK_G=pow2_at_least(hpp, 16), D=d, MODE=mode,
         HAS_FULL=full is not None, INT8=int8 is not None, SINGLE=single,
-        WRITE_LSE=return_lse, UPCAST=interpreting(), **blocks, **opts)
+        WRITE_LSE=return_lse, WRITE_LOGITS=logits is not None, ROPE=rope is not None,
+        UPCAST=interpreting(), **blocks, **opts)
     if not single:
         cblocks, copts = launch_options("combine")
         cblocks["BLOCK_S"] = min(cblocks["BLOCK_S"], pow2_at_least(splits, 2))

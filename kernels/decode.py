@@ -69,6 +69,34 @@ def windowed_decode_attention(q, k, v, seq_lens, sink: int, recent: int, head_is
                          recent=recent)
 
 
+def rope_decode_attention(q, k, v, seq_lens, positions, cos, sin, *, scale=None, num_splits=None):
+    """Dense decode attention over keys cached before RoPE (StreamingLLM): cache row j is rotated
+    to ``positions[j]`` (int, [S_max], shared by sequences and heads) as it is loaded, with
+    cos/sin tables [P, d/2] (angle pos·θ^(−2i/d), i < d/2; the HF rotate_half convention).
+    q is already rotated. Same bytes as :func:`decode_attention` + S·4 positions (the tables stay
+    in L2); the rotated keys are never written."""
+    q, k, v, seq_lens, (B, H, Hkv, G, d) = _prepare(q, k, v, seq_lens)
+    if positions.shape != (k.shape[2],) or cos.shape[-1] != d // 2 or sin.shape != cos.shape:
+        raise ValueError(f"want positions [{k.shape[2]}] and cos/sin [P, {d // 2}]; got "
+                         f"{tuple(positions.shape)}, {tuple(cos.shape)}, {tuple(sin.shape)}")
+    rows = max_len(seq_lens) if num_splits is None else 0
+    splits = splits_for(B, Hkv, rows, num_splits, target=DENSE_TARGET_PROGRAMS)
+    return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
+                         prog_heads=Hkv, hpp=G, seq_lens=seq_lens,
+                         rope=(positions.to(torch.int32), cos, sin))
+
+
+def rope_decode_attention_ref(q, k, v, seq_lens, positions, cos, sin, *, scale=None,
+                              num_splits=None, out_dtype=None):
+    """Torch reference of :func:`rope_decode_attention`: rotate in fp32, then attend in fp32."""
+    half = k.shape[-1] // 2
+    c = cos.float()[positions.long()][None, None]
+    s = sin.float()[positions.long()][None, None]
+    lo, hi = k.float()[..., :half], k.float()[..., half:]
+    rotated = torch.cat([lo * c - hi * s, hi * c + lo * s], -1)
+    return decode_attention_ref(q, rotated, v, seq_lens, scale=scale, out_dtype=out_dtype)
+
+
 def window_rows(seq_len: int, sink: int, recent: int, full: bool, device=None) -> torch.Tensor:
     """The cache rows a head attends to under a sink + recent window (ascending)."""
     if full or sink + recent >= seq_len:

@@ -5,8 +5,9 @@ Step 2, :func:`sparq_approx_scores`: ŝ = softmax(q[i1]·K[:, i1]ᵀ / τ) over 
 with K stored d-major (``k_t[B, Hkv, d, S_max]``, "K stored twice") so the r rows i1 of k_t are
 contiguous along S. Grid (splits, B·Hkv): one program serves the G query heads of a KV head over a
 chunk of S. Per (sequence, KV head): read S·r·b (+ G·r·b of q), write G·S·4 logits and per-split
-(max, sum); the normalising pass reads those and rewrites G·S_max·4 probabilities (0 beyond
-seq_len).
+(max, sum); the normalising pass (one program per KV head and chunk) reads those, rewrites
+G·S_max·4 probabilities (0 beyond seq_len) and writes their sum over the group, S_max·4, with
+the ``local`` newest positions forced to +inf for the top-k (:func:`sparq_scores_and_group`).
 Step 5 is :func:`kernels.gather.gathered_decode_attention`; step 6, :func:`sparq_interpolate`:
 o = α·y + (1 − α)·v̄ (read 2·d per head + d·4 of v̄ per KV head, write d·b).
 """
@@ -75,32 +76,41 @@ def _sparq_logits_kernel(Q, KT, I1, SEQ, TAU, SH, PM, PL,
 
 
 @triton.jit
-def _sparq_norm_kernel(SH, PM, PL, SEQ, ssb, ssh, S_max, num_splits, H,
-                       BLOCK: tl.constexpr, BLOCK_SPLIT: tl.constexpr):
-    """ŝ = 2^(x − M)/L on [0, seq_len), 0 on [seq_len, S_max): read/write BLOCK·4 bytes."""
+def _sparq_norm_kernel(SH, PM, PL, SEQ, GRP, ssb, ssh, sgb, sgh, S_max, num_splits, H, Hkv, local,
+                       G: tl.constexpr, BLOCK: tl.constexpr, BLOCK_SPLIT: tl.constexpr):
+    """For the G heads of a KV head: ŝ = 2^(x − M)/L on [0, seq_len), 0 on [seq_len, S_max)
+    (read/write G·BLOCK·4 bytes), and their sum over the group, +inf on the last ``local``
+    positions (forced into the top-k), write BLOCK·4."""
     pid_c = tl.program_id(0)
     pid = tl.program_id(1)
-    b = pid // H
-    h = pid % H
+    b = pid // Hkv
+    kvh = pid % Hkv
     n = tl.load(SEQ + b)
-    base = pid.to(tl.int64) * num_splits
-    offs_s = tl.arange(0, BLOCK_SPLIT)
-    m_run = float("-inf")
-    l_run = 0.0
-    for s0 in range(0, num_splits, BLOCK_SPLIT):
-        s_mask = s0 + offs_s < num_splits
-        m = tl.load(PM + base + s0 + offs_s, mask=s_mask, other=float("-inf"))
-        l = tl.load(PL + base + s0 + offs_s, mask=s_mask, other=0.0)
-        m_new = tl.maximum(m_run, tl.max(m, 0))
-        m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l_run = l_run * tl.exp2(m_run - m_ref) + tl.sum(l * tl.exp2(m - m_ref), 0)
-        m_run = m_new
-    inv = tl.where(l_run > 0, 1.0 / l_run, 0.0)
     cols = pid_c * BLOCK + tl.arange(0, BLOCK)
     valid = cols < n
-    ptr = SH + b.to(tl.int64) * ssb + h * ssh + cols
-    x = tl.load(ptr, mask=valid, other=float("-inf"))
-    tl.store(ptr, tl.where(valid, tl.exp2(x - m_run) * inv, 0.0), mask=cols < S_max)
+    offs_s = tl.arange(0, BLOCK_SPLIT)
+    group = tl.zeros([BLOCK], tl.float32)
+    for g in range(G):
+        h = kvh * G + g
+        base = (b.to(tl.int64) * H + h) * num_splits
+        m_run = float("-inf")
+        l_run = 0.0
+        for s0 in range(0, num_splits, BLOCK_SPLIT):
+            s_mask = s0 + offs_s < num_splits
+            m = tl.load(PM + base + s0 + offs_s, mask=s_mask, other=float("-inf"))
+            l = tl.load(PL + base + s0 + offs_s, mask=s_mask, other=0.0)
+            m_new = tl.maximum(m_run, tl.max(m, 0))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l_run = l_run * tl.exp2(m_run - m_ref) + tl.sum(l * tl.exp2(m - m_ref), 0)
+            m_run = m_new
+        inv = tl.where(l_run > 0, 1.0 / l_run, 0.0)
+        ptr = SH + b.to(tl.int64) * ssb + h * ssh + cols
+        x = tl.load(ptr, mask=valid, other=float("-inf"))
+        p = tl.where(valid, tl.exp2(x - m_run) * inv, 0.0)
+        tl.store(ptr, p, mask=cols < S_max)
+        group += p
+    group = tl.where(valid & (cols >= n - local), float("inf"), group)
+    tl.store(GRP + b.to(tl.int64) * sgb + kvh * sgh + cols, group, mask=cols < S_max)
 
 
 @triton.jit
@@ -136,6 +146,13 @@ def sparq_approx_scores(q, k_t, i1, seq_lens, tau, *, num_splits=None):
 
     q[B,H,d]; k_t[B,Hkv,d,S_max] (d-major K); i1[B,Hkv,r] int32 components shared by a KV head's
     query heads; seq_lens[B] int32; tau[B,H] fp32."""
+    return sparq_scores_and_group(q, k_t, i1, seq_lens, tau, num_splits=num_splits)[0]
+
+
+def sparq_scores_and_group(q, k_t, i1, seq_lens, tau, *, local=0, num_splits=None):
+    """(s_hat [B,H,S_max], group [B,Hkv,S_max]) fp32: :func:`sparq_approx_scores` and, from the
+    same normalising pass, ŝ summed over each KV head's G query heads with the last ``local``
+    positions set to +inf (SparQ's top-k input, Alg. 1 step 3); 0 beyond seq_len."""
     B, H, Hkv, G, d, r, S_max = _check_scores(q, k_t, i1, seq_lens, tau)
     k_t = last_dim_contiguous(k_t)
     seq_lens = seq_lens.to(torch.int32)
@@ -144,6 +161,7 @@ def sparq_approx_scores(q, k_t, i1, seq_lens, tau, *, num_splits=None):
     rows = max_len(seq_lens) if num_splits is None else 0
     splits = splits_for(B, Hkv, rows, num_splits)
     s_hat = torch.empty((B, H, S_max), device=q.device, dtype=torch.float32)
+    group = torch.empty((B, Hkv, S_max), device=q.device, dtype=torch.float32)
     pm = torch.empty((B, H, splits), device=q.device, dtype=torch.float32)
     pl = torch.empty_like(pm)
     blocks, opts = launch_options("sparq_logits")
@@ -154,11 +172,12 @@ def sparq_approx_scores(q, k_t, i1, seq_lens, tau, *, num_splits=None):
         BLOCK_G=pow2_at_least(G, 16),
         R_PAD=pow2_at_least(r, 16), UPCAST=interpreting(), **blocks, **opts)
     blocks, opts = launch_options("sparq_norm")
-    grid = (triton.cdiv(S_max, blocks["BLOCK"]), B * H)
+    grid = (triton.cdiv(S_max, blocks["BLOCK"]), B * Hkv)
     launcher(_sparq_norm_kernel, q)[grid](
-        s_hat, pm, pl, seq_lens, s_hat.stride(0), s_hat.stride(1), S_max, splits, H,
+        s_hat, pm, pl, seq_lens, group, s_hat.stride(0), s_hat.stride(1), group.stride(0),
+        group.stride(1), S_max, splits, H, Hkv, int(local), G=G,
         BLOCK_SPLIT=min(16, pow2_at_least(splits, 2)), **blocks, **opts)
-    return s_hat
+    return s_hat, group
 
 
 def sparq_interpolate(y, alpha, v_mean):
@@ -192,6 +211,17 @@ def sparq_approx_scores_ref(q, k_t, i1, seq_lens, tau, *, num_splits=None,
             logits = logits / tau[b, heads, None].to(cd)
             out[b, heads, :n] = torch.softmax(logits, dim=-1).float()
     return out
+
+
+def sparq_scores_and_group_ref(q, k_t, i1, seq_lens, tau, *, local=0, num_splits=None):
+    """Torch reference of :func:`sparq_scores_and_group`."""
+    s_hat = sparq_approx_scores_ref(q, k_t, i1, seq_lens, tau)
+    B, H, S_max = s_hat.shape
+    Hkv = k_t.shape[1]
+    group = s_hat.reshape(B, Hkv, H // Hkv, S_max).sum(2)
+    pos = torch.arange(S_max, device=q.device)
+    n = seq_lens.long()[:, None, None]
+    return s_hat, group.masked_fill((pos >= n - int(local)) & (pos < n), float("inf"))
 
 
 def sparq_interpolate_ref(y, alpha, v_mean):

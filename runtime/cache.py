@@ -179,28 +179,36 @@ class KVCache:
         """K and V rows indices [B, Hsel, K] as [B, Hsel, K, d] in the compute dtype."""
         return self.decode(self.layers[layer].compact(indices))
 
-    def attend_all(self, layer: int, q: torch.Tensor, n: int) -> torch.Tensor:
-        """Dense decode attention of q [B,H,d] over rows [0, n): read 2·n·d·b per KV head."""
-        store = self.layers[layer]
-        if store.offloaded:
-            B, Hkv = self.spec.batch, self.spec.n_kv_heads
+    def attend_all(self, layer: int, q: torch.Tensor, n: int, logits: bool = False):
+        """Dense decode attention of q [B,H,d] over rows [0, n): read 2·n·d·b per KV head. With
+        ``logits``: (o, lse, logits [B,H,rows]) from the same kernel (kernels/scores.py)."""
+        store, B, Hkv = self.layers[layer], self.spec.batch, self.spec.n_kv_heads
+        if store.offloaded or (logits and self.int8):
             idx = torch.arange(n, device=q.device, dtype=torch.int32).expand(B, Hkv, n)
-            return self.attend_indices(layer, q, idx, self.seq_lens(n)[:, None].expand(B, Hkv).contiguous())
-        f, B, Hkv = store.full(), self.spec.batch, self.spec.n_kv_heads
+            counts = self.seq_lens(n)[:, None].expand(B, Hkv).contiguous()
+            return self.attend_indices(layer, q, idx, counts, logits)
+        f = store.full()
+        if logits:
+            return ops.decode_attention_with_logits(q, f["k"], f["v"], self.seq_lens(n),
+                                                    num_splits=num_splits(B, Hkv, n, dense=True))
         if self.int8:
             return ops.decode_attention_int8(q, f["k"], f["v"], f["k_scale"], f["k_zero"], f["v_scale"],
                                              f["v_zero"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n))
         return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n, dense=True))
 
-    def attend_indices(self, layer: int, q, indices, counts) -> torch.Tensor:
-        """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head)."""
+    def attend_indices(self, layer: int, q, indices, counts, logits: bool = False):
+        """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head); with
+        ``logits`` also the lse and the logits [B,H,K] in list order."""
         if self.int8:
             k, v = self.rows_of(layer, indices)
             B, Hsel, K = indices.shape
-            local = torch.arange(K, device=q.device, dtype=torch.int32).expand(B, Hsel, K).contiguous()
-            return ops.gathered_decode_attention(q, k, v, local, counts)
-        f, idx = self.layers[layer].gather(indices)
-        return ops.gathered_decode_attention(q, f["k"], f["v"], idx, counts)
+            idx = torch.arange(K, device=q.device, dtype=torch.int32).expand(B, Hsel, K).contiguous()
+        else:
+            f, idx = self.layers[layer].gather(indices)
+            k, v = f["k"], f["v"]
+        if logits:
+            return ops.decode_attention_with_logits(q, k, v, indices=idx, counts=counts)
+        return ops.gathered_decode_attention(q, k, v, idx, counts)
 
     @property
     def device_bytes(self) -> int:

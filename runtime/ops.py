@@ -1,6 +1,7 @@
 """Attention ops for the runtime: the Triton kernels (``kernels.<mod>.<name>``) on CUDA, their
 ``<name>_ref`` torch references on CPU, and ``runtime.reference`` where kernels/ lacks a
-function. ``KVSIM_RUNTIME_REFERENCE=1`` forces the runtime's own references everywhere.
+function. ``KVSIM_RUNTIME_REFERENCE=1`` forces torch references everywhere (the runtime's own,
+else the kernels module's ``*_ref``).
 ``backends()`` says which implementation each op used (it goes into measurement records).
 
 The int8 functions resolve as one group: quantize, dequantize and int8 attention must share a
@@ -18,7 +19,9 @@ from . import reference
 # op name -> kernels module (the contract in the kernels/ brief)
 KERNEL_MODULES = {
     "decode_attention": "decode", "gathered_decode_attention": "gather",
-    "sparq_approx_scores": "sparq", "sparq_interpolate": "sparq", "quest_page_scores": "quest",
+    "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq", "sparq_interpolate": "sparq", "quest_page_scores": "quest",
+    "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
+    "rope_decode_attention": "decode",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
@@ -52,8 +55,11 @@ def _resolve(name: str, device_type: str) -> tuple:
         found = [_kernel_attr(module, member, device_type) for member in GROUPS.get(module, (name,))]
         if all(f is not None for f, _ in found):
             fn, where = _kernel_attr(module, name, device_type)
-    if fn is None:
+    if fn is None and hasattr(reference, f"{name}_ref"):
         fn, where = getattr(reference, f"{name}_ref"), f"runtime.reference.{name}_ref"
+    if fn is None:  # no runtime copy: the kernels module's own torch reference
+        fn = getattr(importlib.import_module(f"kernels.{module}"), f"{name}_ref")
+        where = f"kernels.{module}.{name}_ref"
     _resolved[key] = (fn, where)
     return fn, where
 
@@ -79,12 +85,28 @@ def decode_attention(q, k, v, seq_lens, **kw):
     return _call("decode_attention", q.device, q, k, v, seq_lens, **kw)
 
 
+def rope_decode_attention(q, k, v, seq_lens, positions, cos, sin, **kw):
+    return _call("rope_decode_attention", q.device, q, k, v, seq_lens, positions, cos, sin, **kw)
+
+
+def decode_attention_with_logits(q, k, v, seq_lens=None, **kw):
+    return _call("decode_attention_with_logits", q.device, q, k, v, seq_lens, **kw)
+
+
+def accumulate_weights(logits, lse, acc, counts, heads_per_set, indices=None):
+    return _call("accumulate_weights", logits.device, logits, lse, acc, counts, heads_per_set, indices)
+
+
 def gathered_decode_attention(q, k, v, indices, counts, **kw):
     return _call("gathered_decode_attention", q.device, q, k, v, indices, counts, **kw)
 
 
 def sparq_approx_scores(q, k_t, i1, seq_lens, tau, **kw):
     return _call("sparq_approx_scores", q.device, q, k_t, i1, seq_lens, tau, **kw)
+
+
+def sparq_scores_and_group(q, k_t, i1, seq_lens, tau, **kw):
+    return _call("sparq_scores_and_group", q.device, q, k_t, i1, seq_lens, tau, **kw)
 
 
 def sparq_interpolate(y, alpha, v_mean):

@@ -81,6 +81,28 @@ def test_sparq_scores(small_blocks, dtype, H, Hkv, r, num_splits):
         assert torch.allclose(s[b].sum(-1), torch.ones(H, device=DEVICE), atol=1e-5)
 
 
+@pytest.mark.parametrize("local", [0, 4])
+@pytest.mark.parametrize("H,Hkv", GROUPS)
+def test_sparq_group_sum_and_local(small_blocks, H, Hkv, local):
+    """The normalising pass also writes ŝ summed over the group, +inf on the last ``local``."""
+    torch.manual_seed(12)
+    lens, d, r = [19, 1, 50], 32, 8
+    B, S_max = len(lens), 53
+    q = rand(B, H, d, dtype=torch.bfloat16)
+    k, _ = make_kv(B, Hkv, S_max, d, lens, torch.bfloat16)
+    k_t = k.transpose(2, 3).contiguous()
+    i1 = torch.stack([torch.randperm(d)[:r] for _ in range(B * Hkv)]).reshape(B, Hkv, r)
+    tau = torch.rand(B, H, device=DEVICE) + 0.5
+    args = (q, k_t, i1.int().to(DEVICE), seq(lens), tau)
+    s, group = sparq.sparq_scores_and_group(*args, local=local, num_splits=3)
+    rs, rgroup = sparq.sparq_scores_and_group_ref(*args, local=local)
+    assert torch.allclose(s, rs, atol=1e-5)
+    assert torch.equal(torch.isinf(group), torch.isinf(rgroup))
+    assert int(torch.isinf(group).sum()) == sum(min(local, n) for n in lens) * Hkv
+    finite = torch.isfinite(rgroup)
+    assert torch.allclose(group[finite], rgroup[finite], atol=1e-5)
+
+
 @pytest.mark.parametrize("H,Hkv", GROUPS)
 def test_sparq_full_rank_is_softmax(small_blocks, H, Hkv):
     """r = d, tau = sqrt(d): the approximate scores are the exact attention probabilities."""

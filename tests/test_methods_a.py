@@ -49,16 +49,17 @@ def test_sparq_by_hand(model):
     reads = {  # per KV head and layer, bf16 KV and activations
         "layers/attn/sparq_topr": G * D * 2,
         "layers/attn/sparq_score_approx": S * r * 2 + G * r * 2 + r * 4,  # K[:, i1] from the d-major copy
-        "layers/attn/sparq_softmax": G * S * 2,
-        "layers/attn/sparq_topk": (S - l) * 2,
-        "layers/attn/sparq_alpha": G * k * 2 + k * 4,
+        "layers/attn/sparq_softmax": G * S * 4,  # fp32 scores (kernels/sparq.py)
+        "layers/attn/sparq_topk": (S - l) * 4,
+        "layers/attn/sparq_alpha": G * k * 4 + k * 4,
         "layers/attn/sparq_gather": 2 * k * D * 2 + k * 4 + G * D * 2,  # 2·k·d·b + indices + q
         "layers/attn/sparq_mean_mix": D * 4 + D * 2 + G * D * 2 + G * 4,  # v̄ in fp32
     }
     for name, per_head in reads.items():
         assert op_sum(c, name, "hbm_read") == n * per_head, name
-    writes = {"layers/attn/sparq_score_approx": G * S * 2, "layers/attn/sparq_topk": (k - l) * 6,
-              "layers/attn/sparq_softmax": (G + (G > 1)) * S * 2, "layers/attn/sparq_mean_mix": D * 4 + G * D * 2}
+    writes = {"layers/attn/sparq_score_approx": G * S * 4, "layers/attn/sparq_topk": (k - l) * 8,
+              "layers/attn/sparq_softmax": (G + 1) * S * 4,  # ŝ and its group sum, one pass
+              "layers/attn/sparq_mean_mix": D * 4 + G * D * 2}
     for name, per_head in writes.items():
         assert op_sum(c, name, "hbm_write") == n * per_head, name
     assert op_sum(c, "layers/attn/sparq_score_approx", "flops") == n * G * S * 2 * r
@@ -76,11 +77,11 @@ def test_tidaldecode_by_hand(model):
     c, dense = cost("tidaldecode", model), cost("dense", model)
     assert op_sum(c, "layers/attn/dense", "hbm_read") == 4 * BATCH * H * (2 * S * D * 2 + G * D * 2)
     assert op_sum(c, "layers/attn/dense", "flops") == 4 * BATCH * Hq * S * (4 * D + 5)
-    # the two selection layers also write H_q·S·b logits, which the top-k reads back
-    logits = 2 * BATCH * Hq * S * 2
+    # the two selection layers also write H_q·S·4 fp32 logits, which the top-k reads back
+    logits = 2 * BATCH * Hq * S * 4
     assert op_sum(c, "layers/attn/dense", "hbm_write") == op_sum(dense, "layers/attn/decode", "hbm_write") * 4 / L + logits
     assert op_sum(c, "layers/attn/select_topk", "hbm_read") == logits
-    assert op_sum(c, "layers/attn/select_topk", "hbm_write") == 2 * BATCH * Hq * k * (2 + 4)
+    assert op_sum(c, "layers/attn/select_topk", "hbm_write") == 2 * BATCH * Hq * k * (4 + 4)
     # sparse layers, per query head: 2·(k+1)·d·b + k·4 and q; FLOPs 4·(k+1)·d (+5 per score)
     sparse = (L - 4) * BATCH * Hq
     assert op_sum(c, "layers/attn/sparse", "hbm_read") == pytest.approx(sparse * (2 * (k + 1) * D * 2 + k * 4 + D * 2))

@@ -19,11 +19,13 @@ up to G times as much. α stays per query head (its own softmax mass at i2).
 
 Bytes per KV head and layer (G query heads, b KV bytes, b_a activation bytes, 4-byte indices):
   step 1   read G·d·b_a (q) ; write r·(b_a+4) (|q| values and i1)
-  step 2   read S·r·b (K[:, i1] from the d-major copy of K) + G·r·b_a + r·4 ; write G·S·b_a
-           (approximate logits in the activation dtype, as sparq-gpt-fast's ``QK_hat``)
-  softmax  read G·S·b_a ; write G·S·b_a (ŝ) + S·b_a (group sum, only when G > 1)
-  top-k    read (S−l)·b_a ; write (k−l)·(b_a+4)
-  α        read G·k·b_a (ŝ at i2) + k·4 ; write G·4
+  step 2   read S·r·b (K[:, i1] from the d-major copy of K) + G·r·b_a + r·4 ; write G·S·4
+           (approximate logits in fp32, as kernels/sparq.py keeps them; sparq-gpt-fast's
+           ``QK_hat`` is in the activation dtype, 2 bytes less per score)
+  softmax  read G·S·4 ; write G·S·4 (ŝ) + S·4 (their group sum, the last l forced in, written
+           by the same pass)
+  top-k    read (S−l)·4 ; write (k−l)·8
+  α        read G·k·4 (ŝ at i2) + k·4 ; write G·4
   gather   2·k·d·b + k·4 + q and o (kvsim.methods.attention.decode_attention)
   mix      read v̄ d·4 + v d·b_a + y G·d·b_a + α G·4 ; write v̄ d·4 + out G·d·b_a
            (the fp32 running mean of V, read and written back each step: sparq-gpt-fast
@@ -41,7 +43,7 @@ from pydantic import Field
 from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import INDEX_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
 from .base import Method, require
 
 COMPRESSION = 8  # sparq-gpt-fast RKForCompressionRatio(ratio=8)
@@ -84,7 +86,7 @@ class SparQ(Method):
         L, heads = model.n_layers, wl.batch * model.n_kv_heads
         return [self._step1(model, wl, heads).scaled(L),
                 *self._approx_scores(model, wl, heads, L),
-                topk_op("layers/attn/sparq_topk", S - local, k - local, heads, L, wl, score_bytes=wl.b_a),
+                topk_op("layers/attn/sparq_topk", S - local, k - local, heads, L, wl),
                 self._alpha(model, wl, heads).scaled(L),
                 *decode_attention("layers/attn/sparq_gather", model, wl, rows=k, layers=L,
                                   index_bytes=INDEX_BYTES),
@@ -98,22 +100,21 @@ class SparQ(Method):
 
     def _approx_scores(self, model, wl, heads, layers) -> list[Op]:
         G, r, S, b = model.group, self.rank(model), wl.seq, wl.b_kv
-        # q[i1]·K[:, i1]ᵀ: read S·r·b (d-major K) + G·r·b_a + r·4 ; write G·S·b_a logits
+        # q[i1]·K[:, i1]ᵀ: read S·r·b (d-major K) + G·r·b_a + r·4 ; write G·S·4 fp32 logits
         scores = Op("layers/attn/sparq_score_approx", "attention", flops=heads * G * S * 2 * r,
                     hbm_read=heads * (S * r * b + G * r * wl.b_a + r * INDEX_BYTES),
-                    hbm_write=heads * G * S * wl.b_a, dtype=wl.compute_dtype)
-        group_sum = 1.0 if G > 1 else 0.0
-        # softmax(·/τ) per head (+ sum over the group): read G·S·b_a ; write (G + [G>1])·S·b_a
-        softmax = Op("layers/attn/sparq_softmax", "attention", flops=heads * S * (5 * G + group_sum * G),
-                     hbm_read=heads * G * S * wl.b_a, hbm_write=heads * (G + group_sum) * S * wl.b_a,
+                    hbm_write=heads * G * S * SCORE_BYTES, dtype=wl.compute_dtype)
+        # softmax(·/τ) per head and the sum over the group in one pass: read G·S·4 ; write (G+1)·S·4
+        softmax = Op("layers/attn/sparq_softmax", "attention", flops=heads * S * 6 * G,
+                     hbm_read=heads * G * S * SCORE_BYTES, hbm_write=heads * (G + 1) * S * SCORE_BYTES,
                      dtype="fp32")
         return [scores.scaled(layers), softmax.scaled(layers)]
 
     def _alpha(self, model, wl, heads) -> Op:
-        # α = Σ_{i∈i2} ŝ_i per query head: read G·k·b_a + k·4 ; write G·4
+        # α = Σ_{i∈i2} ŝ_i per query head: read G·k·4 + k·4 ; write G·4
         G, k = model.group, self.rows(wl)
         return Op("layers/attn/sparq_alpha", "attention", flops=heads * G * k,
-                  hbm_read=heads * (G * k * wl.b_a + k * INDEX_BYTES), hbm_write=heads * G * 4.0,
+                  hbm_read=heads * (G * k * SCORE_BYTES + k * INDEX_BYTES), hbm_write=heads * G * 4.0,
                   dtype="fp32")
 
     def _mean_mix(self, model, wl, heads) -> Op:

@@ -7,14 +7,13 @@ new token included), C = min(sink + recent, S − 1) cached past tokens:
   attention over C + 1 rows: read 2·(C+1)·d·b, FLOPs G·(C+1)·(4d+5)   (METHODS.md)
   re-rotation (RoPE models): keys are cached before RoPE and rotated to their position *in the
       cache* every step (pos_shift/modify_llama.py: ``apply_rotary_pos_emb_single(key_states,
-      ..., arange(kv_seq_len))``), x·cos + rotate_half(x)·sin: 3 FLOPs per element, 3·C·d, and
-      one more read of the C cached keys, C·d·b (METHODS.md). Decision: that read is charged on
-      top of attention's, as its own op ``layers/attn/rerotate_k``. It sits between two real
-      kernels: one that rotates keys as it loads them shares attention's read (≈ 0 extra
-      bytes); the reference materializes the rotated keys (+C·d·b write, then attention reads
-      the rotated copy), i.e. C·d·b more than charged here.
-      The new key's own rotation stays in ``layers/attn/rope``. Models with learned absolute
-      positions (OPT) need no re-rotation.
+      ..., arange(kv_seq_len))``), x·cos + rotate_half(x)·sin: 3 FLOPs per element, 3·C·d per KV
+      head. The reference materializes the rotated keys (METHODS.md: one more read of the C keys,
+      and a write); kvsim charges the kernel that rotates each key as attention loads it
+      (kernels/decode.py ``rope_decode_attention``, measured on the H100): no extra K traffic,
+      only the C slot positions (4 B each) and their cos/sin rows (d·b_a) once per layer, and
+      the rotation FLOPs, all folded into the attention op. The new key's own rotation stays in
+      ``layers/attn/rope``. Models with learned absolute positions (OPT) need no re-rotation.
 Eviction drops a slice (a ring buffer in a real kernel): no extra traffic beyond ``kv_append``.
 GQA: the window is positional, identical for every head, so KV heads need nothing special.
 
@@ -25,6 +24,8 @@ A window of S or more is not an error: attention then equals dense (plus the re-
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -33,6 +34,7 @@ from .attention import contiguous_target, decode_attention, full_kv_bytes
 from .base import Method, require
 
 ROTATE_FLOPS = 3.0  # x·cos + rotate_half(x)·sin per element
+POSITION_BYTES = 4.0  # int32 cache position of a slot
 
 
 class StreamingLLM(Method):
@@ -61,12 +63,11 @@ class StreamingLLM(Method):
         if model.learned_positions:
             return ops
         heads = wl.batch * model.n_kv_heads
-        # per KV head: read C·d·b_kv pre-RoPE keys (+ int8 scale/zero per row), 3·C·d FLOPs
-        key_row = model.head_dim * wl.b_kv + wl.kv_scale_bytes_per_row
-        rotate = Op("layers/attn/rerotate_k", "attention",
-                    flops=heads * cached * model.head_dim * ROTATE_FLOPS,
-                    hbm_read=heads * cached * key_row, dtype=wl.compute_dtype).scaled(model.n_layers)
-        return ops + [rotate]
+        main = ops[0]
+        rotate_flops = heads * cached * model.head_dim * ROTATE_FLOPS * model.n_layers
+        tables = cached * (POSITION_BYTES + model.head_dim * wl.b_a) * model.n_layers
+        ops[0] = replace(main, flops=main.flops + rotate_flops, hbm_read=main.hbm_read + tables)
+        return ops
 
     def kv_resident(self, model, wl) -> list[Resident]:
         rows = self.cached_tokens(wl.seq) + 1.0  # the window plus the new token's slot

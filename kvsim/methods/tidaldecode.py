@@ -24,8 +24,8 @@ Defaults:
 Selection (SearchAttention + decode_topk): top-k over the raw pre-softmax logits, per query head,
 over the S − 1 earlier tokens (k is clipped to S − 1, as ``min(kv_seq_len, top_k)`` in
 src/tidal_build/modify_llama.py); the current token is always added, so k + 1 rows.
-Selection layer bytes: dense + H_q·S·b_a logits written by the attention kernel and read by the
-top-k + H_q·k·(b_a + 4) values and indices written.
+Selection layer bytes: dense + H_q·S·4 fp32 logits written by the attention kernel and read by the
+top-k + H_q·k·8 values and indices written.
 Sparse layer per query head: 2·(k+1)·d·b + k·4 bytes, 4·(k+1)·d FLOPs.
 
 GQA: selection is per query head (the reference repeats K/V to H_q heads before the top-k), so a
@@ -45,7 +45,7 @@ from ..cost import Op
 from ..decoder import layer_ops
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import INDEX_BYTES, contiguous_target, decode_attention, kv_append, topk_op
+from .attention import INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, kv_append, topk_op
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (tidal/models/llama.py)
@@ -77,13 +77,13 @@ class TidalDecode(Method):
         full = DENSE_LAYERS + SELECTION_LAYERS
         dense_main, dense_combine = decode_attention("layers/attn/dense", model, wl, rows=S, layers=full,
                                                      target=contiguous_target(wl))
-        # the selection layers' attention kernel also writes the logits: H_q·S·b_a per layer
-        logits = wl.batch * Hq * S * wl.b_a * SELECTION_LAYERS
+        # the selection layers' attention kernel also writes the fp32 logits: H_q·S·4 per layer
+        # (kernels/scores.py; the reference's eager attention materializes them too)
+        logits = wl.batch * Hq * S * SCORE_BYTES * SELECTION_LAYERS
         dense_main = replace(dense_main, hbm_write=np.add(dense_main.hbm_write, logits))
         picked = self.selected(wl)
-        # read H_q·S·b_a logits ; write H_q·k·(b_a + 4)
-        topk = topk_op("layers/attn/select_topk", S, picked, wl.batch * Hq, SELECTION_LAYERS, wl,
-                       score_bytes=wl.b_a)
+        # read H_q·S·4 logits ; write H_q·k·8
+        topk = topk_op("layers/attn/select_topk", S, picked, wl.batch * Hq, SELECTION_LAYERS, wl)
         # each query head reads its own k+1 rows: 2·(k+1)·d·b + k·4 (no index for the current token)
         rows = picked + 1.0
         sparse = decode_attention("layers/attn/sparse", model, wl, rows=rows, layers=L - full,

@@ -3,8 +3,10 @@
 Caching ratio r = 1 − sparsity. With n tokens (current included), k = round(n·r/2) (half up):
 the local set is the last k positions, the global set the top-k earlier tokens by accumulated
 attention, summed over all heads (one set per layer and sequence). Attention is eager over the
-2k gathered rows (per KV head read 4·k·d·b, write/read H·2k·4 B of probabilities) and adds
-its probabilities to the layer's score vector acc [B, S_max] fp32 (read n·4 B for the top-k).
+2k gathered rows, read in place through the index list (per KV head 4·k·d·b + 2k·4 B), writes
+its logits (H·2k·4 B, kernels/scores.py); one more pass adds the weights summed over all heads
+into the layer's score vector acc [B, S_max] fp32 at the selected positions (read n·4 B for
+the top-k). INT8 rows are dequantized into a compact copy first (KVCache.attend_indices).
 UNVERIFIED: the paper accumulates over the last k steps; keeping k past score vectors costs
 k·S·4 B per layer, so scores here accumulate over all steps (as H2O does).
 kv_bits = 8: INT8 cache, per-row fp16 scale and zero (§5). With ``offload`` (Phase II, §4.3) the
@@ -18,7 +20,6 @@ import math
 import torch
 
 from .. import ops
-from ..cache import ROW_ALIGN
 from .base import RuntimeMethod
 from .h2o import synthetic_scores
 
@@ -61,7 +62,7 @@ class ALISA(RuntimeMethod):
         B, dev = self.spec.batch, self.spec.device
         local = torch.arange(n - k, n, device=dev).expand(B, k)
         earlier = self.acc[layer][:, : n - k]
-        top = earlier.topk(min(k, n - k), dim=-1).indices
+        top = earlier.topk(min(k, n - k), dim=-1, sorted=False).indices  # order is free: no sort pass
         return torch.cat([top, local], -1)
 
     def read(self, layer, q):
@@ -69,9 +70,10 @@ class ALISA(RuntimeMethod):
         n = self.n + 1
         idx = self.select(layer, n)
         B, K = idx.shape
-        padded = torch.nn.functional.pad(idx, (0, -K % ROW_ALIGN))  # aligned rows, masked below
-        rows = padded[:, None, :].expand(B, self.spec.n_kv_heads, -1).int()
-        k, v = self.kv.rows_of(layer, rows)  # [B,Hkv,K',d], dequantized when INT8
-        o, probs = ops.attention_with_probs(q, k, v, self.kv.seq_lens(K))
-        self.acc[layer].scatter_add_(1, idx, probs[..., :K].sum(1))
+        Hkv = self.spec.n_kv_heads
+        rows = idx[:, None, :].expand(B, Hkv, K).int()  # one list per layer, shared by the KV heads
+        counts = self.kv.seq_lens(K)[:, None].expand(B, Hkv)
+        o, lse, logits = self.kv.attend_indices(layer, q, rows, counts, logits=True)
+        ops.accumulate_weights(logits, lse, self.acc[layer], self.kv.seq_lens(K),
+                               self.spec.n_heads, indices=idx.int())  # acc[idx] += Σ_heads weights
         return o

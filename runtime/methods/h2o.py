@@ -6,8 +6,9 @@ G query heads of the group, as kvsim's cost model does under GQA). Once full, th
 overwrites, in place, the slot with the least accumulated attention among the heavy + 1 tokens
 older than the last ``recent`` (= keeping the top-heavy, ``_update_hh_score`` + topk in
 h2o_hf/utils_real_drop/modify_llama.py; 2·d·b per step, the reference re-gathers the cache).
-Attention is eager (read K, V; write and read C·4 B of probabilities) because the scores are
-accumulated: acc += p. Prefill: scores from one synthetic query per head over the prompt, the
+Attention writes its logits (G·(C+1)·4 B per KV head, kernels/scores.py) and one more pass
+adds the weights exp(logit − lse), summed over the group, into acc (read them, read and write
+the C+1 scores). Prefill: scores from one synthetic query per head over the prompt, the
 last ``recent`` tokens kept plus the ``heavy`` highest-scored earlier ones.
 """
 from __future__ import annotations
@@ -81,9 +82,9 @@ class H2O(RuntimeMethod):
     def read(self, layer, q):
         q = self.rotary(q, self.n)
         rows = min(self.count + 1, self.cap)
-        o, probs = ops.attention_with_probs(q, self.kv.keys(layer), self.kv.values(layer), self.kv.seq_lens(rows))
-        B, H, C = probs.shape  # C: allocated rows (aligned), ≥ cap
-        self.acc[layer] += probs.reshape(B, self.spec.n_kv_heads, self.spec.group, C)[..., : self.cap].sum(2)
+        o, lse, logits = self.kv.attend_all(layer, q, rows, logits=True)
+        ops.accumulate_weights(logits[..., : self.cap], lse, self.acc[layer], self.kv.seq_lens(rows),
+                               self.spec.group)  # acc += weights summed over each group
         return o
 
     def end_step(self) -> None:

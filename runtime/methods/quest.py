@@ -73,7 +73,7 @@ class Quest(RuntimeMethod):
         scores = ops.quest_page_scores(q, self.kmin[layer], self.kmax[layer],
                                        self.kv.seq_lens(n_pages))  # [B,H,P_max]
         k_pages = min(max(self.p["budget"] // P, 1) - 1, current)
-        top = scores[..., :current].topk(k_pages, dim=-1).indices  # [B,H,k_pages]
+        top = scores[..., :current].topk(k_pages, dim=-1, sorted=False).indices  # [B,H,k_pages], any order
         pages = torch.cat([top, torch.full_like(top[..., :1], current)], -1)
         tokens = (pages[..., None] * P + self._tok).flatten(-2).int()  # current page last
         B, H = tokens.shape[:2]

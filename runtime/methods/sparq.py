@@ -3,7 +3,8 @@
 Cache: K and V [B,Hkv,S_max,d] plus a second, d-major copy of K [B,Hkv,d,S_max] so that step 2
 reads r contiguous rows of S (+S·d·b memory per KV head), and the fp32 running sum of V for v̄
 (METHODS.md SparQ). Per KV head and layer a step reads S·r·b (approximate scores) + 2·k·d·b
-(gathered rows) + 4·d (v̄), and writes/reads S·4 fp32 scores for the top-k.
+(gathered rows) + 4·d (v̄); the scores stay fp32: G·S·4 written, normalised in place, and their
+group sum S·4 (last ``local`` forced to +inf) written in the same pass and read by the top-k.
 Under GQA the group shares i1 (|q| summed over its G heads) and i2 (ŝ summed over the group).
 """
 from __future__ import annotations
@@ -54,24 +55,14 @@ class SparQ(RuntimeMethod):
         B, H, d = q.shape
         Hkv, G = self.spec.n_kv_heads, self.spec.group
         qg = q.float().reshape(B, Hkv, G, d)
-        i1 = qg.abs().sum(2).topk(self.p["r"], dim=-1).indices  # step 1: [B,Hkv,r]
+        i1 = qg.abs().sum(2).topk(self.p["r"], dim=-1, sorted=False).indices  # step 1: [B,Hkv,r]
         q_sel = qg.gather(-1, i1[:, :, None, :].expand(B, Hkv, G, -1))
         tau = torch.sqrt(d * q_sel.abs().sum(-1) / qg.abs().sum(-1)).reshape(B, H)
-        s_hat = ops.sparq_approx_scores(q, self.k_t[layer], i1.int(), self.kv.seq_lens(n), tau,  # step 2
-                                        num_splits=num_splits(B, Hkv, n))
-        i2, alpha = self.select(s_hat.reshape(B, Hkv, G, -1)[..., :n], n)  # steps 3-4
-        counts = torch.full((B, Hkv), i2.shape[-1], dtype=torch.int32, device=q.device)
+        k, local = min(self.p["k"], n), min(self.p["local"], self.p["k"], n)
+        s_hat, group = ops.sparq_scores_and_group(q, self.k_t[layer], i1.int(), self.kv.seq_lens(n), tau,  # step 2
+                                                  local=local, num_splits=num_splits(B, Hkv, n))
+        i2 = group[..., :n].topk(k, dim=-1, sorted=False).indices  # step 3: [B,Hkv,k], `local` forced in
+        alpha = s_hat.reshape(B, Hkv, G, -1).gather(-1, i2[:, :, None, :].expand(B, Hkv, G, k)).sum(-1)
+        counts = torch.full((B, Hkv), k, dtype=torch.int32, device=q.device)
         y = self.kv.attend_indices(layer, q, i2.int(), counts)  # step 5
-        return ops.sparq_interpolate(y, alpha, self.v_sum[layer] / n)  # step 6
-
-    def select(self, s_hat: torch.Tensor, n: int):
-        """Top-k of ŝ summed over the group, the last ``local`` tokens forced in; α per head."""
-        B, Hkv, G, _ = s_hat.shape
-        k = min(self.p["k"], n)
-        local = min(self.p["local"], k)
-        group = s_hat.sum(2)
-        if local:
-            group[..., n - local:] = float("inf")
-        i2 = group.topk(k, dim=-1).indices  # [B,Hkv,k]
-        alpha = s_hat.gather(-1, i2[:, :, None, :].expand(B, Hkv, G, k)).sum(-1).reshape(B, -1)
-        return i2, alpha
+        return ops.sparq_interpolate(y, alpha.reshape(B, H), self.v_sum[layer] / n)  # step 6

@@ -3,9 +3,10 @@
 Keys are cached before RoPE and re-rotated every step by their position inside the cache
 (``enable_pos_shift``): sinks at 0..sink−1, the recent tokens after them in order, the query at
 the last cache position. Cache [B, Hkv, sink+recent+1, d] as a ring (runtime/cache.py SinkRing):
-C = sink + recent past tokens and the current one at attention time. Per KV head a step
-reads the C+1 pre-RoPE keys and writes their rotated copy (≈C·d·b each way, ~3·C·d FLOPs), then
-decode attention reads 2·(C+1)·d·b.
+C = sink + recent past tokens and the current one at attention time. Per KV head a step's
+attention reads the C+1 pre-RoPE keys and their values, 2·(C+1)·d·b, and rotates each key as it
+loads it (~3·d FLOPs a row; kernels/decode.py rope_decode_attention): the rotated keys are never
+written.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class StreamingLLM(RuntimeMethod):
     def begin_step(self, tokens):
         if tokens is not None:  # attention-only steps write nothing
             self.slot_pos[self.ring.slot(self.n)].fill_(self.n)  # a fill kernel, no host copy (graph-capturable)
+        key_pos, self.q_pos = self.cache_positions(self.n + 1)  # shared by every layer
+        self.key_pos = key_pos.int()
 
     def write(self, layer, k, v):
         self.kv.put(layer, self.ring.slot(self.n), k, v)  # pre-RoPE
@@ -53,10 +56,13 @@ class StreamingLLM(RuntimeMethod):
         return rel.clamp(min=0), self.ring.count(n_with_current) - 1
 
     def read(self, layer, q):
-        n = self.n + 1
-        key_pos, q_pos = self.cache_positions(n)
-        k = self.rotary(self.kv.keys(layer), key_pos)  # re-rotation of all C cached keys
-        q = self.rotary(q, q_pos)
-        rows = self.ring.count(n)
-        return ops.decode_attention(q, k, self.kv.values(layer), self.kv.seq_lens(rows),
-                                    num_splits=num_splits(self.spec.batch, self.spec.n_kv_heads, rows, dense=True))
+        q = self.rotary(q, self.q_pos)
+        rows = self.ring.count(self.n + 1)
+        B, Hkv = self.spec.batch, self.spec.n_kv_heads
+        splits = num_splits(B, Hkv, rows, dense=True)
+        k, v, lens = self.kv.keys(layer), self.kv.values(layer), self.kv.seq_lens(rows)
+        if not self.rotary.enabled:  # learned positions (OPT): nothing to re-rotate
+            return ops.decode_attention(q, k, v, lens, num_splits=splits)
+        half = self.spec.head_dim // 2  # Rotary keeps cos twice and −sin | +sin: take one half each
+        return ops.rope_decode_attention(q, k, v, lens, self.key_pos, self.rotary.cos[:, :half],
+                                         self.rotary.sin[:, half:], num_splits=splits)

@@ -4,8 +4,8 @@ Layer schedule: layers 0-1 dense; layer 2 dense + token selection; layers 3.. sp
 selected tokens; ``reselect_layer`` dense + re-selection; later layers sparse again.
 Selection = top-k of the pre-softmax logits per query head over the tokens before the current
 one, which is always added: k+1 indices per query head (Hsel = H), so under GQA each KV head reads
-the union of its G lists. Selection layers run eager attention (read K, V once; write and read
-H·S·4 B of probabilities; top-k of the probabilities = top-k of the logits per head).
+the union of its G lists. Selection layers' attention kernel also writes the fp32 logits
+(H·S·4 B, kernels/scores.py) that the top-k reads (top-k of the logits = of the weights).
 Sparse layer per query head: 2·(k+1)·d·b + (k+1)·4 bytes.
 KV-cache correction (``correction_period`` > 0; described by the paper, absent from its code):
 every period steps the last period tokens are re-run through all layers with dense causal
@@ -53,10 +53,11 @@ class TidalDecode(RuntimeMethod):
             return self.kv.attend_all(layer, q, n)
         if role == "sparse":
             return self.kv.attend_indices(layer, q, *self.selected)
-        o, probs = ops.attention_with_probs(q, self.kv.keys(layer), self.kv.values(layer), self.kv.seq_lens(n))
-        B, H, _ = probs.shape
+        o, _lse, logits = self.kv.attend_all(layer, q, n, logits=True)
+        B, H, _ = logits.shape
         k = min(self.p["k"], n - 1)
-        top = probs[..., : n - 1].topk(k, dim=-1).indices if k else probs.new_zeros((B, H, 0), dtype=torch.long)
+        top = (logits[..., : n - 1].topk(k, dim=-1, sorted=False).indices if k  # any order: no sort
+               else logits.new_zeros((B, H, 0), dtype=torch.long))
         current = torch.full((B, H, 1), n - 1, dtype=top.dtype, device=top.device)
         counts = torch.full((B, H), k + 1, dtype=torch.int32, device=q.device)
         self.selected = (torch.cat([top, current], -1).int(), counts)
