@@ -34,7 +34,7 @@ def grid(args):
             for batch in map(int, args.batches.split(",")):
                 for method in (args.methods.split(",") if args.methods != "all" else list(METHODS)):
                     yield {"method": method, "seq": seq, "batch": batch, "model": model,
-                           "params": cut_model_params(method, args.layers)}
+                           "params": cut_model_params(method, args.layers), "offload": args.offload}
 
 
 def cut_model_params(method: str, layers: int) -> dict:
@@ -48,7 +48,7 @@ def cut_model_params(method: str, layers: int) -> dict:
 def fits(config, layers, hw, capacity_fraction=0.9) -> bool:
     model = load_model(config["model"]).model_copy(update={"n_layers": layers})
     pred = predict(hw, method=config["method"], seq=config["seq"], batch=config["batch"], model=model,
-                   **config["params"])
+                   offload=config["offload"], **config["params"])
     return float(pred.memory_bytes) <= capacity_fraction * pred.gpu_capacity_bytes
 
 
@@ -57,7 +57,8 @@ def done_keys(paths) -> set:
     for path in paths:
         if os.path.exists(path):
             for rec in read_jsonl(path):
-                keys.add(json.dumps([rec["method"], rec["model"], rec["seq"], rec["batch"], rec.get("n_layers")]))
+                keys.add(json.dumps([rec["method"], rec["model"], rec["seq"], rec["batch"], rec.get("n_layers"),
+                                     rec.get("offload") or 0.0]))
     return keys
 
 
@@ -68,7 +69,8 @@ def latency_sweep(args, hw) -> None:
     from kvsim.commands.measure import _driver
     start, done, driver = time.time(), done_keys(args.resume + [args.out]), _driver()
     for config in grid(args):
-        key = json.dumps([config["method"], config["model"], config["seq"], config["batch"], args.layers])
+        key = json.dumps([config["method"], config["model"], config["seq"], config["batch"], args.layers,
+                          config["offload"]])
         if key in done or not fits(config, args.layers, hw):
             continue
         if time.time() - start > args.budget_s:
@@ -97,6 +99,7 @@ def ncu_subset(args, hw) -> None:
         if time.time() - start > args.budget_s:
             return
         params = [part for k, v in config["params"].items() for part in ("--param", f"{k}={v}")]
+        params += ["--offload", str(config["offload"])] if config["offload"] else []
         command = [sys.executable, "-m", "kvsim", "measure", *params, "--method", config["method"], "--seq",
                    str(config["seq"]), "--batch", str(config["batch"]), "--model", config["model"],
                    "--layers", str(args.layers), "--steps", "10", "--warmup", "3", "--out", args.out, "--hw", hw]
@@ -118,6 +121,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=480)
+    parser.add_argument("--offload", type=float, default=0.0,
+                        help="oldest fraction of the KV cache in pinned host memory (PCIe validation)")
     parser.add_argument("--ncu", action="store_true", help="count HBM bytes under Nsight Compute instead")
     args = parser.parse_args()
     import torch

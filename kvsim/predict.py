@@ -12,6 +12,7 @@ from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
 from .methods import Method, get_method
 from .models import DEFAULT_MODEL, ModelConfig, load_model
+from .offload import check_fraction, offload_cost
 from .roofline import StepTime, step_time
 from .units import format_bytes
 from .workload import Workload
@@ -43,6 +44,7 @@ class Prediction:
     timing: StepTime
     generation: Optional[Generation] = None
     gpus: int = 1
+    offload: float = 0.0  # fraction of the KV cache in host memory (kvsim.offload)
 
     @property
     def latency_s(self):
@@ -120,17 +122,19 @@ class Prediction:
 
 
 def step_cost(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workload,
-              gpus: int = 1, prefill: bool = False) -> Cost:
-    """The cost on one of ``gpus`` tensor-parallel GPUs: the sharded model plus the collectives."""
+              gpus: int = 1, prefill: bool = False, offload: float = 0.0) -> Cost:
+    """The cost on one of ``gpus`` tensor-parallel GPUs: the sharded model plus the collectives,
+    plus, for decode with ``offload`` > 0, the host-resident KV's transfers (kvsim.offload)."""
     shard = model.sharded(gpus)
     if prefill:
         return method.prefill_cost(shard, hw, wl) + Cost(tuple(tensor_parallel_ops(model, wl, gpus, wl.seq)))
     tokens = method.tokens_through_layers(shard, wl)
-    return method.cost(shard, hw, wl) + Cost(tuple(tensor_parallel_ops(model, wl, gpus, tokens)))
+    cost = method.cost(shard, hw, wl) + Cost(tuple(tensor_parallel_ops(model, wl, gpus, tokens)))
+    return cost + offload_cost(method, shard, wl, offload) if offload > 0 else cost
 
 
 def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workload,
-                gpus: int) -> Generation:
+                gpus: int, offload: float = 0.0) -> Generation:
     prompt, batch = np.broadcast_arrays(wl.seq, wl.batch)
     prefill = step_time(step_cost(method, model, hw, wl, gpus, prefill=True), hw)
     n = wl.gen
@@ -138,12 +142,12 @@ def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Wor
     if n > EXACT_GENERATION_STEPS:
         steps = np.unique(np.round(np.linspace(1, n, SAMPLED_STEPS)))
     decode_wl = wl.with_(seq=prompt[..., None] + steps, batch=batch[..., None])
-    cost = step_cost(method, model, hw, decode_wl, gpus)
+    cost = step_cost(method, model, hw, decode_wl, gpus, offload=offload)
     per_step = step_time(cost, hw).latency_s * np.ones_like(decode_wl.seq)
     decode_s = per_step.sum(axis=-1) if n <= EXACT_GENERATION_STEPS else np.trapezoid(per_step, steps, axis=-1) + per_step[..., 0]
     total = prefill.latency_s + decode_s
     last = wl.with_(seq=prompt + n, batch=batch)
-    final = step_cost(method, model, hw, last, gpus)
+    final = step_cost(method, model, hw, last, gpus, offload=offload)
     return Generation(ttft_s=prefill.latency_s, decode_s=decode_s, total_s=total,
                       tokens_per_s=batch * n / total, peak_gpu_bytes=final.gpu_bytes,
                       peak_host_bytes=final.host_resident_bytes, prefill=prefill)
@@ -151,16 +155,18 @@ def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Wor
 
 def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int = 0,
             dtype: str | None = None, kv_dtype: str | None = None, gpus: int = 1,
-            **params) -> Prediction:
+            offload: float = 0.0, **params) -> Prediction:
     """Cost and latency of one decode step of ``batch`` sequences at context ``seq`` (arrays
     broadcast), and with ``gen`` > 0 of prefill plus ``gen`` generated tokens. With ``gpus`` > 1
-    the model is split by tensor parallelism; bytes, memory and fit are per GPU."""
+    the model is split by tensor parallelism; bytes, memory and fit are per GPU. ``offload``:
+    the oldest fraction of the KV cache sits in host memory (kvsim.offload)."""
     hw, model = load_profile(hw), load_model(model)
     if not isinstance(gpus, (int, np.integer)) or gpus < 1:
         raise KvsimError(f"gpus must be a positive whole number, got {gpus!r}")
     dtype = dtype or hw.preferred_dtype
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)
-    cost = step_cost(method, model, hw, wl, gpus)
-    generation = _generation(method, model, hw, wl, gpus) if gen > 0 else None
-    return Prediction(hw, model, method, wl, cost, step_time(cost, hw), generation, gpus)
+    offload = check_fraction(method, offload)
+    cost = step_cost(method, model, hw, wl, gpus, offload=offload)
+    generation = _generation(method, model, hw, wl, gpus, offload) if gen > 0 else None
+    return Prediction(hw, model, method, wl, cost, step_time(cost, hw), generation, gpus, offload)

@@ -53,7 +53,8 @@ def predict_record(record: dict, hw: HardwareProfile | str | None = None):
         profile = load_profile(hw or record["hw"])
         return predict(profile, method=record["method"], seq=record["seq"], batch=record["batch"],
                        model=model_for(record), dtype=record.get("dtype"),
-                       kv_dtype=record.get("kv_dtype"), **(record.get("params") or {}))
+                       kv_dtype=record.get("kv_dtype"), offload=record.get("offload") or 0.0,
+                       **(record.get("params") or {}))
     except KeyError as exc:
         raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None
 

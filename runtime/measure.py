@@ -164,7 +164,10 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         times, moved = _time_steps(engine, steps, warmup, flush_l2)
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         memory, memory_how = _peak_memory(engine)
-        graphed, graph_how = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked")
+        if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
+            graphed, graph_how = [], "not capturable: offloaded rows are fetched after a host sync"
+        else:
+            graphed, graph_how = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked")
     except torch.cuda.OutOfMemoryError as exc:
         return _record_base(method, seq, batch, model, n_layers, params, kw, hw) | {
             "fits": False, "error": f"out of memory: {str(exc).splitlines()[0]}"}

@@ -36,6 +36,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise KvsimError(f"expected a fraction in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise KvsimError(f"expected a fraction in [0, 1], got {text!r}")
+    return value
+
+
 def parse_params(pairs: list[str] | None) -> dict:
     params = {}
     for pair in pairs or []:

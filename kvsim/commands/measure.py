@@ -20,7 +20,7 @@ import tempfile
 
 from ..errors import KvsimError
 from ..records import append_jsonl
-from .common import add_model_args, parse_params, positive_int, tokens
+from .common import add_model_args, fraction, parse_params, positive_int, tokens
 
 NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum"
 DEVICE_PROFILES = [  # (words in torch.cuda.get_device_name, profile)
@@ -40,6 +40,8 @@ def register(sub) -> None:
     parser.add_argument("--warmup", type=positive_int, default=5)
     parser.add_argument("--hw", help="profile to record (default: matched from the device name)")
     parser.add_argument("--device", help="cuda (default when present) or cpu")
+    parser.add_argument("--offload", type=fraction, default=0.0,
+                        help="oldest fraction of the KV cache in pinned host memory (dense, sparq, quest, alisa)")
     parser.add_argument("--no-ncu", action="store_true", help="skip the Nsight Compute byte count")
     parser.add_argument("--out", help="append the record to this JSONL file")
     parser.add_argument("--ncu-child", action="store_true", help=argparse.SUPPRESS)
@@ -64,7 +66,7 @@ def _runtime():
 
 def _config(args) -> dict:
     return dict(method=args.method, seq=args.seq, batch=args.batch, model=args.model,
-                n_layers=args.layers, params=parse_params(args.param))
+                n_layers=args.layers, params=parse_params(args.param), offload=args.offload)
 
 
 def run(args) -> int:
@@ -102,6 +104,7 @@ def _hbm_bytes(args) -> dict:
              "--model", args.model, "--warmup", str(args.warmup)]
     child += ["--layers", str(args.layers)] if args.layers else []
     child += ["--kv-dtype", args.kv_dtype] if args.kv_dtype else []
+    child += ["--offload", str(args.offload)] if args.offload else []
     child += [part for pair in (args.param or []) for part in ("--param", pair)]
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "ncu.csv")

@@ -7,7 +7,8 @@ from ..methods import METHODS
 from ..predict import predict
 from ..records import prediction_records, to_csv
 from ..report import comparison_text, prediction_text
-from .common import add_format_arg, add_model_args, dump_json, non_negative_int, parse_params, positive_int, tokens
+from .common import (add_format_arg, add_model_args, dump_json, fraction, non_negative_int, parse_params,
+                     positive_int, tokens)
 
 
 def register(sub) -> None:
@@ -18,6 +19,8 @@ def register(sub) -> None:
     parser.add_argument("--batch", type=positive_int, default=1)
     parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens after a --seq prompt")
     parser.add_argument("--gpus", type=positive_int, default=1, help="tensor-parallel GPUs of this profile")
+    parser.add_argument("--offload", type=fraction, default=0.0,
+                        help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
     add_model_args(parser)
     add_format_arg(parser)
     parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context, PNG")
@@ -26,7 +29,7 @@ def register(sub) -> None:
 
 def _predict(args, method, params):
     return predict(args.hw, method=method, seq=args.seq, batch=args.batch, model=args.model,
-                   gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype, gpus=args.gpus, **params)
+                   gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype, gpus=args.gpus, offload=args.offload, **params)
 
 
 def run(args) -> int:

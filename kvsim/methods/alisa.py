@@ -39,6 +39,7 @@ from dataclasses import replace
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..offload import uniform_share
 from ..cost import Cost, Op, Resident
 from ..errors import KvsimError
 from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_row_bytes, topk_op
@@ -102,6 +103,15 @@ class ALISA(Method):
         """KV bytes attention reads per step, all layers: what must be on the GPU (or be loaded)."""
         wl = self.kv_workload(wl)
         return full_kv_bytes(model, wl, rows=self.selected_tokens(wl.seq))
+
+    def host_rows_read(self, model, wl, host):
+        """Offloaded (kvsim.offload): per KV head and layer, the global rows (top-k of the
+        n − k older tokens, taken as spread evenly) plus any local rows below H."""
+        n = np.asarray(wl.seq, dtype=float)
+        local = self.local_tokens(n)
+        older = n - local
+        rows = uniform_share(self.global_tokens(n), older, host) + np.maximum(host - older, 0.0)
+        return model.n_layers * model.n_kv_heads * rows
 
     # ---- cost --------------------------------------------------------------------------------
     def cost(self, model, hw, wl) -> Cost:

@@ -10,3 +10,7 @@ class Dense(Method):
     name = "dense"
     paper = "FlashDecoding (Dao et al. 2023) split-K decode; the baseline"
     summary = "full attention over the whole KV cache"
+
+    def host_rows_read(self, model, wl, host):
+        """Offloaded (kvsim.offload): every layer reads all H host rows of each KV head."""
+        return model.n_layers * model.n_kv_heads * host

@@ -38,6 +38,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
+from ..offload import uniform_share
 from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..workload import Workload
@@ -86,6 +87,18 @@ class Quest(Method):
         return Op("layers/attn/quest_estimate", "attention", flops=heads * G * n * 4 * d,
                   hbm_read=heads * (2 * n * d * wl.b_kv + G * d * wl.b_a),
                   hbm_write=heads * G * n * wl.b_a, dtype=wl.compute_dtype)
+
+    def host_rows_read(self, model, wl, host):
+        """Offloaded (kvsim.offload): dense layers (and all layers while S ≤ budget) read every
+        host row per KV head; sparse layers read, per query head, the B/P − 1 chosen pages of
+        the full pages before the current one, taken as spread evenly (the current page is newest)."""
+        L, P = model.n_layers, self.page_size
+        dense_layers = min(DENSE_LAYERS, L)
+        earlier = np.maximum(self.pages(wl) - 1.0, 1.0) * P
+        chosen = uniform_share((self.budget // P - 1) * P, earlier, host)
+        sparse = np.where(wl.seq > self.budget, (L - dense_layers) * model.n_heads * chosen,
+                          (L - dense_layers) * model.n_kv_heads * host)
+        return dense_layers * model.n_kv_heads * host + sparse
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         # current page's min/max: read d·b + 2·d·b ; write 2·d·b ; 2·d compares, every layer

@@ -40,6 +40,7 @@ from typing import ClassVar, Optional
 import numpy as np
 from pydantic import Field
 
+from ..offload import uniform_share
 from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..workload import Workload
@@ -124,6 +125,13 @@ class SparQ(Method):
         return Op("layers/attn/sparq_mean_mix", "attention", flops=heads * (3 * d + 3 * G * d),
                   hbm_read=heads * (d * V_MEAN_BYTES + d * wl.b_a + G * d * wl.b_a + G * 4.0),
                   hbm_write=heads * (d * V_MEAN_BYTES + G * d * wl.b_a), dtype="fp32")
+
+    def host_rows_read(self, model, wl, host):
+        """Offloaded (kvsim.offload): per KV head and layer the k − local top-k rows, taken as
+        spread evenly over the S − local older tokens (the local ones are the newest)."""
+        k, local = self.rows(wl), self.local_rows(wl)
+        picked = uniform_share(k - local, wl.seq - local, host)
+        return model.n_layers * model.n_kv_heads * picked
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         # K twice + V: 1.5 × the (K, V) row, i.e. write 3·d·b per token and KV head

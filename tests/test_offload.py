@@ -1,0 +1,69 @@
+"""kvsim's offloaded-KV model (kvsim/offload.py): bytes by hand, laws, errors, and its PCIe bytes
+against the reference runtime's transfer counters (CPU, fp32, a tiny Llama)."""
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kvsim.errors import KvsimError
+from kvsim.models import ModelConfig
+from kvsim.predict import predict
+
+TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=4, d_model=256, n_heads=8, n_kv_heads=2,
+                   head_dim=32, ffn_dim=512, vocab=1000, max_context=4096, mlp="swiglu", norm="rmsnorm",
+                   source="test")
+OFFLOADABLE = [("dense", {}), ("sparq", {"k": 24}), ("alisa", {}), ("quest", {"page_size": 8, "budget": 32})]
+
+
+def test_dense_offload_by_hand():
+    S, B, f = 4096, 2, 0.5
+    pred = predict("h100", seq=S, batch=B, model="llama-3.1-8b", offload=f)
+    L, Hkv, row = 32, 8, 2 * 128 * 2  # bf16 K and V of one token and KV head
+    H = math.floor(f * S)
+    fetched = L * B * Hkv * H
+    op = next(o for o in pred.cost.ops if o.name == "offload/fetch_rows")
+    assert float(op.h2d) == fetched * row
+    assert float(op.d2h) == fetched * 4 + L * B * Hkv * f * row  # positions + the boundary's rows
+    assert float(pred.host_memory_bytes) >= L * B * Hkv * H * row
+    on_gpu = predict("h100", seq=S, batch=B, model="llama-3.1-8b")
+    assert float(on_gpu.memory_bytes - pred.memory_bytes) == pytest.approx(L * B * Hkv * H * row)
+    assert float(pred.latency_s) > float(on_gpu.latency_s)  # 2 GB over PCIe costs time
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(OFFLOADABLE), st.integers(40, 200000), st.floats(0.05, 1.0), st.floats(0.0, 0.5))
+def test_more_on_the_host_never_moves_fewer_bytes(case, seq, f, extra):
+    name, params = case
+    low = predict("h100", method=name, seq=seq, batch=2, model=TINY, offload=f * (1 - extra), **params)
+    high = predict("h100", method=name, seq=seq, batch=2, model=TINY, offload=f, **params)
+    assert float(high.pcie_bytes) >= float(low.pcie_bytes) * (1 - 1e-12)
+    dense = predict("h100", seq=seq, batch=2, model=TINY, offload=f)
+    assert float(high.cost.pcie_bytes) <= float(dense.cost.pcie_bytes) * (1 + 1e-12) or name == "quest"
+
+
+def test_offload_refused_for_methods_the_runtime_cannot_offload():
+    with pytest.raises(KvsimError, match="cannot run with KV on the host"):
+        predict("h100", method="h2o", seq=4096, offload=0.5)
+    with pytest.raises(KvsimError, match="fraction"):
+        predict("h100", seq=4096, offload=1.5)
+    done = subprocess.run([sys.executable, "-m", "kvsim", "predict", "--hw", "h100", "--seq", "4k",
+                           "--offload", "2"], capture_output=True, text=True)
+    assert done.returncode == 2 and "fraction" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("method,params", OFFLOADABLE)
+def test_pcie_bytes_match_the_runtime(method, params):
+    """Dense is exact up to the averaging over steps; selection methods are modelled as picking
+    older rows evenly, which the runtime's data-dependent choices follow only on average."""
+    pytest.importorskip("torch")
+    from runtime.measure import measure
+    rec = measure(method, seq=200, batch=2, model=TINY, n_layers=4, params=params, steps=6, warmup=1,
+                  device="cpu", dtype="bf16", offload=0.5, graphs=False)
+    contexts = np.arange(rec["contexts"][0], rec["contexts"][1] + 1)  # the timed steps
+    pred = predict("h100", method=method, seq=contexts, batch=2, model=TINY,
+                   dtype=rec["dtype"], kv_dtype=rec["kv_dtype"], offload=0.5, **params)
+    error = abs(float(np.mean(pred.pcie_bytes)) / rec["pcie_bytes"] - 1)
+    assert error < (0.02 if method == "dense" else 0.35), (method, error)
