@@ -1,0 +1,82 @@
+"""SparQ step 2 (approximate scores + their group sum, kernels/sparq.py): time launch configs of
+the logits and normalising kernels by CUDA-graph replay over rotated inputs (cold L2), and the
+fraction of HBM peak each reaches. On a CUDA GPU:
+    python3 benchmarks/tune_sparq.py [--out $OUT/h100-sparq-tune.jsonl]
+"""
+import argparse
+import datetime
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import triton
+from triton.testing import do_bench_cudagraph
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from kernels import _common  # noqa: E402
+from kernels.sparq import sparq_scores_and_group  # noqa: E402
+
+PEAK_Bps = 3.35e12  # H100 SXM datasheet (hw_profiles/h100-sxm.yaml)
+LOGITS = list(itertools.product([128, 256, 512, 1024], [4, 8], [2, 3, 4]))  # BLOCK_S, warps, stages
+NORM = list(itertools.product([512, 1024, 2048, 4096], [4, 8]))  # BLOCK, warps
+
+
+def inputs(B, S, r=16, H=32, Hkv=8, d=128, sets=4):
+    out = []
+    for _ in range(sets):
+        k_t = torch.randn(B, Hkv, d, S, device="cuda", dtype=torch.bfloat16)
+        i1 = torch.stack([torch.randperm(d, device="cuda")[:r] for _ in range(B * Hkv)]).reshape(B, Hkv, r)
+        out.append((torch.randn(B, H, d, device="cuda", dtype=torch.bfloat16), k_t, i1.int(),
+                    torch.full((B,), S, device="cuda", dtype=torch.int32), torch.ones(B, H, device="cuda")))
+    return out
+
+
+def timed(data, splits) -> float:
+    call = lambda: [sparq_scores_and_group(*x, local=64, num_splits=splits) for x in data]  # noqa: E731
+    return do_bench_cudagraph(call, rep=50, return_mode="median") / len(data) / 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    rows = []
+    for B, S in ((8, 65536), (1, 131072)):
+        data = inputs(B, S)
+        splits = _common.splits_for(B, 8, S)
+        moved = B * 8 * S * 16 * 2 + 3 * B * 32 * S * 4 + B * 8 * S * 4  # K rows, logits w/r/w, group
+        for bs, w, st in LOGITS:
+            _common.set_config("sparq_logits", BLOCK_S=bs, num_warps=w, num_stages=st)
+            t = timed(data, splits)
+            rows.append({"B": B, "S": S, "logits": [bs, w, st], "norm": dict(_common.CONFIGS["sparq_norm"]),
+                         "s": t, "frac_peak": moved / t / PEAK_Bps})
+        best = min((x for x in rows if x["B"] == B), key=lambda x: x["s"])
+        _common.set_config("sparq_logits", **dict(zip(("BLOCK_S", "num_warps", "num_stages"), best["logits"])))
+        for blk, w in NORM:
+            _common.set_config("sparq_norm", BLOCK=blk, num_warps=w)
+            t = timed(data, splits)
+            rows.append({"B": B, "S": S, "logits": best["logits"], "norm": {"BLOCK": blk, "num_warps": w},
+                         "s": t, "frac_peak": moved / t / PEAK_Bps})
+        for x in sorted((x for x in rows if x["B"] == B), key=lambda x: x["s"])[:6]:
+            print(f"B={B} S={S} logits {x['logits']} norm {x['norm']} {x['s'] * 1e6:8.1f} us "
+                  f"{100 * x['frac_peak']:5.1f}% of peak", flush=True)
+        _common.CONFIGS["sparq_norm"].update(BLOCK=1024, num_warps=4)
+    if args.out:
+        meta = {"device": torch.cuda.get_device_name(), "driver": _driver(), "torch": torch.__version__,
+                "triton": triton.__version__, "date": datetime.date.today().isoformat(),
+                "command": "python3 " + " ".join(sys.argv)}
+        with open(args.out, "w") as f:
+            f.write("".join(json.dumps({**meta, **x}) + "\n" for x in rows))
+
+
+def _driver() -> str:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unavailable"
+
+
+if __name__ == "__main__":
+    main()
