@@ -8,7 +8,6 @@ import datetime
 import itertools
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -18,6 +17,7 @@ from triton.testing import do_bench_cudagraph
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from kernels import _common  # noqa: E402
 from kernels.sparq import sparq_scores_and_group  # noqa: E402
+from kvsim.commands.measure import _driver  # noqa: E402
 
 PEAK_Bps = 3.35e12  # H100 SXM datasheet (hw_profiles/h100-sxm.yaml)
 LOGITS = list(itertools.product([128, 256, 512, 1024], [4, 8], [2, 3, 4]))  # BLOCK_S, warps, stages
@@ -71,11 +71,6 @@ def main():
         with open(args.out, "w") as f:
             f.write("".join(json.dumps({**meta, **x}) + "\n" for x in rows))
 
-
-def _driver() -> str:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unavailable"
 
 
 if __name__ == "__main__":

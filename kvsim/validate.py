@@ -48,15 +48,39 @@ def model_for(record: dict):
     return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
 
 
-def predict_record(record: dict, hw: HardwareProfile | str | None = None):
+def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None):
+    """The prediction of a measured configuration, at ``seq`` (default the record's)."""
     try:
         profile = load_profile(hw or record["hw"])
-        return predict(profile, method=record["method"], seq=record["seq"], batch=record["batch"],
+        return predict(profile, method=record["method"], seq=record["seq"] if seq is None else seq,
+                       batch=record["batch"],
                        model=model_for(record), dtype=record.get("dtype"),
                        kv_dtype=record.get("kv_dtype"), offload=record.get("offload") or 0.0,
                        **(record.get("params") or {}))
     except KeyError as exc:
         raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None
+
+
+def _at_timed_contexts(record: dict, hw) -> dict:
+    """Latencies and PCIe bytes predicted at the contexts the measurement timed: the captured
+    step's and attention call's for CUDA-graph replays (``timed_contexts``; records from before
+    that field stay at ``seq``), the median over the eager steps' contexts (``contexts``: first,
+    last) for eager timings; PCIe bytes are a mean over the eager steps. HBM bytes stay at
+    ``seq`` (Nsight Compute counts one step there)."""
+    out = {}
+    first_last = record.get("contexts")
+    if first_last:
+        eager = predict_record(record, hw, seq=np.arange(first_last[0], first_last[1] + 1))
+        out["pcie_bytes"] = float(np.mean(eager.pcie_bytes * np.ones_like(eager.latency_s)))
+        if "eager" in str(record.get("timer", "")):
+            out["latency"] = float(np.median(eager.latency_s))
+            out["attention_latency"] = float(np.median(eager.attention()["latency_s"]))
+    replayed = record.get("timed_contexts")
+    if replayed:
+        out["latency"] = float(predict_record(record, hw, seq=replayed["step"]).latency_s)
+        out["attention_latency"] = float(predict_record(record, hw, seq=replayed["attention"])
+                                         .attention()["latency_s"])
+    return out
 
 
 def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[Comparison]:
@@ -77,6 +101,7 @@ def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[C
         predicted = {"latency": float(pred.latency_s),
                      "attention_latency": float(pred.attention()["latency_s"]),
                      "hbm_bytes": float(pred.hbm_bytes), "pcie_bytes": float(pred.pcie_bytes)}
+        predicted.update(_at_timed_contexts(record, hw))
         rows.append(Comparison(record, predicted, measured_values(record)))
     if not rows:
         raise KvsimError("no measured records (source: measured) in the given files")

@@ -6,7 +6,9 @@ Timing (DESIGN.md convention 7, after triton.testing.do_bench): ``warmup`` untim
 preceded by a write of a buffer of 4× L2 (so no cache rows or weights stay in L2; the flush is
 outside the events); on CPU time.perf_counter. The context grows one token per step: the timed
 steps attend to seq − steps//2 … seq + steps − steps//2 − 1 tokens, so the median one sees
-``seq``. Each timed step follows a timed attention-only call at the same context.
+``seq`` (``contexts``: the first and last). Each timed step follows a timed attention-only call
+at the same context. CUDA-graph replays repeat one captured step and one attention-only call,
+a few tokens past the eager ones: ``timed_contexts`` says at which contexts.
 ``gpu_busy_s`` (CUDA only): the summed time of the kernels one step runs (torch.profiler),
 i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
 
@@ -126,26 +128,30 @@ def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tupl
     return timer.results(), moved
 
 
-def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str]:
-    """[attention-only, step, ...] replay times of captured graphs, or ([], why not). A replay
+def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str, dict]:
+    """([attention-only, step, ...] replay times of captured graphs, how, {"step", "attention":
+    the context each graph replays}), or ([], why not, {}). A replay
     runs the same kernels at the same context without host launch gaps, as serving engines run
     decode steps; a step with a host sync (offload, data-dependent shapes) cannot be captured."""
     if engine.device.type != "cuda":
-        return [], "no CUDA"
+        return [], "no CUDA", {}
     from kernels._common import capture_graph as _capture
     tokens = torch.randint(engine.cfg.vocab, (engine.batch,), device=engine.device)  # fixed ids: no RNG in the graph
     try:
-        attention, step = _capture(engine.attention_only_step), _capture(lambda: engine.step(tokens))
+        attention = _capture(engine.attention_only_step)
+        contexts = {"attention": engine.length + 1}  # attention-only at position n reads n + 1 rows
+        step = _capture(lambda: engine.step(tokens))
+        contexts["step"] = engine.length  # the captured call was the last step: its context is n now
     except Exception as exc:  # capture refuses host syncs: report why, keep the eager timings
         torch.cuda.synchronize()
-        return [], f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        return [], f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}", {}
     timer = _Timer(engine.device, flush_l2)
     for _ in range(3):
         attention(), step()
     for _ in range(steps):
         timer.time(attention)
         timer.time(step)
-    return timer.results(), "cuda graph replay"
+    return timer.results(), "cuda graph replay", contexts
 
 
 def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama-3.1-8b",
@@ -165,9 +171,9 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         memory, memory_how = _peak_memory(engine)
         if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
-            graphed, graph_how = [], "not capturable: offloaded rows are fetched after a host sync"
+            graphed, graph_how, replayed = [], "not capturable: offloaded rows are fetched after a host sync", {}
         else:
-            graphed, graph_how = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked")
+            graphed, graph_how, replayed = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked", {})
     except torch.cuda.OutOfMemoryError as exc:
         return _record_base(method, seq, batch, model, n_layers, params, kw, hw) | {
             "fits": False, "error": f"out of memory: {str(exc).splitlines()[0]}"}
@@ -184,9 +190,10 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         l2_flush_bytes=L2_FLUSH_BYTES if engine.device.type == "cuda" and flush_l2 else 0,
         backends=ops.backends())
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
-    if graphed:
+    if graphed:  # replays repeat one captured step: its context is the one to predict
         record["latency_s"] = statistics.median(graphed[1::2])
         record["attention"]["latency_s"] = statistics.median(graphed[0::2])
+        record["timed_contexts"] = replayed
     record["timer"] = f"{record['timer']}, {graph_how if graphed else 'eager (' + graph_how + ')'}"
     record["tokens_per_s"] = batch / record["latency_s"]
     return record

@@ -115,7 +115,8 @@ def test_quest_by_hand(model):
     # page scores: 2·(S/P)·d·b min/max metadata, once per KV head; G·(S/P)·4·d FLOPs
     assert op_sum(c, "layers/attn/quest_estimate", "hbm_read") == sparse * (2 * pages * D * 2 + G * D * 2)
     assert op_sum(c, "layers/attn/quest_estimate", "flops") == sparse * G * pages * 4 * D
-    assert op_sum(c, "layers/attn/quest_topk", "hbm_write") == sparse * G * (B // P - 1) * (2 + 4)
+    assert op_sum(c, "layers/attn/quest_topk", "hbm_write") == sparse * G * (B // P - 1) * (4 + 4)  # fp32 value + index
+    assert op_sum(c, "layers/attn/quest_topk", "hbm_read") == sparse * G * (pages - 1) * 4  # fp32 scores
     assert op_sum(c, "layers/attn/quest_metadata", "hbm_write") == L * BATCH * H * 2 * D * 2
     assert float(c.kv_bytes) == L * BATCH * H * (2 * S * D * 2 + 2 * pages * D * 2)  # KV + KV/P
 

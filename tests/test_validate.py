@@ -75,3 +75,30 @@ def test_validate_cli_json_and_calibrate(tmp_path):
     empty.write_text("")
     bad = subprocess.run([sys.executable, "-m", "kvsim", "validate", str(empty)], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "no measured records" in bad.stderr
+
+
+def test_latency_is_predicted_at_the_contexts_that_were_timed():
+    """Quest attends densely up to its budget: a CUDA-graph replay captured past the budget, or
+    eager steps around it, are predicted at their own contexts, not at ``seq``."""
+    def record(**extra):
+        return {"source": "measured", "hw": "h100-sxm", "model": "llama-3.1-8b", "n_layers": 4,
+                "method": "quest", "params": {"budget": 4096}, "seq": 4096, "batch": 8,
+                "dtype": "bf16", "kv_dtype": "bf16", "latency_s": 1e-3,
+                "attention": {"latency_s": 1e-3}, "pcie_bytes": 0.0, **extra}
+
+    def at(seq):
+        from kvsim.models import load_model
+        model = load_model("llama-3.1-8b").model_copy(update={"n_layers": 4})
+        return predict("h100-sxm", method="quest", seq=seq, batch=8, model=model, budget=4096)
+
+    graph = record(timer="cuda events, cuda graph replay", contexts=[4091, 4100],
+                   timed_contexts={"step": 4106, "attention": 4105})
+    eager = record(timer="cuda events, eager (not asked)", contexts=[4091, 4100])
+    old = record(timer="cuda events, cuda graph replay", contexts=[4091, 4100])  # no timed_contexts
+    rows = compare([graph, eager, old])
+    assert rows[0].predicted["latency"] == pytest.approx(float(at(4106).latency_s))
+    assert rows[0].predicted["attention_latency"] == pytest.approx(float(at(4105).attention()["latency_s"]))
+    per_step = at(np.arange(4091, 4101)).latency_s
+    assert rows[1].predicted["latency"] == pytest.approx(float(np.median(per_step)))
+    assert rows[2].predicted["latency"] == pytest.approx(float(at(4096).latency_s))
+    assert float(at(4106).latency_s) != pytest.approx(float(at(4096).latency_s))  # the case matters

@@ -15,7 +15,7 @@ estimation and attends densely (quest/utils/controller.py ``need_estimate``), so
 plus the metadata upkeep.
 
 Per KV head and sparse layer (G query heads, b KV bytes, b_a activation bytes):
-  estimate  read 2·⌈S/P⌉·d·b min/max metadata + G·d·b_a (q) ; write G·⌈S/P⌉·b_a page scores ;
+  estimate  read 2·⌈S/P⌉·d·b min/max metadata + G·d·b_a (q) ; write G·⌈S/P⌉·4 fp32 page scores ;
             FLOPs G·⌈S/P⌉·4·d (two products, a max and an add per dimension)
   top-k     per query head over the ⌈S/P⌉ − 1 full pages, picking B/P − 1 (quest/ops topk,
             ``inference_page_budget - 1``: the last page is always attended)
@@ -42,7 +42,7 @@ from ..offload import uniform_share
 from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import INDEX_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
+from .attention import INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (evaluation/quest_attention.py)
@@ -78,15 +78,15 @@ class Quest(Method):
         on = np.where(sparse, 1.0, 0.0)
         heads = wl.batch * model.n_kv_heads
         topk = topk_op("layers/attn/quest_topk", np.maximum(self.pages(wl) - 1, 1), B / P - 1,
-                       heads * model.group, sparse_layers, wl, score_bytes=wl.b_a)
+                       heads * model.group, sparse_layers, wl)
         return ops + [self._estimate(model, wl, heads).scaled(sparse_layers * on), topk.scaled(on)]
 
     def _estimate(self, model: ModelConfig, wl: Workload, heads) -> Op:
-        # read 2·⌈S/P⌉·d·b + G·d·b_a ; write G·⌈S/P⌉·b_a ; FLOPs G·⌈S/P⌉·4·d
+        # read 2·⌈S/P⌉·d·b + G·d·b_a ; write G·⌈S/P⌉·4 (fp32 scores, kernels/quest.py) ; FLOPs G·⌈S/P⌉·4·d
         G, d, n = model.group, model.head_dim, self.pages(wl)
         return Op("layers/attn/quest_estimate", "attention", flops=heads * G * n * 4 * d,
                   hbm_read=heads * (2 * n * d * wl.b_kv + G * d * wl.b_a),
-                  hbm_write=heads * G * n * wl.b_a, dtype=wl.compute_dtype)
+                  hbm_write=heads * G * n * SCORE_BYTES, dtype=wl.compute_dtype)
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): dense layers (and all layers while S ≤ budget) read every
