@@ -19,9 +19,10 @@ from . import reference
 # op name -> kernels module (the contract in the kernels/ brief)
 KERNEL_MODULES = {
     "decode_attention": "decode", "gathered_decode_attention": "gather",
-    "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq", "sparq_interpolate": "sparq", "quest_page_scores": "quest",
+    "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq", "sparq_interpolate": "sparq",
+    "sparq_components": "sparq_step1", "quest_page_scores": "quest",
     "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
-    "rope_decode_attention": "decode",
+    "rope_decode_attention": "decode", "evict_insert": "evict",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
@@ -109,12 +110,20 @@ def sparq_scores_and_group(q, k_t, i1, seq_lens, tau, **kw):
     return _call("sparq_scores_and_group", q.device, q, k_t, i1, seq_lens, tau, **kw)
 
 
+def sparq_components(q, kv_heads, r):
+    return _call("sparq_components", q.device, q, kv_heads, r)
+
+
 def sparq_interpolate(y, alpha, v_mean):
     return _call("sparq_interpolate", y.device, y, alpha, v_mean)
 
 
 def quest_page_scores(q, kmin, kmax, n_pages):
     return _call("quest_page_scores", q.device, q, kmin, kmax, n_pages)
+
+
+def evict_insert(acc, slot_pos, k, v, k_new, v_new, pos, recent):
+    return _call("evict_insert", acc.device, acc, slot_pos, k, v, k_new, v_new, pos, recent)
 
 
 def quantize_kv(x):

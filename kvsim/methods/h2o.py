@@ -8,10 +8,11 @@ and KV head, context S (= ``wl.seq``, the new token included), C = min(heavy + r
   scores: the kernel also writes each query head's softmax weights (G·(C+1)·4); the update reads
           them and the C accumulated fp32 scores (C·4) and writes C+1 scores back
           (``_update_hh_score``: hh_score += attn.sum over queries)
-  eviction, once S > heavy + recent: top-``heavy`` of the (C+1) − recent older scores
-          (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``): read (heavy+1)·4,
-          write heavy·8; the evicted slot takes the next token's K and V in place, which is the
-          2·d·b ``kv_append`` write already counted (METHODS.md). The reference code instead
+  eviction, once S > heavy + recent: the reference keeps the top-``heavy`` of the older
+          scores (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``), i.e. drops the
+          least-scored one; kvsim charges the kernel that finds it and writes the new token in
+          its slot (kernels/evict.py): read (C+1)·(4 + 8) scores and int64 positions, write
+          4 + 8; the new K and V are the 2·d·b ``kv_append`` write already counted (METHODS.md). The reference code instead
           re-gathers the whole cache with a boolean mask every step (read 2·(C+1)·d·b, write
           2·C·d·b more); kvsim does not model that copy.
 
@@ -27,17 +28,17 @@ set of C rows; per-query-head sets would force a KV head to hold the union, up t
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Op, Resident
-from .attention import contiguous_target, SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
+from .attention import SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes
 from .base import Method, require
 
 DEFAULT_RATIO = 0.1  # --heavy_ratio / --recent_ratio in FMInference/H2O h2o_hf scripts
+POSITION_BYTES = 8.0  # int64 position held by each slot
 
 
 class H2O(Method):
@@ -83,12 +84,17 @@ class H2O(Method):
         return ops + [self._evict(model, wl, rows)]
 
     def _evict(self, model, wl, rows) -> Op:
-        """Top-heavy over the older (C+1) − recent scores, only once the cache is full."""
+        """Once the cache is full, per (sequence, KV head) and layer: the least-scored slot
+        outside the last ``recent`` positions takes the new token (kernels/evict.py, one
+        launch): read the C+1 fp32 scores and int64 positions, write the position and a zeroed
+        score (the new K and V are ``kv_append``'s bytes)."""
         heavy, recent = self.budgets(wl.seq)
         full = (wl.seq > heavy + recent).astype(float)
-        op = topk_op("layers/attn/evict", full * (rows - recent), full * heavy,
-                     wl.batch * model.n_kv_heads, model.n_layers, wl)
-        return replace(op, launches=op.launches * full)
+        pairs = wl.batch * model.n_kv_heads
+        op = Op("layers/attn/evict", "attention", flops=full * pairs * rows * 2,
+                hbm_read=full * pairs * rows * (SCORE_BYTES + POSITION_BYTES),
+                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32")
+        return op.scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:
         rows = self.cached_tokens(wl.seq) + 1.0  # C slots + the one the next token fills

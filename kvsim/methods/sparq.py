@@ -18,7 +18,7 @@ step-2 read at S·r·b and the gather at 2·k·d·b per KV head; a per-query-hea
 up to G times as much. α stays per query head (its own softmax mass at i2).
 
 Bytes per KV head and layer (G query heads, b KV bytes, b_a activation bytes, 4-byte indices):
-  step 1   read G·d·b_a (q) ; write r·(b_a+4) (|q| values and i1)
+  step 1   read G·d·b_a (q) ; write r·4 (i1) + G·4 (τ), one kernel (kernels/sparq_step1.py)
   step 2   read S·r·b (K[:, i1] from the d-major copy of K) + G·r·b_a + r·4 ; write G·S·4
            (approximate logits in fp32, as kernels/sparq.py keeps them; sparq-gpt-fast's
            ``QK_hat`` is in the activation dtype, 2 bytes less per score)
@@ -94,10 +94,11 @@ class SparQ(Method):
                 self._mean_mix(model, wl, heads).scaled(L)]
 
     def _step1(self, model, wl, heads) -> Op:
-        # |q| summed over the group, top-r over d: read G·d·b_a ; write r·(b_a + 4)
+        # top-r of |q| summed over the group and τ per query head, one kernel
+        # (kernels/sparq_step1.py): read G·d·b_a ; write r·4 (i1) + G·4 (τ) ; d² rank compares
         G, d, r = model.group, model.head_dim, self.rank(model)
-        return Op("layers/attn/sparq_topr", "attention", flops=heads * (G * d + d * np.log2(d)),
-                  hbm_read=heads * G * d * wl.b_a, hbm_write=heads * r * (wl.b_a + INDEX_BYTES), dtype="fp32")
+        return Op("layers/attn/sparq_topr", "attention", flops=heads * (2 * G * d + d * d),
+                  hbm_read=heads * G * d * wl.b_a, hbm_write=heads * (r * INDEX_BYTES + G * 4.0), dtype="fp32")
 
     def _approx_scores(self, model, wl, heads, layers) -> list[Op]:
         G, r, S, b = model.group, self.rank(model), wl.seq, wl.b_kv

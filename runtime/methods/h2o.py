@@ -5,7 +5,8 @@ Per (sequence, KV head) a compact cache of C = heavy + recent past tokens plus t
 G query heads of the group, as kvsim's cost model does under GQA). Once full, the new token
 overwrites, in place, the slot with the least accumulated attention among the heavy + 1 tokens
 older than the last ``recent`` (= keeping the top-heavy, ``_update_hh_score`` + topk in
-h2o_hf/utils_real_drop/modify_llama.py; 2·d·b per step, the reference re-gathers the cache).
+h2o_hf/utils_real_drop/modify_llama.py; one launch, kernels/evict.py: read the C scores and
+positions, write 2·d·b; the reference re-gathers the cache).
 Attention writes its logits (G·(C+1)·4 B per KV head, kernels/scores.py) and one more pass
 adds the weights exp(logit − lse), summed over the group, into acc (read them, read and write
 the C+1 scores). Prefill: scores from one synthetic query per head over the prompt, the
@@ -67,17 +68,14 @@ class H2O(RuntimeMethod):
         self.count = keep.shape[-1]
 
     def store_row(self, layer, pos, k, v):
-        if self.count < self.cap:
-            slot = self.count
-        else:
-            protected = self.slot_pos[layer] >= pos - self.p["recent"]  # the last `recent` past positions
-            slot = self.acc[layer].masked_fill(protected, float("inf")).argmin(-1, keepdim=True)  # [B,Hkv,1]
-        self.kv.put(layer, slot if isinstance(slot, int) else slot[..., 0], k, v)
-        for t, value in ((self.slot_pos[layer], pos), (self.acc[layer], 0.0)):
-            if isinstance(slot, int):
-                t[..., slot] = value
-            else:
-                t.scatter_(-1, slot, value)
+        if self.count == self.cap:  # full: the least-scored slot outside the last `recent` positions
+            dtype = self.spec.dtype
+            ops.evict_insert(self.acc[layer], self.slot_pos[layer], self.kv.keys(layer),
+                             self.kv.values(layer), k.to(dtype), v.to(dtype), pos, self.p["recent"])
+            return
+        self.kv.put(layer, self.count, k, v)
+        self.slot_pos[layer][..., self.count] = pos
+        self.acc[layer][..., self.count] = 0.0
 
     def read(self, layer, q):
         q = self.rotary(q, self.n)
