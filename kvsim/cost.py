@@ -10,7 +10,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
-QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches")
+QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches",
+              "topk_calls")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Op:
     host_bytes: object = 0.0
     comm_bytes: object = 0.0
     launches: object = 1.0
+    topk_calls: object = 0.0  # torch.topk multi-block calls it stands for (timed by a profile's ``topk``)
     dtype: str = "bf16"
     stream: str = "compute"
 

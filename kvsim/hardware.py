@@ -88,6 +88,12 @@ class Host(_Frozen):
     bandwidth_Bps: Sourced
 
 
+class LibraryCall(_Frozen):
+    """Measured time of one call of a multi-kernel library routine: call_s + bytes / throughput."""
+    call_s: Sourced
+    throughput_Bps: Sourced
+
+
 class Calibration(_Frozen):
     measurements: list[str]
     date: str
@@ -108,6 +114,7 @@ class HardwareProfile(_Frozen):
     host_link: Optional[Link] = None
     interconnect: Optional[Interconnect] = None
     host: Optional[Host] = None
+    topk: Optional[LibraryCall] = None  # torch.topk's multi-block radix select, where measured
     calibration: Optional[Calibration] = None
 
     @property

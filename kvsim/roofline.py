@@ -2,8 +2,10 @@
 
 Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOPs per kernel),
 the memory time (bytes over bandwidth × efficiency at the bytes per kernel), the host-link time
-per direction, the interconnect time, and the launch floor (kernels × launch overhead). The op
-takes the largest; its ``bound`` names which. Ops on the "compute" stream run one after another;
+per direction, the interconnect time, the launch floor (kernels × launch overhead), and for ops
+that stand for torch.topk's multi-block radix select (about 20 kernels a call) the profile's
+measured cost of such calls, where it has one. The op takes the largest; its ``bound`` names
+which. Ops on the "compute" stream run one after another;
 "copy" ops run beside them, so the step takes the longer of the two streams.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from .cost import Cost, Op
 from .hardware import HardwareProfile
 
-BOUNDS = ("compute", "memory", "link", "interconnect", "host", "latency")
+BOUNDS = ("compute", "memory", "link", "interconnect", "host", "latency", "library")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,14 @@ def _host_time(op: Op, hw: HardwareProfile):
     return np.asarray(op.host_bytes, dtype=float) / bandwidth
 
 
+def _library_time(op: Op, hw: HardwareProfile):
+    calls = np.asarray(op.topk_calls, dtype=float)
+    if hw.topk is None:
+        return np.zeros_like(calls)
+    read = np.where(calls > 0, np.asarray(op.hbm_read, dtype=float), 0.0)
+    return calls * hw.topk.call_s.value + read / hw.topk.throughput_Bps.value
+
+
 def op_time(op: Op, hw: HardwareProfile) -> OpTime:
     floors = {
         "compute": _compute_time(op, hw),
@@ -76,6 +86,7 @@ def op_time(op: Op, hw: HardwareProfile) -> OpTime:
         "interconnect": _interconnect_time(op, hw),
         "host": _host_time(op, hw),
         "latency": np.asarray(op.launches, dtype=float) * hw.launch_overhead_s.value,
+        "library": _library_time(op, hw),
     }
     stacked = np.stack(np.broadcast_arrays(*[floors[name] for name in BOUNDS]))
     return OpTime(op, stacked.max(axis=0), stacked.argmax(axis=0), floors)

@@ -185,7 +185,7 @@ def stated_overhead(name, params, pred, seq, batch):
     if name == "alisa":  # indices, scores in/out, weights in/out, top-k, the wider split-K
         return Lm * batch * (hkv * seq * 4 + 2 * seq * 4 + 2 * hq * seq * 4 + seq * 12 + partials)
     if name == "h2o":
-        return Lm * batch * hkv * (2 * mdl.group * seq * 4 + 2 * seq * 4 + seq * 12)
+        return Lm * batch * hkv * (2 * mdl.group * seq * 4 + 2 * seq * 4 + seq * 12 + 12)  # + evict write
     if name == "streamingllm":
         return 0 if mdl.learned_positions else Lm * seq * (4 + d * BF16)  # positions, cos/sin rows
     # R more queries: q, o and split-K partials each (an upper bound: the dense kernel splits less)

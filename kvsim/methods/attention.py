@@ -87,12 +87,28 @@ def full_kv_bytes(model: ModelConfig, wl: Workload, rows=None, layers=None, kv_h
     return layers * wl.batch * kv_heads * rows * kv_row_bytes(model, wl)
 
 
+def torch_topk_multiblock(slices, size):
+    """Whether torch.topk takes its multi-block radix select (about 20 kernels) for ``slices``
+    rows of ``size``: PyTorch aten/src/ATen/native/cuda/TensorTopK.cu ``should_use_multiblock``
+    (the CUB scan-by-key branch); otherwise one single-block kernel per call."""
+    n, s = np.asarray(slices, dtype=float), np.asarray(size, dtype=float)
+    return (((n <= 20) & (s >= 20000)) | ((n > 20) & (n <= 40) & (s >= 10000))
+            | ((n > 40) & (n <= 80) & (s >= 8000)) | ((n > 80) & (n < 200) & (s >= 5000))
+            | ((n >= 200) & (n < 800) & (s >= 3000)) | ((n >= 800) & (n <= 4000) & (s >= 800))
+            | ((n > 4000) & (s >= 400)))
+
+
 def topk_op(name: str, candidates, picked, groups, layers, wl: Workload,
             score_bytes: float = SCORE_BYTES) -> Op:
     """Top-k over ``candidates`` scores (fp32 unless ``score_bytes`` says otherwise) for each of
-    ``groups`` selections per layer.
-    read candidates·s ; write picked·(s + 4) (value and int32 index); ~log2 passes of compares."""
+    ``groups`` selections per layer, as torch.topk(sorted=False) does it.
+    read candidates·s ; write picked·(s + 4) (value and int32 index); ~log2 passes of compares.
+    Where torch takes its multi-block path the op counts as one such call (``topk_calls``),
+    which a profile with a measured ``topk`` cost times; the later radix passes re-read the
+    candidates from L2 (Nsight Compute counts one HBM read, benchmarks/results/h100-ncu.jsonl)."""
     passes = np.log2(np.maximum(np.asarray(candidates, dtype=float), 2.0))
+    calls = torch_topk_multiblock(groups, candidates).astype(float)
     return Op(name, "attention", flops=groups * candidates * passes,
               hbm_read=groups * candidates * score_bytes,
-              hbm_write=groups * picked * (score_bytes + INDEX_BYTES), dtype="fp32").scaled(layers)
+              hbm_write=groups * picked * (score_bytes + INDEX_BYTES), topk_calls=calls,
+              dtype="fp32").scaled(layers)

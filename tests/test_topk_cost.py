@@ -1,0 +1,37 @@
+"""torch.topk in the cost model: which calls take the multi-block path (PyTorch's heuristic),
+and a profile's measured call cost as a floor of the op's time."""
+import numpy as np
+import pytest
+
+from kvsim.cost import Op
+from kvsim.hardware import load_profile
+from kvsim.methods.attention import topk_op, torch_topk_multiblock
+from kvsim.roofline import op_time
+from kvsim.workload import Workload
+
+
+@pytest.mark.parametrize("slices,size,multi", [
+    (64, 65536, True), (8, 131072, True), (1, 104858, True), (256, 4095, True),
+    (1024, 255, False), (8, 4096, False), (20, 19999, False), (5000, 400, True), (5000, 399, False)])
+def test_multiblock_heuristic(slices, size, multi):
+    assert bool(torch_topk_multiblock(slices, size)) is multi
+
+
+def test_measured_call_cost_is_a_floor_only_where_the_profile_has_it():
+    wl = Workload(seq=65536, batch=8, gen=0, dtype="bf16", kv_dtype="bf16")
+    op = topk_op("t", 65536 - 1024, 4096 - 1024, 64, 8, wl)  # SparQ's top-k at 64k × 8, 8 layers
+    assert float(op.topk_calls) == 8
+    h100 = load_profile("h100-sxm")
+    t = op_time(op, h100)
+    read = 8 * 64 * (65536 - 1024) * 4
+    want = 8 * h100.topk.call_s.value + read / h100.topk.throughput_Bps.value
+    assert float(t.time_s) == pytest.approx(want) and str(t.bound_names()) == "library"
+    a100 = load_profile("a100-80gb-sxm")  # not measured there: launch and memory floors only
+    assert a100.topk is None and float(op_time(op, a100).floors["library"]) == 0.0
+    small = topk_op("t", 255, 31, 1024, 8, wl)  # one single-block kernel a call
+    assert float(small.topk_calls) == 0 and float(op_time(small, h100).floors["library"]) == 0.0
+
+
+def test_scaling_an_op_scales_its_calls():
+    op = Op("t", "attention", hbm_read=10.0, topk_calls=np.array([0.0, 1.0]))
+    assert op.scaled(3).topk_calls.tolist() == [0.0, 3.0]
