@@ -38,7 +38,6 @@ CONFIGS: dict[str, dict] = {
     "sparq_logits": dict(BLOCK_S=128, num_warps=4, num_stages=3),
     # SparQ: softmax normalisation of the logits in place
     "sparq_norm": dict(BLOCK=1024, num_warps=4, num_stages=1),
-    "sparq_interpolate": dict(num_warps=1, num_stages=1),
     # Quest page scores over min/max key metadata
     "quest": dict(BLOCK_P=64, num_warps=4, num_stages=3),
 }
@@ -55,7 +54,6 @@ CANDIDATES: dict[str, list[dict]] = {
     "combine": _grid(BLOCK_S=[8, 16, 32], num_warps=[1, 2, 4], num_stages=[1]),
     "sparq_logits": _grid(BLOCK_S=[64, 128, 256, 512], num_warps=[4, 8], num_stages=[2, 3, 4]),
     "sparq_norm": _grid(BLOCK=[512, 1024, 2048], num_warps=[4, 8], num_stages=[1]),
-    "sparq_interpolate": _grid(num_warps=[1, 2, 4], num_stages=[1]),
     "quest": _grid(BLOCK_P=[32, 64, 128], num_warps=[4, 8], num_stages=[2, 3]),
 }
 

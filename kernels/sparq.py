@@ -8,8 +8,8 @@ chunk of S. Per (sequence, KV head): read S·r·b (+ G·r·b of q), write G·S·
 (max, sum); the normalising pass (one program per KV head and chunk) reads those, rewrites
 G·S_max·4 probabilities (0 beyond seq_len) and writes their sum over the group, S_max·4, with
 the ``local`` newest positions forced to +inf for the top-k (:func:`sparq_scores_and_group`).
-Step 5 is :func:`kernels.gather.gathered_decode_attention`; step 6, :func:`sparq_interpolate`:
-o = α·y + (1 − α)·v̄ (read 2·d per head + d·4 of v̄ per KV head, write d·b).
+Step 5 is :func:`kernels.gather.gathered_decode_attention`; steps 1, 4 and 6 are in
+kernels/sparq_steps.py.
 """
 from __future__ import annotations
 
@@ -113,19 +113,6 @@ def _sparq_norm_kernel(SH, PM, PL, SEQ, GRP, ssb, ssh, sgb, sgh, S_max, num_spli
     tl.store(GRP + b.to(tl.int64) * sgb + kvh * sgh + cols, group, mask=cols < S_max)
 
 
-@triton.jit
-def _interpolate_kernel(Y, A, VM, O, syb, syh, sab, sah, svb, svh, sob, soh, H,
-                        G: tl.constexpr, D: tl.constexpr, UPCAST: tl.constexpr):
-    pid = tl.program_id(0)
-    b = pid // H
-    h = pid % H
-    offs = tl.arange(0, D)
-    y = tl.load(Y + b * syb + h * syh + offs).to(tl.float32)
-    a = tl.load(A + b * sab + h * sah).to(tl.float32)
-    vm = tl.load(VM + b * svb + (h // G) * svh + offs).to(tl.float32)
-    tl.store(O + b * sob + h * soh + offs, cast(a * y + (1.0 - a) * vm, O.dtype.element_ty, UPCAST))
-
-
 def _check_scores(q, k_t, i1, seq_lens, tau):
     if q.dim() != 3 or k_t.dim() != 4 or i1.dim() != 3:
         raise ValueError(f"want q[B,H,d], k_t[B,Hkv,d,S_max], i1[B,Hkv,r]; got q{tuple(q.shape)}, "
@@ -180,23 +167,6 @@ def sparq_scores_and_group(q, k_t, i1, seq_lens, tau, *, local=0, num_splits=Non
     return s_hat, group
 
 
-def sparq_interpolate(y, alpha, v_mean):
-    """o[B,H,d] (y's dtype) = alpha·y + (1 − alpha)·v_mean of the head's KV head."""
-    B, H, d = y.shape
-    Hkv = v_mean.shape[1]
-    if tuple(alpha.shape) != (B, H) or tuple(v_mean.shape) != (B, Hkv, d) or H % Hkv:
-        raise ValueError(f"want alpha[{B},{H}] and v_mean[{B},Hkv,{d}] with H % Hkv == 0; got "
-                         f"alpha{tuple(alpha.shape)}, v_mean{tuple(v_mean.shape)}")
-    y, v_mean = last_dim_contiguous(y), last_dim_contiguous(v_mean)
-    o = torch.empty((B, H, d), device=y.device, dtype=y.dtype)
-    _, opts = launch_options("sparq_interpolate")
-    launcher(_interpolate_kernel, y)[(B * H,)](
-        y, alpha, v_mean, o, y.stride(0), y.stride(1), alpha.stride(0), alpha.stride(1),
-        v_mean.stride(0), v_mean.stride(1), o.stride(0), o.stride(1), H, G=H // Hkv,
-        D=pow2_at_least(d), UPCAST=interpreting(), **opts)
-    return o
-
-
 def sparq_approx_scores_ref(q, k_t, i1, seq_lens, tau, *, num_splits=None,
                             compute_dtype=torch.float32):
     """Torch reference of :func:`sparq_approx_scores` (computed in ``compute_dtype``, fp32 out)."""
@@ -222,11 +192,3 @@ def sparq_scores_and_group_ref(q, k_t, i1, seq_lens, tau, *, local=0, num_splits
     pos = torch.arange(S_max, device=q.device)
     n = seq_lens.long()[:, None, None]
     return s_hat, group.masked_fill((pos >= n - int(local)) & (pos < n), float("inf"))
-
-
-def sparq_interpolate_ref(y, alpha, v_mean):
-    """Torch reference of :func:`sparq_interpolate` (fp32 math, y's dtype out)."""
-    G = y.shape[1] // v_mean.shape[1]
-    a = alpha.float()[..., None]
-    vm = v_mean.float().repeat_interleave(G, dim=1)
-    return (a * y.float() + (1 - a) * vm).to(y.dtype)

@@ -19,8 +19,8 @@ from . import reference
 # op name -> kernels module (the contract in the kernels/ brief)
 KERNEL_MODULES = {
     "decode_attention": "decode", "gathered_decode_attention": "gather",
-    "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq", "sparq_interpolate": "sparq",
-    "sparq_components": "sparq_step1", "quest_page_scores": "quest",
+    "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq",
+    "sparq_components": "sparq_steps", "sparq_mix": "sparq_steps", "quest_page_scores": "quest",
     "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
     "rope_decode_attention": "decode", "evict_insert": "evict",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
@@ -114,8 +114,8 @@ def sparq_components(q, kv_heads, r):
     return _call("sparq_components", q.device, q, kv_heads, r)
 
 
-def sparq_interpolate(y, alpha, v_mean):
-    return _call("sparq_interpolate", y.device, y, alpha, v_mean)
+def sparq_mix(y, s_hat, i2, v_sum, n):
+    return _call("sparq_mix", y.device, y, s_hat, i2, v_sum, n)
 
 
 def quest_page_scores(q, kmin, kmax, n_pages):

@@ -74,13 +74,6 @@ def sparq_approx_scores_ref(q, k_t, i1, seq_lens, tau, *, num_splits=None):
     return _softmax_masked(logits, invalid).reshape(B, -1, S)
 
 
-def sparq_interpolate_ref(y, alpha, v_mean):
-    """SparQ step 6: α·y + (1 − α)·v̄, v̄ [B,Hkv,d] shared by the group."""
-    G = y.shape[1] // v_mean.shape[1]
-    a = alpha.float()[..., None]
-    return (a * y.float() + (1 - a) * v_mean.float().repeat_interleave(G, dim=1)).to(y.dtype)
-
-
 def quest_page_scores_ref(q, kmin, kmax, n_pages):
     """Quest (arXiv 2406.10774 §3.2): Σ_i max(q_i·M_i, q_i·m_i) = q⁺·M + q⁻·m per page."""
     B, Hkv, P, d = kmin.shape

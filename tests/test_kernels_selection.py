@@ -122,17 +122,6 @@ def test_sparq_full_rank_is_softmax(small_blocks, H, Hkv):
         assert torch.allclose(s[b, :, :n], p, atol=1e-5)
 
 
-def test_sparq_interpolate():
-    torch.manual_seed(11)
-    y = rand(3, 8, 32, dtype=torch.bfloat16)
-    alpha = torch.rand(3, 8, device=DEVICE)
-    v_mean = rand(3, 2, 32)
-    o = sparq.sparq_interpolate(y, alpha, v_mean)
-    assert o.dtype == y.dtype
-    torch.testing.assert_close(o, sparq.sparq_interpolate_ref(y, alpha, v_mean), atol=1e-5,
-                               rtol=2 ** -7)
-
-
 # ---------------------------------------------------------------- Quest
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("H,Hkv", GROUPS)

@@ -51,15 +51,15 @@ def test_sparq_by_hand(model):
         "layers/attn/sparq_score_approx": S * r * 2 + G * r * 2 + r * 4,  # K[:, i1] from the d-major copy
         "layers/attn/sparq_softmax": G * S * 4,  # fp32 scores (kernels/sparq.py)
         "layers/attn/sparq_topk": (S - l) * 4,
-        "layers/attn/sparq_alpha": G * k * 4 + k * 4,
         "layers/attn/sparq_gather": 2 * k * D * 2 + k * 4 + G * D * 2,  # 2·k·d·b + indices + q
-        "layers/attn/sparq_mean_mix": D * 4 + D * 2 + G * D * 2 + G * 4,  # v̄ in fp32
+        "layers/attn/sparq_mix": G * k * 4 + k * 4 + G * D * 2 + D * 4,  # α and the mix, Σv fp32
+        "layers/attn/sparq_v_sum": D * 4 + D * 2,
     }
     for name, per_head in reads.items():
         assert op_sum(c, name, "hbm_read") == n * per_head, name
     writes = {"layers/attn/sparq_score_approx": G * S * 4, "layers/attn/sparq_topk": (k - l) * 8,
               "layers/attn/sparq_softmax": (G + 1) * S * 4,  # ŝ and its group sum, one pass
-              "layers/attn/sparq_mean_mix": D * 4 + G * D * 2}
+              "layers/attn/sparq_mix": G * D * 2, "layers/attn/sparq_v_sum": D * 4}
     for name, per_head in writes.items():
         assert op_sum(c, name, "hbm_write") == n * per_head, name
     assert op_sum(c, "layers/attn/sparq_score_approx", "flops") == n * G * S * 2 * r

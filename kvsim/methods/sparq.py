@@ -18,18 +18,17 @@ step-2 read at S·r·b and the gather at 2·k·d·b per KV head; a per-query-hea
 up to G times as much. α stays per query head (its own softmax mass at i2).
 
 Bytes per KV head and layer (G query heads, b KV bytes, b_a activation bytes, 4-byte indices):
-  step 1   read G·d·b_a (q) ; write r·4 (i1) + G·4 (τ), one kernel (kernels/sparq_step1.py)
+  step 1   read G·d·b_a (q) ; write r·4 (i1) + G·4 (τ), one kernel (kernels/sparq_steps.py)
   step 2   read S·r·b (K[:, i1] from the d-major copy of K) + G·r·b_a + r·4 ; write G·S·4
            (approximate logits in fp32, as kernels/sparq.py keeps them; sparq-gpt-fast's
            ``QK_hat`` is in the activation dtype, 2 bytes less per score)
   softmax  read G·S·4 ; write G·S·4 (ŝ) + S·4 (their group sum, the last l forced in, written
            by the same pass)
   top-k    read (S−l)·4 ; write (k−l)·8
-  α        read G·k·4 (ŝ at i2) + k·4 ; write G·4
   gather   2·k·d·b + k·4 + q and o (kvsim.methods.attention.decode_attention)
-  mix      read v̄ d·4 + v d·b_a + y G·d·b_a + α G·4 ; write v̄ d·4 + out G·d·b_a
-           (the fp32 running mean of V, read and written back each step: sparq-gpt-fast
-           ``RunningVMean.update``, fused here with ``torch.lerp``)
+  α, mix   one kernel: read G·k·4 (ŝ at i2) + k·4 (i2) + y G·d·b_a + Σv d·4 ; write out G·d·b_a
+  Σv       with the cache append: read Σv d·4 + v d·b_a ; write Σv d·4 (the fp32 running sum
+           of V that gives v̄ = Σv/n; sparq-gpt-fast keeps a running mean, ``RunningVMean``)
 Cache: K written twice (token-major for the gather, d-major for step 2): 3·d·b per token and KV
 head instead of 2·d·b; memory +S·d·b per KV head (+50% KV) plus v̄ (d·4).
 """
@@ -88,14 +87,13 @@ class SparQ(Method):
         return [self._step1(model, wl, heads).scaled(L),
                 *self._approx_scores(model, wl, heads, L),
                 topk_op("layers/attn/sparq_topk", S - local, k - local, heads, L, wl),
-                self._alpha(model, wl, heads).scaled(L),
                 *decode_attention("layers/attn/sparq_gather", model, wl, rows=k, layers=L,
                                   index_bytes=INDEX_BYTES),
-                self._mean_mix(model, wl, heads).scaled(L)]
+                self._mix(model, wl, heads).scaled(L)]
 
     def _step1(self, model, wl, heads) -> Op:
         # top-r of |q| summed over the group and τ per query head, one kernel
-        # (kernels/sparq_step1.py): read G·d·b_a ; write r·4 (i1) + G·4 (τ) ; d² rank compares
+        # (kernels/sparq_steps.py): read G·d·b_a ; write r·4 (i1) + G·4 (τ) ; d² rank compares
         G, d, r = model.group, model.head_dim, self.rank(model)
         return Op("layers/attn/sparq_topr", "attention", flops=heads * (2 * G * d + d * d),
                   hbm_read=heads * G * d * wl.b_a, hbm_write=heads * (r * INDEX_BYTES + G * 4.0), dtype="fp32")
@@ -112,20 +110,14 @@ class SparQ(Method):
                      dtype="fp32")
         return [scores.scaled(layers), softmax.scaled(layers)]
 
-    def _alpha(self, model, wl, heads) -> Op:
-        # α = Σ_{i∈i2} ŝ_i per query head: read G·k·4 + k·4 ; write G·4
-        G, k = model.group, self.rows(wl)
-        return Op("layers/attn/sparq_alpha", "attention", flops=heads * G * k,
-                  hbm_read=heads * (G * k * SCORE_BYTES + k * INDEX_BYTES), hbm_write=heads * G * 4.0,
-                  dtype="fp32")
-
-    def _mean_mix(self, model, wl, heads) -> Op:
-        # v̄ ← (n·v̄ + v)/(n+1) ; out = α·y + (1−α)·v̄
-        # read d·4 + d·b_a + G·d·b_a + G·4 ; write d·4 + G·d·b_a
-        G, d = model.group, model.head_dim
-        return Op("layers/attn/sparq_mean_mix", "attention", flops=heads * (3 * d + 3 * G * d),
-                  hbm_read=heads * (d * V_MEAN_BYTES + d * wl.b_a + G * d * wl.b_a + G * 4.0),
-                  hbm_write=heads * (d * V_MEAN_BYTES + G * d * wl.b_a), dtype="fp32")
+    def _mix(self, model, wl, heads) -> Op:
+        # α = Σ_{i∈i2} ŝ_i per query head, then out = α·y + (1−α)·Σv/n, one kernel
+        # (kernels/sparq_steps.py): read G·k·4 (ŝ at i2) + k·4 (i2) + G·d·b_a (y) + d·4 (Σv) ;
+        # write G·d·b_a
+        G, d, k = model.group, model.head_dim, self.rows(wl)
+        return Op("layers/attn/sparq_mix", "attention", flops=heads * G * (k + 3 * d),
+                  hbm_read=heads * (G * k * SCORE_BYTES + k * INDEX_BYTES + G * d * wl.b_a + d * V_MEAN_BYTES),
+                  hbm_write=heads * G * d * wl.b_a, dtype="fp32")
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): per KV head and layer the k − local top-k rows, taken as
@@ -135,8 +127,13 @@ class SparQ(Method):
         return model.n_layers * model.n_kv_heads * picked
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
-        # K twice + V: 1.5 × the (K, V) row, i.e. write 3·d·b per token and KV head
-        return [kv_append(model, wl, copies=1.5)]
+        # K twice + V: 1.5 × the (K, V) row, i.e. write 3·d·b per token and KV head; and the
+        # fp32 running sum of V: read d·4 + d·b_a (v), write d·4
+        heads, d = wl.batch * model.n_kv_heads, model.head_dim
+        v_sum = Op("layers/attn/sparq_v_sum", "cache", flops=heads * d,
+                   hbm_read=heads * d * (V_MEAN_BYTES + wl.b_a), hbm_write=heads * d * V_MEAN_BYTES,
+                   dtype="fp32")
+        return [kv_append(model, wl, copies=1.5), v_sum.scaled(model.n_layers)]
 
     def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
         full = full_kv_bytes(model, wl)

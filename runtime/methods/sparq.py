@@ -6,7 +6,7 @@ reads r contiguous rows of S (+S·d·b memory per KV head), and the fp32 running
 (gathered rows) + 4·d (v̄); the scores stay fp32: G·S·4 written, normalised in place, and their
 group sum S·4 (last ``local`` forced to +inf) written in the same pass and read by the top-k.
 Under GQA the group shares i1 (|q| summed over its G heads) and i2 (ŝ summed over the group).
-Step 1 (i1 and τ) is one kernel (kernels/sparq_step1.py).
+Step 1 (i1 and τ), and α with the mix (steps 4, 6), are one kernel each (kernels/sparq_steps.py).
 """
 from __future__ import annotations
 
@@ -53,14 +53,12 @@ class SparQ(RuntimeMethod):
     def read(self, layer, q):
         q = self.rotary(q, self.n)
         n = self.n + 1
-        B, H, _ = q.shape
-        Hkv, G = self.spec.n_kv_heads, self.spec.group
+        B = q.shape[0]
+        Hkv = self.spec.n_kv_heads
         i1, tau = ops.sparq_components(q, Hkv, self.p["r"])  # step 1: i1 [B,Hkv,r], tau [B,H]
         k, local = min(self.p["k"], n), min(self.p["local"], self.p["k"], n)
         s_hat, group = ops.sparq_scores_and_group(q, self.k_t[layer], i1, self.kv.seq_lens(n), tau,  # step 2
                                                   local=local, num_splits=num_splits(B, Hkv, n))
-        i2 = group[..., :n].topk(k, dim=-1, sorted=False).indices  # step 3: [B,Hkv,k], `local` forced in
-        alpha = s_hat.reshape(B, Hkv, G, -1).gather(-1, i2[:, :, None, :].expand(B, Hkv, G, k)).sum(-1)
-        counts = torch.full((B, Hkv), k, dtype=torch.int32, device=q.device)
-        y = self.kv.attend_indices(layer, q, i2.int(), counts)  # step 5
-        return ops.sparq_interpolate(y, alpha.reshape(B, H), self.v_sum[layer] / n)  # step 6
+        i2 = group[..., :n].topk(k, dim=-1, sorted=False).indices.int()  # step 3: `local` forced in
+        y = self.kv.attend_indices(layer, q, i2, self.kv.seq_lens(k)[:, None].expand(B, Hkv))  # step 5
+        return ops.sparq_mix(y, s_hat, i2, self.v_sum[layer], n)  # steps 4 and 6: α, α·y + (1 − α)·v̄

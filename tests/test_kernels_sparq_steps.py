@@ -1,11 +1,11 @@
-"""kernels/sparq_step1.py (SparQ's top-r components of |q| and τ in one launch) against its torch
-reference: the same component set (ties to the lower component), the same τ.
+"""kernels/sparq_steps.py against its torch references: step 1 (top-r components of |q|, ties to
+the lower component, and τ) and steps 4+6 (α over i2 and the mix with the mean of V).
 CPU: Triton's interpreter (or CUDA when the process has it)."""
 import pytest
 import torch
 
 from kernel_small import DEVICE, GROUPS
-from kernels.sparq_step1 import sparq_components, sparq_components_ref
+from kernels.sparq_steps import sparq_components, sparq_components_ref, sparq_mix, sparq_mix_ref
 
 
 @pytest.mark.parametrize("H,Hkv", GROUPS + [(32, 8)])
@@ -33,3 +33,19 @@ def test_bad_sizes_are_refused():
         sparq_components(torch.randn(1, 6, 32, device=DEVICE), 4, 2)
     with pytest.raises(ValueError, match="r <= d"):
         sparq_components(torch.randn(1, 4, 32, device=DEVICE), 2, 33)
+
+
+@pytest.mark.parametrize("H,Hkv,k", [(8, 2, 7), (4, 4, 1500), (32, 8, 64)])
+def test_mix(H, Hkv, k):
+    torch.manual_seed(k)
+    B, S, d, n = 2, 2000, 32, 1900
+    y = torch.randn(B, H, d, device=DEVICE).to(torch.bfloat16)
+    s_hat = torch.softmax(torch.randn(B, H, S, device=DEVICE), -1)
+    i2 = torch.stack([torch.randperm(n)[:k] for _ in range(B * Hkv)]).reshape(B, Hkv, k).to(DEVICE)
+    v_sum = torch.randn(B, Hkv, d, device=DEVICE) * n
+    got = sparq_mix(y, s_hat, i2, v_sum, n)
+    want = sparq_mix_ref(y, s_hat, i2, v_sum, n)
+    assert got.dtype == y.dtype
+    torch.testing.assert_close(got.float(), want.float(), rtol=2 ** -7, atol=1e-3)
+    got32 = sparq_mix(y, s_hat, i2.int(), v_sum, n)  # int32 indices too
+    torch.testing.assert_close(got32, got)
