@@ -24,6 +24,8 @@ ROPE (optional): K is cached before RoPE and rotated as it is loaded, to the pos
 (int32, one per cache row, shared by sequences and heads), x·cos + rotate_half(x)·sin with cos
 and sin read from [positions, d/2] tables (L2-resident: the positions of a window) — the rotated
 keys are never written (StreamingLLM's re-rotation, arXiv 2309.17453 §3.2).
+POS_MASK (optional): query row h sees key row j only if 0 ≤ KPOS[b, j] ≤ QPOS[b, h] (several
+query tokens of one sequence in one program: ADORE's reconstruction chunk, arXiv 2407.02328).
 Output: with one split, o (and lse) directly; else fp32 partials (acc, max, sum) per split that
 :func:`_combine_kernel` merges: write G·splits·(d+2)·4 bytes, read them back, write o.
 o and lse are allocated here (contiguous); q, K, V, indices may be strided views.
@@ -36,6 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._attention_parts import _i8_to_f16, _rope_scores
 from ._common import LOG2E, cast, interpreting, launch_options, launcher, pow2_at_least
 
 DENSE, WINDOW, GATHER = 0, 1, 2  # MODE values for launchers
@@ -45,46 +48,15 @@ _LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
-def _i8_to_f16(x):
-    """int8 -> fp16, exact, four at a time: the biased byte x + 128 is placed under the exponent
-    of 1024 (fp16 0x6400 | byte = 1024 + byte), then 1152 = 1024 + 128 is subtracted."""
-    return tl.inline_asm_elementwise(
-        asm="""{
-        .reg .b32 t, m;
-        xor.b32 t, $2, 0x80808080;
-        mov.b32 m, 0x64806480;
-        prmt.b32 $0, t, 0x64646464, 0x4140;
-        prmt.b32 $1, t, 0x64646464, 0x4342;
-        sub.f16x2 $0, $0, m;
-        sub.f16x2 $1, $1, m;
-        }""",
-        constraints="=r,=r,r", args=[x], dtype=tl.float16, is_pure=True, pack=4)
-
-
-@triton.jit
-def _rope_scores(q_lo, q_hi, k_ptrs, row, r_mask, POS, COS, SIN, s_rope, HALF: tl.constexpr):
-    """(q_lo|q_hi)·rope(k)ᵀ for pre-RoPE key rows at ``k_ptrs`` (first half), positions POS[row]."""
-    offs = tl.arange(0, HALF)
-    k_lo = tl.load(k_ptrs, mask=r_mask[:, None], other=0).to(tl.float32)
-    k_hi = tl.load(k_ptrs + HALF, mask=r_mask[:, None], other=0).to(tl.float32)
-    t = tl.load(POS + row, mask=r_mask, other=0).to(tl.int64)[:, None] * s_rope + offs[None, :]
-    c = tl.load(COS + t, mask=r_mask[:, None], other=0).to(tl.float32)
-    sn = tl.load(SIN + t, mask=r_mask[:, None], other=0).to(tl.float32)
-    r_lo = (k_lo * c - k_hi * sn).to(q_lo.dtype)
-    r_hi = (k_hi * c + k_lo * sn).to(q_lo.dtype)
-    return tl.dot(q_lo, tl.trans(r_lo)) + tl.dot(q_hi, tl.trans(r_hi))
-
-
-@triton.jit
 def _attn_split_kernel(
         Q, K, V, KS, KZ, VS, VZ, SEQ, IDX, CNT, FULL, O, LSE, PART, LOGITS, POS, COS, SIN,
-        s_lh, s_rope, qk_scale, sqb, sqh, skb, skh, skn, svb, svh, svn,
+        QPOS, KPOS, s_lh, s_rope, s_qpb, s_kpb, qk_scale, sqb, sqh, skb, skh, skn, svb, svh, svn,
         sksb, sksh, sksn, svsb, svsh, svsn, sib, sih, sik, scb, sch,
         sink, recent, num_splits, n_parts, NH, H,
         G: tl.constexpr, HPP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
         D: tl.constexpr, MODE: tl.constexpr, HAS_FULL: tl.constexpr, INT8: tl.constexpr,
         SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
-        ROPE: tl.constexpr, UPCAST: tl.constexpr):
+        ROPE: tl.constexpr, POS_MASK: tl.constexpr, UPCAST: tl.constexpr):
     pid_s = tl.program_id(0)
     pid = tl.program_id(1)
     b = pid // NH
@@ -131,6 +103,8 @@ def _attn_split_kernel(
         q_lo = tl.load(q_half, mask=g_mask[:, None], other=0.0).to(q_dot.dtype)
         q_hi = tl.load(q_half + D // 2, mask=g_mask[:, None], other=0.0).to(q_dot.dtype)
 
+    if POS_MASK:  # each query row sees the key rows whose position is in 0..its own
+        q_pos = tl.load(QPOS + b64 * s_qpb + h0 + offs_g, mask=g_mask, other=-1)
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, D], tl.float32)
@@ -163,12 +137,19 @@ def _attn_split_kernel(
                 k = k.to(tl.float32)
             s = tl.dot(q_dot, tl.trans(k)) * qk_scale
         s = tl.where(r_mask[None, :], s, float("-inf"))
+        if POS_MASK:
+            k_pos = tl.load(KPOS + b64 * s_kpb + row, mask=r_mask, other=-1)
+            s = tl.where((k_pos[None, :] >= 0) & (k_pos[None, :] <= q_pos[:, None]), s, float("-inf"))
         if WRITE_LOGITS:  # natural-log logits of this block, [b, head, r]
             tl.store(LOGITS + (b64 * H + h0 + offs_g)[:, None] * s_lh + r[None, :], s * _LN2,
                      mask=g_mask[:, None] & r_mask[None, :])
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        if POS_MASK:  # a row that has seen nothing yet keeps max -inf: shift by 0 instead
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_use = m_new
+        alpha = tl.exp2(m_i - m_use)
+        p = tl.exp2(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + row[:, None] * svn + offs_d[None, :], mask=r_mask[:, None], other=0)
         if INT8:  # Σ p_n·scale_n·(vq_n − zero_n) = (p·scale)·vq − Σ p_n·scale_n·zero_n
@@ -246,10 +227,12 @@ def _combine_kernel(PART, O, LSE, num_splits, n_parts, D: tl.constexpr,
 
 def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=None,
                   indices=None, counts=None, full=None, sink=0, recent=0, int8=None,
-                  return_lse=False, logits=None, rope=None):
+                  return_lse=False, logits=None, rope=None, positions=None):
     """Launch the split kernel (+ combine when splits > 1). ``int8`` = (ks, kz, vs, vz) or None;
     ``logits`` a [B, H, >= rows] fp32 buffer (last dim contiguous) the kernel fills; ``rope`` =
-    (positions [rows] int32, cos, sin [P, d/2] with unit last stride and a shared row stride).
+    (positions [rows] int32, cos, sin [P, d/2] with unit last stride and a shared row stride);
+    ``positions`` = (query positions [B, H] int32, key positions [B, rows] int32, −1 = empty):
+    query row h sees key row j iff 0 ≤ kpos[j] ≤ qpos[h] (ADORE's chunk attention).
     Returns o[B,H,d] in q's dtype, and lse[B,H] fp32 (natural log) when ``return_lse``."""
     B, H, d = q.shape
     G = H // k.shape[1]
@@ -272,18 +255,21 @@ def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=Non
     fl = full if full is not None else q
     lg = logits if logits is not None else q
     pos, cos, sin = rope if rope is not None else (q, q, q)
+    qpos, kpos = positions if positions is not None else (q, q)
     if rope is not None and (cos.stride(-1) != 1 or sin.stride(-1) != 1 or cos.stride(0) != sin.stride(0)):
         raise ValueError("rope cos/sin tables need a unit last stride and the same row stride")
     grid = (splits, B * prog_heads)
     launcher(_attn_split_kernel, q)[grid](
-        q, k, v, ks, kz, vs, vz, seq, idx, cnt, fl, o, lse, part, lg, pos, cos, sin,
+        q, k, v, ks, kz, vs, vz, seq, idx, cnt, fl, o, lse, part, lg, pos, cos, sin, qpos, kpos,
         lg.stride(1) if logits is not None else 0, cos.stride(0) if rope is not None else 0,
+        qpos.stride(0) if positions is not None else 0, kpos.stride(0) if positions is not None else 0,
         scale * LOG2E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), *sk_s, *sv_s, *si, *sc,
         sink, recent, splits, n_parts, prog_heads, H,
         G=G, HPP=hpp, BLOCK_G=pow2_at_least(hpp, 16), D=d, MODE=mode,
         HAS_FULL=full is not None, INT8=int8 is not None, SINGLE=single,
         WRITE_LSE=return_lse, WRITE_LOGITS=logits is not None, ROPE=rope is not None,
+        POS_MASK=positions is not None,
         UPCAST=interpreting(), **blocks, **opts)
     if not single:
         cblocks, copts = launch_options("combine")

@@ -97,6 +97,37 @@ def rope_decode_attention_ref(q, k, v, seq_lens, positions, cos, sin, *, scale=N
     return decode_attention_ref(q, rotated, v, seq_lens, scale=scale, out_dtype=out_dtype)
 
 
+def positional_decode_attention(q, k, v, seq_lens, q_pos, k_pos, *, scale=None, num_splits=None):
+    """Several query tokens per sequence over one cache: q [B, Hkv·Q, d] holds the Q query rows
+    of each KV head together (KV head j: rows j·Q … j·Q+Q−1), q_pos [B, Hkv·Q] their positions,
+    k_pos [B, S_max] the position in each cache row (−1: empty); row h sees cache row j iff
+    0 ≤ k_pos[j] ≤ q_pos[h] and j < seq_len. Each KV row is read once for its Q query rows."""
+    q, k, v, seq_lens, (B, H, Hkv, Q, d) = _prepare(q, k, v, seq_lens)
+    if q_pos.shape != (B, H) or k_pos.shape != (B, k.shape[2]):
+        raise ValueError(f"want q_pos [{B}, {H}] and k_pos [{B}, {k.shape[2]}]; got "
+                         f"{tuple(q_pos.shape)}, {tuple(k_pos.shape)}")
+    rows = max_len(seq_lens) if num_splits is None else 0
+    splits = splits_for(B, Hkv, rows, num_splits, target=DENSE_TARGET_PROGRAMS)
+    return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
+                         prog_heads=Hkv, hpp=Q, seq_lens=seq_lens,
+                         positions=(q_pos.to(torch.int32), k_pos.to(torch.int32)))
+
+
+def positional_decode_attention_ref(q, k, v, seq_lens, q_pos, k_pos, *, scale=None,
+                                    num_splits=None, out_dtype=None):
+    """Torch reference of :func:`positional_decode_attention` (fp32)."""
+    B, H, Hkv, Q, d = check_decode_args(q, k, v)
+    scale = default_scale(d, scale)
+    rows = torch.arange(k.shape[2], device=q.device)
+    seen = ((k_pos[:, None, :] >= 0) & (k_pos[:, None, :] <= q_pos[:, :, None])
+            & (rows < seq_lens.long()[:, None, None]))  # [B, H, S]
+    kf = k.float().repeat_interleave(Q, dim=1).nan_to_num(0.0)
+    vf = v.float().repeat_interleave(Q, dim=1).nan_to_num(0.0)
+    logits = (kf @ q.float()[..., None])[..., 0] * scale
+    p = torch.softmax(logits.masked_fill(~seen, float("-inf")), -1).nan_to_num(0.0)
+    return (p[:, :, None, :] @ vf)[:, :, 0].to(out_dtype or q.dtype)
+
+
 def window_rows(seq_len: int, sink: int, recent: int, full: bool, device=None) -> torch.Tensor:
     """The cache rows a head attends to under a sink + recent window (ascending)."""
     if full or sink + recent >= seq_len:

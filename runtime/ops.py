@@ -22,7 +22,7 @@ KERNEL_MODULES = {
     "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq",
     "sparq_components": "sparq_steps", "sparq_mix": "sparq_steps", "quest_page_scores": "quest",
     "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
-    "rope_decode_attention": "decode", "evict_insert": "evict",
+    "rope_decode_attention": "decode", "positional_decode_attention": "decode", "evict_insert": "evict",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
@@ -88,6 +88,10 @@ def decode_attention(q, k, v, seq_lens, **kw):
 
 def rope_decode_attention(q, k, v, seq_lens, positions, cos, sin, **kw):
     return _call("rope_decode_attention", q.device, q, k, v, seq_lens, positions, cos, sin, **kw)
+
+
+def positional_decode_attention(q, k, v, seq_lens, q_pos, k_pos, **kw):
+    return _call("positional_decode_attention", q.device, q, k, v, seq_lens, q_pos, k_pos, **kw)
 
 
 def decode_attention_with_logits(q, k, v, seq_lens=None, **kw):

@@ -103,3 +103,23 @@ def test_rope_on_load_equals_rotating_first(small_blocks, dtype, H, Hkv, num_spl
     # and the rotation really happened: attention over the unrotated keys differs
     plain = decode.decode_attention_ref(q, k, v, seq(lens), out_dtype=torch.float32)
     assert (plain - ref).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("num_splits", [None, 1, 3])
+@pytest.mark.parametrize("Hkv,Q", [(2, 9 * 4), (4, 3), (1, 16)])
+def test_positional_mask_matches_reference(small_blocks, Hkv, Q, num_splits):
+    """ADORE's chunk: Q query rows per KV head, each seeing the cache rows whose position is at
+    most its own; empty slots (−1) and rows past seq_len (NaN) never seen."""
+    torch.manual_seed(4)
+    B, d, S_max, lens = 2, 32, 60, [57, 20]
+    q = rand(B, Hkv * Q, d, dtype=torch.bfloat16)
+    k, v = make_kv(B, Hkv, S_max, d, lens, torch.bfloat16)
+    k_pos = torch.stack([torch.randperm(200, device=DEVICE)[:S_max] for _ in range(B)])
+    k_pos[:, ::7] = -1  # empty slots
+    q_pos = torch.randint(0, 200, (B, Hkv * Q), device=DEVICE)
+    q_pos[:, 0] = 0  # a row that may see nothing or one row
+    o = decode.positional_decode_attention(q, k, v, seq(lens), q_pos, k_pos, num_splits=num_splits)
+    ref = decode.positional_decode_attention_ref(q, k, v, seq(lens), q_pos, k_pos,
+                                                 out_dtype=torch.float32)
+    assert torch.isfinite(o).all()
+    torch.testing.assert_close(o.float(), ref, atol=2e-2, rtol=2e-2)  # bf16 probabilities

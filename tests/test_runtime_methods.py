@@ -176,6 +176,30 @@ def test_adore_releases_and_rebuilds():
         assert cached.isdisjoint(torch.nonzero(released[b])[:, 0].tolist())
 
 
+def test_adore_chunk_attention_sees_positions_up_to_its_own():
+    """The reconstruction chunk (R rebuilt tokens + the current one) against attention written
+    out here: each query over the cached rows and the chunk's rows with a position ≤ its own."""
+    from runtime import ops
+    e = engine("adore", {"m": 32, "R": 3})
+    for t in range(3):
+        e.step(torch.tensor([t, t + 5]))
+    a = e.method
+    a.prepare(torch.tensor([7, 8]))
+    T = a.chunk_pos.shape[1]
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(B, T, n, D, generator=gen) for n in (H, HKV, HKV))
+    layer = 1
+    cached_k = a.kv.keys(layer)[:, :, : a.m].clone()
+    cached_v = a.kv.values(layer)[:, :, : a.m].clone()
+    got = a.attend_chunk(layer, q, k, v, write=False)
+    pos = a.chunk_pos[..., None]
+    visible = (a.slot_pos[:, None, :] >= 0) & (a.slot_pos[:, None, :] <= a.chunk_pos[..., None])
+    causal = a.chunk_pos[:, None, :] <= a.chunk_pos[..., None]
+    want = ops.masked_attention(a.rotary(q, pos), [(cached_k, cached_v, visible),
+                                                   (a.rotary(k, pos).transpose(1, 2), v.transpose(1, 2), causal)])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_adore_controller_state_stays_in_one_buffer():
     """The GRU state is updated in place: a CUDA graph captured over attention_only_step reads
     self.h by address, and torch.cuda.graph() empties the cache before the next capture, so a

@@ -7,7 +7,9 @@ position encoding give each token a score once, when it arrives (kvsim.methods.a
 is released, or a free slot) and the top-R released tokens by score are reconstructed: their
 K/V are recomputed through every layer together with the current token, so R+1 tokens go
 through projections and MLP (weights read once) and attention is R+1 queries over m cached +
-R+1 new keys (causal by position). Reconstructed K/V are used in this step only.
+R+1 new keys (causal by position), one kernel: the chunk's K/V go to scratch rows after the m
+cached ones and every query row sees the rows whose position is at most its own. Reconstructed
+K/V are used in this step only.
 Prefill: scores from the controller with a zero GRU state per token (the recurrence over a
 long prompt is sequential); the m highest-scored prompt tokens are cached, the rest released.
 """
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
-from ..cache import KVCache
+from ..cache import KVCache, num_splits
 from .base import RuntimeMethod
 
 HIDDEN = 256  # controller width, kvsim.methods.adore CONTROLLER_HIDDEN (UNVERIFIED choice)
@@ -62,8 +64,9 @@ class ADORE(RuntimeMethod):
 
     def allocate(self) -> None:
         s = self.spec
-        self.m = m = min(self.p["m"], s.max_seq)  # rows ever used
-        self.kv = KVCache(s, rows=m)
+        self.m = m = min(self.p["m"], s.max_seq)  # rows ever cached
+        self.kv = KVCache(s, rows=m + self.p["R"] + 1)  # + scratch rows for the step's chunk
+        self.k_pos = torch.full((s.batch, self.kv.rows), -1, dtype=torch.int32, device=s.device)
         self.slot_pos = torch.full((s.batch, m), -1, dtype=torch.long, device=s.device)
         self.tokens = torch.zeros(s.batch, s.max_seq, dtype=torch.long, device=s.device)
         self.score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
@@ -71,7 +74,7 @@ class ADORE(RuntimeMethod):
         self.count, self.ctrl, self.h = 0, None, None
 
     def side_tensors(self):
-        return [self.slot_pos, self.tokens, self.score, self.released]
+        return [self.slot_pos, self.tokens, self.score, self.released, self.k_pos]
 
     def begin_prefill(self, n, tokens, model):
         s = self.spec
@@ -112,18 +115,27 @@ class ADORE(RuntimeMethod):
         slot_scores = self.score.gather(1, self.slot_pos.clamp(min=0))
         self.insert = (torch.full((B,), self.count, device=dev) if self.count < self.m
                        else slot_scores.argmin(-1))
-        valid = self.slot_pos >= 0
-        self.visible = valid[:, None, :] & (self.slot_pos[:, None, :] <= self.chunk_pos[..., None])
-        self.causal = self.chunk_pos[:, None, :] <= self.chunk_pos[..., None]  # [B,T,T]
+        T, m, s = self.chunk_pos.shape[1], self.m, self.spec
+        self.k_pos[:, :m] = self.slot_pos  # −1 marks an empty slot
+        self.k_pos[:, m:m + T] = self.chunk_pos  # the chunk's own rows (scratch), causal by position
+        self.q_pos = self.chunk_pos[:, None, :, None].expand(B, s.n_kv_heads, T, s.group).reshape(B, -1).int()
         return torch.cat([self.tokens.gather(1, rebuilt), ids[:, None]], 1)
 
     def attend_chunk(self, layer, q, k, v, write: bool = True):
+        """T = R+1 queries q [B,T,H,d] over the m cached rows and the chunk's own k, v [B,T,Hkv,d],
+        written into the scratch rows m..m+T−1: one kernel, each query seeing positions ≤ its own
+        (kernels/decode.py positional_decode_attention)."""
         pos = self.chunk_pos[..., None]
         q, k = self.rotary(q, pos), self.rotary(k, pos)
-        m = self.m
-        parts = [(self.kv.keys(layer)[:, :, :m], self.kv.values(layer)[:, :, :m], self.visible),
-                 (k.transpose(1, 2), v.transpose(1, 2), self.causal)]
-        o = ops.masked_attention(q, parts)  # (R+1) queries over m + R + 1 keys
+        B, T, H, d = q.shape
+        m, Hkv = self.m, self.spec.n_kv_heads
+        keys, values = self.kv.keys(layer), self.kv.values(layer)
+        keys[:, :, m:m + T] = k.transpose(1, 2)  # write 2·T·d·b
+        values[:, :, m:m + T] = v.transpose(1, 2)
+        rows = q.reshape(B, T, Hkv, H // Hkv, d).transpose(1, 2).reshape(B, Hkv * T * (H // Hkv), d)
+        o = ops.positional_decode_attention(rows, keys, values, self.kv.seq_lens(m + T), self.q_pos,
+                                            self.k_pos, num_splits=num_splits(B, Hkv, m + T, dense=True))
+        o = o.reshape(B, Hkv, T, H // Hkv, d).transpose(1, 2).reshape(B, T, H, d)
         if write:
             self.kv.put(layer, self.insert[:, None], k[:, -1], v[:, -1])
         return o
