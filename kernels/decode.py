@@ -31,6 +31,15 @@ def _prepare(q, k, v, seq_lens):
     return q, k, v, seq_lens.to(torch.int32), (B, H, Hkv, G, d)
 
 
+def _contiguous(q, k, v, seq_lens, hpp, scale, num_splits, **extra):
+    """The split kernel over rows [0, seq_len) of a contiguous cache, with the dense split policy
+    (about one wave; the longest sequence's rows unless ``num_splits`` is given)."""
+    rows = max_len(seq_lens) if num_splits is None else 0
+    splits = splits_for(q.shape[0], k.shape[1], rows, num_splits, target=DENSE_TARGET_PROGRAMS)
+    return run_attention(q, k, v, mode=DENSE, scale=default_scale(q.shape[2], scale), splits=splits,
+                         prog_heads=k.shape[1], hpp=hpp, seq_lens=seq_lens, **extra)
+
+
 def decode_attention(q, k, v, seq_lens, *, scale=None, num_splits=None):
     """o[B,H,d] = softmax(q·K[:seq_len]ᵀ·scale)·V[:seq_len] per query head (q's dtype).
 
@@ -38,10 +47,7 @@ def decode_attention(q, k, v, seq_lens, *, scale=None, num_splits=None):
     ``num_splits`` the split count comes from ``split_count(B, Hkv, max(seq_lens))``, which reads
     max(seq_lens) back to the host (pass num_splits to avoid the sync)."""
     q, k, v, seq_lens, (B, H, Hkv, G, d) = _prepare(q, k, v, seq_lens)
-    rows = max_len(seq_lens) if num_splits is None else 0
-    splits = splits_for(B, Hkv, rows, num_splits, target=DENSE_TARGET_PROGRAMS)
-    return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
-                         prog_heads=Hkv, hpp=G, seq_lens=seq_lens)
+    return _contiguous(q, k, v, seq_lens, G, scale, num_splits)
 
 
 def windowed_decode_attention(q, k, v, seq_lens, sink: int, recent: int, head_is_full=None, *,
@@ -79,11 +85,8 @@ def rope_decode_attention(q, k, v, seq_lens, positions, cos, sin, *, scale=None,
     if positions.shape != (k.shape[2],) or cos.shape[-1] != d // 2 or sin.shape != cos.shape:
         raise ValueError(f"want positions [{k.shape[2]}] and cos/sin [P, {d // 2}]; got "
                          f"{tuple(positions.shape)}, {tuple(cos.shape)}, {tuple(sin.shape)}")
-    rows = max_len(seq_lens) if num_splits is None else 0
-    splits = splits_for(B, Hkv, rows, num_splits, target=DENSE_TARGET_PROGRAMS)
-    return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
-                         prog_heads=Hkv, hpp=G, seq_lens=seq_lens,
-                         rope=(positions.to(torch.int32), cos, sin))
+    return _contiguous(q, k, v, seq_lens, G, scale, num_splits,
+                       rope=(positions.to(torch.int32), cos, sin))
 
 
 def rope_decode_attention_ref(q, k, v, seq_lens, positions, cos, sin, *, scale=None,
@@ -106,11 +109,8 @@ def positional_decode_attention(q, k, v, seq_lens, q_pos, k_pos, *, scale=None, 
     if q_pos.shape != (B, H) or k_pos.shape != (B, k.shape[2]):
         raise ValueError(f"want q_pos [{B}, {H}] and k_pos [{B}, {k.shape[2]}]; got "
                          f"{tuple(q_pos.shape)}, {tuple(k_pos.shape)}")
-    rows = max_len(seq_lens) if num_splits is None else 0
-    splits = splits_for(B, Hkv, rows, num_splits, target=DENSE_TARGET_PROGRAMS)
-    return run_attention(q, k, v, mode=DENSE, scale=default_scale(d, scale), splits=splits,
-                         prog_heads=Hkv, hpp=Q, seq_lens=seq_lens,
-                         positions=(q_pos.to(torch.int32), k_pos.to(torch.int32)))
+    return _contiguous(q, k, v, seq_lens, Q, scale, num_splits,
+                       positions=(q_pos.to(torch.int32), k_pos.to(torch.int32)))
 
 
 def positional_decode_attention_ref(q, k, v, seq_lens, q_pos, k_pos, *, scale=None,
