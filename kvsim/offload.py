@@ -7,13 +7,15 @@ Per decode step, summed over layers, with ρ = one row's K and V for one KV head
   h2d   ρ per row the method reads below H, fetched when its layer attends (no prefetch: the
         rows are known only then), on the compute stream
   d2h   f·ρ per (sequence, KV head): rows the boundary passes move to the host (⌊f·(S+1)⌋ −
-        ⌊f·S⌋ rows a step, f on average), + 4 B per fetched row (int32 positions sent to the
-        host to plan the fetch)
-  host  the fetched rows gathered in host memory (read and written once, 2·ρ each) before the copy
+        ⌊f·S⌋ rows a step, f on average), + 4 B per *gathered* row (int32 positions sent to
+        the host to plan the fetch)
+  host  gathered rows collected in host memory (read and written once, 2·ρ each) before the
+        copy; a layer that reads every row takes the block [0, H) in one contiguous copy
   HBM   the fetched rows written into a compact device buffer that attention then reads (ρ each)
 Memory: H·ρ per (layer, sequence, KV head) moves from the GPU to the host.
-Which rows a method reads below H is its ``host_rows_read`` (rows summed over layers and
-lists per sequence); a method without it cannot run offloaded in the reference runtime.
+Which rows a method reads below H is its ``host_rows_read``: (rows read as whole blocks, rows
+gathered), each summed over layers and lists per sequence; a method without it cannot run
+offloaded in the reference runtime.
 """
 from __future__ import annotations
 
@@ -48,10 +50,12 @@ def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> C
     """The transfers, host gather and memory move of one decode step (module doc)."""
     H = host_rows(wl, fraction)
     row = kv_row_bytes(model, method.kv_workload(wl) if hasattr(method, "kv_workload") else wl)
-    fetched = wl.batch * method.host_rows_read(model, wl, H)  # rows, all layers and lists
+    block, gathered = (wl.batch * rows for rows in method.host_rows_read(model, wl, H))
+    fetched = block + gathered  # rows, all layers and lists
     pairs = model.n_layers * wl.batch * model.n_kv_heads
-    fetch = Op("offload/fetch_rows", "transfer", h2d=fetched * row,
-               d2h=fetched * POSITION_BYTES + pairs * fraction * row, host_bytes=2 * fetched * row,
+    # kind "attention": the rows are fetched inside the layer's attention, which waits for them
+    fetch = Op("offload/fetch_rows", "attention", h2d=fetched * row,
+               d2h=gathered * POSITION_BYTES + pairs * fraction * row, host_bytes=2 * gathered * row,
                hbm_write=fetched * row, launches=model.n_layers)
     moved = pairs * H * row
     return Cost((fetch,), (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),))

@@ -183,11 +183,11 @@ class KVCache:
         """Dense decode attention of q [B,H,d] over rows [0, n): read 2·n·d·b per KV head. With
         ``logits``: (o, lse, logits [B,H,rows]) from the same kernel (kernels/scores.py)."""
         store, B, Hkv = self.layers[layer], self.spec.batch, self.spec.n_kv_heads
-        if store.offloaded or (logits and self.int8):
+        if logits and self.int8:
             idx = torch.arange(n, device=q.device, dtype=torch.int32).expand(B, Hkv, n)
             counts = self.seq_lens(n)[:, None].expand(B, Hkv).contiguous()
             return self.attend_indices(layer, q, idx, counts, logits)
-        f = store.full()
+        f = store.prefix(n) if store.offloaded else store.full()  # offloaded: one block copy
         if logits:
             return ops.decode_attention_with_logits(q, f["k"], f["v"], self.seq_lens(n),
                                                     num_splits=num_splits(B, Hkv, n, dense=True))

@@ -6,9 +6,10 @@ With fraction f, the oldest H(L) = min(⌊f·L⌋, L−1) of a layer's L tokens 
 ring of ⌈(1−f)·S_max⌉+1 slots, slot = position mod ring. The current token is always on the
 device. As L grows, rows leaving the ring go device→host (d2h: f·2·d·b per step and KV head on
 average); the rows a method selects below H cross host→device each step (h2d: 2·d·b each), on a
-side stream with non_blocking copies. Selected rows are assembled into a compact buffer
-[B, Hsel, K, ...] that the attention kernel then reads. Index lists go to the host to plan the
-fetch (d2h 4 B per host row: the int32 positions).
+side stream with non_blocking copies. Selected rows are gathered on the host and assembled into a
+compact buffer [B, Hsel, K, ...] that the attention kernel then reads; index lists go to the host
+to plan the fetch (d2h 4 B per host row: the int32 positions). A method that reads every row
+(dense attention) takes the host block [0, H) in one contiguous copy instead (``prefix``).
 """
 from __future__ import annotations
 
@@ -114,6 +115,23 @@ class OffloadRows:
             torch.index_select(host.reshape(-1, *host.shape[3:]), 0, flat, out=rows)  # host gather
             self.counter.add("h2d", tensor_bytes([rows]))
             out[name][where[:, 0], where[:, 1], where[:, 2]] = self._upload(rows)
+        return out
+
+    def prefix(self, n: int) -> dict:
+        """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block [0, boundary)
+        in one contiguous copy (h2d, no host gather, no positions sent), then the ring rows."""
+        slots = torch.arange(self.boundary, n, device=self.device) % self.ring
+        if self.boundary and self._pending is not None:
+            self._pending.synchronize()  # host rows written by earlier d2h copies
+        out = {}
+        for name, host in self.host.items():
+            ring = self.dev[name].index_select(2, slots)
+            if self.boundary == 0:
+                out[name] = ring
+                continue
+            block = host[: self.boundary]  # [H, B, heads, ...], contiguous in pinned memory
+            self.counter.add("h2d", tensor_bytes([block]))
+            out[name] = torch.cat([self._upload(block).movedim(0, 2), ring], dim=2)
         return out
 
     def _upload(self, rows: torch.Tensor) -> torch.Tensor:

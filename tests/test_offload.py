@@ -26,7 +26,8 @@ def test_dense_offload_by_hand():
     fetched = L * B * Hkv * H
     op = next(o for o in pred.cost.ops if o.name == "offload/fetch_rows")
     assert float(op.h2d) == fetched * row
-    assert float(op.d2h) == fetched * 4 + L * B * Hkv * f * row  # positions + the boundary's rows
+    assert float(op.d2h) == L * B * Hkv * f * row  # the boundary's rows; one block: no positions
+    assert float(op.host_bytes) == 0  # no host gather either
     assert float(pred.host_memory_bytes) >= L * B * Hkv * H * row
     on_gpu = predict("h100", seq=S, batch=B, model="llama-3.1-8b")
     assert float(on_gpu.memory_bytes - pred.memory_bytes) == pytest.approx(L * B * Hkv * H * row)

@@ -111,7 +111,7 @@ class ALISA(Method):
         local = self.local_tokens(n)
         older = n - local
         rows = uniform_share(self.global_tokens(n), older, host) + np.maximum(host - older, 0.0)
-        return model.n_layers * model.n_kv_heads * rows
+        return 0.0, model.n_layers * model.n_kv_heads * rows  # (block rows, gathered rows)
 
     # ---- cost --------------------------------------------------------------------------------
     def cost(self, model, hw, wl) -> Cost:

@@ -12,5 +12,6 @@ class Dense(Method):
     summary = "full attention over the whole KV cache"
 
     def host_rows_read(self, model, wl, host):
-        """Offloaded (kvsim.offload): every layer reads all H host rows of each KV head."""
-        return model.n_layers * model.n_kv_heads * host
+        """Offloaded (kvsim.offload): every layer reads all H host rows of each KV head, as one
+        block: (block rows, gathered rows)."""
+        return model.n_layers * model.n_kv_heads * host, 0.0

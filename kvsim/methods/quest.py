@@ -90,15 +90,16 @@ class Quest(Method):
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): dense layers (and all layers while S ≤ budget) read every
-        host row per KV head; sparse layers read, per query head, the B/P − 1 chosen pages of
-        the full pages before the current one, taken as spread evenly (the current page is newest)."""
+        host row per KV head as one block; sparse layers gather, per query head, the B/P − 1
+        chosen pages of the full pages before the current one, taken as spread evenly (the
+        current page is newest). Returns (block rows, gathered rows)."""
         L, P = model.n_layers, self.page_size
         dense_layers = min(DENSE_LAYERS, L)
         earlier = np.maximum(self.pages(wl) - 1.0, 1.0) * P
         chosen = uniform_share((self.budget // P - 1) * P, earlier, host)
-        sparse = np.where(wl.seq > self.budget, (L - dense_layers) * model.n_heads * chosen,
-                          (L - dense_layers) * model.n_kv_heads * host)
-        return dense_layers * model.n_kv_heads * host + sparse
+        sparse = wl.seq > self.budget
+        block = (dense_layers + np.where(sparse, 0, L - dense_layers)) * model.n_kv_heads * host
+        return block, np.where(sparse, (L - dense_layers) * model.n_heads * chosen, 0.0)
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         # current page's min/max: read d·b + 2·d·b ; write 2·d·b ; 2·d compares, every layer

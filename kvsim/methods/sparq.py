@@ -124,7 +124,7 @@ class SparQ(Method):
         spread evenly over the S − local older tokens (the local ones are the newest)."""
         k, local = self.rows(wl), self.local_rows(wl)
         picked = uniform_share(k - local, wl.seq - local, host)
-        return model.n_layers * model.n_kv_heads * picked
+        return 0.0, model.n_layers * model.n_kv_heads * picked  # (block rows, gathered rows)
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         # K twice + V: 1.5 × the (K, V) row, i.e. write 3·d·b per token and KV head; and the
