@@ -33,6 +33,7 @@ class Op:
     comm_bytes: object = 0.0
     launches: object = 1.0
     topk_calls: object = 0.0  # torch.topk multi-block calls it stands for (timed by a profile's ``topk``)
+    access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"
 

@@ -67,6 +67,7 @@ class Memory(_Frozen):
     bandwidth_Bps: Sourced
     l2_bytes: Sourced
     efficiency: Curve  # by bytes per kernel
+    gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
 
 
 class Link(_Frozen):

@@ -1,7 +1,8 @@
 """Cost + hardware -> time per op and per step.
 
 Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOPs per kernel),
-the memory time (bytes over bandwidth × efficiency at the bytes per kernel), the host-link time
+the memory time (bytes over bandwidth × efficiency at the bytes per kernel, × the profile's
+gather efficiency for rows read one by one through an index list), the host-link time
 per direction, the interconnect time, the launch floor (kernels × launch overhead), and for ops
 that stand for torch.topk's multi-block radix select (about 20 kernels a call) the profile's
 measured cost of such calls, where it has one. The op takes the largest; its ``bound`` names
@@ -44,6 +45,8 @@ def _compute_time(op: Op, hw: HardwareProfile):
 def _memory_time(op: Op, hw: HardwareProfile):
     moved = np.asarray(op.hbm_bytes, dtype=float)
     eff = hw.memory.efficiency.at(_per_kernel(moved, op.launches))
+    if op.access == "gather" and hw.memory.gather_efficiency is not None:
+        eff = eff * hw.memory.gather_efficiency.value  # rows scattered through the cache
     return moved / (hw.memory.bandwidth_Bps.value * eff)
 
 

@@ -124,7 +124,7 @@ class ALISA(Method):
         n, L = wl.seq, model.n_layers
         rows = self.selected_tokens(n)
         main, combine = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L,
-                                         index_bytes=INDEX_BYTES)  # + rows·4 int32 indices
+                                         index_bytes=INDEX_BYTES, gathered=True)  # + rows·4 int32 indices
         if wl.kv_dtype == "int8":  # dequantize K and V as they are read: 2 FLOPs × 2·rows·d
             extra = L * wl.batch * model.n_kv_heads * rows * 2 * model.head_dim * DEQUANT_FLOPS
             main = replace(main, flops=main.flops + extra)

@@ -88,7 +88,7 @@ class SparQ(Method):
                 *self._approx_scores(model, wl, heads, L),
                 topk_op("layers/attn/sparq_topk", S - local, k - local, heads, L, wl),
                 *decode_attention("layers/attn/sparq_gather", model, wl, rows=k, layers=L,
-                                  index_bytes=INDEX_BYTES),
+                                  index_bytes=INDEX_BYTES, gathered=True),
                 self._mix(model, wl, heads).scaled(L)]
 
     def _step1(self, model, wl, heads) -> Op:

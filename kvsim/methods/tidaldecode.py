@@ -88,7 +88,7 @@ class TidalDecode(Method):
         rows = picked + 1.0
         sparse = decode_attention("layers/attn/sparse", model, wl, rows=rows, layers=L - full,
                                   kv_heads=Hq, query_heads_per_kv=1,
-                                  index_bytes=INDEX_BYTES * picked / rows)
+                                  index_bytes=INDEX_BYTES * picked / rows, gathered=True)
         return [dense_main, dense_combine, topk, *sparse, *self._correction_attention(model, wl)]
 
     def _correction_attention(self, model: ModelConfig, wl: Workload) -> list[Op]:

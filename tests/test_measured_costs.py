@@ -1,5 +1,6 @@
-"""torch.topk in the cost model: which calls take the multi-block path (PyTorch's heuristic),
-and a profile's measured call cost as a floor of the op's time."""
+"""Measured costs a profile may carry: torch.topk's multi-block calls (which calls take that
+path, by PyTorch's heuristic, and their measured cost as a floor of the op's time), and the
+efficiency of rows gathered one by one through an index list."""
 import numpy as np
 import pytest
 
@@ -35,3 +36,18 @@ def test_measured_call_cost_is_a_floor_only_where_the_profile_has_it():
 def test_scaling_an_op_scales_its_calls():
     op = Op("t", "attention", hbm_read=10.0, topk_calls=np.array([0.0, 1.0]))
     assert op.scaled(3).topk_calls.tolist() == [0.0, 3.0]
+
+
+def test_gathered_rows_run_at_the_measured_gather_efficiency():
+    from kvsim.models import load_model
+    from kvsim.methods.attention import decode_attention
+    model, wl = load_model("llama-3.1-8b"), Workload(seq=65536, batch=8, gen=0, dtype="bf16", kv_dtype="bf16")
+    rows_in_runs = decode_attention("a", model, wl, rows=8192, layers=32)[0]
+    scattered = decode_attention("a", model, wl, rows=8192, layers=32, gathered=True)[0]
+    assert scattered.hbm_bytes == rows_in_runs.hbm_bytes and scattered.access == "gather"
+    h100 = load_profile("h100-sxm")
+    ratio = float(op_time(scattered, h100).floors["memory"] / op_time(rows_in_runs, h100).floors["memory"])
+    assert ratio == pytest.approx(1 / h100.memory.gather_efficiency.value)
+    a100 = load_profile("a100-80gb-sxm")  # not measured there: same as rows in runs
+    assert a100.memory.gather_efficiency is None
+    assert float(op_time(scattered, a100).time_s) == float(op_time(rows_in_runs, a100).time_s)
