@@ -6,17 +6,15 @@ torch.topk(sorted=False) at the long rows (too few programs) and was dropped. On
     python3 benchmarks/bench_topk.py [--out $OUT/h100-topk.jsonl]
 """
 import argparse
-import datetime
-import json
 import os
 import sys
 
 import torch
-import triton
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from kvsim.commands.measure import _driver  # noqa: E402
+from benchmarks.bench_kernels import environment  # noqa: E402
+from kvsim.records import append_jsonl  # noqa: E402
 
 SHAPES = [  # (what, rows, n, k)
     ("sparq B=8 S=64k", 64, 65536, 4096), ("sparq B=1 S=128k", 8, 131072, 8192),
@@ -33,21 +31,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
     args = ap.parse_args()
-    meta = {"device": torch.cuda.get_device_name(), "driver": _driver(), "torch": torch.__version__,
-            "triton": triton.__version__, "date": datetime.date.today().isoformat(),
-            "command": "python3 " + " ".join(sys.argv)}
+    env = environment()
     rows = []
     for what, r, n, k in SHAPES:
         sets = [torch.randn(r, n, device="cuda") for _ in range(4)]
         row = {"what": what, "rows": r, "n": n, "k": k,
                "torch_sorted_us": timed(lambda x: x.topk(k, dim=-1), sets),
                "torch_unsorted_us": timed(lambda x: x.topk(k, dim=-1, sorted=False), sets)}
-        rows.append({**meta, **row})
+        rows.append({**env, **row})
         print(f"{what:18s} torch.topk {row['torch_sorted_us']:7.1f} us "
               f"(unsorted {row['torch_unsorted_us']:7.1f} us)", flush=True)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write("".join(json.dumps(x) + "\n" for x in rows))
+        append_jsonl(args.out, rows)
 
 
 if __name__ == "__main__":

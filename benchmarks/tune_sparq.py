@@ -4,20 +4,18 @@ fraction of HBM peak each reaches. On a CUDA GPU:
     python3 benchmarks/tune_sparq.py [--out $OUT/h100-sparq-tune.jsonl]
 """
 import argparse
-import datetime
 import itertools
-import json
 import os
 import sys
 
 import torch
-import triton
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.bench_kernels import environment  # noqa: E402
 from kernels import _common  # noqa: E402
 from kernels.sparq import sparq_scores_and_group  # noqa: E402
-from kvsim.commands.measure import _driver  # noqa: E402
+from kvsim.records import append_jsonl  # noqa: E402
 
 PEAK_Bps = 3.35e12  # H100 SXM datasheet (hw_profiles/h100-sxm.yaml)
 LOGITS = list(itertools.product([128, 256, 512, 1024], [4, 8], [2, 3, 4]))  # BLOCK_S, warps, stages
@@ -65,11 +63,8 @@ def main():
                   f"{100 * x['frac_peak']:5.1f}% of peak", flush=True)
         _common.CONFIGS["sparq_norm"].update(BLOCK=1024, num_warps=4)
     if args.out:
-        meta = {"device": torch.cuda.get_device_name(), "driver": _driver(), "torch": torch.__version__,
-                "triton": triton.__version__, "date": datetime.date.today().isoformat(),
-                "command": "python3 " + " ".join(sys.argv)}
-        with open(args.out, "w") as f:
-            f.write("".join(json.dumps({**meta, **x}) + "\n" for x in rows))
+        env = environment()
+        append_jsonl(args.out, [{**env, **x} for x in rows])
 
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
 from .roofline import step_time
-from .validate import predict_record
+from .validate import predict_record, step_context
 
 KNOTS = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)  # bytes moved by one kernel
 
@@ -33,8 +33,8 @@ def is_held_out(record: dict, fraction: float) -> bool:
 
 
 def _costs(records: list[dict], hw: HardwareProfile) -> list:
-    """Each record's step Cost (built once: the fit only re-times it)."""
-    return [predict_record(rec, hw).cost for rec in records]
+    """Each record's step Cost at the context it timed (built once: the fit only re-times it)."""
+    return [predict_record(rec, hw, seq=step_context(rec)).cost for rec in records]
 
 
 def with_fit(hw: HardwareProfile, effs, launch_s: float, note: str) -> HardwareProfile:

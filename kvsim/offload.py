@@ -23,7 +23,6 @@ import numpy as np
 
 from .cost import Cost, Op, Resident
 from .errors import KvsimError
-from .methods.attention import kv_row_bytes
 from .models import ModelConfig
 from .workload import Workload
 
@@ -49,7 +48,7 @@ def check_fraction(method, fraction) -> float:
 def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> Cost:
     """The transfers, host gather and memory move of one decode step (module doc)."""
     H = host_rows(wl, fraction)
-    row = kv_row_bytes(model, method.kv_workload(wl) if hasattr(method, "kv_workload") else wl)
+    row = method.row_bytes(model, wl)
     block, gathered = (wl.batch * rows for rows in method.host_rows_read(model, wl, H))
     fetched = block + gathered  # rows, all layers and lists
     pairs = model.n_layers * wl.batch * model.n_kv_heads

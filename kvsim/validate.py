@@ -61,26 +61,30 @@ def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=No
         raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None
 
 
-def _at_timed_contexts(record: dict, hw) -> dict:
-    """Latencies and PCIe bytes predicted at the contexts the measurement timed: the captured
-    step's and attention call's for CUDA-graph replays (``timed_contexts``; records from before
-    that field stay at ``seq``), the median over the eager steps' contexts (``contexts``: first,
-    last) for eager timings; PCIe bytes are a mean over the eager steps. HBM bytes stay at
-    ``seq`` (Nsight Compute counts one step there)."""
-    out = {}
-    first_last = record.get("contexts")
-    if first_last:
-        eager = predict_record(record, hw, seq=np.arange(first_last[0], first_last[1] + 1))
-        out["pcie_bytes"] = float(np.mean(eager.pcie_bytes * np.ones_like(eager.latency_s)))
-        if "eager" in str(record.get("timer", "")):
-            out["latency"] = float(np.median(eager.latency_s))
-            out["attention_latency"] = float(np.median(eager.attention()["latency_s"]))
-    replayed = record.get("timed_contexts")
-    if replayed:
-        out["latency"] = float(predict_record(record, hw, seq=replayed["step"]).latency_s)
-        out["attention_latency"] = float(predict_record(record, hw, seq=replayed["attention"])
-                                         .attention()["latency_s"])
-    return out
+def step_context(record: dict) -> int:
+    """The context whose step latency a record reports: the replayed step's for CUDA-graph
+    timings (``timed_contexts``), else ``seq`` (the median eager step's)."""
+    return (record.get("timed_contexts") or {}).get("step", record["seq"])
+
+
+def predicted_values(record: dict, hw=None) -> dict:
+    """Each quantity predicted where the measurement took it, in one vectorized prediction:
+    latencies at the replayed step's and attention call's contexts (``timed_contexts``), or the
+    median over the eager steps' contexts (``contexts``: first, last) for eager timings; PCIe
+    bytes the mean over the eager steps; HBM bytes at ``seq`` (Nsight Compute counts one step
+    there)."""
+    seq = record["seq"]
+    replayed = record.get("timed_contexts") or {}
+    first, last = record.get("contexts") or (seq, seq)
+    seqs = np.r_[seq, step_context(record), replayed.get("attention", seq), np.arange(first, last + 1)]
+    pred = predict_record(record, hw, seq=seqs)
+    every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
+    latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
+    eager = "eager" in str(record.get("timer", ""))
+    return {"latency": float(np.median(latency[3:]) if eager else latency[1]),
+            "attention_latency": float(np.median(attention[3:]) if eager else attention[2]),
+            "hbm_bytes": float(every(pred.hbm_bytes)[0]),
+            "pcie_bytes": float(np.mean(every(pred.pcie_bytes)[3:]))}
 
 
 def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[Comparison]:
@@ -92,16 +96,12 @@ def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[C
         if record.get("source") != "measured" or record.get("fits") is False or not record.get("latency_s"):
             continue
         try:
-            pred = predict_record(record, hw)
+            predicted = predicted_values(record, hw)
         except KvsimError as exc:
             if skipped is None:
                 raise
             skipped.append((record, str(exc)))
             continue
-        predicted = {"latency": float(pred.latency_s),
-                     "attention_latency": float(pred.attention()["latency_s"]),
-                     "hbm_bytes": float(pred.hbm_bytes), "pcie_bytes": float(pred.pcie_bytes)}
-        predicted.update(_at_timed_contexts(record, hw))
         rows.append(Comparison(record, predicted, measured_values(record)))
     if not rows:
         raise KvsimError("no measured records (source: measured) in the given files")

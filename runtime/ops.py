@@ -19,7 +19,7 @@ from . import reference
 # op name -> kernels module (the contract in the kernels/ brief)
 KERNEL_MODULES = {
     "decode_attention": "decode", "gathered_decode_attention": "gather",
-    "sparq_approx_scores": "sparq", "sparq_scores_and_group": "sparq",
+    "sparq_scores_and_group": "sparq",
     "sparq_components": "sparq_steps", "sparq_mix": "sparq_steps", "quest_page_scores": "quest",
     "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
     "rope_decode_attention": "decode", "positional_decode_attention": "decode", "evict_insert": "evict",
@@ -104,10 +104,6 @@ def accumulate_weights(logits, lse, acc, counts, heads_per_set, indices=None):
 
 def gathered_decode_attention(q, k, v, indices, counts, **kw):
     return _call("gathered_decode_attention", q.device, q, k, v, indices, counts, **kw)
-
-
-def sparq_approx_scores(q, k_t, i1, seq_lens, tau, **kw):
-    return _call("sparq_approx_scores", q.device, q, k_t, i1, seq_lens, tau, **kw)
 
 
 def sparq_scores_and_group(q, k_t, i1, seq_lens, tau, **kw):

@@ -4,7 +4,7 @@ attention forms only the runtime needs (``attention_with_probs``, ``masked_atten
 Shapes: q [B,H,d]; k, v [B,Hkv,S,d]; query head h reads KV head h // G, G = H / Hkv.
 Contract references compute in fp32 and return q's dtype. The runtime-only two multiply in the
 input dtype (fp32 accumulation in the matmul) and take the softmax in fp32, because they also
-run on the GPU (H2O, ALISA, TidalDecode selection, ADORE reconstruction).
+run on the GPU (H2O's and ALISA's synthetic prefill scores, TidalDecode's correction pass).
 """
 from __future__ import annotations
 
@@ -59,19 +59,6 @@ def gathered_decode_attention_ref(q, k, v, indices, counts, *, scale=None, retur
     if return_lse:
         return o, torch.logsumexp(masked, -1).reshape(B, -1)
     return o
-
-
-def sparq_approx_scores_ref(q, k_t, i1, seq_lens, tau, *, num_splits=None):
-    """SparQ step 2 (arXiv 2312.04985 Alg. 1): ŝ = softmax(q[i1]·K[:, i1]ᵀ / τ) over the first
-    seq_lens[b] tokens, read from the d-major copy k_t [B,Hkv,d,S]; 0 beyond seq_len."""
-    B, Hkv, d, S = k_t.shape
-    r = i1.shape[-1]
-    qg = _grouped(q.float(), Hkv)
-    q_sel = qg.gather(-1, i1.long()[:, :, None, :].expand(-1, -1, qg.shape[2], -1))
-    k_sel = k_t.float().gather(2, i1.long()[..., None].expand(B, Hkv, r, S))  # read S·r per head
-    logits = q_sel @ k_sel / tau.reshape(B, Hkv, -1, 1).float()
-    invalid = (torch.arange(S, device=q.device)[None] >= seq_lens[:, None].long())[:, None, None]
-    return _softmax_masked(logits, invalid).reshape(B, -1, S)
 
 
 def quest_page_scores_ref(q, kmin, kmax, n_pages):

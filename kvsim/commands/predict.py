@@ -29,7 +29,8 @@ def register(sub) -> None:
 
 def _predict(args, method, params):
     return predict(args.hw, method=method, seq=args.seq, batch=args.batch, model=args.model,
-                   gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype, gpus=args.gpus, offload=args.offload, **params)
+                   gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype, gpus=args.gpus,
+                   offload=args.offload, **params)
 
 
 def run(args) -> int:

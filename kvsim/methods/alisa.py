@@ -39,10 +39,10 @@ from dataclasses import replace
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..offload import uniform_share
 from ..cost import Cost, Op, Resident
 from ..errors import KvsimError
-from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_row_bytes, topk_op
+from ..offload import uniform_share
+from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
 from .base import Method, require
 
 DEQUANT_FLOPS = 2.0  # per int8 element read: (x − zero)·scale (ALISA's INT8 KV)
@@ -90,10 +90,6 @@ class ALISA(Method):
         if "kv_bits" in self.model_fields_set and wl.b_kv < 2:
             raise KvsimError(f"alisa: kv_bits=16 contradicts --kv-dtype {wl.kv_dtype}; use kv_bits=8")
         return wl
-
-    def row_bytes(self, model, wl) -> float:
-        """One token's K and V for one KV head in ALISA's KV dtype (int8: + scale and zero point)."""
-        return kv_row_bytes(model, self.kv_workload(wl))
 
     def score_bytes(self, model, wl):
         """Accumulated fp32 scores held: n·4 per layer and sequence (one set per layer)."""

@@ -18,7 +18,7 @@ from ..hardware import HardwareProfile
 from ..models import ModelConfig
 from ..units import UnitError, parse_tokens
 from ..workload import Workload
-from .attention import contiguous_target, decode_attention, full_kv_bytes, kv_append
+from .attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes
 
 
 class Method(BaseModel):
@@ -43,6 +43,14 @@ class Method(BaseModel):
     # ---- what a method overrides -------------------------------------------------------------
     def check(self, model: ModelConfig, wl: Workload) -> None:
         """Raise KvsimError when a parameter does not suit this model or context."""
+
+    def kv_workload(self, wl: Workload) -> Workload:
+        """The workload whose KV element type the method stores (ALISA kv_bits=8: int8)."""
+        return wl
+
+    def row_bytes(self, model: ModelConfig, wl: Workload) -> float:
+        """One token's K and V for one KV head, as the method stores them."""
+        return kv_row_bytes(model, self.kv_workload(wl))
 
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         return decode_attention("layers/attn/decode", model, wl, rows=wl.seq, layers=model.n_layers,

@@ -12,8 +12,8 @@ and KV head, context S (= ``wl.seq``, the new token included), C = min(heavy + r
           scores (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``), i.e. drops the
           least-scored one; kvsim charges the kernel that finds it and writes the new token in
           its slot (kernels/evict.py): read (C+1)·(4 + 8) scores and int64 positions, write
-          4 + 8; the new K and V are the 2·d·b ``kv_append`` write already counted (METHODS.md). The reference code instead
-          re-gathers the whole cache with a boolean mask every step (read 2·(C+1)·d·b, write
+          4 + 8; the new K and V are the 2·d·b ``kv_append`` write already counted (METHODS.md).
+          The reference code instead re-gathers the whole cache with a boolean mask every step (read 2·(C+1)·d·b, write
           2·C·d·b more); kvsim does not model that copy.
 
 Defaults: heavy = recent = floor(0.1·S), from the HF scripts' ``--heavy_ratio 0.1

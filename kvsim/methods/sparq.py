@@ -39,9 +39,9 @@ from typing import ClassVar, Optional
 import numpy as np
 from pydantic import Field
 
-from ..offload import uniform_share
 from ..cost import Op, Resident
 from ..models import ModelConfig
+from ..offload import uniform_share
 from ..workload import Workload
 from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
 from .base import Method, require

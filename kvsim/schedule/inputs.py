@@ -19,7 +19,6 @@ from ..decoder import activation_bytes, weight_bytes
 from ..errors import KvsimError
 from ..hardware import HardwareProfile
 from ..methods import Method
-from ..methods.attention import kv_row_bytes
 from ..models import ModelConfig
 from ..predict import step_cost
 from ..roofline import step_time
@@ -72,14 +71,6 @@ class StepInputs:
         return float(self.batch * self.gen)
 
 
-def _kv_workload(method: Method, wl: Workload) -> Workload:
-    return method.kv_workload(wl) if hasattr(method, "kv_workload") else wl
-
-
-def _row_bytes(method: Method, model: ModelConfig, wl: Workload) -> float:
-    return method.row_bytes(model, wl) if hasattr(method, "row_bytes") else kv_row_bytes(model, wl)
-
-
 def _selection(method: Method, context: np.ndarray, held: np.ndarray):
     """(recent, global) rows per sequence and layer. Methods exposing ``local_tokens`` and
     ``selected_tokens`` (ALISA: local = last k, selected = 2k) say it; any other method is taken
@@ -103,12 +94,12 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
     _link_check(hw)
     if gen < 1:
         raise KvsimError(f"schedule: --gen must be at least 1, got {gen}")
-    wl = _kv_workload(method, Workload(seq=prompt, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype))
+    wl = method.kv_workload(Workload(seq=prompt, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype))
     context = prompt + np.arange(gen + 1, dtype=float)
     decode = step_cost(method, model, hw, wl.with_(seq=context[1:]))
     prefill = step_cost(method, model, hw, wl, prefill=True)
     decode_t, prefill_t = step_time(decode, hw), step_time(prefill, hw)
-    rho = model.n_layers * batch * model.n_kv_heads * _row_bytes(method, model, wl)
+    rho = model.n_layers * batch * model.n_kv_heads * method.row_bytes(model, wl)
     kv = np.concatenate([[float(prefill.resident_total("gpu", True) + prefill.resident_total("host", True))],
                          decode.resident_total("gpu", True) + decode.resident_total("host", True)])
     held = np.minimum(context, kv / rho)  # bounded caches (StreamingLLM, H2O) hold fewer rows
