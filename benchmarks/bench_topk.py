@@ -1,19 +1,23 @@
 """torch.topk, sorted and unsorted, at the row shapes the methods select over (SparQ, ALISA,
 Quest, TidalDecode at 64k/128k), by CUDA-graph replay over rotated inputs: what the runtime's
 selections cost next to the one launch and one read kvsim charges (kvsim.methods.attention
-topk_op). 2026-11-26: a one-program-per-row Triton radix select was 5-17x slower than
+topk_op), and with ``--single-block`` over a grid of the shapes where torch takes its
+single-block radix select (one thread block per row; kvsim.methods.attention
+torch_topk_multiblock says which), the shapes a profile's ``topk.single_block`` is fitted to.
+2026-11-26: a one-program-per-row Triton radix select was 5-17x slower than
 torch.topk(sorted=False) at the long rows (too few programs) and was dropped. On a CUDA GPU:
-    python3 benchmarks/bench_topk.py [--out $OUT/h100-topk.jsonl]
+    python3 benchmarks/bench_topk.py [--single-block] [--out $OUT/h100-topk.jsonl]
+Anywhere (no GPU), the single-block law of a profile's ``topk.single_block`` from such a file:
+    python3 benchmarks/bench_topk.py --fit benchmarks/results/h100-topk-single.jsonl --sms 132
 """
 import argparse
+import json
 import os
 import sys
 
-import torch
-from triton.testing import do_bench_cudagraph
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.bench_kernels import environment  # noqa: E402
+from kvsim.methods.attention import torch_topk_multiblock  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
 SHAPES = [  # (what, rows, n, k)
@@ -23,19 +27,58 @@ SHAPES = [  # (what, rows, n, k)
 ]
 
 
+SINGLE_ROWS = (1, 8, 32, 128, 256, 1024, 4096)
+SINGLE_SIZES = (256, 512, 2048, 4096, 8192, 16384, 19999)
+
+
+def single_block_shapes():
+    """(what, rows, n, k) below torch's multi-block thresholds; k = n/8, and n/64, n/3 at one row
+    count to show what k adds."""
+    shapes = [(f"single rows={r} n={n}", r, n, n // 8) for r in SINGLE_ROWS for n in SINGLE_SIZES
+              if not torch_topk_multiblock(r, n)]
+    return shapes + [(f"single rows=32 n=8192 k={k}", 32, 8192, k) for k in (128, 2730)]
+
+
+def fit_single_block(records, sms: int) -> dict:
+    """Least squares in log space of call_s + row_s·(n/1024)^a·⌈rows/sms⌉^b to the unsorted
+    single-block times (kvsim.hardware.SingleBlockTopK); returns the fields and the errors."""
+    import numpy as np
+    from scipy.optimize import least_squares
+    picked = [r for r in records if r.get("path") == "single-block"]
+    n = np.array([r["n"] for r in picked], float) / 1024.0
+    waves = np.ceil(np.array([r["rows"] for r in picked], float) / sms)
+    t = np.array([r["torch_unsorted_us"] for r in picked]) * 1e-6
+    law = lambda p: p[0] + p[1] * n ** p[2] * waves ** p[3]  # noqa: E731
+    p = least_squares(lambda p: np.log(law(p) / t), x0=[5e-6, 7e-6, 0.8, 0.9], bounds=(0, np.inf)).x
+    err = np.abs(law(p) / t - 1)
+    return {"call_s": p[0], "row_s": p[1], "size_exponent": p[2], "rows_exponent": p[3],
+            "concurrent_rows": sms, "shapes": len(picked), "median_err": float(np.median(err)),
+            "max_err": float(err.max())}
+
+
 def timed(fn, sets) -> float:
+    from triton.testing import do_bench_cudagraph
     return do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=50, return_mode="median") / len(sets) * 1e3
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
+    ap.add_argument("--single-block", action="store_true", help="the single-block grid instead")
+    ap.add_argument("--fit", help="a JSONL of this script's --single-block runs: print the law")
+    ap.add_argument("--sms", type=int, default=132, help="streaming multiprocessors (H100 SXM: 132)")
     args = ap.parse_args()
+    if args.fit:
+        with open(args.fit) as f:
+            print(fit_single_block([json.loads(line) for line in f if line.strip()], args.sms))
+        return
+    import torch
     env = environment()
     rows = []
-    for what, r, n, k in SHAPES:
+    for what, r, n, k in (single_block_shapes() if args.single_block else SHAPES):
         sets = [torch.randn(r, n, device="cuda") for _ in range(4)]
         row = {"what": what, "rows": r, "n": n, "k": k,
+               "path": "multi-block" if torch_topk_multiblock(r, n) else "single-block",
                "torch_sorted_us": timed(lambda x: x.topk(k, dim=-1), sets),
                "torch_unsorted_us": timed(lambda x: x.topk(k, dim=-1, sorted=False), sets)}
         rows.append({**env, **row})

@@ -2,6 +2,8 @@
 a method's measured time departs from kvsim's prediction. On a CUDA GPU:
 
     python3 benchmarks/profile_steps.py --out $OUT/h100-profile.json
+    python3 benchmarks/profile_steps.py --methods adore,quest --model llama-2-7b \
+        --configs 4096x32,16384x1 --out $OUT/profile-small.json   (keys "method seq x batch")
 """
 from __future__ import annotations
 
@@ -37,19 +39,28 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=65536)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--model", default="llama-3.1-8b")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--configs", help="SEQxBATCH,...: instead of --seq/--batch, keys 'method SxB'")
     args = parser.parse_args()
+    configs = ([tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
+               if args.configs else [(args.seq, args.batch)])
     result = {}
-    for method in METHODS:
-        engine, _ = _engine(method, args.seq, args.batch, "llama-3.1-8b", args.layers,
-                            cut_model_params(method, args.layers), 8)
-        result[method] = {"step": kernel_table(engine, engine.step, 25),
-                          "attention": kernel_table(engine, engine.attention_only_step, 25)}
-        total = sum(r["us"] for r in result[method]["attention"])
-        print(f"{method:13s} attention top kernels (of {total:.0f} us shown):")
-        for r in result[method]["attention"][:6]:
-            print(f"   {r['us']:9.0f} us  x{r['calls']:<4d} {r['kernel'][:90]}")
-        del engine
-        torch.cuda.empty_cache()
+    for method in args.methods.split(","):
+        for seq, batch in configs:
+            key = f"{method} {seq}x{batch}" if args.configs else method
+            engine, _ = _engine(method, seq, batch, args.model, args.layers,
+                                cut_model_params(method, args.layers), 8)
+            result[key] = {"step": kernel_table(engine, engine.step, 40),
+                           "attention": kernel_table(engine, engine.attention_only_step, 40)}
+            for part in ("step", "attention"):
+                rows = result[key][part]
+                print(f"{key} {part}: {sum(r['calls'] for r in rows)} kernels, "
+                      f"{sum(r['us'] for r in rows):.0f} us (top 40 kinds)")
+            for r in result[key]["attention"][:6]:
+                print(f"   {r['us']:9.0f} us  x{r['calls']:<4d} {r['kernel'][:90]}")
+            del engine
+            torch.cuda.empty_cache()
     with open(args.out, "w") as out:
         json.dump(result, out, indent=1)
 

@@ -11,7 +11,7 @@ import numpy as np
 
 OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
 QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches",
-              "topk_calls")
+              "topk_calls", "topk_single_calls")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Op:
     comm_bytes: object = 0.0
     launches: object = 1.0
     topk_calls: object = 0.0  # torch.topk multi-block calls it stands for (timed by a profile's ``topk``)
+    topk_single_calls: object = 0.0  # torch.topk single-block calls, each over ``topk_shape``
+    topk_shape: tuple = (0.0, 0.0)  # (rows, candidates per row) of one single-block call; not scaled
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"

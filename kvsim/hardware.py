@@ -89,10 +89,27 @@ class Host(_Frozen):
     bandwidth_Bps: Sourced
 
 
+class SingleBlockTopK(_Frozen):
+    """torch.topk's single-block radix select, one thread block per row, measured: a call takes
+    call_s + row_s · (size / 1024)^size_exponent · ⌈rows / concurrent_rows⌉^rows_exponent."""
+    call_s: Sourced
+    row_s: Sourced  # one wave of rows of 1024 candidates
+    size_exponent: Sourced
+    rows_exponent: Sourced
+    concurrent_rows: Sourced  # rows in flight at once (one per SM)
+
+    def call_time(self, rows, size):
+        per_row = (np.maximum(np.asarray(size, dtype=float), 1.0) / 1024.0) ** self.size_exponent.value
+        waves = np.ceil(np.maximum(np.asarray(rows, dtype=float), 1.0) / self.concurrent_rows.value)
+        return self.call_s.value + self.row_s.value * per_row * waves ** self.rows_exponent.value
+
+
 class LibraryCall(_Frozen):
-    """Measured time of one call of a multi-kernel library routine: call_s + bytes / throughput."""
+    """Measured time of one call of a multi-kernel library routine: call_s + bytes / throughput
+    (torch.topk's multi-block radix select), and where measured the single-block select's law."""
     call_s: Sourced
     throughput_Bps: Sourced
+    single_block: Optional[SingleBlockTopK] = None
 
 
 class Calibration(_Frozen):
@@ -115,7 +132,7 @@ class HardwareProfile(_Frozen):
     host_link: Optional[Link] = None
     interconnect: Optional[Interconnect] = None
     host: Optional[Host] = None
-    topk: Optional[LibraryCall] = None  # torch.topk's multi-block radix select, where measured
+    topk: Optional[LibraryCall] = None  # torch.topk's radix selects, where measured
     calibration: Optional[Calibration] = None
 
     @property

@@ -4,8 +4,9 @@ Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOP
 the memory time (bytes over bandwidth × efficiency at the bytes per kernel, × the profile's
 gather efficiency for rows read one by one through an index list), the host-link time
 per direction, the interconnect time, the launch floor (kernels × launch overhead), and for ops
-that stand for torch.topk's multi-block radix select (about 20 kernels a call) the profile's
-measured cost of such calls, where it has one. The op takes the largest; its ``bound`` names
+that stand for torch.topk's radix selects (multi-block: about 20 kernels a call; single-block:
+one thread block per row, ~18 passes over it) the profile's measured cost of such calls, where
+it has one. The op takes the largest; its ``bound`` names
 which. Ops on the "compute" stream run one after another;
 "copy" ops run beside them, so the step takes the longer of the two streams.
 """
@@ -75,10 +76,14 @@ def _host_time(op: Op, hw: HardwareProfile):
 
 def _library_time(op: Op, hw: HardwareProfile):
     calls = np.asarray(op.topk_calls, dtype=float)
+    single = np.asarray(op.topk_single_calls, dtype=float)
     if hw.topk is None:
-        return np.zeros_like(calls)
+        return np.zeros(np.broadcast(calls, single).shape)
     read = np.where(calls > 0, np.asarray(op.hbm_read, dtype=float), 0.0)
-    return calls * hw.topk.call_s.value + read / hw.topk.throughput_Bps.value
+    multi = calls * hw.topk.call_s.value + read / hw.topk.throughput_Bps.value
+    if hw.topk.single_block is None:
+        return multi + 0.0 * single
+    return multi + single * hw.topk.single_block.call_time(*op.topk_shape)
 
 
 def op_time(op: Op, hw: HardwareProfile) -> OpTime:

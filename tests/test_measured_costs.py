@@ -30,7 +30,34 @@ def test_measured_call_cost_is_a_floor_only_where_the_profile_has_it():
     a100 = load_profile("a100-80gb-sxm")  # not measured there: launch and memory floors only
     assert a100.topk is None and float(op_time(op, a100).floors["library"]) == 0.0
     small = topk_op("t", 255, 31, 1024, 8, wl)  # one single-block kernel a call
-    assert float(small.topk_calls) == 0 and float(op_time(small, h100).floors["library"]) == 0.0
+    assert float(small.topk_calls) == 0 and float(small.topk_single_calls) == 8
+
+
+def test_single_block_calls_follow_the_measured_law():
+    import json
+    from pathlib import Path
+    wl = Workload(seq=16384, batch=1, gen=0, dtype="bf16", kv_dtype="bf16")
+    h100 = load_profile("h100-sxm")
+    law = h100.topk.single_block
+    # every measured shape within 20% of the law the profile carries
+    results = Path(__file__).parent.parent / "benchmarks" / "results" / "h100-topk-single.jsonl"
+    for rec in map(json.loads, results.read_text().splitlines()):
+        op = topk_op("t", rec["n"], rec["k"], rec["rows"], 1, wl)
+        assert float(op.topk_single_calls) == 1.0 and float(op.topk_calls) == 0.0
+        assert float(op_time(op, h100).floors["library"]) == pytest.approx(rec["torch_unsorted_us"] * 1e-6, rel=0.2)
+    # ALISA at 16k, batch 1, 8 layers: one row of 14746, about 70 us a layer, far above a launch
+    op = topk_op("t", 14746, 1638, 1, 8, wl)
+    t = op_time(op, h100)
+    assert str(t.bound_names()) == "library" and float(t.time_s) == pytest.approx(8 * law.call_time(1, 14746))
+    assert 50e-6 < float(law.call_time(1, 14746)) < 90e-6
+    assert float(op_time(op, load_profile("a100-80gb-sxm")).floors["library"]) == 0.0  # not measured there
+
+
+def test_single_block_law_grows_with_row_length_and_waves():
+    law = load_profile("h100-sxm").topk.single_block
+    sizes, rows = np.array([256, 1024, 4096, 16384]), np.array([1, 132, 133, 1024])
+    by_size, by_rows = law.call_time(1, sizes), law.call_time(rows, 1024)
+    assert np.all(np.diff(by_size) > 0) and by_rows[0] == by_rows[1] < by_rows[2] < by_rows[3]
 
 
 def test_scaling_an_op_scales_its_calls():

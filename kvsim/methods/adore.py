@@ -30,8 +30,6 @@ each KV head is read once for its G·(R+1) queries.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from pydantic import Field, model_validator
 
@@ -101,7 +99,7 @@ class ADORE(Method):
         # top-r of the released tokens' scores, one choice per sequence for all layers
         choose = topk_op("adore/reconstruct_select", released, r, wl.batch, 1, wl)
         return [self.controller_op(model, wl, tokens=1.0),
-                replace(choose, launches=(released > 0).astype(float))]
+                choose.scaled((released > 0).astype(float))]
 
     def controller_op(self, model, wl, tokens=1.0) -> Op:
         """GRU step + MLP for ``tokens`` new tokens per sequence; weights read once.

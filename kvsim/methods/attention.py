@@ -105,12 +105,14 @@ def topk_op(name: str, candidates, picked, groups, layers, wl: Workload,
     """Top-k over ``candidates`` scores (fp32 unless ``score_bytes`` says otherwise) for each of
     ``groups`` selections per layer, as torch.topk(sorted=False) does it.
     read candidates·s ; write picked·(s + 4) (value and int32 index); ~log2 passes of compares.
-    Where torch takes its multi-block path the op counts as one such call (``topk_calls``),
-    which a profile with a measured ``topk`` cost times; the later radix passes re-read the
-    candidates from L2 (Nsight Compute counts one HBM read, benchmarks/results/h100-ncu.jsonl)."""
+    Each layer's call is one of torch's multi-block calls (``topk_calls``) or one single-block
+    call over (groups, candidates) (``topk_single_calls``); a profile with a measured ``topk``
+    cost times them. The later radix passes re-read the candidates from L2 (Nsight Compute
+    counts one HBM read, benchmarks/results/h100-ncu.jsonl)."""
     passes = np.log2(np.maximum(np.asarray(candidates, dtype=float), 2.0))
     calls = torch_topk_multiblock(groups, candidates).astype(float)
     return Op(name, "attention", flops=groups * candidates * passes,
               hbm_read=groups * candidates * score_bytes,
               hbm_write=groups * picked * (score_bytes + INDEX_BYTES), topk_calls=calls,
+              topk_single_calls=1.0 - calls, topk_shape=(groups, candidates),
               dtype="fp32").scaled(layers)
