@@ -56,7 +56,7 @@ def _attn_split_kernel(
         G: tl.constexpr, HPP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
         D: tl.constexpr, MODE: tl.constexpr, HAS_FULL: tl.constexpr, INT8: tl.constexpr,
         SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
-        ROPE: tl.constexpr, POS_MASK: tl.constexpr, UPCAST: tl.constexpr):
+        ROPE: tl.constexpr, POS_MASK: tl.constexpr, PAGE: tl.constexpr, UPCAST: tl.constexpr):
     pid_s = tl.program_id(0)
     pid = tl.program_id(1)
     b = pid // NH
@@ -112,7 +112,11 @@ def _attn_split_kernel(
         r = off + tl.arange(0, BLOCK_N)
         r_mask = r < end
         if MODE == _GATHER:
-            row = tl.load(IDX + b64 * sib + slot * sih + r * sik, mask=r_mask, other=0)
+            if PAGE > 1:  # the list holds pages of PAGE rows: list entry r // PAGE, row r % PAGE of it
+                row = tl.load(IDX + b64 * sib + slot * sih + (r // PAGE) * sik, mask=r_mask, other=0) \
+                    * PAGE + r % PAGE
+            else:
+                row = tl.load(IDX + b64 * sib + slot * sih + r * sik, mask=r_mask, other=0)
         elif MODE == _WINDOW:
             row = tl.where(r < sink, r, r + shift)
         else:
@@ -227,12 +231,13 @@ def _combine_kernel(PART, O, LSE, num_splits, n_parts, D: tl.constexpr,
 
 def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=None,
                   indices=None, counts=None, full=None, sink=0, recent=0, int8=None,
-                  return_lse=False, logits=None, rope=None, positions=None):
+                  return_lse=False, logits=None, rope=None, positions=None, page=1):
     """Launch the split kernel (+ combine when splits > 1). ``int8`` = (ks, kz, vs, vz) or None;
     ``logits`` a [B, H, >= rows] fp32 buffer (last dim contiguous) the kernel fills; ``rope`` =
     (positions [rows] int32, cos, sin [P, d/2] with unit last stride and a shared row stride);
     ``positions`` = (query positions [B, H] int32, key positions [B, rows] int32, −1 = empty):
-    query row h sees key row j iff 0 ≤ kpos[j] ≤ qpos[h] (ADORE's chunk attention).
+    query row h sees key row j iff 0 ≤ kpos[j] ≤ qpos[h] (ADORE's chunk attention); ``page`` > 1:
+    ``indices`` list pages of that many rows (Quest), ``counts`` stay in rows.
     Returns o[B,H,d] in q's dtype, and lse[B,H] fp32 (natural log) when ``return_lse``."""
     B, H, d = q.shape
     G = H // k.shape[1]
@@ -269,7 +274,7 @@ def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=Non
         G=G, HPP=hpp, BLOCK_G=pow2_at_least(hpp, 16), D=d, MODE=mode,
         HAS_FULL=full is not None, INT8=int8 is not None, SINGLE=single,
         WRITE_LSE=return_lse, WRITE_LOGITS=logits is not None, ROPE=rope is not None,
-        POS_MASK=positions is not None,
+        POS_MASK=positions is not None, PAGE=page,
         UPCAST=interpreting(), **blocks, **opts)
     if not single:
         cblocks, copts = launch_options("combine")

@@ -32,25 +32,35 @@ def _heads(q, k, indices, counts):
 
 
 def gathered_decode_attention(q, k, v, indices, counts, *, scale=None, return_lse=False,
-                              num_splits=None):
+                              num_splits=None, page_size=1):
     """o[B,H,d] (q's dtype) = attention of each query head over the rows listed for it; with
     ``return_lse`` also lse[B,H] fp32 = logsumexp of the scaled logits (natural log), for merging
-    with attention over other rows."""
+    with attention over other rows. ``page_size`` > 1: ``indices`` list pages (rows
+    page·page_size ... + page_size − 1), ``counts`` count rows (Quest's page list without its
+    expansion to tokens: read 4/page_size index bytes per row)."""
     B, H, Hkv, G, d, Hsel = _heads(q, k, indices, counts)
     q, k, v = (last_dim_contiguous(t) for t in (q, k, v))
     indices = indices.to(torch.int32)
     counts = counts.to(torch.int32)
-    splits = splits_for(B, Hsel, indices.shape[2], num_splits)
+    splits = splits_for(B, Hsel, indices.shape[2] * page_size, num_splits)
     hpp = G if Hsel == Hkv else 1
     return run_attention(q, k, v, mode=GATHER, scale=default_scale(d, scale), splits=splits,
                          prog_heads=Hsel, hpp=hpp, indices=indices, counts=counts,
-                         return_lse=return_lse)
+                         return_lse=return_lse, page=int(page_size))
+
+
+def pages_to_rows(pages: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Page lists [..., n] -> row lists [..., n·page_size] (page p: rows p·P ... p·P + P − 1)."""
+    rows = pages.long()[..., None] * page_size + torch.arange(page_size, device=pages.device)
+    return rows.flatten(-2)
 
 
 def gathered_decode_attention_ref(q, k, v, indices, counts, *, scale=None, return_lse=False,
-                                  num_splits=None, compute_dtype=torch.float32, out_dtype=None):
+                                  num_splits=None, page_size=1, compute_dtype=torch.float32, out_dtype=None):
     """Torch reference of :func:`gathered_decode_attention` (``num_splits`` ignored)."""
     B, H, Hkv, G, d, Hsel = _heads(q, k, indices, counts)
+    if page_size > 1:
+        indices = pages_to_rows(indices, page_size)
     scale = default_scale(d, scale)
     hpp = G if Hsel == Hkv else 1
     out = torch.empty(B, H, d, dtype=compute_dtype, device=q.device)

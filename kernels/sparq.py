@@ -80,7 +80,8 @@ def _sparq_norm_kernel(SH, PM, PL, SEQ, GRP, ssb, ssh, sgb, sgh, S_max, num_spli
                        G: tl.constexpr, BLOCK: tl.constexpr, BLOCK_SPLIT: tl.constexpr):
     """For the G heads of a KV head: ŝ = 2^(x − M)/L on [0, seq_len), 0 on [seq_len, S_max)
     (read/write G·BLOCK·4 bytes), and their sum over the group, +inf on the last ``local``
-    positions (forced into the top-k), write BLOCK·4."""
+    positions (forced into the top-k) and −inf from seq_len on (never picked, so the top-k can
+    take the whole contiguous row), write BLOCK·4."""
     pid_c = tl.program_id(0)
     pid = tl.program_id(1)
     b = pid // Hkv
@@ -110,6 +111,7 @@ def _sparq_norm_kernel(SH, PM, PL, SEQ, GRP, ssb, ssh, sgb, sgh, S_max, num_spli
         tl.store(ptr, p, mask=cols < S_max)
         group += p
     group = tl.where(valid & (cols >= n - local), float("inf"), group)
+    group = tl.where(valid, group, float("-inf"))
     tl.store(GRP + b.to(tl.int64) * sgb + kvh * sgh + cols, group, mask=cols < S_max)
 
 
@@ -139,7 +141,8 @@ def sparq_approx_scores(q, k_t, i1, seq_lens, tau, *, num_splits=None):
 def sparq_scores_and_group(q, k_t, i1, seq_lens, tau, *, local=0, num_splits=None):
     """(s_hat [B,H,S_max], group [B,Hkv,S_max]) fp32: :func:`sparq_approx_scores` and, from the
     same normalising pass, ŝ summed over each KV head's G query heads with the last ``local``
-    positions set to +inf (SparQ's top-k input, Alg. 1 step 3); 0 beyond seq_len."""
+    positions set to +inf (SparQ's top-k input, Alg. 1 step 3); s_hat 0 and group −inf beyond
+    seq_len. k_t's S_max a multiple of 8 keeps its rows 16-byte aligned (vector loads)."""
     B, H, Hkv, G, d, r, S_max = _check_scores(q, k_t, i1, seq_lens, tau)
     k_t = last_dim_contiguous(k_t)
     seq_lens = seq_lens.to(torch.int32)
@@ -191,4 +194,5 @@ def sparq_scores_and_group_ref(q, k_t, i1, seq_lens, tau, *, local=0, num_splits
     group = s_hat.reshape(B, Hkv, H // Hkv, S_max).sum(2)
     pos = torch.arange(S_max, device=q.device)
     n = seq_lens.long()[:, None, None]
-    return s_hat, group.masked_fill((pos >= n - int(local)) & (pos < n), float("inf"))
+    group = group.masked_fill((pos >= n - int(local)) & (pos < n), float("inf"))
+    return s_hat, group.masked_fill(pos >= n, float("-inf"))

@@ -8,7 +8,9 @@ rank count over the d components (d² compares in registers): one kernel for tor
 topk, gather and five elementwise ones.
 :func:`sparq_mix`, steps 4 and 6: α = Σ_{j∈i2} ŝ_j per query head, then o = α·y + (1 − α)·v̄
 with v̄ = Σv / n. One program per (sequence, query head): read k·(8 + 4) (i2, ŝ at i2) +
-d·b (y) + d·4 (Σv), write d·b.
+d·b (y) + d·4 (Σv), write d·b. The k indices are loaded in blocks of up to MIX_BLOCK at once:
+each block costs two dependent memory latencies (i2, then ŝ at i2), so few blocks keep the
+kernel short when B·H programs are few.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import triton
 import triton.language as tl
 
 from ._common import interpreting, launcher, pow2_at_least
+
+MIX_BLOCK = 8192  # i2 entries per block of the α sum (k = S/16 reaches 8192 at 128k)
 
 
 @triton.jit
@@ -74,8 +78,8 @@ def sparq_mix(y, s_hat, i2, v_sum, n: int):
     launcher(_mix_kernel, y)[(B * H,)](
         y, s_hat, i2, v_sum, o, k, 1.0 / n, y.stride(0), y.stride(1), s_hat.stride(0),
         s_hat.stride(1), i2.stride(0), i2.stride(1), v_sum.stride(0), v_sum.stride(1),
-        o.stride(0), o.stride(1), H, G=H // Hkv, D=d, BLOCK=1024, num_warps=4,
-        **({} if interpreting() else {"num_stages": 1}))
+        o.stride(0), o.stride(1), H, G=H // Hkv, D=d, BLOCK=min(pow2_at_least(k), MIX_BLOCK),
+        num_warps=8 if k > 2048 else 4, **({} if interpreting() else {"num_stages": 1}))
     return o
 
 

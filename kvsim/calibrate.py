@@ -45,8 +45,19 @@ def with_fit(hw: HardwareProfile, effs, launch_s: float, note: str) -> HardwareP
     return HardwareProfile.model_validate(data)
 
 
+def physical(params) -> np.ndarray:
+    """Knot efficiencies that keep a kernel's time non-decreasing in the bytes it moves: the
+    efficiency never falls with size (bigger kernels are never slower per byte), and between
+    knots a and b (interpolated in log size) it grows at most (1 + ln(b/a))-fold, where
+    bytes / efficiency would start to fall."""
+    effs = np.maximum.accumulate(np.clip(np.asarray(params, dtype=float), 1e-3, 1.0))
+    for i in range(1, len(effs)):
+        effs[i] = min(effs[i], effs[i - 1] * (1.0 + np.log(KNOTS[i] / KNOTS[i - 1])))
+    return effs
+
+
 def _residuals(params, hw, costs, measured):
-    effs = np.maximum.accumulate(np.clip(params[:-1], 1e-3, 1.0))  # bigger kernels never slower per byte
+    effs = physical(params[:-1])
     trial = with_fit(hw, effs, params[-1] * 1e-6, "trial")
     predicted = np.array([float(step_time(c, trial).latency_s) for c in costs])
     return np.log(predicted / measured)
@@ -67,7 +78,7 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
     lower, upper = np.r_[[1e-3] * len(KNOTS), 0.5], np.r_[[1.0] * len(KNOTS), 50.0]
     result = least_squares(_residuals, np.clip(start, lower, upper), bounds=(lower, upper),
                            args=(hw, costs, np.array([r["latency_s"] for r in train])), x_scale="jac")
-    effs = np.maximum.accumulate(np.clip(result.x[:-1], 1e-3, 1.0))
+    effs = physical(result.x[:-1])
     note = (f"{datetime.date.today().isoformat()}, kvsim calibrate on {', '.join(source_files)}: "
             f"least squares in log space over {len(train)} configurations")
     data = with_fit(hw, effs, result.x[-1] * 1e-6, note).model_dump()

@@ -35,6 +35,7 @@ class Op:
     topk_calls: object = 0.0  # torch.topk multi-block calls it stands for (timed by a profile's ``topk``)
     topk_single_calls: object = 0.0  # torch.topk single-block calls, each over ``topk_shape``
     topk_shape: tuple = (0.0, 0.0)  # (rows, candidates per row) of one single-block call; not scaled
+    gemm_rows: object = 0.0  # a matrix product's rows (tokens) per launch, 0 if not one; not scaled
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"

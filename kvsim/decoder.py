@@ -20,7 +20,7 @@ def _linear(name: str, rows, d_in: int, d_out: int, layers: int, wl: Workload) -
     # read d_in·d_out·b_w weights + rows·d_in·b_a ; write rows·d_out·b_a
     return Op(name, "linear", flops=2 * rows * d_in * d_out,
               hbm_read=d_in * d_out * wl.b_w + rows * d_in * wl.b_a,
-              hbm_write=rows * d_out * wl.b_a, dtype=wl.compute_dtype).scaled(layers)
+              hbm_write=rows * d_out * wl.b_a, gemm_rows=rows, dtype=wl.compute_dtype).scaled(layers)
 
 
 def _elementwise(name: str, rows, width: int, reads: int, writes: int, flops_per: float,

@@ -52,6 +52,7 @@ class Curve(_Frozen):
 class Compute(_Frozen):
     peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
     efficiency: Curve  # by FLOPs per kernel
+    tile_rows: Optional[Sourced] = None  # a GEMM's rows run in whole tiles of this many, where measured
 
     def peak(self, dtype: str) -> float:
         if dtype in self.peak_flops:

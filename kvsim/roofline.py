@@ -1,6 +1,7 @@
 """Cost + hardware -> time per op and per step.
 
-Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOPs per kernel),
+Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOPs per kernel; a
+matrix product's rows padded to whole tiles where the profile measured the tile),
 the memory time (bytes over bandwidth × efficiency at the bytes per kernel, × the profile's
 gather efficiency for rows read one by one through an index list), the host-link time
 per direction, the interconnect time, the launch floor (kernels × launch overhead), and for ops
@@ -38,9 +39,18 @@ def _per_kernel(total, launches):
 
 
 def _compute_time(op: Op, hw: HardwareProfile):
-    flops = np.asarray(op.flops, dtype=float)
+    flops = np.asarray(op.flops, dtype=float) * _tile_padding(op, hw)
     eff = hw.compute.efficiency.at(_per_kernel(flops, op.launches))
     return flops / (hw.compute.peak(op.dtype) * eff)
+
+
+def _tile_padding(op: Op, hw: HardwareProfile):
+    """A matrix product's rows (tokens) run in whole tiles: ⌈M/tile⌉·tile / M times its FLOPs."""
+    rows = np.asarray(op.gemm_rows, dtype=float)
+    if hw.compute.tile_rows is None or not np.any(rows > 0):
+        return 1.0
+    tile = hw.compute.tile_rows.value
+    return np.where(rows > 0, np.ceil(np.maximum(rows, 1.0) / tile) * tile / np.maximum(rows, 1.0), 1.0)
 
 
 def _memory_time(op: Op, hw: HardwareProfile):

@@ -77,6 +77,9 @@ class DeviceRows:
     def __init__(self, batch: int, heads: int, rows: int, fields: dict, device):
         self.t = {name: torch.zeros(batch, heads, rows, *tail, dtype=dtype, device=device)
                   for name, (tail, dtype) in fields.items()}
+        # (sequence, head) index grids of a tensor-slot put, made once: one index_put per field
+        self._b = torch.arange(batch, device=device)[:, None]
+        self._h = torch.arange(heads, device=device)[None, :]
 
     def load(self, values: dict, slots=None) -> None:
         """Rows [0, n) from values [B, heads, n, ...], or at ``slots`` [n] (a ring)."""
@@ -88,15 +91,16 @@ class DeviceRows:
 
     def put(self, slot, values: dict) -> None:
         """One row per (b, head): ``slot`` an int, or a tensor broadcastable to [B, heads]."""
+        if not isinstance(slot, int) and set(values) == {"k", "v"} and slot.numel() == slot.shape[0]:
+            # one slot per sequence: K and V rows in one launch (kernels/rows.py)
+            ops.put_rows(self.t["k"], self.t["v"], slot.reshape(-1), values["k"], values["v"])
+            return
         for name, value in values.items():
             t = self.t[name]
             if isinstance(slot, int):
                 t[:, :, slot] = value
             else:
-                B, H = t.shape[:2]
-                b = torch.arange(B, device=t.device)[:, None]
-                h = torch.arange(H, device=t.device)[None, :]
-                t[b, h, slot.expand(B, H)] = value
+                t[self._b, self._h, slot.expand(*t.shape[:2])] = value
 
     def full(self) -> dict:
         return self.t
@@ -196,9 +200,17 @@ class KVCache:
                                              f["v_zero"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n))
         return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n, dense=True))
 
-    def attend_indices(self, layer: int, q, indices, counts, logits: bool = False):
+    def attend_indices(self, layer: int, q, indices, counts, logits: bool = False, page_size: int = 1):
         """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head); with
-        ``logits`` also the lse and the logits [B,H,K] in list order."""
+        ``logits`` also the lse and the logits [B,H,K] in list order. ``page_size`` > 1: indices
+        list pages of that many rows, read in place by the kernel (expanded to rows where the
+        rows are first copied out: int8 or offloaded)."""
+        if page_size > 1:
+            if not (self.int8 or self.layers[layer].offloaded or logits):
+                f, _ = self.layers[layer].gather(indices)
+                return ops.gathered_decode_attention(q, f["k"], f["v"], indices, counts, page_size=page_size)
+            indices = (indices.long()[..., None] * page_size
+                       + torch.arange(page_size, device=indices.device)).flatten(-2).int()
         if self.int8:
             k, v = self.rows_of(layer, indices)
             B, Hsel, K = indices.shape

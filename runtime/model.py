@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from kvsim.models import ModelConfig, load_model
 
+from . import ops
+
 # RoPE base per family, from each model's published config.json (field rope_theta).
 ROPE_THETA = (
     ("llama-3", 500000.0, "meta-llama/Meta-Llama-3-8B and Llama-3.1 config.json rope_theta"),
@@ -46,7 +48,8 @@ def rope_theta(cfg: ModelConfig) -> float:
 
 class Rotary:
     """RoPE tables [max_pos, d] in the model dtype: cos and sign-folded sin (−sin on the first
-    half), so x·cos + rotate_half(x)·sin is 4 elementwise kernels; identity for learned positions."""
+    half), so x·cos + rotate_half(x)·sin is one multiply-add per element (kernels/rope.py); the
+    identity for learned positions."""
 
     def __init__(self, head_dim: int, theta: float, max_pos: int, device, dtype=torch.float32,
                  enabled: bool = True):
@@ -58,14 +61,13 @@ class Rotary:
         self.cos = torch.cat([angles.cos()] * 2, -1).to(device=device, dtype=dtype)
         self.sin = torch.cat([-angles.sin(), angles.sin()], -1).to(device=device, dtype=dtype)
 
-    def __call__(self, x: torch.Tensor, pos) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, pos, out: torch.Tensor | None = None) -> torch.Tensor:
         """Rotate ``x[..., d]`` at positions ``pos`` (an int, or a tensor that broadcasts
-        against ``x.shape[:-1]``): read and write d·b, ~3 FLOPs per element."""
+        against ``x.shape[:-1]``): read and write d·b, ~3 FLOPs per element; one kernel on CUDA
+        (kernels/rope.py). ``out``: a view of x's shape to write into (e.g. cache rows)."""
         if not self.enabled:
-            return x
-        half = x.shape[-1] // 2
-        swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
-        return x * self.cos[pos] + swapped * self.sin[pos]
+            return x if out is None else out.copy_(x)
+        return ops.rope(x, pos, self.cos, self.sin, out=out)
 
 
 class Decoder:

@@ -23,6 +23,7 @@ KERNEL_MODULES = {
     "sparq_components": "sparq_steps", "sparq_mix": "sparq_steps", "quest_page_scores": "quest",
     "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
     "rope_decode_attention": "decode", "positional_decode_attention": "decode", "evict_insert": "evict",
+    "rope": "rope", "put_rows": "rows",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
@@ -80,6 +81,14 @@ def reset() -> None:
     """Forget resolutions (after kernels/ changes or the environment variable flips)."""
     _resolved.clear()
     _used.clear()
+
+
+def put_rows(k, v, slots, k_new, v_new):
+    return _call("put_rows", k.device, k, v, slots, k_new, v_new)
+
+
+def rope(x, positions, cos, sin, out=None):
+    return _call("rope", x.device, x, positions, cos, sin, out=out)
 
 
 def decode_attention(q, k, v, seq_lens, **kw):

@@ -48,8 +48,11 @@ def _take(t: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return rows.reshape(B, Hsel, K, *t.shape[3:])
 
 
-def gathered_decode_attention_ref(q, k, v, indices, counts, *, scale=None, return_lse=False):
-    """Attention over the rows indices[b, hs, :counts[b, hs]]; Hsel = Hkv or H."""
+def gathered_decode_attention_ref(q, k, v, indices, counts, *, scale=None, return_lse=False, page_size=1):
+    """Attention over the rows indices[b, hs, :counts[b, hs]]; Hsel = Hkv or H. ``page_size`` > 1:
+    indices list pages of that many rows."""
+    if page_size > 1:
+        indices = (indices.long()[..., None] * page_size + torch.arange(page_size, device=q.device)).flatten(-2)
     B, Hsel, K = indices.shape
     ks, vs = _take(k, indices).float(), _take(v, indices).float()
     logits = _grouped(q.float(), Hsel) @ ks.transpose(-1, -2) * _scale(q, scale)  # [B,Hsel,G,K]

@@ -163,6 +163,26 @@ def test_gather_per_query_head(small_blocks, dtype, H, Hkv, num_splits):
     assert torch.allclose(lse, lse_ref, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("H,Hkv", GROUPS)
+@pytest.mark.parametrize("num_splits", [None, 3])
+def test_gather_pages_equals_their_rows(small_blocks, H, Hkv, num_splits):
+    """Quest's page lists read in place (page_size 4, per query head, the last page partial)
+    against the same lists expanded to rows, and against the fp32 reference."""
+    torch.manual_seed(6)
+    B, S, d, P = 2, 64, 32, 4
+    q = rand(B, H, d, dtype=torch.bfloat16)
+    k, v = make_kv(B, Hkv, S, d, [S, S], torch.bfloat16)
+    pages = torch.stack([torch.randperm(S // P)[:5] for _ in range(B * H)]).reshape(B, H, 5).int().to(DEVICE)
+    counts = torch.full((B, H), 4 * P + 3, dtype=torch.int32, device=DEVICE)  # 4 pages + 3 rows of the 5th
+    got = gather.gathered_decode_attention(q, k, v, pages, counts, num_splits=num_splits, page_size=P)
+    rows = gather.pages_to_rows(pages, P)
+    want = gather.gathered_decode_attention(q, k, v, rows, counts, num_splits=num_splits)
+    ref = gather.gathered_decode_attention_ref(q, k, v, pages, counts, page_size=P, out_dtype=torch.float32)
+    ref_lp = gather.gathered_decode_attention_ref(q, k, v, rows, counts, compute_dtype=torch.bfloat16)
+    assert torch.equal(got, want)
+    assert_close(got, ref, ref_lp)
+
+
 # ---------------------------------------------------------------- tuning table
 def test_configs_and_candidates():
     assert set(_common.CANDIDATES) == set(_common.CONFIGS)

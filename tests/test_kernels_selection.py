@@ -97,8 +97,9 @@ def test_sparq_group_sum_and_local(small_blocks, H, Hkv, local):
     s, group = sparq.sparq_scores_and_group(*args, local=local, num_splits=3)
     rs, rgroup = sparq.sparq_scores_and_group_ref(*args, local=local)
     assert torch.allclose(s, rs, atol=1e-5)
-    assert torch.equal(torch.isinf(group), torch.isinf(rgroup))
-    assert int(torch.isinf(group).sum()) == sum(min(local, n) for n in lens) * Hkv
+    assert torch.equal(torch.isinf(group), torch.isinf(rgroup)) and torch.equal(group > 0, rgroup > 0)
+    assert int((group == float("inf")).sum()) == sum(min(local, n) for n in lens) * Hkv
+    assert int((group == float("-inf")).sum()) == sum(S_max - n for n in lens) * Hkv
     finite = torch.isfinite(rgroup)
     assert torch.allclose(group[finite], rgroup[finite], atol=1e-5)
 

@@ -35,10 +35,15 @@ def test_bad_sizes_are_refused():
         sparq_components(torch.randn(1, 4, 32, device=DEVICE), 2, 33)
 
 
-@pytest.mark.parametrize("H,Hkv,k", [(8, 2, 7), (4, 4, 1500), (32, 8, 64)])
-def test_mix(H, Hkv, k):
+@pytest.mark.parametrize("H,Hkv,k,block", [(8, 2, 7, None), (4, 4, 1500, None), (32, 8, 64, None),
+                                            (2, 1, 2500, None), (4, 2, 1500, 512)])
+def test_mix(H, Hkv, k, block, monkeypatch):
+    """One block of i2 (up to MIX_BLOCK, 8 warps past 2048), or several (MIX_BLOCK cut to 512)."""
+    if block:
+        monkeypatch.setattr("kernels.sparq_steps.MIX_BLOCK", block)
     torch.manual_seed(k)
-    B, S, d, n = 2, 2000, 32, 1900
+    B, d, n = 2, 32, max(1900, k + 100)
+    S = n + 100
     y = torch.randn(B, H, d, device=DEVICE).to(torch.bfloat16)
     s_hat = torch.softmax(torch.randn(B, H, S, device=DEVICE), -1)
     i2 = torch.stack([torch.randperm(n)[:k] for _ in range(B * Hkv)]).reshape(B, Hkv, k).to(DEVICE)

@@ -44,27 +44,27 @@ def shape(model):  # (layers, KV heads, G)
 @pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-2-7b"])
 def test_sparq_by_hand(model):
     L, H, G = shape(model)
-    r, k, l = D // 8, S // 16, S // 64  # defaults: d/8, S/16, k/4
+    r, k = D // 8, S // 16  # defaults: d/8, S/16 (the local k/4 are among the k)
     c, n = cost("sparq", model), L * BATCH * H  # n: (layer, sequence, KV head) triples
     reads = {  # per KV head and layer, bf16 KV and activations
         "layers/attn/sparq_topr": G * D * 2,
         "layers/attn/sparq_score_approx": S * r * 2 + G * r * 2 + r * 4,  # K[:, i1] from the d-major copy
         "layers/attn/sparq_softmax": G * S * 4,  # fp32 scores (kernels/sparq.py)
-        "layers/attn/sparq_topk": (S - l) * 4,
+        "layers/attn/sparq_topk": S * 4,
         "layers/attn/sparq_gather": 2 * k * D * 2 + k * 4 + G * D * 2,  # 2·k·d·b + indices + q
         "layers/attn/sparq_mix": G * k * 4 + k * 4 + G * D * 2 + D * 4,  # α and the mix, Σv fp32
         "layers/attn/sparq_v_sum": D * 4 + D * 2,
     }
     for name, per_head in reads.items():
         assert op_sum(c, name, "hbm_read") == n * per_head, name
-    writes = {"layers/attn/sparq_score_approx": G * S * 4, "layers/attn/sparq_topk": (k - l) * 8,
+    writes = {"layers/attn/sparq_score_approx": G * S * 4, "layers/attn/sparq_topk": k * 8,
               "layers/attn/sparq_softmax": (G + 1) * S * 4,  # ŝ and its group sum, one pass
               "layers/attn/sparq_mix": G * D * 2, "layers/attn/sparq_v_sum": D * 4}
     for name, per_head in writes.items():
         assert op_sum(c, name, "hbm_write") == n * per_head, name
     assert op_sum(c, "layers/attn/sparq_score_approx", "flops") == n * G * S * 2 * r
     assert op_sum(c, "layers/attn/sparq_gather", "flops") == n * G * k * (4 * D + 5)
-    assert op_sum(c, "layers/attn/sparq_topk", "flops") == pytest.approx(n * (S - l) * log2(S - l))
+    assert op_sum(c, "layers/attn/sparq_topk", "flops") == pytest.approx(n * S * log2(S))
     # K stored twice: 3·d·b per new token, and +S·d·b of memory per KV head (+50 %) plus v̄
     assert op_sum(c, "layers/attn/kv_append", "hbm_write") == L * BATCH * H * 3 * D * 2
     assert float(c.kv_bytes) == L * BATCH * H * (3 * S * D * 2 + D * 4)

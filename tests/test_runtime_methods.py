@@ -170,6 +170,9 @@ def test_adore_releases_and_rebuilds():
     assert (a.chunk_pos[:, -1] == e.length - 1).all()
     released = a.released[:, : e.length]
     assert (released.sum(1) == e.length - m).all()
+    # the top-R input: the released tokens' scores, −inf for cached and future positions
+    assert torch.equal(torch.isfinite(a.rebuild_score), a.released)
+    assert torch.equal(a.rebuild_score[a.released], a.score[a.released])
     for b in range(B):  # cached and released partition the context; rebuilt tokens were released
         cached = set(a.slot_pos[b].tolist())
         assert len(cached) == m and all(released[b, p] for p in a.chunk_pos[b, :-1].tolist())

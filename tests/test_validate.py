@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kvsim.calibrate import KNOTS, fit, is_held_out, with_fit
+from hypothesis import given, settings, strategies as st
+
+from kvsim.calibrate import KNOTS, fit, is_held_out, physical, with_fit
 from kvsim.hardware import load_profile
 from kvsim.predict import predict
 from kvsim.records import append_jsonl
 from kvsim.validate import compare, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
-TRUE_EFFS = (0.03, 0.15, 0.45, 0.8, 0.92, 0.93)
+TRUE_EFFS = (0.05, 0.15, 0.45, 0.8, 0.92, 0.93)  # a kernel's time grows with its bytes
 
 
 def _measured(profile, seqs=(4096, 16384, 65536, 131072), batches=(1, 8, 32), layers=4):
@@ -42,6 +44,24 @@ def test_validate_reports_errors_per_quantity():
     assert hbm["median_abs_err"] == pytest.approx(1 - 1 / 1.02, rel=1e-6)
     assert summary["overall"]["pcie_bytes"]["median_abs_err"] == 0.0
     assert summary["overall"]["latency"]["median_abs_err"] > 0.01  # the shipped guess is not the truth
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.0, 1.5), min_size=len(KNOTS), max_size=len(KNOTS)))
+def test_fitted_curves_never_make_more_bytes_faster(params):
+    """Whatever the optimizer proposes, the curve kvsim keeps moves more bytes in no less time."""
+    effs = physical(params)
+    assert np.all(np.diff(effs) >= 0) and np.all((effs > 0) & (effs <= 1))
+    curve = with_fit(load_profile("h100"), effs, 5e-6, "test").memory.efficiency
+    sizes = np.logspace(4, 11, 2000)
+    seconds = sizes / curve.at(sizes)
+    assert np.all(np.diff(seconds) >= -1e-12 * seconds[1:])
+
+
+def test_shipped_calibrated_profile_is_physical():
+    curve = load_profile(str(ROOT / "hw_profiles" / "h100-sxm.calibrated.yaml")).memory.efficiency
+    sizes = np.logspace(4, 11, 2000)
+    assert np.all(np.diff(sizes / curve.at(sizes)) >= 0)
 
 
 def test_calibration_recovers_held_out_latency(tmp_path):

@@ -16,7 +16,8 @@ Per step, context S (= ``wl.seq``, the new token included): cached c = min(m, S�
 ρ = max(S−1−m, 0), reconstructed r = min(R, ρ). With m ≥ S−1 nothing has been released, so
 nothing is reconstructed: the step is dense attention over S (plus the controller's GRU step).
 Extra ops: the controller (GRU step + MLP, weights read once per step), the release (argmin over
-the c+1 cached scores, once S > m), the choice of the r to rebuild (top-r over ρ released scores).
+the c+1 cached scores, once S > m), the choice of the r to rebuild (top-r of the ρ released
+scores, in a row of the S − 1 earlier positions where the cached ones are −inf).
 
 Defaults: the paper publishes none usable here; m = 2048 and R = 8 as METHODS.md suggests.
 The controller's size is UNVERIFIED: kvsim takes hidden 256 (GRU 3 gates D→256 and 256→256, MLP
@@ -78,9 +79,14 @@ class ADORE(Method):
     def attention_ops(self, model, wl) -> list[Op]:
         r = self.reconstructed_tokens(wl.seq)
         rows = self.cached_tokens(wl.seq) + r + 1.0  # m + R + 1 keys
-        return decode_attention("layers/attn/decode", model, wl, rows=rows, layers=model.n_layers,
-                                query_heads_per_kv=model.group * (1.0 + r),  # (R+1) queries per head
-                                target=contiguous_target(wl))  # the m kept tokens are compact
+        attention = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=model.n_layers,
+                                     query_heads_per_kv=model.group * (1.0 + r),  # (R+1) queries per head
+                                     target=contiguous_target(wl))  # the m kept tokens are compact
+        # the kernel's output rows come per (KV head, token, group member); the O projection
+        # takes them per (token, head): one copy, read and write (R+1)·H·d·b_a per sequence
+        moved = wl.batch * (1.0 + r) * model.n_heads * model.head_dim * wl.b_a
+        reorder = Op("adore/out_reorder", "attention", hbm_read=moved, hbm_write=moved, dtype="fp32")
+        return attention + [reorder.scaled(model.n_layers)]
 
     def cache_ops(self, model, wl) -> list[Op]:
         # K/V of the new token and the r rebuilt ones: 2·KV·b_kv each, per layer
@@ -96,8 +102,10 @@ class ADORE(Method):
 
     def extra_ops(self, model, wl) -> list[Op]:
         released, r = self.released_tokens(wl.seq), self.reconstructed_tokens(wl.seq)
-        # top-r of the released tokens' scores, one choice per sequence for all layers
-        choose = topk_op("adore/reconstruct_select", released, r, wl.batch, 1, wl)
+        # top-r of the released tokens' scores, one choice per sequence for all layers, over a
+        # row of the S − 1 earlier positions with the cached ones at −inf (kept as tokens are
+        # released: one contiguous top-k, runtime/methods/adore.py)
+        choose = topk_op("adore/reconstruct_select", wl.seq - 1.0, r, wl.batch, 1, wl)
         return [self.controller_op(model, wl, tokens=1.0),
                 choose.scaled((released > 0).astype(float))]
 

@@ -24,7 +24,8 @@ Bytes per KV head and layer (G query heads, b KV bytes, b_a activation bytes, 4-
            ``QK_hat`` is in the activation dtype, 2 bytes less per score)
   softmax  read G·S·4 ; write G·S·4 (ŝ) + S·4 (their group sum, the last l forced in, written
            by the same pass)
-  top-k    read (S−l)·4 ; write (k−l)·8
+  top-k    read S·4 ; write k·8: the whole group row, the last l at +inf so they are among
+           the k (kernels/sparq.py); the same choice as a top-(k−l) over the S−l older ones
   gather   2·k·d·b + k·4 + q and o (kvsim.methods.attention.decode_attention)
   α, mix   one kernel: read G·k·4 (ŝ at i2) + k·4 (i2) + y G·d·b_a + Σv d·4 ; write out G·d·b_a
   Σv       with the cache append: read Σv d·4 + v d·b_a ; write Σv d·4 (the fp32 running sum
@@ -86,7 +87,7 @@ class SparQ(Method):
         L, heads = model.n_layers, wl.batch * model.n_kv_heads
         return [self._step1(model, wl, heads).scaled(L),
                 *self._approx_scores(model, wl, heads, L),
-                topk_op("layers/attn/sparq_topk", S - local, k - local, heads, L, wl),
+                topk_op("layers/attn/sparq_topk", S, k, heads, L, wl),
                 *decode_attention("layers/attn/sparq_gather", model, wl, rows=k, layers=L,
                                   index_bytes=INDEX_BYTES, gathered=True),
                 self._mix(model, wl, heads).scaled(L)]

@@ -40,11 +40,12 @@ class Controller:
         self.freq = 10000.0 ** (-2 * half / HIDDEN)
 
     def gru(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One GRU step: read 3·h·(D + h) weights."""
-        gi, gh = F.linear(x, self.w_ih).chunk(3, -1), F.linear(h, self.w_hh).chunk(3, -1)
-        r, z = torch.sigmoid(gi[0] + gh[0]), torch.sigmoid(gi[1] + gh[1])
-        cand = torch.tanh(gi[2] + r * gh[2])
-        return (1 - z) * cand + z * h
+        """One GRU step, r = σ(W_ir x + W_hr h), z = σ(W_iz x + W_hz h),
+        n = tanh(W_in x + r ⊙ W_hn h), h' = (1 − z) ⊙ n + z ⊙ h: read 3·h·(D + h) weights.
+        torch.gru_cell: two matrix products and, on CUDA, one fused pointwise kernel."""
+        shape = x.shape[:-1]
+        out = torch.gru_cell(x.reshape(-1, x.shape[-1]), h.reshape(-1, HIDDEN), self.w_ih, self.w_hh)
+        return out.reshape(*shape, HIDDEN)
 
     def score(self, z: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         angle = pos.float()[..., None] * self.freq
@@ -71,10 +72,13 @@ class ADORE(RuntimeMethod):
         self.tokens = torch.zeros(s.batch, s.max_seq, dtype=torch.long, device=s.device)
         self.score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
         self.released = torch.zeros(s.batch, s.max_seq, dtype=torch.bool, device=s.device)
+        # the released tokens' scores, −inf elsewhere: the reconstruction's top-R input, kept as
+        # tokens are released, so each step's choice is one top-k over a contiguous row
+        self.rebuild_score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
         self.count, self.ctrl, self.h = 0, None, None
 
     def side_tensors(self):
-        return [self.slot_pos, self.tokens, self.score, self.released, self.k_pos]
+        return [self.slot_pos, self.tokens, self.score, self.released, self.rebuild_score, self.k_pos]
 
     def begin_prefill(self, n, tokens, model):
         s = self.spec
@@ -92,6 +96,7 @@ class ADORE(RuntimeMethod):
         self.slot_pos[:, : self.count] = kept
         self.released[:, :n] = True
         self.released.scatter_(1, kept, False)
+        self.rebuild_score.copy_(self.score.masked_fill(~self.released, float("-inf")))
 
     def prefill(self, layer, k_raw, v):
         n = k_raw.shape[2]
@@ -109,8 +114,7 @@ class ADORE(RuntimeMethod):
             self.tokens[:, n] = tokens
             self.score[:, n] = self.ctrl.score(h, torch.full((B,), n, device=dev))
         R = min(self.p["R"], n - self.count)  # released tokens so far: n − count
-        rebuilt = self.score[:, :n].masked_fill(~self.released[:, :n], float("-inf"))
-        rebuilt = rebuilt.topk(R, dim=-1).indices.sort(-1).values  # [B,R] positions
+        rebuilt = self.rebuild_score.topk(R, dim=-1, sorted=False).indices  # [B,R] positions, any order
         self.chunk_pos = torch.cat([rebuilt, torch.full((B, 1), n, device=dev)], 1)  # [B,T]
         slot_scores = self.score.gather(1, self.slot_pos.clamp(min=0))
         self.insert = (torch.full((B,), self.count, device=dev) if self.count < self.m
@@ -125,19 +129,21 @@ class ADORE(RuntimeMethod):
         """T = R+1 queries q [B,T,H,d] over the m cached rows and the chunk's own k, v [B,T,Hkv,d],
         written into the scratch rows m..m+T−1: one kernel, each query seeing positions ≤ its own
         (kernels/decode.py positional_decode_attention)."""
-        pos = self.chunk_pos[..., None]
-        q, k = self.rotary(q, pos), self.rotary(k, pos)
         B, T, H, d = q.shape
-        m, Hkv = self.m, self.spec.n_kv_heads
+        m, Hkv, G = self.m, self.spec.n_kv_heads, H // self.spec.n_kv_heads
         keys, values = self.kv.keys(layer), self.kv.values(layer)
-        keys[:, :, m:m + T] = k.transpose(1, 2)  # write 2·T·d·b
-        values[:, :, m:m + T] = v.transpose(1, 2)
-        rows = q.reshape(B, T, Hkv, H // Hkv, d).transpose(1, 2).reshape(B, Hkv * T * (H // Hkv), d)
+        # rotated k straight into the scratch rows, rotated q straight into the kernel's row
+        # order (KV head, token, group member): one RoPE kernel each, no reorder copies
+        self.rotary(k, self.chunk_pos[..., None], out=keys[:, :, m:m + T].transpose(1, 2))
+        values[:, :, m:m + T] = v.transpose(1, 2)  # write 2·T·d·b with the keys
+        rows = torch.empty(B, Hkv * T * G, d, dtype=q.dtype, device=q.device)
+        self.rotary(q.unflatten(2, (Hkv, G)), self.chunk_pos[..., None, None],
+                    out=rows.view(B, Hkv, T, G, d).transpose(1, 2))
         o = ops.positional_decode_attention(rows, keys, values, self.kv.seq_lens(m + T), self.q_pos,
                                             self.k_pos, num_splits=num_splits(B, Hkv, m + T, dense=True))
-        o = o.reshape(B, Hkv, T, H // Hkv, d).transpose(1, 2).reshape(B, T, H, d)
+        o = o.view(B, Hkv, T, G, d).transpose(1, 2).reshape(B, T, H, d)
         if write:
-            self.kv.put(layer, self.insert[:, None], k[:, -1], v[:, -1])
+            self.kv.put(layer, self.insert[:, None], keys[:, :, m + T - 1], v[:, -1])
         return o
 
     def decode_step(self, model, tokens):
@@ -148,6 +154,7 @@ class ADORE(RuntimeMethod):
         old = self.slot_pos.gather(1, self.insert[:, None])
         if self.count == self.m:
             self.released.scatter_(1, old, True)
+            self.rebuild_score.scatter_(1, old, self.score.gather(1, old))
         self.slot_pos.scatter_(1, self.insert[:, None], self.n)
         self.count = min(self.count + 1, self.m)
         self.n += 1

@@ -35,7 +35,6 @@ class Quest(RuntimeMethod):
         self.kmin = [torch.zeros(shape, dtype=s.dtype, device=s.device) if layer >= DENSE_LAYERS else None
                      for layer in range(s.n_layers)]
         self.kmax = [torch.zeros_like(t) if t is not None else None for t in self.kmin]
-        self._tok = torch.arange(P, device=s.device)
 
     def side_tensors(self):
         return [t for t in self.kmin + self.kmax if t is not None]
@@ -70,12 +69,12 @@ class Quest(RuntimeMethod):
         P = self.p["page_size"]
         n_pages = math.ceil(n / P)
         current = n_pages - 1
-        scores = ops.quest_page_scores(q, self.kmin[layer], self.kmax[layer],
-                                       self.kv.seq_lens(n_pages))  # [B,H,P_max]
+        # [B,H,P_max]: the full pages scored, −inf from the current page on, so the top-k takes
+        # each whole contiguous row (no copy of a strided slice) and never picks the current page
+        scores = ops.quest_page_scores(q, self.kmin[layer], self.kmax[layer], self.kv.seq_lens(current))
         k_pages = min(max(self.p["budget"] // P, 1) - 1, current)
-        top = scores[..., :current].topk(k_pages, dim=-1, sorted=False).indices  # [B,H,k_pages], any order
-        pages = torch.cat([top, torch.full_like(top[..., :1], current)], -1)
-        tokens = (pages[..., None] * P + self._tok).flatten(-2).int()  # current page last
-        B, H = tokens.shape[:2]
-        counts = torch.full((B, H), k_pages * P + n - current * P, dtype=torch.int32, device=q.device)
-        return self.kv.attend_indices(layer, q, tokens, counts)
+        top = scores.topk(k_pages, dim=-1, sorted=False).indices  # [B,H,k_pages], any order
+        pages = torch.cat([top, torch.full_like(top[..., :1], current)], -1).int()  # current page last
+        B, H = pages.shape[:2]
+        counts = self.kv.seq_lens(k_pages * P + n - current * P)[:, None].expand(B, H)  # rows, cached
+        return self.kv.attend_indices(layer, q, pages, counts, page_size=P)  # pages read in place

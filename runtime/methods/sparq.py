@@ -16,6 +16,8 @@ from .. import ops
 from ..cache import num_splits
 from .base import RuntimeMethod
 
+ALIGN = 64  # k_t's S_max is padded to this many positions (128 bytes of bf16)
+
 
 class SparQ(RuntimeMethod):
     name = "sparq"
@@ -32,7 +34,8 @@ class SparQ(RuntimeMethod):
     def allocate(self) -> None:
         super().allocate()
         s = self.spec
-        self.k_t = [torch.zeros(s.batch, s.n_kv_heads, s.head_dim, s.max_seq, dtype=s.dtype, device=s.device)
+        cols = -(-s.max_seq // ALIGN) * ALIGN  # rows of k_t 16-byte aligned: vector loads in step 2
+        self.k_t = [torch.zeros(s.batch, s.n_kv_heads, s.head_dim, cols, dtype=s.dtype, device=s.device)
                     for _ in range(s.n_layers)]
         self.v_sum = [torch.zeros(s.batch, s.n_kv_heads, s.head_dim, dtype=torch.float32, device=s.device)
                       for _ in range(s.n_layers)]
@@ -59,6 +62,8 @@ class SparQ(RuntimeMethod):
         k, local = min(self.p["k"], n), min(self.p["local"], self.p["k"], n)
         s_hat, group = ops.sparq_scores_and_group(q, self.k_t[layer], i1, self.kv.seq_lens(n), tau,  # step 2
                                                   local=local, num_splits=num_splits(B, Hkv, n))
-        i2 = group[..., :n].topk(k, dim=-1, sorted=False).indices.int()  # step 3: `local` forced in
+        # step 3: `local` forced in (+inf), positions from n on never picked (−inf); the whole
+        # contiguous row, so torch.topk makes no copy of a strided slice
+        i2 = group.topk(k, dim=-1, sorted=False).indices.int()
         y = self.kv.attend_indices(layer, q, i2, self.kv.seq_lens(k)[:, None].expand(B, Hkv))  # step 5
         return ops.sparq_mix(y, s_hat, i2, self.v_sum[layer], n)  # steps 4 and 6: α, α·y + (1 − α)·v̄
