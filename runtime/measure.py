@@ -137,6 +137,7 @@ def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str,
         return [], "no CUDA", {}
     from kernels._common import capture_graph as _capture
     tokens = torch.randint(engine.cfg.vocab, (engine.batch,), device=engine.device)  # fixed ids: no RNG in the graph
+    torch.cuda.empty_cache()  # hand back the prefill's freed blocks before the graphs allocate their own
     try:
         attention = _capture(engine.attention_only_step)
         contexts = {"attention": engine.length + 1}  # attention-only at position n reads n + 1 rows

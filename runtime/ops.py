@@ -23,7 +23,7 @@ KERNEL_MODULES = {
     "sparq_components": "sparq_steps", "sparq_mix": "sparq_steps", "quest_page_scores": "quest",
     "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
     "rope_decode_attention": "decode", "positional_decode_attention": "decode", "evict_insert": "evict",
-    "rope": "rope", "put_rows": "rows",
+    "rope": "rope", "put_rows": "rows", "adore_score": "adore", "adore_release": "adore",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
@@ -81,6 +81,14 @@ def reset() -> None:
     """Forget resolutions (after kernels/ changes or the environment variable flips)."""
     _resolved.clear()
     _used.clear()
+
+
+def adore_score(z, positions, freq, w1, w2, out):
+    return _call("adore_score", z.device, z, positions, freq, w1, w2, out)
+
+
+def adore_release(slot_pos, slot_score, released, rebuild_score, score, insert, n):
+    return _call("adore_release", score.device, slot_pos, slot_score, released, rebuild_score, score, insert, n)
 
 
 def put_rows(k, v, slots, k_new, v_new):

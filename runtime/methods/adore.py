@@ -67,8 +67,11 @@ class ADORE(RuntimeMethod):
         s = self.spec
         self.m = m = min(self.p["m"], s.max_seq)  # rows ever cached
         self.kv = KVCache(s, rows=m + self.p["R"] + 1)  # + scratch rows for the step's chunk
+        # position held by each cache row (−1: empty): the m slots, then the chunk's scratch rows
         self.k_pos = torch.full((s.batch, self.kv.rows), -1, dtype=torch.int32, device=s.device)
-        self.slot_pos = torch.full((s.batch, m), -1, dtype=torch.long, device=s.device)
+        self.slot_pos = self.k_pos[:, :m]  # a view: the attention's key positions need no copy
+        self.slot_score = torch.full((s.batch, m), float("inf"), device=s.device)  # +inf: empty
+        self.insert = torch.zeros(s.batch, dtype=torch.long, device=s.device)  # this step's slot
         self.tokens = torch.zeros(s.batch, s.max_seq, dtype=torch.long, device=s.device)
         self.score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
         self.released = torch.zeros(s.batch, s.max_seq, dtype=torch.bool, device=s.device)
@@ -78,7 +81,7 @@ class ADORE(RuntimeMethod):
         self.count, self.ctrl, self.h = 0, None, None
 
     def side_tensors(self):
-        return [self.slot_pos, self.tokens, self.score, self.released, self.rebuild_score, self.k_pos]
+        return [self.tokens, self.score, self.released, self.rebuild_score, self.k_pos, self.slot_score]
 
     def begin_prefill(self, n, tokens, model):
         s = self.spec
@@ -94,14 +97,23 @@ class ADORE(RuntimeMethod):
         self.count = min(n, self.m)
         kept = self.score[:, :n].topk(self.count, dim=-1).indices.sort(-1).values
         self.slot_pos[:, : self.count] = kept
+        self.slot_score[:, : self.count] = self.score.gather(1, kept)
         self.released[:, :n] = True
         self.released.scatter_(1, kept, False)
         self.rebuild_score.copy_(self.score.masked_fill(~self.released, float("-inf")))
+        self._next_slot()
+
+    def _next_slot(self) -> None:
+        """The slot the next token takes: a free one, else the lowest-scored cached token's."""
+        if self.count < self.m:
+            self.insert.fill_(self.count)
+        else:
+            self.insert.copy_(self.slot_score.argmin(-1))
 
     def prefill(self, layer, k_raw, v):
         n = k_raw.shape[2]
         k = self.rotary(k_raw, torch.arange(n, device=k_raw.device))
-        kept = self.slot_pos[:, None, : self.count, None].expand(-1, k.shape[1], -1, k.shape[-1])
+        kept = self.slot_pos[:, None, : self.count, None].long().expand(-1, k.shape[1], -1, k.shape[-1])
         self.kv.load(layer, k.gather(2, kept), v.gather(2, kept))
 
     def prepare(self, tokens: torch.Tensor | None) -> torch.Tensor:
@@ -112,17 +124,17 @@ class ADORE(RuntimeMethod):
         if tokens is not None:  # in place: a captured graph reads and writes this one buffer
             self.h.copy_(h)
             self.tokens[:, n] = tokens
-            self.score[:, n] = self.ctrl.score(h, torch.full((B,), n, device=dev))
+            c = self.ctrl  # σ straight into the score table, one kernel (kernels/adore.py)
+            ops.adore_score(h, self.kv.seq_lens(n), c.freq, c.w1, c.w2, self.score[:, n])
         R = min(self.p["R"], n - self.count)  # released tokens so far: n − count
         rebuilt = self.rebuild_score.topk(R, dim=-1, sorted=False).indices  # [B,R] positions, any order
-        self.chunk_pos = torch.cat([rebuilt, torch.full((B, 1), n, device=dev)], 1)  # [B,T]
-        slot_scores = self.score.gather(1, self.slot_pos.clamp(min=0))
-        self.insert = (torch.full((B,), self.count, device=dev) if self.count < self.m
-                       else slot_scores.argmin(-1))
-        T, m, s = self.chunk_pos.shape[1], self.m, self.spec
-        self.k_pos[:, :m] = self.slot_pos  # −1 marks an empty slot
-        self.k_pos[:, m:m + T] = self.chunk_pos  # the chunk's own rows (scratch), causal by position
-        self.q_pos = self.chunk_pos[:, None, :, None].expand(B, s.n_kv_heads, T, s.group).reshape(B, -1).int()
+        m, s = self.m, self.spec
+        # the chunk's positions (the rebuilt, then n) are the key positions of its scratch rows
+        self.k_pos[:, m:m + R] = rebuilt
+        self.k_pos[:, m + R] = n
+        self.chunk_pos = self.k_pos[:, m:m + R + 1]  # [B,T] int32 view
+        T = R + 1
+        self.q_pos = self.chunk_pos[:, None, :, None].expand(B, s.n_kv_heads, T, s.group).reshape(B, -1)
         return torch.cat([self.tokens.gather(1, rebuilt), ids[:, None]], 1)
 
     def attend_chunk(self, layer, q, k, v, write: bool = True):
@@ -151,12 +163,14 @@ class ADORE(RuntimeMethod):
             raise ValueError(f"context {self.n + 1} exceeds max_seq {self.spec.max_seq}")
         chunk = self.prepare(tokens)
         logits = model.forward(chunk, self.chunk_pos, self.attend_chunk)
-        old = self.slot_pos.gather(1, self.insert[:, None])
-        if self.count == self.m:
-            self.released.scatter_(1, old, True)
-            self.rebuild_score.scatter_(1, old, self.score.gather(1, old))
-        self.slot_pos.scatter_(1, self.insert[:, None], self.n)
-        self.count = min(self.count + 1, self.m)
+        if self.count == self.m:  # release, insert and the next slot: one kernel (kernels/adore.py)
+            ops.adore_release(self.slot_pos, self.slot_score, self.released, self.rebuild_score,
+                              self.score, self.insert, self.n)
+        else:  # a free slot: the cache is still filling
+            self.slot_pos[:, self.count] = self.n
+            self.slot_score[:, self.count] = self.score[:, self.n]
+            self.count += 1
+            self._next_slot()
         self.n += 1
         return logits
 
