@@ -11,7 +11,7 @@ import numpy as np
 
 OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
 QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches",
-              "topk_calls", "topk_single_calls")
+              "topk_calls", "topk_single_calls", "loaded_bytes")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Op:
     topk_single_calls: object = 0.0  # torch.topk single-block calls, each over ``topk_shape``
     topk_shape: tuple = (0.0, 0.0)  # (rows, candidates per row) of one single-block call; not scaled
     gemm_rows: object = 0.0  # a matrix product's rows (tokens) per launch, 0 if not one; not scaled
+    loaded_bytes: object = 0.0  # bytes its programs load, repeats served by L2 included (0: hbm_read)
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"

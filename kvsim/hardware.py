@@ -69,6 +69,7 @@ class Memory(_Frozen):
     l2_bytes: Sourced
     efficiency: Curve  # by bytes per kernel
     gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
+    reread_Bps: Optional[Sourced] = None  # loads of rows several programs read at once (L2 serves repeats)
 
 
 class Link(_Frozen):

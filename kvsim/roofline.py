@@ -3,7 +3,8 @@
 Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOPs per kernel; a
 matrix product's rows padded to whole tiles where the profile measured the tile),
 the memory time (bytes over bandwidth × efficiency at the bytes per kernel, × the profile's
-gather efficiency for rows read one by one through an index list), the host-link time
+gather efficiency for rows read one by one through an index list; at least the bytes the
+programs load, repeats included, over the measured re-read rate, where the op says so), the host-link time
 per direction, the interconnect time, the launch floor (kernels × launch overhead), and for ops
 that stand for torch.topk's radix selects (multi-block: about 20 kernels a call; single-block:
 one thread block per row, ~18 passes over it) the profile's measured cost of such calls, where
@@ -58,7 +59,11 @@ def _memory_time(op: Op, hw: HardwareProfile):
     eff = hw.memory.efficiency.at(_per_kernel(moved, op.launches))
     if op.access == "gather" and hw.memory.gather_efficiency is not None:
         eff = eff * hw.memory.gather_efficiency.value  # rows scattered through the cache
-    return moved / (hw.memory.bandwidth_Bps.value * eff)
+    hbm = moved / (hw.memory.bandwidth_Bps.value * eff)
+    loaded = np.asarray(op.loaded_bytes, dtype=float)
+    if hw.memory.reread_Bps is None or not np.any(loaded > 0):
+        return hbm
+    return np.maximum(hbm, loaded / hw.memory.reread_Bps.value)  # repeats served by L2 still take time
 
 
 def _link_time(op: Op, hw: HardwareProfile):

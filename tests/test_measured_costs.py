@@ -78,3 +78,57 @@ def test_gathered_rows_run_at_the_measured_gather_efficiency():
     a100 = load_profile("a100-80gb-sxm")  # not measured there: same as rows in runs
     assert a100.memory.gather_efficiency is None
     assert float(op_time(scattered, a100).time_s) == float(op_time(rows_in_runs, a100).time_s)
+
+
+def test_rows_loaded_again_take_the_measured_reread_rate():
+    """Quest's per-query-head programs load G·B rows per KV head; the HBM bytes stay the union.
+    Where the G page sets overlap (S just above the budget) the loads, not HBM, bound the time."""
+    from kvsim.predict import predict
+    h100 = load_profile("h100-sxm")
+    pred = predict(h100, method="quest", seq=np.array([4106, 65536]), batch=8, model="llama-3.1-8b")
+    pages = next(o for o in pred.cost.ops if o.name == "layers/attn/quest_pages")
+    row = 2 * 128 * 2 + 4 / 16  # K and V of one head, bf16, + a page index per row
+    loaded = 8 * 32 * 4096 * row * 30  # batch · query heads · budget rows · 30 sparse layers
+    assert np.allclose(pages.loaded_bytes, loaded)
+    memory = op_time(pages, h100).floors["memory"]
+    assert memory[0] == pytest.approx(loaded / h100.memory.reread_Bps.value)  # overlap: L2 loads bound
+    assert memory[1] > loaded / h100.memory.reread_Bps.value  # 64k: the union read from HBM bounds
+    a100 = load_profile("a100-80gb-sxm")  # not measured there: the HBM bytes alone
+    assert a100.memory.reread_Bps is None
+    assert op_time(pages, a100).floors["memory"][0] < loaded / h100.memory.reread_Bps.value
+
+
+def test_gemm_rows_run_in_whole_tiles():
+    from kvsim.decoder import layer_ops
+    from kvsim.models import load_model
+    h100, a100 = load_profile("h100-sxm"), load_profile("a100-80gb-sxm")
+    model = load_model("llama-3.1-8b")
+    wl = Workload(seq=4096, batch=32, gen=0, dtype="bf16", kv_dtype="bf16")
+    up = next(o for o in layer_ops(model, wl, tokens=9.0) if o.name == "layers/mlp/gate_up")  # 288 rows
+    tile = h100.compute.tile_rows.value
+    padded = float(up.flops) * 384 / 288
+    eff = h100.compute.efficiency.at(padded / float(up.launches))
+    want = padded / (h100.compute.peak("bf16") * eff)
+    assert tile == 128 and float(op_time(up, h100).floors["compute"]) == pytest.approx(want)
+    assert a100.compute.tile_rows is None  # not measured there: the FLOPs as they are
+    assert float(op_time(up, a100).floors["compute"]) == pytest.approx(
+        float(up.flops) / (a100.compute.peak("bf16") * a100.compute.efficiency.at(float(up.flops) / 32)))
+
+
+def test_profile_numbers_come_from_the_committed_measurements():
+    """The measured fields of the H100 profile are what the benchmark scripts' fits give."""
+    import json
+    import sys
+    from pathlib import Path
+    root = Path(__file__).parent.parent
+    sys.path.insert(0, str(root))
+    from benchmarks import bench_reread, bench_topk
+    results = root / "benchmarks" / "results"
+    h100 = load_profile("h100-sxm")
+    read = lambda name: [json.loads(line) for line in (results / name).read_text().splitlines()]  # noqa: E731
+    reread = bench_reread.fit(read("h100-reread.jsonl"))["reread_Bps"]
+    assert h100.memory.reread_Bps.value == pytest.approx(reread, rel=0.01)
+    law = bench_topk.fit_single_block(read("h100-topk-single.jsonl"), sms=132)
+    single = h100.topk.single_block
+    for field in ("call_s", "row_s", "size_exponent", "rows_exponent"):
+        assert getattr(single, field).value == pytest.approx(law[field], rel=0.01), field

@@ -189,9 +189,11 @@ def stated_overhead(name, params, pred, seq, batch):
         return Lm * batch * hkv * (2 * mdl.group * seq * 4 + 2 * seq * 4 + seq * 12 + 12)  # + evict write
     if name == "streamingllm":
         return 0 if mdl.learned_positions else Lm * seq * (4 + d * BF16)  # positions, cos/sin rows
-    # R more queries: q, o and split-K partials each (an upper bound: the dense kernel splits less)
+    # R more queries: q, o and split-K partials each (an upper bound: the dense kernel splits less);
+    # the R+1 outputs reordered from the kernel's rows to the projection's (read and write)
     per_query = 3 * d * BF16 + 2 * splits * (d + 2) * 4
-    return Lm * batch * hq * params["R"] * per_query + batch * (seq * 4 + params["R"] * 8)
+    reorder = Lm * batch * hq * (params["R"] + 1) * 2 * d * BF16
+    return Lm * batch * hq * params["R"] * per_query + batch * (seq * 4 + params["R"] * 8) + reorder
 
 
 @settings(max_examples=30, deadline=None)

@@ -27,12 +27,15 @@ d·b (key) + 2·d·b (min/max) ; write 2·d·b. Memory: +2·⌈S/P⌉·d·b per 
 GQA: Quest's kernels are MHA-only (one page table per head: ``kv_indices_without_last.repeat(
 num_heads, 1)``), and its selection is per head. kvsim keeps per-query-head scoring and
 selection, and shares what a grouped kernel can share: the metadata of a KV head is read once for
-its G query heads (as K is in grouped decode), and the attention kernel reads the union of the G
-page sets once, up to min(G·B, S) tokens (worst case: no overlap), every query head computing over
-that union with its own mask.
+its G query heads (as K is in grouped decode), and the HBM bytes of attention are the union of
+the G page sets, up to min(G·B, S) tokens (worst case: no overlap). The attention itself runs per
+query head, as the runtime's kernel does: G·B rows loaded per KV head, the repeats served by L2
+at the profile's measured re-read rate (``memory.reread_Bps``): where the G sets overlap (S near
+the budget) that, not HBM, bounds the time.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -42,7 +45,8 @@ from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..offload import uniform_share
 from ..workload import Workload
-from .attention import INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
+from .attention import (INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention,
+                        full_kv_bytes, kv_append, kv_row_bytes, topk_op)
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (evaluation/quest_attention.py)
@@ -72,9 +76,15 @@ class Quest(Method):
         union = np.where(sparse, np.minimum(model.group * B, S), S)
         ops = decode_attention("layers/attn/dense", model, wl, rows=S, layers=dense_layers,
                                target=contiguous_target(wl))
-        ops += decode_attention("layers/attn/quest_pages", model, wl, rows=union, layers=sparse_layers,
-                                index_bytes=np.where(sparse, INDEX_BYTES / P, 0.0),
-                                target=np.where(sparse, TARGET_PROGRAMS, contiguous_target(wl)))
+        pages, pages_combine = decode_attention("layers/attn/quest_pages", model, wl, rows=union,
+                                                layers=sparse_layers,
+                                                index_bytes=np.where(sparse, INDEX_BYTES / P, 0.0),
+                                                target=np.where(sparse, TARGET_PROGRAMS, contiguous_target(wl)))
+        # each query head's program loads its own B rows: G·B per KV head, the rows its group
+        # shares served again by L2 (the HBM bytes stay the union)
+        loaded = np.where(sparse, wl.batch * model.n_heads * B * (kv_row_bytes(model, wl) + INDEX_BYTES / P)
+                          * sparse_layers, 0.0)
+        ops += [replace(pages, loaded_bytes=loaded), pages_combine]
         on = np.where(sparse, 1.0, 0.0)
         heads = wl.batch * model.n_kv_heads
         topk = topk_op("layers/attn/quest_topk", np.maximum(self.pages(wl) - 1, 1), B / P - 1,
