@@ -48,10 +48,26 @@ def model_for(record: dict):
     return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
 
 
-def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None):
-    """The prediction of a measured configuration, at ``seq`` (default the record's)."""
+def record_profile(name: str) -> HardwareProfile:
+    """The profile a record's device is predicted on: its calibrated profile where one ships
+    (``<hw>.calibrated``, fitted to that device's measurements), else the datasheet one."""
     try:
-        profile = load_profile(hw or record["hw"])
+        return load_profile(f"{name}.calibrated")
+    except KvsimError:
+        return load_profile(name)
+
+
+def group(record: dict) -> str:
+    """The row a record's errors go to: its method, offloaded runs apart (``sparq offload 0.5``)."""
+    offload = record.get("offload") or 0.0
+    return record["method"] + (f" offload {offload:g}" if offload else "")
+
+
+def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None):
+    """The prediction of a measured configuration, at ``seq`` (default the record's), on ``hw``
+    or else on :func:`record_profile` of the record's device."""
+    try:
+        profile = load_profile(hw) if hw else record_profile(record["hw"])
         return predict(profile, method=record["method"], seq=record["seq"] if seq is None else seq,
                        batch=record["batch"],
                        model=model_for(record), dtype=record.get("dtype"),
@@ -122,12 +138,13 @@ def _stats(rows: list[Comparison], quantity: str) -> dict:
 
 
 def summarize(rows: list[Comparison]) -> dict:
-    """{"overall": {...}, "methods": {name: {...}}}, each with n and per-quantity statistics."""
+    """{"overall": {...}, "methods": {name: {...}}}, each with n and per-quantity statistics
+    (offloaded runs of a method are a row of their own: their latency is a different question)."""
     def block(subset):
         return {"n": len(subset), **{q: _stats(subset, q) for q in QUANTITIES}}
-    methods = sorted({r.record["method"] for r in rows})
+    methods = sorted({group(r.record) for r in rows})
     return {"overall": block(rows),
-            "methods": {m: block([r for r in rows if r.record["method"] == m]) for m in methods}}
+            "methods": {m: block([r for r in rows if group(r.record) == m]) for m in methods}}
 
 
 def plot(rows: list[Comparison], path: str) -> None:

@@ -109,7 +109,7 @@ def test_latency_is_predicted_at_the_contexts_that_were_timed():
     def at(seq):
         from kvsim.models import load_model
         model = load_model("llama-3.1-8b").model_copy(update={"n_layers": 4})
-        return predict("h100-sxm", method="quest", seq=seq, batch=8, model=model, budget=4096)
+        return predict("h100-sxm.calibrated", method="quest", seq=seq, batch=8, model=model, budget=4096)
 
     graph = record(timer="cuda events, cuda graph replay", contexts=[4091, 4100],
                    timed_contexts={"step": 4106, "attention": 4105})
@@ -122,3 +122,16 @@ def test_latency_is_predicted_at_the_contexts_that_were_timed():
     assert rows[1].predicted["latency"] == pytest.approx(float(np.median(per_step)))
     assert rows[2].predicted["latency"] == pytest.approx(float(at(4096).latency_s))
     assert float(at(4106).latency_s) != pytest.approx(float(at(4096).latency_s))  # the case matters
+
+
+def test_records_go_to_their_device_calibrated_profile_and_offload_rows():
+    from kvsim.validate import group, record_profile
+    assert record_profile("h100-sxm").name == "h100-sxm.calibrated"  # shipped: fitted to that device
+    assert record_profile("a100-80gb-sxm").name == "a100-80gb-sxm"  # none ships: the datasheet one
+    rec = {"method": "sparq", "offload": 0.5}
+    assert group(rec) == "sparq offload 0.5" and group({"method": "sparq", "offload": 0.0}) == "sparq"
+    truth = with_fit(load_profile("h100"), TRUE_EFFS, 6e-6, "test truth")
+    records = _measured(truth, seqs=(4096,), batches=(1,))
+    records.append({**records[0], "offload": 0.5})
+    summary = summarize(compare(records, truth))
+    assert set(summary["methods"]) == {"dense", "dense offload 0.5"}

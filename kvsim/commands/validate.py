@@ -9,7 +9,8 @@ from .common import dump_json
 def register(sub) -> None:
     val = sub.add_parser("validate", help="kvsim's prediction error against measured records")
     val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure")
-    val.add_argument("--hw", help="predict on this profile instead of each record's own (e.g. a calibrated one)")
+    val.add_argument("--hw", help="predict on this profile instead of each record's device's "
+                                  "(its calibrated profile where one ships, else the datasheet one)")
     val.add_argument("--held-out", type=float, metavar="FRACTION",
                      help="only the configurations a calibration with this hold-out fraction did not see")
     val.add_argument("--format", choices=("table", "json"), default="table")
