@@ -64,7 +64,8 @@ def adore_score(z, positions, freq, w1, w2, out) -> torch.Tensor:
 
 
 def adore_score_ref(z, positions, freq, w1, w2, out) -> torch.Tensor:
-    """Torch reference of :func:`adore_score` (the runtime's former eager controller score)."""
+    """Torch reference of :func:`adore_score` (the formula runtime/methods/adore.py Controller.score
+    scores the prompt with)."""
     _check(z, positions, freq, w1, w2, out)
     angle = positions.float()[:, None] * freq
     p = torch.cat([angle.sin(), angle.cos()], -1).to(z.dtype)
@@ -74,12 +75,11 @@ def adore_score_ref(z, positions, freq, w1, w2, out) -> torch.Tensor:
 
 
 @triton.jit
-def _release_kernel(SLOT_POS, SLOT_SCORE, RELEASED, REBUILD, SCORE, INSERT, n, m,
-                    s_sp, s_ss, s_rel, s_reb, s_sc, BLOCK: tl.constexpr):
+def _release_kernel(SLOT_POS, SLOT_SCORE, REBUILD, SCORE, INSERT, n, m,
+                    s_sp, s_ss, s_reb, s_sc, BLOCK: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     slot = tl.load(INSERT + b).to(tl.int64)
     old = tl.load(SLOT_POS + b * s_sp + slot).to(tl.int64)
-    tl.store(RELEASED + b * s_rel + old, old >= 0)
     tl.store(REBUILD + b * s_reb + old, tl.load(SCORE + b * s_sc + old))
     tl.store(SLOT_POS + b * s_sp + slot, n)
     new = tl.load(SCORE + b * s_sc + n)
@@ -97,34 +97,33 @@ def _release_kernel(SLOT_POS, SLOT_SCORE, RELEASED, REBUILD, SCORE, INSERT, n, m
     tl.store(INSERT + b, where.to(INSERT.dtype.element_ty))
 
 
-def _check_release(slot_pos, slot_score, released, rebuild_score, score, insert):
+def _check_release(slot_pos, slot_score, rebuild_score, score, insert):
     B, m = slot_pos.shape
-    if (slot_score.shape != (B, m) or insert.shape != (B,) or released.shape != score.shape
-            or rebuild_score.shape != score.shape or score.shape[0] != B):
-        raise ValueError(f"want slot_pos, slot_score [B, m], released, rebuild_score, score [B, S], insert [B]; "
-                         f"got {tuple(slot_pos.shape)}, {tuple(slot_score.shape)}, {tuple(released.shape)}, "
+    if (slot_score.shape != (B, m) or insert.shape != (B,) or rebuild_score.shape != score.shape
+            or score.shape[0] != B):
+        raise ValueError(f"want slot_pos, slot_score [B, m], rebuild_score, score [B, S], insert [B]; "
+                         f"got {tuple(slot_pos.shape)}, {tuple(slot_score.shape)}, "
                          f"{tuple(rebuild_score.shape)}, {tuple(score.shape)}, {tuple(insert.shape)}")
 
 
-def adore_release(slot_pos, slot_score, released, rebuild_score, score, insert, n: int) -> None:
+def adore_release(slot_pos, slot_score, rebuild_score, score, insert, n: int) -> None:
     """In place, per sequence b, once the cache is full: the token in slot insert[b] is released
-    (released[old] = True, rebuild_score[old] = score[old]); token n takes the slot (slot_pos,
+    (rebuild_score[old] = score[old], finite: released); token n takes the slot (slot_pos,
     slot_score); insert[b] becomes the next step's slot, the argmin of slot_score (ties: the
     lowest). One program per sequence: read m·4 bytes, write a few; torch takes ~8 kernels."""
-    _check_release(slot_pos, slot_score, released, rebuild_score, score, insert)
+    _check_release(slot_pos, slot_score, rebuild_score, score, insert)
     B, m = slot_pos.shape
     launcher(_release_kernel, score)[(B,)](
-        slot_pos, slot_score, released, rebuild_score, score, insert, n, m, slot_pos.stride(0),
-        slot_score.stride(0), released.stride(0), rebuild_score.stride(0), score.stride(0),
+        slot_pos, slot_score, rebuild_score, score, insert, n, m, slot_pos.stride(0),
+        slot_score.stride(0), rebuild_score.stride(0), score.stride(0),
         BLOCK=min(1024, pow2_at_least(m)), num_warps=4)
 
 
-def adore_release_ref(slot_pos, slot_score, released, rebuild_score, score, insert, n: int) -> None:
+def adore_release_ref(slot_pos, slot_score, rebuild_score, score, insert, n: int) -> None:
     """Torch reference of :func:`adore_release`."""
-    _check_release(slot_pos, slot_score, released, rebuild_score, score, insert)
+    _check_release(slot_pos, slot_score, rebuild_score, score, insert)
     slot = insert[:, None].long()
     old = slot_pos.gather(1, slot).long()
-    released.scatter_(1, old, True)
     rebuild_score.scatter_(1, old, score.gather(1, old))
     slot_pos.scatter_(1, slot, torch.full_like(slot, n).to(slot_pos.dtype))
     slot_score.scatter_(1, slot, score[:, n:n + 1].expand_as(slot).contiguous())

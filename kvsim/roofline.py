@@ -91,14 +91,13 @@ def _host_time(op: Op, hw: HardwareProfile):
 
 def _library_time(op: Op, hw: HardwareProfile):
     calls = np.asarray(op.topk_calls, dtype=float)
-    single = np.asarray(op.topk_single_calls, dtype=float)
     if hw.topk is None:
-        return np.zeros(np.broadcast(calls, single).shape)
+        return np.zeros_like(calls)
     read = np.where(calls > 0, np.asarray(op.hbm_read, dtype=float), 0.0)
     multi = calls * hw.topk.call_s.value + read / hw.topk.throughput_Bps.value
     if hw.topk.single_block is None:
-        return multi + 0.0 * single
-    return multi + single * hw.topk.single_block.call_time(*op.topk_shape)
+        return multi
+    return multi + np.asarray(op.topk_single_calls, dtype=float) * hw.topk.single_block.call_time(*op.topk_shape)
 
 
 def op_time(op: Op, hw: HardwareProfile) -> OpTime:

@@ -9,6 +9,7 @@ Compute counted them) and PCIe bytes are summarised per method and overall.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -48,6 +49,7 @@ def model_for(record: dict):
     return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
 
 
+@lru_cache(maxsize=16)
 def record_profile(name: str) -> HardwareProfile:
     """The profile a record's device is predicted on: its calibrated profile where one ships
     (``<hw>.calibrated``, fitted to that device's measurements), else the datasheet one."""

@@ -13,7 +13,7 @@ import torch
 from kvsim.methods.attention import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_count
 
 from . import ops
-from .reference import _take
+from .reference import _take, pages_to_rows
 
 
 ROW_ALIGN = 16  # rows allocated in multiples of 16: cuBLAS falls back to slow kernels on odd sizes
@@ -77,9 +77,6 @@ class DeviceRows:
     def __init__(self, batch: int, heads: int, rows: int, fields: dict, device):
         self.t = {name: torch.zeros(batch, heads, rows, *tail, dtype=dtype, device=device)
                   for name, (tail, dtype) in fields.items()}
-        # (sequence, head) index grids of a tensor-slot put, made once: one index_put per field
-        self._b = torch.arange(batch, device=device)[:, None]
-        self._h = torch.arange(heads, device=device)[None, :]
 
     def load(self, values: dict, slots=None) -> None:
         """Rows [0, n) from values [B, heads, n, ...], or at ``slots`` [n] (a ring)."""
@@ -100,7 +97,10 @@ class DeviceRows:
             if isinstance(slot, int):
                 t[:, :, slot] = value
             else:
-                t[self._b, self._h, slot.expand(*t.shape[:2])] = value
+                B, H = t.shape[:2]
+                b = torch.arange(B, device=t.device)[:, None]
+                h = torch.arange(H, device=t.device)[None, :]
+                t[b, h, slot.expand(B, H)] = value
 
     def full(self) -> dict:
         return self.t
@@ -209,8 +209,7 @@ class KVCache:
             if not (self.int8 or self.layers[layer].offloaded or logits):
                 f, _ = self.layers[layer].gather(indices)
                 return ops.gathered_decode_attention(q, f["k"], f["v"], indices, counts, page_size=page_size)
-            indices = (indices.long()[..., None] * page_size
-                       + torch.arange(page_size, device=indices.device)).flatten(-2).int()
+            indices = pages_to_rows(indices, page_size)
         if self.int8:
             k, v = self.rows_of(layer, indices)
             B, Hsel, K = indices.shape

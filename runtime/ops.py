@@ -87,8 +87,8 @@ def adore_score(z, positions, freq, w1, w2, out):
     return _call("adore_score", z.device, z, positions, freq, w1, w2, out)
 
 
-def adore_release(slot_pos, slot_score, released, rebuild_score, score, insert, n):
-    return _call("adore_release", score.device, slot_pos, slot_score, released, rebuild_score, score, insert, n)
+def adore_release(slot_pos, slot_score, rebuild_score, score, insert, n):
+    return _call("adore_release", score.device, slot_pos, slot_score, rebuild_score, score, insert, n)
 
 
 def put_rows(k, v, slots, k_new, v_new):

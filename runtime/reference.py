@@ -48,11 +48,17 @@ def _take(t: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return rows.reshape(B, Hsel, K, *t.shape[3:])
 
 
+def pages_to_rows(pages: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Page lists [..., n] -> int32 row lists [..., n·page_size] (page p: rows p·P ... p·P + P − 1)."""
+    rows = pages.long()[..., None] * page_size + torch.arange(page_size, device=pages.device)
+    return rows.flatten(-2).int()
+
+
 def gathered_decode_attention_ref(q, k, v, indices, counts, *, scale=None, return_lse=False, page_size=1):
     """Attention over the rows indices[b, hs, :counts[b, hs]]; Hsel = Hkv or H. ``page_size`` > 1:
     indices list pages of that many rows."""
     if page_size > 1:
-        indices = (indices.long()[..., None] * page_size + torch.arange(page_size, device=q.device)).flatten(-2)
+        indices = pages_to_rows(indices, page_size)
     B, Hsel, K = indices.shape
     ks, vs = _take(k, indices).float(), _take(v, indices).float()
     logits = _grouped(q.float(), Hsel) @ ks.transpose(-1, -2) * _scale(q, scale)  # [B,Hsel,G,K]
@@ -88,7 +94,7 @@ def dequantize_kv_ref(xq, scale, zero, dtype=torch.float32):
     return ((xq.float() + INT8_OFFSET) * scale.float()[..., None] + zero.float()[..., None]).to(dtype)
 
 
-def decode_attention_int8_ref(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens, *, scale=None):
+def decode_attention_int8_ref(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens, *, scale=None, num_splits=None):
     k = dequantize_kv_ref(kq, k_scale, k_zero)
     v = dequantize_kv_ref(vq, v_scale, v_zero)
     return decode_attention_ref(q, k, v, seq_lens, scale=scale)

@@ -48,6 +48,9 @@ class Controller:
         return out.reshape(*shape, HIDDEN)
 
     def score(self, z: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """σ of the prompt's states z [B, T, h] at ``pos`` [T], in torch on every device: kernel and
+        reference runs then keep the same m prompt tokens (the step's kernel, kernels/adore.py,
+        rounds in fp32 and would flip near-ties in that top-m)."""
         angle = pos.float()[..., None] * self.freq
         p = torch.cat([angle.sin(), angle.cos()], -1).to(z.dtype)
         return torch.sigmoid(F.linear(F.relu(F.linear(z + p, self.w1)), self.w2)[..., 0].float())
@@ -74,14 +77,18 @@ class ADORE(RuntimeMethod):
         self.insert = torch.zeros(s.batch, dtype=torch.long, device=s.device)  # this step's slot
         self.tokens = torch.zeros(s.batch, s.max_seq, dtype=torch.long, device=s.device)
         self.score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
-        self.released = torch.zeros(s.batch, s.max_seq, dtype=torch.bool, device=s.device)
         # the released tokens' scores, −inf elsewhere: the reconstruction's top-R input, kept as
         # tokens are released, so each step's choice is one top-k over a contiguous row
         self.rebuild_score = torch.full((s.batch, s.max_seq), float("-inf"), device=s.device)
         self.count, self.ctrl, self.h = 0, None, None
 
     def side_tensors(self):
-        return [self.tokens, self.score, self.released, self.rebuild_score, self.k_pos, self.slot_score]
+        return [self.tokens, self.score, self.rebuild_score, self.k_pos, self.slot_score]
+
+    @property
+    def released(self) -> torch.Tensor:
+        """[B, S_max] bool: the positions released from the cache (scores are finite sigmoids)."""
+        return torch.isfinite(self.rebuild_score)
 
     def begin_prefill(self, n, tokens, model):
         s = self.spec
@@ -98,9 +105,8 @@ class ADORE(RuntimeMethod):
         kept = self.score[:, :n].topk(self.count, dim=-1).indices.sort(-1).values
         self.slot_pos[:, : self.count] = kept
         self.slot_score[:, : self.count] = self.score.gather(1, kept)
-        self.released[:, :n] = True
-        self.released.scatter_(1, kept, False)
-        self.rebuild_score.copy_(self.score.masked_fill(~self.released, float("-inf")))
+        self.rebuild_score[:, :n] = self.score[:, :n]  # every prompt token released but the kept
+        self.rebuild_score.scatter_(1, kept, float("-inf"))
         self._next_slot()
 
     def _next_slot(self) -> None:
@@ -164,8 +170,8 @@ class ADORE(RuntimeMethod):
         chunk = self.prepare(tokens)
         logits = model.forward(chunk, self.chunk_pos, self.attend_chunk)
         if self.count == self.m:  # release, insert and the next slot: one kernel (kernels/adore.py)
-            ops.adore_release(self.slot_pos, self.slot_score, self.released, self.rebuild_score,
-                              self.score, self.insert, self.n)
+            ops.adore_release(self.slot_pos, self.slot_score, self.rebuild_score, self.score,
+                              self.insert, self.n)
         else:  # a free slot: the cache is still filling
             self.slot_pos[:, self.count] = self.n
             self.slot_score[:, self.count] = self.score[:, self.n]
