@@ -253,7 +253,7 @@ def plan_quality(options, model, seq: int, params: dict | None = None, benchmark
                  floor: float | None = None) -> tuple[list[Quality], np.ndarray, list[str]]:
     """For plan's options (anything with ``.method``): each one's Quality (computed once per
     method: quality does not depend on the hardware or batch), a keep-mask (all kept without a
-    ``floor``; with one, known or exact quality >= floor), and why each excluded one was."""
+    ``floor``; with one, exact or known quality >= floor), and why each option was excluded ('')."""
     from .sweep import method_params
 
     per_method = {name: quality(get_method(name, method_params(name, params)), model, seq, benchmark)
@@ -261,8 +261,7 @@ def plan_quality(options, model, seq: int, params: dict | None = None, benchmark
     found = [per_method[o.method] for o in options]
     relative = np.array([q.relative if q.relative is not None else np.nan for q in found], dtype=float)
     keep = np.ones(len(found), bool) if floor is None else np.nan_to_num(relative, nan=-1.0) >= floor
-    why = [] if floor is None else [_excluded(name, q, floor) for name, q in per_method.items()
-                                    if q.relative is None or q.relative < floor]
+    why = ["" if k else _excluded(o.method, q, floor) for o, q, k in zip(options, found, keep)]
     return found, keep, why
 
 
