@@ -147,3 +147,20 @@ def test_predict_prints_a_quality_line_and_json_carries_it(capsys):
     assert record["quality"]["status"] == "unknown" and record["quality"]["nearest"]["method"] == "quest"
     code, out, _ = _run(capsys, "predict", "--hw", "h100", "--method", "all", "--seq", "8k")
     assert "quality (retrieval)" in out
+
+
+def test_lower_is_better_benchmarks_divide_dense_by_the_score():
+    assert not BENCHMARKS["wikitext_bpc"].higher_is_better
+    bpc = next(e for e in ENTRIES if e.benchmark == "wikitext_bpc" and e.method == "sparq")
+    assert bpc.score > bpc.dense and bpc.relative == pytest.approx(bpc.dense / bpc.score) and bpc.relative < 1
+    q = quality(get_method("sparq", {"r": 8, "k": 128}), "llama-2-13b", 1554, "wikitext_bpc")
+    assert q.status == "known" and q.relative == pytest.approx(0.609574 / 0.697156)
+
+
+def test_a_broken_quality_file_names_the_field(tmp_path):
+    bad = tmp_path / "q.yaml"
+    bad.write_text("benchmarks: {r: {description: abc, higher_is_better: true}}\n"
+                   "tables: {t: {source: 0123456789x, model: m1, benchmark: r, task: abc, context: 10, dense: 1}}\n"
+                   "entries: [{table: t, method: quest, score: 1}]\n")
+    with pytest.raises(Exception, match="entries.0"):
+        load_quality(bad)
