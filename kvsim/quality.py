@@ -271,6 +271,14 @@ def _excluded(name: str, q: Quality, floor: float) -> str:
     return f"{name}: {q.relative:.2f} of dense on {q.benchmark}, below the floor {floor:g}"
 
 
+def parse_benchmark(text: str) -> str:
+    """--quality-benchmark: a benchmark of the shipped quality file."""
+    marks, _ = load_quality()
+    if text not in marks:
+        raise KvsimError(f"unknown quality benchmark '{text}'; choose one of: {', '.join(marks)}")
+    return text
+
+
 def parse_floor(text: str) -> float:
     """--quality-floor: a share of dense quality in [0, 1] (1 keeps only what matches dense)."""
     try:

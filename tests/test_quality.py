@@ -164,3 +164,8 @@ def test_a_broken_quality_file_names_the_field(tmp_path):
                    "entries: [{table: t, method: quest, score: 1}]\n")
     with pytest.raises(Exception, match="entries.0"):
         load_quality(bad)
+
+
+def test_plan_rejects_an_unknown_benchmark_before_planning(capsys):
+    code, out, err = _run(capsys, "plan", "--model", "llama-2-7b-32k", "--seq", "32k", "--quality-benchmark", "x")
+    assert code == 2 and out == "" and "unknown quality benchmark 'x'" in err

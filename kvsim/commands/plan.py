@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..errors import KvsimError
-from ..quality import DEFAULT_BENCHMARK, parse_floor
+from ..quality import DEFAULT_BENCHMARK, parse_benchmark, parse_floor
 from ..report import table
 from ..units import format_bytes, format_seconds, format_tokens
 from .common import add_model_args, dump_json, parse_params, positive_int, tokens
@@ -27,7 +27,7 @@ def register(sub) -> None:
     parser.add_argument("--prices", help="YAML of per-GPU hourly prices replacing the shipped ones by name")
     parser.add_argument("--quality-floor", type=parse_floor, metavar="F",
                         help="keep options whose published quality relative to dense is >= F in [0, 1]; unknown is excluded")
-    parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK,
+    parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
                         help=f"benchmark the quality column and floor use (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
     add_model_args(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")

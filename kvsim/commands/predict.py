@@ -5,7 +5,7 @@ import sys
 
 from ..methods import METHODS
 from ..predict import predict
-from ..quality import DEFAULT_BENCHMARK, quality
+from ..quality import DEFAULT_BENCHMARK, parse_benchmark, quality
 from ..records import prediction_records, to_csv
 from ..report import comparison_text, prediction_text
 from .common import (add_format_arg, add_model_args, dump_json, fraction, non_negative_int, parse_params,
@@ -24,7 +24,7 @@ def register(sub) -> None:
                         help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
     add_model_args(parser)
     add_format_arg(parser)
-    parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK,
+    parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
                         help=f"benchmark for the published-quality line (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
     parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context, PNG")
     parser.set_defaults(run=run)
