@@ -102,14 +102,19 @@ def load_quality(path: str | Path | None = None) -> tuple[dict[str, Benchmark], 
 @lru_cache(maxsize=4)
 def _load(path: str):
     data = read_mapping(Path(path), "quality file")
-    marks = {k: validated(Benchmark, v, path, f"benchmarks.{k}.") for k, v in data.get("benchmarks", {}).items()}
-    tables = {k: validated(Table, v, path, f"tables.{k}.") for k, v in data.get("tables", {}).items()}
+    for key, kind in (("benchmarks", dict), ("tables", dict), ("entries", list)):
+        if not isinstance(data.get(key), kind):
+            raise KvsimError(f"{path}: expected '{key}:' as a {'mapping' if kind is dict else 'list'}")
+    marks = {k: validated(Benchmark, v, path, f"benchmarks.{k}.") for k, v in data["benchmarks"].items()}
+    tables = {k: validated(Table, v, path, f"tables.{k}.") for k, v in data["tables"].items()}
     entries = []
-    for i, raw in enumerate(data.get("entries") or []):
+    for i, raw in enumerate(data["entries"]):
         entry = validated(Entry, raw, path, f"entries.{i}.")
         table = tables.get(entry.table)
         problem = ("unknown table" if table is None else "unknown benchmark" if table.benchmark not in marks
-                   else "unknown method" if entry.method not in METHODS else "")
+                   else "unknown method" if entry.method not in METHODS
+                   else "score 0 where lower is better" if not (entry.score or marks[table.benchmark].higher_is_better)
+                   else "")
         if problem:
             raise KvsimError(f"{path}: entries.{i}: {problem} ({entry.table}, {entry.method})")
         entries.append(_published(entry, table, marks[table.benchmark]))
@@ -118,7 +123,7 @@ def _load(path: str):
 
 def _published(entry: Entry, table: Table, mark: Benchmark) -> Published:
     fraction = entry.budget_fraction or min(entry.budget_tokens / table.context, 1.0)
-    relative = entry.score / table.dense if mark.higher_is_better else table.dense / max(entry.score, 1e-300)
+    relative = entry.score / table.dense if mark.higher_is_better else table.dense / entry.score
     return Published(entry.method, table.model, table.kvsim_model, table.benchmark, table.task,
                      table.context, fraction, dict(entry.params), entry.score, table.dense, relative,
                      table.source, table.dense_source, table.context_note)

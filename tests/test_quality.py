@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from kvsim.cli import main
+from kvsim.errors import KvsimError
 from kvsim.methods import METHODS, get_method
 from kvsim.quality import (BUDGET_FACTOR, DEFAULT_BENCHMARK, kept_fraction, load_quality, plan_quality,
                            quality)
@@ -162,10 +163,17 @@ def test_a_broken_quality_file_names_the_field(tmp_path):
     bad.write_text("benchmarks: {r: {description: abc, higher_is_better: true}}\n"
                    "tables: {t: {source: 0123456789x, model: m1, benchmark: r, task: abc, context: 10, dense: 1}}\n"
                    "entries: [{table: t, method: quest, score: 1}]\n")
-    with pytest.raises(Exception, match="entries.0"):
+    with pytest.raises(KvsimError, match="entries.0"):
         load_quality(bad)
 
 
 def test_plan_rejects_an_unknown_benchmark_before_planning(capsys):
     code, out, err = _run(capsys, "plan", "--model", "llama-2-7b-32k", "--seq", "32k", "--quality-benchmark", "x")
     assert code == 2 and out == "" and "unknown quality benchmark 'x'" in err
+
+
+def test_a_quality_file_without_its_sections_is_one_error(tmp_path):
+    bad = tmp_path / "q.yaml"
+    bad.write_text("benchmarks: []\n")
+    with pytest.raises(KvsimError, match="benchmarks"):
+        load_quality(bad)
