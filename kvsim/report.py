@@ -12,7 +12,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def prediction_text(pred, top: int = 8) -> str:
+def prediction_text(pred, top: int = 8, quality=None) -> str:
     wl, rec = pred.workload, pred
     attn = pred.attention()
     latency = float(rec.latency_s)
@@ -43,6 +43,8 @@ def prediction_text(pred, top: int = 8) -> str:
         lines += [f"  generation         {wl.gen} tokens after a {format_tokens(int(wl.seq))} prompt: "
                   f"TTFT {format_seconds(float(gen.ttft_s))}, total {format_seconds(float(gen.total_s))}, "
                   f"{float(gen.tokens_per_s):.1f} tokens/s"]
+    if quality is not None:
+        lines.append(f"  quality            {quality.line()}")
     if int(wl.seq) > pred.model.max_context:
         lines.append(f"  note: {pred.model.name} was trained for {format_tokens(pred.model.max_context)} tokens")
     return "\n".join(lines) + "\n\n" + breakdown_text(pred, top)
@@ -57,20 +59,30 @@ def breakdown_text(pred, top: int = 8) -> str:
     return "ops that take the most time:\n" + table(rows, ["op", "time", "share", "bound", "HBM", "FLOPs"])
 
 
-def comparison_text(preds: list) -> str:
-    """--method all: one row per method, sorted by latency."""
+def comparison_text(preds: list, quality: list | None = None) -> str:
+    """--method all: one row per method, sorted by latency; with ``quality`` (one per
+    prediction, kvsim.quality) a column of published quality relative to dense."""
     dense = next((p for p in preds if p.method.name == "dense"), preds[0])
+    found = dict(zip((id(p) for p in preds), quality or []))
     rows = []
     for p in sorted(preds, key=lambda p: float(p.latency_s)):
         attn = p.attention()
         rows.append([p.method.name, format_seconds(float(p.latency_s)),
                      f"{float(dense.latency_s) / float(p.latency_s):.2f}x",
                      format_count(attn["hbm_bytes"], "B"), format_count(p.hbm_bytes, "B"),
-                     format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"])
+                     format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"]
+                    + ([found[id(p)].cell()] if quality else []))
     first = preds[0]
     head = (f"{first.hw.name}: {first.model.name}, batch {int(first.workload.batch)}, "
             f"context {format_tokens(int(first.workload.seq))}\n\n")
-    return head + table(rows, ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"])
+    header = ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"]
+    text = head + table(rows, header + ([f"quality ({quality[0].benchmark})"] if quality else []))
+    return text + (QUALITY_NOTE if quality else "")
+
+
+QUALITY_NOTE = ("\nquality: published score relative to dense on that benchmark for this model, context and "
+                "budget (kvsim/data/quality.yaml); 'exact': the whole context is kept; 'unknown': no "
+                "close published setting (--method NAME shows the nearest)")
 
 
 def as_float(value) -> float:

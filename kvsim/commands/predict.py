@@ -5,6 +5,7 @@ import sys
 
 from ..methods import METHODS
 from ..predict import predict
+from ..quality import DEFAULT_BENCHMARK, parse_benchmark, quality
 from ..records import prediction_records, to_csv
 from ..report import comparison_text, prediction_text
 from .common import (add_format_arg, add_model_args, dump_json, fraction, non_negative_int, parse_params,
@@ -23,6 +24,8 @@ def register(sub) -> None:
                         help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
     add_model_args(parser)
     add_format_arg(parser)
+    parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
+                        help=f"benchmark for the published-quality line (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
     parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context, PNG")
     parser.set_defaults(run=run)
 
@@ -38,16 +41,17 @@ def run(args) -> int:
     if args.method == "all":
         preds = [_predict(args, name, params if name == "dense" else {}) for name in METHODS]
         _plot(args, preds)
-        return _emit_many(preds, args.format)
+        return _emit_many(preds, args.format, args.quality_benchmark)
     pred = _predict(args, args.method, params)
     _plot(args, [pred])
     record = prediction_records(pred)[0]
+    found = _quality(pred, args.quality_benchmark)
     if args.format == "json":
-        print(dump_json(record))
+        print(dump_json({**record, "quality": found.as_dict()}))
     elif args.format == "csv":
         sys.stdout.write(to_csv([record]))
     else:
-        print(prediction_text(pred))
+        print(prediction_text(pred, quality=found))
     message = pred.fit_message()
     if message:  # the prediction is the answer; the exit status says it does not fit
         print(message, file=sys.stderr)
@@ -61,12 +65,18 @@ def _plot(args, preds) -> None:
         predict_figure(preds, args.plot)
 
 
-def _emit_many(preds, fmt) -> int:
+def _quality(pred, benchmark):
+    """Published quality of this configuration (its effective parameters, the unsplit model)."""
+    return quality(pred.method, pred.model, float(pred.workload.seq), benchmark)
+
+
+def _emit_many(preds, fmt, benchmark) -> int:
     records = [prediction_records(p)[0] for p in preds]
+    found = [_quality(p, benchmark) for p in preds]
     if fmt == "json":
-        print(dump_json(records))
+        print(dump_json([{**r, "quality": q.as_dict()} for r, q in zip(records, found)]))
     elif fmt == "csv":
         sys.stdout.write(to_csv(records))
     else:
-        print(comparison_text(preds))
+        print(comparison_text(preds, found))
     return 0
