@@ -55,8 +55,10 @@ def capacity_record() -> dict:
     few[(1,)](x, 256, BLOCK=256)
     torch.cuda.synchronize()
     stages["triton"] = torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved()
-    total = torch.cuda.get_device_properties(0).total_memory
+    props = torch.cuda.get_device_properties(0)
+    total = props.total_memory
     return {"kind": "capacity", "smi_total_mib": smi_total_mib(), "torch_total_bytes": total,
+            "sm_count": props.multi_processor_count, "l2_bytes": getattr(props, "L2_cache_size", None),
             "free_after_bytes": stages, "reserve_bytes": {k: total - v for k, v in stages.items()}}
 
 
