@@ -36,6 +36,8 @@ class Op:
     topk_single_calls: object = 0.0  # torch.topk single-block calls, each over ``topk_shape``
     topk_shape: tuple = (0.0, 0.0)  # (rows, candidates per row) of one single-block call; not scaled
     gemm_rows: object = 0.0  # a matrix product's rows (tokens) per launch, 0 if not one; not scaled
+    comm_gpus: int = 1  # GPUs in the ring of a "comm" op's collective; not scaled
+    comm_steps: float = 0.0  # ring steps of one collective call (kvsim.topology); not scaled
     loaded_bytes: object = 0.0  # bytes its programs load, repeats served by L2 included (0: hbm_read)
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"

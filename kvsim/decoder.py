@@ -13,6 +13,7 @@ import numpy as np
 
 from .cost import Op
 from .models import ModelConfig
+from .topology import allgather_sent, allgather_steps, allreduce_sent, allreduce_steps
 from .workload import Workload
 
 
@@ -90,15 +91,16 @@ def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray
 
 
 def tensor_parallel_ops(model: ModelConfig, wl: Workload, gpus: int, tokens=1.0) -> list[Op]:
-    """Megatron-style TP: an all-reduce of the hidden state after attention and after the MLP in
-    every layer, and an all-gather of the vocabulary-split logits. A ring all-reduce sends
-    2·(N−1)/N of the message per GPU; an all-gather (N−1)/N. ``model`` is the full model."""
+    """Megatron-style TP: a ring all-reduce of the hidden state after attention and after the MLP
+    in every layer, and a ring all-gather of the vocabulary-split fp32 logits (bytes sent per GPU
+    and ring steps: kvsim.topology). ``model`` is the full model."""
     if gpus <= 1:
         return []
     rows = wl.batch * tokens
-    ring = 2.0 * (gpus - 1) / gpus
     hidden = rows * model.d_model * wl.b_a
-    return [Op("layers/allreduce", "comm", comm_bytes=ring * hidden, hbm_read=2 * hidden,
-               hbm_write=hidden, dtype="fp32").scaled(2 * model.n_layers),
-            Op("lm_head_allgather", "comm", comm_bytes=(gpus - 1) / gpus * wl.batch * model.vocab * 4.0,
-               hbm_write=wl.batch * model.vocab * 4.0, dtype="fp32")]
+    logits = wl.batch * model.vocab * 4.0
+    return [Op("layers/allreduce", "comm", comm_bytes=allreduce_sent(hidden, gpus), hbm_read=2 * hidden,
+               hbm_write=hidden, comm_gpus=gpus, comm_steps=allreduce_steps(gpus),
+               dtype="fp32").scaled(2 * model.n_layers),
+            Op("lm_head_allgather", "comm", comm_bytes=allgather_sent(logits, gpus), hbm_write=logits,
+               comm_gpus=gpus, comm_steps=allgather_steps(gpus), dtype="fp32")]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import KvsimError
 from .yamlfile import read_mapping, validated
@@ -53,6 +53,7 @@ class Compute(_Frozen):
     peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
     efficiency: Curve  # by FLOPs per kernel
     tile_rows: Optional[Sourced] = None  # a GEMM's rows run in whole tiles of this many, where measured
+    sm_count: Optional[Sourced] = None  # streaming multiprocessors (compute units on AMD)
 
     def peak(self, dtype: str) -> float:
         if dtype in self.peak_flops:
@@ -79,11 +80,53 @@ class Link(_Frozen):
     efficiency: Sourced  # achieved fraction for large pinned copies
 
 
+class RingLink(_Frozen):
+    """One class of GPU-to-GPU link a ring collective crosses."""
+    name: str
+    bandwidth_Bps: Sourced  # per GPU, per direction
+    efficiency: Sourced  # achieved fraction in a ring all-reduce
+    step_latency_s: Sourced  # one ring step: a chunk handed to the next GPU
+
+
 class Interconnect(_Frozen):
+    """How the GPUs of one node reach each other (kvsim.topology turns it into collective times).
+
+    ``topology``: "switch", every GPU at its full per-GPU bandwidth to every other (NVSwitch) up
+    to ``node_gpus``; "mesh", a direct link of ``bandwidth_Bps`` from each GPU to every other, so
+    a collective over N GPUs runs N−1 rings side by side, one per link; "pairs", a bridge joins
+    two GPUs and a ring of more than two also crosses ``beyond_pair`` (PCIe); "pcie", PCIe peer
+    to peer only."""
     name: str
     bandwidth_Bps: Sourced  # per GPU, per direction
     efficiency: Sourced
     latency_s: Sourced  # per collective call
+    topology: Literal["switch", "mesh", "pairs", "pcie"] = "switch"
+    step_latency_s: Optional[Sourced] = None  # per ring step on these links (none: 0)
+    node_gpus: Optional[Sourced] = None  # GPUs one node joins by this interconnect (none: no limit known)
+    beyond_pair: Optional[RingLink] = None  # "pairs" only: the link between pairs
+
+    @model_validator(mode="after")
+    def _pairs_name_the_link_beyond(self):
+        if (self.topology == "pairs") != (self.beyond_pair is not None):
+            raise ValueError("topology 'pairs' needs beyond_pair (the link between pairs), and only it has one")
+        return self
+
+    def own_link(self) -> RingLink:
+        step = self.step_latency_s or Sourced(value=0.0, source="not given")
+        return RingLink(name=self.name, bandwidth_Bps=self.bandwidth_Bps, efficiency=self.efficiency,
+                        step_latency_s=step)
+
+    def ring_links(self, gpus: int) -> list[RingLink]:
+        """The link classes a ring over ``gpus`` GPUs of one node crosses (a mesh: its N−1
+        link-disjoint rings as one link of N−1 times the bandwidth)."""
+        own = self.own_link()
+        if self.topology == "pairs" and gpus > 2:
+            return [own, self.beyond_pair]
+        if self.topology == "mesh":
+            rings = max(gpus - 1, 1)
+            wide = Sourced(value=own.bandwidth_Bps.value * rings, source=f"{rings} links of {own.bandwidth_Bps.source}")
+            return [own.model_copy(update={"bandwidth_Bps": wide})]
+        return [own]
 
 
 class Host(_Frozen):

@@ -14,6 +14,7 @@ from .methods import Method, get_method
 from .models import DEFAULT_MODEL, ModelConfig, load_model
 from .offload import check_fraction, offload_cost
 from .roofline import StepTime, step_time
+from .topology import check_gpus
 from .units import format_bytes
 from .workload import Workload
 
@@ -163,6 +164,7 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     hw, model = load_profile(hw), load_model(model)
     if not isinstance(gpus, (int, np.integer)) or gpus < 1:
         raise KvsimError(f"gpus must be a positive whole number, got {gpus!r}")
+    check_gpus(hw, int(gpus))  # a CPU, no interconnect, or more GPUs than one node holds
     dtype = dtype or hw.preferred_dtype
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)

@@ -5,7 +5,8 @@ matrix product's rows padded to whole tiles where the profile measured the tile)
 the memory time (bytes over bandwidth × efficiency at the bytes per kernel, × the profile's
 gather efficiency for rows read one by one through an index list; at least the bytes the
 programs load, repeats included, over the measured re-read rate, where the op says so), the host-link time
-per direction, the interconnect time, the launch floor (kernels × launch overhead), and for ops
+per direction, the interconnect time (a ring collective on the node's topology, kvsim.topology),
+the launch floor (kernels × launch overhead), and for ops
 that stand for torch.topk's radix selects (multi-block: about 20 kernels a call; single-block:
 one thread block per row, ~18 passes over it) the profile's measured cost of such calls, where
 it has one. The op takes the largest; its ``bound`` names
@@ -20,6 +21,7 @@ import numpy as np
 
 from .cost import Cost, Op
 from .hardware import HardwareProfile
+from .topology import collective_time
 
 BOUNDS = ("compute", "memory", "link", "interconnect", "host", "latency", "library")
 
@@ -76,12 +78,7 @@ def _link_time(op: Op, hw: HardwareProfile):
 
 
 def _interconnect_time(op: Op, hw: HardwareProfile):
-    sent = np.asarray(op.comm_bytes, dtype=float)
-    if hw.interconnect is None:
-        return np.where(sent > 0, np.inf, 0.0)
-    link = hw.interconnect
-    busy = sent / (link.bandwidth_Bps.value * link.efficiency.value)
-    return np.where(sent > 0, busy + link.latency_s.value * np.asarray(op.launches, dtype=float), 0.0)
+    return collective_time(op.comm_bytes, op.launches, op.comm_steps, op.comm_gpus, hw)
 
 
 def _host_time(op: Op, hw: HardwareProfile):

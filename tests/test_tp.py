@@ -62,8 +62,9 @@ def test_interconnect_time_is_bytes_over_link_plus_latency():
         pred = predict(profile, model="llama-3.1-8b", seq=4096, batch=8, gpus=2)
         timed = next(t for t in pred.timing.ops if t.op.name == "layers/allreduce")
         link = profile.interconnect
+        steps = 2 * (2 - 1)  # a ring all-reduce over 2 GPUs: 2·(N−1) steps per call
         floor = float(timed.op.comm_bytes) / (link.bandwidth_Bps.value * link.efficiency.value) \
-            + float(timed.op.launches) * link.latency_s.value
+            + float(timed.op.launches) * (link.latency_s.value + steps * link.step_latency_s.value)
         assert float(timed.floors["interconnect"]) == pytest.approx(floor)
         assert float(timed.time_s) >= floor
     nvlink = predict("h100", model="llama-3.1-8b", seq=4096, batch=8, gpus=2)
