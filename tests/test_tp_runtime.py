@@ -1,0 +1,106 @@
+"""Tensor-parallel runtime on the CPU: 2 gloo processes decode what one process decodes, for every
+method (fp32: the sharded sums differ only in rounding order), with real (small) budgets."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from kvsim.models import ModelConfig
+from runtime.engine import Engine
+
+WORLD, B, PREFILL, MAX_SEQ, STEPS = 2, 2, 70, 96, 3
+TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=4, d_model=128, n_heads=8, n_kv_heads=4,
+                   head_dim=16, ffn_dim=256, vocab=512, max_context=4096, mlp="swiglu", norm="rmsnorm",
+                   source="test")
+TINY_OPT = ModelConfig(name="tiny-opt", family="opt", n_layers=2, d_model=128, n_heads=4, n_kv_heads=4,
+                       head_dim=32, ffn_dim=256, vocab=512, max_context=4096, mlp="relu", norm="layernorm",
+                       tied_embeddings=True, learned_positions=True, source="test")
+CASES = [  # (id, model, method, params): budgets below the context, so selection matters
+    ("dense", TINY, "dense", {}), ("dense-opt", TINY_OPT, "dense", {}),
+    ("sparq", TINY, "sparq", {"k": 8, "r": 4, "local": 2}), ("quest", TINY, "quest", {"budget": 32}),
+    ("h2o", TINY, "h2o", {"heavy": 8, "recent": 8}), ("streamingllm", TINY, "streamingllm", {"recent": 16}),
+    ("tidaldecode", TINY, "tidaldecode", {"k": 8}),  # layers 0-1 dense, 2 selects, 3 sparse
+    ("duoattention", TINY, "duoattention", {"sink": 4, "recent": 8}),
+    ("duoattention-0.75", TINY, "duoattention", {"sink": 4, "recent": 8, "retrieval_ratio": 0.75}),
+    ("alisa", TINY, "alisa", {}), ("alisa-int8", TINY, "alisa", {"kv_bits": 8}),
+    ("adore", TINY, "adore", {"m": 32, "R": 2}),
+]
+TOL = dict(rtol=1e-4, atol=1e-4)  # fp32; test_runtime.py compares its decoders at the same tolerance
+
+
+def tokens(step):
+    return torch.tensor([5 + step, 400 - step])
+
+
+def decode(engine, comm=None):
+    """STEPS decode steps' logits, then an attention-only call's output (all heads)."""
+    out = [engine.step(tokens(step)) for step in range(STEPS)]
+    att = engine.attention_only_step()
+    out.append(comm.all_gather(att, dim=1) if comm is not None else att)
+    return out
+
+
+def _rank(rank, port, path):
+    os.environ["TRITON_INTERPRET"] = "1"
+    from runtime.tp import Comm, TPEngine, disable_multicast
+    disable_multicast()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    comm, results = Comm(), {}
+    for name, cfg, method, params in CASES:
+        engine = TPEngine(cfg, method, params, batch=B, max_seq=MAX_SEQ, device="cpu", dtype="fp32", comm=comm)
+        engine.prefill_synthetic(PREFILL)
+        results[name] = decode(engine, comm) + [engine.kv_bytes]
+    if rank == 0:
+        torch.save(results, path)
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tp") / "results.pt"
+    mp.spawn(_rank, args=(_free_port(), str(path)), nprocs=WORLD, join=True)
+    return torch.load(path)
+
+
+@pytest.mark.parametrize("name,cfg,method,params", CASES, ids=[c[0] for c in CASES])
+def test_two_ranks_decode_what_one_process_decodes(sharded, name, cfg, method, params):
+    single = Engine(cfg, method, params, batch=B, max_seq=MAX_SEQ, device="cpu", dtype="fp32")
+    single.prefill_synthetic(PREFILL)
+    want = decode(single)
+    *got, rank0_kv_bytes = sharded[name]
+    for step, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"output {step}"
+        torch.testing.assert_close(g, w, **TOL, msg=lambda m: f"{name}, output {step}: {m}")
+    assert 0 < rank0_kv_bytes <= single.kv_bytes
+
+
+def test_sparse_outputs_differ_from_dense(sharded):
+    """The budgets above select: a sharded method that silently ran dense would fail here."""
+    dense = sharded["dense"][0]
+    for name in ("sparq", "quest", "h2o", "streamingllm", "tidaldecode", "alisa", "adore"):
+        assert (sharded[name][0] - dense).abs().max() > 1e-3, name
+
+
+def test_duoattention_rank_ratios():
+    from runtime.tp_methods import shard_params
+
+    class Comm:
+        world = 4
+
+    cfg = ModelConfig(name="m", family="llama", n_layers=1, d_model=64, n_heads=16, n_kv_heads=8, head_dim=8,
+                      ffn_dim=64, vocab=64, max_context=64, mlp="swiglu", norm="rmsnorm", source="test")
+    ratios = []
+    for rank in range(4):
+        Comm.rank = rank
+        ratios.append(shard_params("duoattention", {"retrieval_ratio": 0.5}, Comm, cfg)["retrieval_ratio"])
+    assert ratios == [1.0, 1.0, 0.0, 0.0]  # the first 4 of 8 KV heads retrieve: ranks 0 and 1 hold them
