@@ -25,7 +25,7 @@ from kvsim.models import ModelConfig, load_model
 from .cache import CacheSpec
 from .engine import Engine
 from .model import Decoder
-from .tp_methods import gathered_prefill_scores, tp_method
+from .tp_methods import gathered_prefill_scores, kv_head_layout, tp_method
 
 # NVLink multicast (NVLS) stays off in every process, set before the process group starts
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -60,6 +60,12 @@ class Comm:
             dist.all_gather(parts, t, group=self.group)
         return torch.cat(parts, dim)
 
+    def gather_heads(self, t: torch.Tensor, dim: int, layout: list[list[int]]) -> torch.Tensor:
+        """Every rank's heads along ``dim`` (rank r holds global heads ``layout[r]`` in that
+        order), in global head order."""
+        order = torch.tensor([h for heads in layout for h in heads], device=t.device)
+        return self.all_gather(t, dim).index_select(dim, torch.argsort(order))
+
 
 def check_shardable(cfg: ModelConfig, world: int) -> None:
     """The runtime splits heads, KV heads, FFN columns and vocabulary evenly (no replicated KV heads)."""
@@ -67,6 +73,15 @@ def check_shardable(cfg: ModelConfig, world: int) -> None:
                         ("FFN columns", cfg.ffn_dim), ("vocabulary rows", cfg.vocab)):
         if count % world:
             raise ValueError(f"{cfg.name}: {count} {what} do not split evenly over {world} ranks")
+
+
+def head_rows(heads: list[int], head_dim: int, offset: int = 0) -> torch.Tensor:
+    """Indices of the rows (or columns) of ``heads`` in a [heads·d, ...] projection."""
+    return torch.tensor([offset + h * head_dim + j for h in heads for j in range(head_dim)])
+
+
+def query_heads(kv_heads: list[int], group: int) -> list[int]:
+    return [h * group + g for h in kv_heads for g in range(group)]
 
 
 def part(t: torch.Tensor, dim: int, rank: int, world: int) -> torch.Tensor:
@@ -91,13 +106,19 @@ class VocabParallelEmbedding:
 
 class TPDecoder(Decoder):
     """The decoder of one rank; ``cfg`` is the shard's (heads, FFN, vocabulary / N),
-    ``full_cfg`` the model's."""
+    ``full_cfg`` the model's. ``kv_heads``: the global KV heads this rank holds, in its order
+    (default the contiguous Hkv/N from rank·Hkv/N), with their G query heads each."""
 
     def __init__(self, cfg: ModelConfig | str, comm: Comm, n_layers=None, device="cpu",
-                 dtype=torch.float32, seed: int = 0, max_positions: int = 4096):
+                 dtype=torch.float32, seed: int = 0, max_positions: int = 4096, kv_heads: list[int] | None = None):
         full = load_model(cfg)
         check_shardable(full, comm.world)
         self.comm, self.full_cfg = comm, full
+        h = full.n_kv_heads // comm.world
+        self.kv_heads = list(range(comm.rank * h, (comm.rank + 1) * h)) if kv_heads is None else list(kv_heads)
+        if len(self.kv_heads) != h:
+            raise ValueError(f"rank {comm.rank} must hold {h} KV heads, got {self.kv_heads}")
+        self.query_heads = query_heads(self.kv_heads, full.group)
         super().__init__(full, n_layers, device, dtype, seed, max_positions)  # full draws, sliced per layer
         r, N = comm.rank, comm.world
         head = part(self.lm_head, 0, r, N)
@@ -109,13 +130,15 @@ class TPDecoder(Decoder):
     def _layer(self) -> dict:
         full = super()._layer()  # the single-GPU layer's draws, in the same order
         c, r, N = self.cfg, self.comm.rank, self.comm.world
-        qkv = lambda t: torch.cat([part(s, 0, r, N) for s in t.split([c.q_dim, c.kv_dim, c.kv_dim])])  # noqa: E731
+        q_rows, kv_rows = head_rows(self.query_heads, c.head_dim), head_rows(self.kv_heads, c.head_dim)
+        qkv_rows = torch.cat([q_rows, c.q_dim + kv_rows, c.q_dim + c.kv_dim + kv_rows]).to(self.device)
+        qkv = lambda t: t.index_select(0, qkv_rows)  # noqa: E731
         up = lambda t: torch.cat([part(s, 0, r, N) for s in t.chunk(2)]) if c.mlp == "swiglu" else part(t, 0, r, N)  # noqa: E731
         row_bias = lambda b: None if b is None else (b if r == 0 else torch.zeros_like(b))  # noqa: E731
         (w_qkv, b_qkv), (w_o, b_o), (w_up, b_up), (w_down, b_down) = (full[k] for k in ("qkv", "o", "up", "down"))
         return {"norm1": full["norm1"], "norm2": full["norm2"],
                 "qkv": (qkv(w_qkv), None if b_qkv is None else qkv(b_qkv)),
-                "o": (part(w_o, 1, r, N), row_bias(b_o)),
+                "o": (w_o.index_select(1, q_rows.to(self.device)), row_bias(b_o)),
                 "up": (up(w_up), None if b_up is None else up(b_up)),
                 "down": (part(w_down, 1, r, N), row_bias(b_down))}
 
@@ -145,19 +168,21 @@ class TPEngine(Engine):
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or ("bf16" if device.type == "cuda" else "fp32")
         from .model import torch_dtype
-        decoder = TPDecoder(model_name, comm, n_layers, device, torch_dtype(dtype), seed, max_positions=max_seq)
+        layout = kv_head_layout(method, load_model(model_name).n_kv_heads, comm.world)
+        decoder = TPDecoder(model_name, comm, n_layers, device, torch_dtype(dtype), seed, max_positions=max_seq,
+                            kv_heads=layout[comm.rank])
         super().__init__(model_name, method, params, batch, max_seq, n_layers, device, dtype,
                          kv_dtype=kv_dtype, seed=seed, decoder=decoder)
-        self.comm, self.cfg = comm, decoder.full_cfg
+        self.comm, self.cfg, self.layout = comm, decoder.full_cfg, layout
+
+    def gather_heads(self, t: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Every rank's query heads of ``t`` (e.g. an attention output [B, H/N, d]) in global order."""
+        return self.comm.gather_heads(t, dim, [query_heads(heads, self.cfg.group) for heads in self.layout])
 
     @property
     def spec(self) -> CacheSpec:
         shard = self.model.cfg
         return super().spec.with_(n_heads=shard.n_heads, n_kv_heads=shard.n_kv_heads)
-
-    def _heads(self, count: int) -> slice:
-        size = count // self.comm.world
-        return slice(self.comm.rank * size, (self.comm.rank + 1) * size)
 
     @torch.no_grad()
     def prefill_synthetic(self, seq: int, context: int | None = None) -> None:
@@ -171,12 +196,12 @@ class TPEngine(Engine):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.method = tp_method(self.method_name, self.spec, self.params, self.model.rotary, self.pcie,
-                                self.comm, self.cfg)
+                                self.comm, self.cfg, self.layout)
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
         tokens = torch.randint(self.cfg.vocab, (self.batch, seq), generator=gen, device=self.device)
         self.method.begin_prefill(seq, tokens, self.model)
-        shape, mine = (self.batch, self.cfg.n_kv_heads, seq, self.cfg.head_dim), self._heads(self.cfg.n_kv_heads)
-        with gathered_prefill_scores(self.method, self.comm):
+        shape, mine = (self.batch, self.cfg.n_kv_heads, seq, self.cfg.head_dim), self.model.kv_heads
+        with gathered_prefill_scores(self.method, self.comm, self.layout):
             for layer in range(self.model.n_layers):
                 k = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
                 v = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
@@ -185,4 +210,4 @@ class TPEngine(Engine):
         self.method.finish_prefill(seq)
         q = torch.randn(self.batch, self.cfg.n_heads, self.cfg.head_dim, generator=gen, device=self.device,
                         dtype=self.dtype)
-        self._q = q[:, self._heads(self.cfg.n_heads)].contiguous()
+        self._q = q[:, self.model.query_heads].contiguous()

@@ -13,9 +13,11 @@ GPU decodes; kvsim's TP cost model charges the same collectives (kvsim/decoder.p
 - ADORE: the controller scores tokens, not heads; every rank runs it (same seeded weights, same
   token embeddings) and keeps the same scores, cached set and reconstruction choice. Its input
   is an embedding lookup of its own, vocabulary-parallel: one more all-reduce of B·D·b per step.
-- DuoAttention: the single-GPU runtime's retrieval heads are the first ⌈ρ·Hkv⌉ KV heads; the
-  ranks keep that global choice, so rank r has clamp(⌈ρ·Hkv⌉ − r·Hkv/N, 0, Hkv/N) of them (rank
-  0 the most: with ρ ≤ 1/N it holds them all, and the step waits on it at the all-reduce).
+- DuoAttention: the single-GPU runtime's retrieval heads are the first ⌈ρ·Hkv⌉ KV heads. Heads
+  of a layer can be placed on any rank (their Q/K/V rows and o_proj columns go with them), so
+  KV head i goes to rank i mod N: each rank holds ⌈ρ·Hkv⌉/N of the retrieval heads (±1), its
+  retrieval heads first, as kvsim's cost model assumes (ρ of each GPU's KV heads). Contiguous
+  blocks would put them all on the first ranks, and every step would wait for those.
 - The synthetic prefill scores (H2O's heavy hitters, ALISA's initial scores) come from one seeded
   query per head over all heads' keys: a rank gathers the prompt keys of every head (prefill
   only, not timed) to compute the same stand-in; a real prefill's attention gives each rank its
@@ -66,26 +68,37 @@ def _alisa_class():
     return TensorParallelALISA
 
 
-def shard_params(name: str, params: dict, comm, full_cfg) -> dict:
-    """The rank's parameter values: DuoAttention's retrieval ratio of the rank's heads."""
+def kv_head_layout(name: str, n_kv_heads: int, world: int) -> list[list[int]]:
+    """The global KV heads of each rank, in the rank's order: contiguous blocks, DuoAttention's
+    dealt round-robin (module doc)."""
+    if name == "duoattention":
+        return [list(range(rank, n_kv_heads, world)) for rank in range(world)]
+    per_rank = n_kv_heads // world
+    return [list(range(rank * per_rank, (rank + 1) * per_rank)) for rank in range(world)]
+
+
+def shard_params(name: str, params: dict, kv_heads: list[int], full_cfg) -> dict:
+    """The rank's parameter values: DuoAttention's ratio of retrieval heads among ``kv_heads``
+    (the rank's global heads; the first ⌈ρ·Hkv⌉ of the model retrieve)."""
     if name != "duoattention":
         return params
-    per_rank = full_cfg.n_kv_heads // comm.world
     retrieval = min(full_cfg.n_kv_heads, math.ceil(params["retrieval_ratio"] * full_cfg.n_kv_heads - 1e-9))
-    mine = min(max(retrieval - comm.rank * per_rank, 0), per_rank)
-    return {**params, "retrieval_ratio": mine / per_rank}
+    mine = sum(1 for head in kv_heads if head < retrieval)
+    if kv_heads[:mine] != [head for head in kv_heads if head < retrieval]:
+        raise ValueError("duoattention: a rank's retrieval heads must come first in its order")
+    return {**params, "retrieval_ratio": mine / len(kv_heads)}
 
 
-def tp_method(name: str, spec, params: dict, rotary, counter, comm, full_cfg):
+def tp_method(name: str, spec, params: dict, rotary, counter, comm, full_cfg, layout):
     """The method object of one rank, with ``comm`` for its collectives."""
     cls = _alisa_class() if name == "alisa" else METHODS[name]
-    method = cls(spec, shard_params(name, params, comm, full_cfg), rotary, counter)
+    method = cls(spec, shard_params(name, params, layout[comm.rank], full_cfg), rotary, counter)
     method.comm = comm
     return method
 
 
 @contextlib.contextmanager
-def gathered_prefill_scores(method, comm):
+def gathered_prefill_scores(method, comm, layout):
     """While prefilling: the method's synthetic prompt scores computed over every rank's keys,
     this rank's heads (or the sum over all heads) kept (module doc)."""
     scope = type(method).store_prefill.__globals__
@@ -93,11 +106,11 @@ def gathered_prefill_scores(method, comm):
     if original is None:
         yield
         return
-    heads = slice(comm.rank * method.spec.n_kv_heads, (comm.rank + 1) * method.spec.n_kv_heads)
+    mine = layout[comm.rank]
 
     def gathered(k, group, seed, sum_heads=False):
-        scores = original(comm.all_gather(k, dim=1), group, seed, sum_heads=sum_heads)
-        return scores if sum_heads else scores[:, heads].contiguous()
+        scores = original(comm.gather_heads(k, 1, layout), group, seed, sum_heads=sum_heads)
+        return scores if sum_heads else scores[:, mine].contiguous()
 
     scope[SCORES_FUNCTION] = gathered
     try:

@@ -35,11 +35,11 @@ def tokens(step):
     return torch.tensor([5 + step, 400 - step])
 
 
-def decode(engine, comm=None):
+def decode(engine, sharded=False):
     """STEPS decode steps' logits, then an attention-only call's output (all heads)."""
     out = [engine.step(tokens(step)) for step in range(STEPS)]
     att = engine.attention_only_step()
-    out.append(comm.all_gather(att, dim=1) if comm is not None else att)
+    out.append(engine.gather_heads(att) if sharded else att)
     return out
 
 
@@ -53,7 +53,7 @@ def _rank(rank, port, path):
     for name, cfg, method, params in CASES:
         engine = TPEngine(cfg, method, params, batch=B, max_seq=MAX_SEQ, device="cpu", dtype="fp32", comm=comm)
         engine.prefill_synthetic(PREFILL)
-        results[name] = decode(engine, comm) + [engine.kv_bytes]
+        results[name] = decode(engine, sharded=True) + [engine.kv_bytes]
     if rank == 0:
         torch.save(results, path)
     dist.destroy_process_group()
@@ -91,16 +91,12 @@ def test_sparse_outputs_differ_from_dense(sharded):
         assert (sharded[name][0] - dense).abs().max() > 1e-3, name
 
 
-def test_duoattention_rank_ratios():
-    from runtime.tp_methods import shard_params
-
-    class Comm:
-        world = 4
-
+@pytest.mark.parametrize("ratio,want", [(0.5, [0.5] * 4), (0.25, [0.5, 0.5, 0.0, 0.0]), (0.75, [1.0, 1.0, 0.5, 0.5])])
+def test_duoattention_retrieval_heads_are_dealt_over_the_ranks(ratio, want):
+    from runtime.tp_methods import kv_head_layout, shard_params
     cfg = ModelConfig(name="m", family="llama", n_layers=1, d_model=64, n_heads=16, n_kv_heads=8, head_dim=8,
                       ffn_dim=64, vocab=64, max_context=64, mlp="swiglu", norm="rmsnorm", source="test")
-    ratios = []
-    for rank in range(4):
-        Comm.rank = rank
-        ratios.append(shard_params("duoattention", {"retrieval_ratio": 0.5}, Comm, cfg)["retrieval_ratio"])
-    assert ratios == [1.0, 1.0, 0.0, 0.0]  # the first 4 of 8 KV heads retrieve: ranks 0 and 1 hold them
+    layout = kv_head_layout("duoattention", 8, 4)
+    assert layout == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    got = [shard_params("duoattention", {"retrieval_ratio": ratio}, heads, cfg)["retrieval_ratio"] for heads in layout]
+    assert got == want  # the first ⌈ρ·8⌉ KV heads retrieve, ±1 per rank
