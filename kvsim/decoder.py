@@ -89,16 +89,22 @@ def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray
     return mlp + wl.batch * model.vocab * 4.0 + rows * model.d_model * 4 * wl.b_a
 
 
+def allreduce(name: str, message_bytes, gpus: int, count=1.0) -> Op:
+    """``count`` ring all-reduces of ``message_bytes`` each: a GPU sends 2·(N−1)/N of the
+    message, reads its part and the received ones (2× the message) and writes the sum (1×)."""
+    return Op(name, "comm", comm_bytes=2.0 * (gpus - 1) / gpus * message_bytes, hbm_read=2 * message_bytes,
+              hbm_write=message_bytes, dtype="fp32").scaled(count)
+
+
 def tensor_parallel_ops(model: ModelConfig, wl: Workload, gpus: int, tokens=1.0) -> list[Op]:
     """Megatron-style TP: an all-reduce of the hidden state after attention and after the MLP in
-    every layer, and an all-gather of the vocabulary-split logits. A ring all-reduce sends
-    2·(N−1)/N of the message per GPU; an all-gather (N−1)/N. ``model`` is the full model."""
+    every layer, one after the vocabulary-parallel embedding lookup (rows of other GPUs' part of
+    the vocabulary read as zero), and an all-gather of the vocabulary-split logits ((N−1)/N of
+    them received). ``model`` is the full model."""
     if gpus <= 1:
         return []
-    rows = wl.batch * tokens
-    ring = 2.0 * (gpus - 1) / gpus
-    hidden = rows * model.d_model * wl.b_a
-    return [Op("layers/allreduce", "comm", comm_bytes=ring * hidden, hbm_read=2 * hidden,
-               hbm_write=hidden, dtype="fp32").scaled(2 * model.n_layers),
+    hidden = wl.batch * tokens * model.d_model * wl.b_a
+    return [allreduce("layers/allreduce", hidden, gpus, count=2 * model.n_layers),
+            allreduce("embed_allreduce", hidden, gpus),
             Op("lm_head_allgather", "comm", comm_bytes=(gpus - 1) / gpus * wl.batch * model.vocab * 4.0,
                hbm_write=wl.batch * model.vocab * 4.0, dtype="fp32")]
