@@ -1,12 +1,9 @@
 """Tensor-parallel runtime on the CPU: 2 gloo processes decode what one process decodes, for every
 method (fp32: the sharded sums differ only in rounding order), with real (small) budgets."""
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from kvsim.models import ModelConfig
 from runtime.engine import Engine
@@ -43,32 +40,26 @@ def decode(engine, sharded=False):
     return out
 
 
-def _rank(rank, port, path):
+def _rank(rank, world, device, path):
+    """One rank (runtime/tp_launch.py started it, the gloo process group is up)."""
+    from runtime.tp import Comm, TPEngine
     os.environ["TRITON_INTERPRET"] = "1"
-    from runtime.tp import Comm, TPEngine, disable_multicast
-    disable_multicast()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
+    assert os.environ["NCCL_NVLS_ENABLE"] == "0"  # set in every rank before the group started
     comm, results = Comm(), {}
     for name, cfg, method, params in CASES:
-        engine = TPEngine(cfg, method, params, batch=B, max_seq=MAX_SEQ, device="cpu", dtype="fp32", comm=comm)
+        engine = TPEngine(cfg, method, params, batch=B, max_seq=MAX_SEQ, device=device, dtype="fp32", comm=comm)
         engine.prefill_synthetic(PREFILL)
         results[name] = decode(engine, sharded=True) + [engine.kv_bytes]
     if rank == 0:
         torch.save(results, path)
-    dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
+    from runtime.tp_launch import run_ranks
     path = tmp_path_factory.mktemp("tp") / "results.pt"
-    mp.spawn(_rank, args=(_free_port(), str(path)), nprocs=WORLD, join=True)
+    run_ranks(_rank, WORLD, "cpu", args=(str(path),), timeout_s=300)
     return torch.load(path)
 
 
