@@ -67,9 +67,22 @@ def fits(config, args, hw) -> bool:
     return float(pred.memory_bytes) <= 0.9 * pred.gpu_capacity_bytes
 
 
+def capture(fn):
+    """kernels._common.capture_graph with errors confined to this thread: the process group's
+    watchdog thread may query CUDA events while the step's collectives are being captured."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        fn()
+    return graph.replay
+
+
 def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]:
     """Replay times [attention, step, ...] of captured graphs when every rank captured both."""
-    from kernels._common import capture_graph
     from runtime.measure import _Timer
     if engine.device.type != "cuda":
         return [], "no CUDA", {}
@@ -78,9 +91,9 @@ def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]
     torch.cuda.empty_cache()
     why = ""
     try:
-        attention = capture_graph(engine.attention_only_step)
+        attention = capture(engine.attention_only_step)
         contexts = {"attention": engine.length + 1}
-        step = capture_graph(lambda: engine.step(tokens))
+        step = capture(lambda: engine.step(tokens))
         contexts["step"] = engine.length
     except Exception as exc:  # noqa: BLE001 - the reason goes into the record
         why = f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
@@ -111,7 +124,7 @@ def run_config(config, args, comm, device) -> dict:
     cuda = device == "cuda"
     eager, _ = _time_steps(engine, args.steps, args.warmup, flush_l2=cuda)
     memory, memory_how = _peak_memory(engine)
-    graphed, how, replayed = graph_times(engine, comm, args.steps, flush=cuda)
+    graphed, how, replayed = graph_times(engine, comm, args.steps, flush=cuda) if args.graphs else ([], "not asked", {})
     return {"eager": eager, "graphed": graphed, "how": how, "replayed": replayed, "memory": memory,
             "memory_how": memory_how, "kv_bytes": engine.kv_bytes, "weight_bytes": engine.model.weight_bytes,
             "contexts": [first, first + args.steps - 1], "prefill": prefill, "dtype": engine.dtype,
@@ -199,6 +212,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=170)
+    parser.add_argument("--no-graphs", dest="graphs", action="store_false",
+                        help="eager steps only (where captured collectives do not replay)")
+    parser.add_argument("--timeout-s", type=float, default=300, help="how long a collective may wait")
     parser.add_argument("--hw", help="profile to record (default: matched from the device name)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -206,7 +222,7 @@ def main() -> None:
         print("measure_tp: --gpus must be 2 or more (one GPU: kvsim measure)", file=sys.stderr)
         sys.exit(2)
     from runtime.tp_launch import run_ranks
-    run_ranks(work, args.gpus, args.device, args=(args,))
+    run_ranks(work, args.gpus, args.device, args=(args,), timeout_s=args.timeout_s)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,8 @@ class TPEngine(Engine):
                  kv_dtype: str | None = None, seed: int = 0, comm: Comm | None = None):
         comm = comm or Comm()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and device.index is None:  # this rank's GPU, explicitly: seeded
+            device = torch.device("cuda", torch.cuda.current_device())  # generators are per device
         dtype = dtype or ("bf16" if device.type == "cuda" else "fp32")
         from .model import torch_dtype
         layout = kv_head_layout(method, load_model(model_name).n_kv_heads, comm.world)
