@@ -24,7 +24,7 @@ from kvsim.models import ModelConfig, load_model
 
 from .cache import CacheSpec
 from .engine import Engine
-from .model import Decoder
+from .model import Decoder, torch_dtype
 from .tp_methods import gathered_prefill_scores, kv_head_layout, tp_method
 
 # NVLink multicast (NVLS) stays off in every process, set before the process group starts
@@ -169,7 +169,6 @@ class TPEngine(Engine):
         if device.type == "cuda" and device.index is None:  # this rank's GPU, explicitly: seeded
             device = torch.device("cuda", torch.cuda.current_device())  # generators are per device
         dtype = dtype or ("bf16" if device.type == "cuda" else "fp32")
-        from .model import torch_dtype
         layout = kv_head_layout(method, load_model(model_name).n_kv_heads, comm.world)
         decoder = TPDecoder(model_name, comm, n_layers, device, torch_dtype(dtype), seed, max_positions=max_seq,
                             kv_heads=layout[comm.rank])

@@ -73,6 +73,8 @@ def test_two_ranks_decode_what_one_process_decodes(sharded, name, cfg, method, p
         assert g.shape == w.shape, f"output {step}"
         torch.testing.assert_close(g, w, **TOL, msg=lambda m: f"{name}, output {step}: {m}")
     assert 0 < rank0_kv_bytes <= single.kv_bytes
+    if method in ("dense", "quest", "sparq"):  # state all per KV head: each rank holds 1/N
+        assert rank0_kv_bytes * WORLD == single.kv_bytes
 
 
 def test_sparse_outputs_differ_from_dense(sharded):
