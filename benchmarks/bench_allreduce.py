@@ -10,7 +10,7 @@ TP step graphs run them in), median over --iters replays. A call's time is the s
 One record per size, then one ``allreduce_fit`` record: least squares of graph_s (eager_s
 without CUDA) = latency_s + sent_bytes / effective_Bps over the sizes, the profile fields it
 gives (efficiency = effective_Bps / the profile's bandwidth_Bps) and each size's error against
-the fit and against the shipped profile. Multicast (NVLS) is off (runtime/tp.py NO_MULTICAST).
+the fit and against the shipped profile. Multicast (NVLS) is off (runtime/tp_env.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from runtime.tp import disable_multicast  # noqa: E402
+from runtime.tp_env import disable_multicast  # noqa: E402  (no torch import)
 
 disable_multicast()  # before any process group starts; spawned children inherit it
 
@@ -162,8 +162,9 @@ def main() -> None:
     parser.add_argument("--hw", help="profile to compare with (default: matched from the device name)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    if args.gpus < 2 or args.iters < 1 or args.inner < 1 or min(args.sizes) < 1:
-        print("bench_allreduce: need --gpus >= 2, --iters, --inner and sizes >= 1", file=sys.stderr)
+    if args.gpus < 2 or args.iters < 1 or args.inner < 1 or min(args.sizes) < 1 or len(set(args.sizes)) < 2:
+        print("bench_allreduce: need --gpus >= 2, --iters and --inner >= 1, and 2 or more distinct sizes >= 1 "
+              "(the fit has two unknowns)", file=sys.stderr)
         sys.exit(2)
     from runtime.tp_launch import run_ranks
     run_ranks(work, args.gpus, args.device, args=(args,), timeout_s=120)

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from runtime.tp import disable_multicast  # noqa: E402
+from runtime.tp_env import disable_multicast  # noqa: E402  (no torch import)
 
 disable_multicast()  # before anything can start a process group; spawned children inherit it
 

@@ -15,8 +15,6 @@ what one process computes (tests/test_tp_runtime.py).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 
@@ -26,14 +24,6 @@ from .cache import CacheSpec
 from .engine import Engine
 from .model import Decoder, torch_dtype
 from .tp_methods import gathered_prefill_scores, kv_head_layout, tp_method
-
-# NVLink multicast (NVLS) stays off in every process, set before the process group starts
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
-
-
-def disable_multicast() -> None:
-    os.environ.update(NO_MULTICAST)
-
 
 class Comm:
     """This rank's collectives over the default process group (or ``group``)."""

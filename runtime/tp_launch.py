@@ -1,13 +1,14 @@
 """Start N ranks of a tensor-parallel run in this host, torchrun-like but in-process: spawned
 processes, a TCP rendezvous on a free local port, NCCL with one GPU per rank (``cuda``) or gloo
 (``cpu``). NVLink multicast is off in the parent and in every child before the process group
-starts (runtime/tp.py NO_MULTICAST).
+starts (runtime/tp_env.py).
 
     run_ranks(work, world=2, device="cuda", args=(config,))   # work(rank, world, device, *args)
 """
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .tp import NO_MULTICAST, disable_multicast
+from .tp_env import NO_MULTICAST, disable_multicast
 
 RENDEZVOUS_HOST = "127.0.0.1"
 
@@ -50,12 +51,13 @@ def _rank(rank, work, world, device, port, timeout_s, args):
 
 
 def environment() -> dict:
-    """What a record says about the run's communication: NCCL version, the multicast flags."""
+    """What a record says about the run's communication: NCCL version, the multicast flags as
+    this process has them."""
     nccl = None
     if torch.cuda.is_available():
         version = torch.cuda.nccl.version()
         nccl = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
-    return {"nccl": nccl, "env": dict(NO_MULTICAST)}
+    return {"nccl": nccl, "env": {name: os.environ.get(name) for name in NO_MULTICAST}}
 
 
 def topology() -> str:

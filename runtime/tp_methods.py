@@ -26,6 +26,7 @@ GPU decodes; kvsim's TP cost model charges the same collectives (kvsim/decoder.p
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -36,6 +37,7 @@ from .methods import METHODS
 SCORES_FUNCTION = "synthetic_scores"  # the name a method's store_prefill calls for prompt scores
 
 
+@functools.lru_cache(maxsize=None)
 def _alisa_class():
     base = METHODS["alisa"]
 

@@ -93,3 +93,17 @@ def test_duoattention_retrieval_heads_are_dealt_over_the_ranks(ratio, want):
     assert layout == [[0, 4], [1, 5], [2, 6], [3, 7]]
     got = [shard_params("duoattention", {"retrieval_ratio": ratio}, heads, cfg)["retrieval_ratio"] for heads in layout]
     assert got == want  # the first ⌈ρ·8⌉ KV heads retrieve, ±1 per rank
+
+
+def test_allreduce_fit_recovers_latency_and_bandwidth():
+    """benchmarks/bench_allreduce.py's fit on times made from a known link: 12 µs + bytes / 300 GB/s."""
+    import numpy as np
+    from benchmarks.bench_allreduce import fit, profile_time
+    from kvsim.hardware import load_profile
+    sent = np.array([2.0**p for p in range(10, 29, 2)])
+    latency, effective = fit(sent, 12e-6 + sent / 300e9)
+    assert latency == pytest.approx(12e-6, rel=1e-6) and effective == pytest.approx(300e9, rel=1e-6)
+    h200 = load_profile("h200")  # kvsim's own time: sent bytes over bandwidth × efficiency + latency
+    link = h200.interconnect
+    want = 2 * (3 / 4) * 2**26 / (link.bandwidth_Bps.value * link.efficiency.value) + link.latency_s.value
+    assert profile_time(h200, 2**26, 4) == pytest.approx(want, rel=1e-9)
