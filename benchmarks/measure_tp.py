@@ -149,7 +149,7 @@ def record_of(config, args, ranks: list[dict], device: str, hw, extras: dict) ->
         fits=True, latency_s=statistics.median(eager[1::2]), attention={"latency_s": statistics.median(eager[0::2])},
         pcie_bytes=0.0, hbm_bytes=None, hbm_bytes_how="unavailable: Nsight Compute not run on several GPUs",
         memory_bytes=max(r["memory"] for r in ranks),
-        memory_how=first["memory_how"] + " per GPU, the largest (NCCL's own buffers not included)",
+        memory_how=first["memory_how"] + " per GPU, the largest" + (" (NCCL's own buffers not included)" if device == "cuda" else ""),
         memory_bytes_per_gpu=[r["memory"] for r in ranks], kv_bytes_per_gpu=[r["kv_bytes"] for r in ranks],
         weight_bytes_per_gpu=[r["weight_bytes"] for r in ranks], kv_bytes=max(r["kv_bytes"] for r in ranks),
         weight_bytes=max(r["weight_bytes"] for r in ranks), contexts=first["contexts"], prefill=first["prefill"],
