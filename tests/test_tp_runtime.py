@@ -107,3 +107,25 @@ def test_allreduce_fit_recovers_latency_and_bandwidth():
     link = h200.interconnect
     want = 2 * (3 / 4) * 2**26 / (link.bandwidth_Bps.value * link.efficiency.value) + link.latency_s.value
     assert profile_time(h200, 2**26, 4) == pytest.approx(want, rel=1e-9)
+
+
+def test_tp_record_takes_the_slowest_rank_and_graph_replays():
+    """benchmarks/measure_tp.py's record from two ranks' results: per call the slower rank, the
+    median over calls; graph replays where every rank has them; memory the largest rank's."""
+    from argparse import Namespace
+    from benchmarks.measure_tp import record_of
+    args = Namespace(gpus=2, model="llama-3.1-8b", layers=2, steps=3, warmup=1)
+    rank = {"eager": [1.0, 10.0, 1.0, 12.0, 1.0, 11.0], "graphed": [], "how": "not asked", "replayed": {},
+            "memory": 100, "memory_how": "torch.cuda.max_memory_allocated", "kv_bytes": 40, "weight_bytes": 50,
+            "contexts": [10, 12], "prefill": 8, "dtype": torch.bfloat16, "kv_dtype": "bf16",
+            "params_record": {}, "params": {}}
+    other = {**rank, "eager": [2.0, 9.0, 2.0, 13.0, 2.0, 9.0], "memory": 120}
+    config = {"method": "dense", "seq": 12, "batch": 4, "params": {}}
+    eager = record_of(config, args, [rank, other], "cpu", "h200-sxm", {})
+    assert eager["latency_s"] == 11.0 and eager["attention"]["latency_s"] == 2.0  # max per call: 10, 13, 11
+    assert eager["memory_bytes"] == 120 and eager["gpus"] == 2 and "eager" in eager["timer"]
+    graphed = [dict(r, graphed=[0.5, 4.0, 0.5, 5.0, 0.5, 6.0], replayed={"step": 20, "attention": 21})
+               for r in (rank, other)]
+    replay = record_of(config, args, graphed, "cpu", "h200-sxm", {})
+    assert replay["latency_s"] == 5.0 and replay["timed_contexts"] == {"step": 20, "attention": 21}
+    assert replay["eager"]["latency_s"] == 11.0 and "graph replay" in replay["timer"]
