@@ -90,17 +90,24 @@ def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray
     return mlp + wl.batch * model.vocab * 4.0 + rows * model.d_model * 4 * wl.b_a
 
 
+def allreduce(name: str, message_bytes, gpus: int, count=1.0) -> Op:
+    """``count`` ring all-reduces of ``message_bytes`` each: a GPU sends 2·(N−1)/N of the
+    message in 2·(N−1) ring steps (kvsim.topology), reads its part and the received ones
+    (2× the message) and writes the sum (1×)."""
+    return Op(name, "comm", comm_bytes=allreduce_sent(message_bytes, gpus), hbm_read=2 * message_bytes,
+              hbm_write=message_bytes, comm_gpus=gpus, comm_steps=allreduce_steps(gpus), dtype="fp32").scaled(count)
+
+
 def tensor_parallel_ops(model: ModelConfig, wl: Workload, gpus: int, tokens=1.0) -> list[Op]:
-    """Megatron-style TP: a ring all-reduce of the hidden state after attention and after the MLP
-    in every layer, and a ring all-gather of the vocabulary-split fp32 logits (bytes sent per GPU
-    and ring steps: kvsim.topology). ``model`` is the full model."""
+    """Megatron-style TP: an all-reduce of the hidden state after attention and after the MLP in
+    every layer, one after the vocabulary-parallel embedding lookup (rows of other GPUs' part of
+    the vocabulary read as zero), and a ring all-gather of the vocabulary-split fp32 logits.
+    ``model`` is the full model."""
     if gpus <= 1:
         return []
-    rows = wl.batch * tokens
-    hidden = rows * model.d_model * wl.b_a
+    hidden = wl.batch * tokens * model.d_model * wl.b_a
     logits = wl.batch * model.vocab * 4.0
-    return [Op("layers/allreduce", "comm", comm_bytes=allreduce_sent(hidden, gpus), hbm_read=2 * hidden,
-               hbm_write=hidden, comm_gpus=gpus, comm_steps=allreduce_steps(gpus),
-               dtype="fp32").scaled(2 * model.n_layers),
+    return [allreduce("layers/allreduce", hidden, gpus, count=2 * model.n_layers),
+            allreduce("embed_allreduce", hidden, gpus),
             Op("lm_head_allgather", "comm", comm_bytes=allgather_sent(logits, gpus), hbm_write=logits,
                comm_gpus=gpus, comm_steps=allgather_steps(gpus), dtype="fp32")]

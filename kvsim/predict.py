@@ -130,7 +130,8 @@ def step_cost(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workl
     if prefill:
         return method.prefill_cost(shard, hw, wl) + Cost(tuple(tensor_parallel_ops(model, wl, gpus, wl.seq)))
     tokens = method.tokens_through_layers(shard, wl)
-    cost = method.cost(shard, hw, wl) + Cost(tuple(tensor_parallel_ops(model, wl, gpus, tokens)))
+    collectives = tensor_parallel_ops(model, wl, gpus, tokens) + (method.tp_ops(model, wl, gpus) if gpus > 1 else [])
+    cost = method.cost(shard, hw, wl) + Cost(tuple(collectives))
     return cost + offload_cost(method, shard, wl, offload) if offload > 0 else cost
 
 

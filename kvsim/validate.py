@@ -2,7 +2,8 @@
 
 A measured record (``source: "measured"``, written by ``kvsim measure``) names its hardware
 profile (``hw``), model, ``n_layers`` (the runtime may cut layers), method, params, batch, seq
-and dtypes; it is predicted with exactly that configuration and the relative errors
+and dtypes (and ``gpus``, tensor-parallel GPUs: bytes and memory per GPU); it is predicted with
+exactly that configuration and the relative errors
 (predicted − measured) / measured of step latency, attention latency, HBM bytes (when Nsight
 Compute counted them) and PCIe bytes are summarised per method and overall.
 """
@@ -59,10 +60,16 @@ def record_profile(name: str) -> HardwareProfile:
         return load_profile(name)
 
 
+def gpus_of(record: dict) -> int:
+    """Tensor-parallel GPUs of a record (1 when it does not say)."""
+    return record.get("gpus") or 1
+
+
 def group(record: dict) -> str:
-    """The row a record's errors go to: its method, offloaded runs apart (``sparq offload 0.5``)."""
-    offload = record.get("offload") or 0.0
-    return record["method"] + (f" offload {offload:g}" if offload else "")
+    """The row a record's errors go to: its method, offloaded runs and runs on several
+    tensor-parallel GPUs apart (``sparq offload 0.5``, ``dense x2``)."""
+    offload, gpus = record.get("offload") or 0.0, gpus_of(record)
+    return record["method"] + (f" x{gpus}" if gpus != 1 else "") + (f" offload {offload:g}" if offload else "")
 
 
 def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None):
@@ -73,7 +80,7 @@ def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=No
         return predict(profile, method=record["method"], seq=record["seq"] if seq is None else seq,
                        batch=record["batch"],
                        model=model_for(record), dtype=record.get("dtype"),
-                       kv_dtype=record.get("kv_dtype"), offload=record.get("offload") or 0.0,
+                       kv_dtype=record.get("kv_dtype"), offload=record.get("offload") or 0.0, gpus=gpus_of(record),
                        **(record.get("params") or {}))
     except KeyError as exc:
         raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None

@@ -152,8 +152,13 @@ class Decoder:
         q, k, v = qkv.split([c.q_dim, c.kv_dim, c.kv_dim], dim=-1)
         o = attend(i, q.reshape(B, T, c.n_heads, c.head_dim), k.reshape(B, T, c.n_kv_heads, c.head_dim),
                    v.reshape(B, T, c.n_kv_heads, c.head_dim))
-        x = x + F.linear(o.reshape(B, T, c.q_dim).to(x.dtype), *p["o"])
-        return x + self.mlp(self.norm(x, p["norm2"]), p)
+        x = x + self.reduce(F.linear(o.reshape(B, T, c.q_dim).to(x.dtype), *p["o"]))
+        return x + self.reduce(self.mlp(self.norm(x, p["norm2"]), p))
+
+    def reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """The output projections' result; a tensor-parallel shard sums its partial over the
+        GPUs here (runtime/tp.py: one all-reduce after attention, one after the MLP)."""
+        return partial
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head for x [B,D] -> fp32 logits [B,V] (reads V·D weights)."""

@@ -98,3 +98,25 @@ def test_sweep_and_plan_carry_gpus():
         assert record["memory_bytes"] == pytest.approx(float(direct.memory_bytes))
         assert record["fits"] == bool(direct.fits)
     assert np.any([r["gpus"] == 4 and r["fits"] for r in result.records])
+
+
+@pytest.mark.parametrize("gpus,batch", [(2, 1), (4, 8)])
+def test_embedding_lookup_is_summed_once_per_step(gpus, batch):
+    pred = predict("h100", model="llama-3.1-70b", seq=4096, batch=batch, gpus=gpus)
+    embed = _op(pred, "embed_allreduce")  # vocabulary-parallel table: other GPUs' rows read as zero
+    assert float(embed.comm_bytes) == pytest.approx(2 * (gpus - 1) / gpus * batch * M70.d_model * 2)
+    assert float(embed.launches) == 1
+
+
+def test_method_collectives_follow_the_runtime():
+    """ALISA sums its heads' scores over the GPUs (B·2k·4 bytes per layer); ADORE's controller looks
+    its token up in the split embedding table (B·D·b); one GPU has neither."""
+    for method, name in (("alisa", "layers/attn/score_allreduce"), ("adore", "adore/controller_embed_allreduce")):
+        assert not [op for op in predict("h100", method=method, seq=32768).cost.ops if op.name == name]
+    alisa = predict("h100", method="alisa", seq=32768, batch=2, gpus=4, sparsity=0.75)
+    k = np.floor(32768 * 0.25 / 2 + 0.5)
+    op = _op(alisa, "layers/attn/score_allreduce")
+    assert float(op.comm_bytes) == pytest.approx(32 * 2 * (3 / 4) * 2 * (2 * k) * 4)  # 32 layers
+    assert float(op.launches) == 32
+    adore = _op(predict("h100", method="adore", seq=32768, batch=4, gpus=2), "adore/controller_embed_allreduce")
+    assert float(adore.comm_bytes) == pytest.approx(2 * (1 / 2) * 4 * 4096 * 2)

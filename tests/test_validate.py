@@ -135,3 +135,28 @@ def test_records_go_to_their_device_calibrated_profile_and_offload_rows():
     records.append({**records[0], "offload": 0.5})
     summary = summarize(compare(records, truth))
     assert set(summary["methods"]) == {"dense", "dense offload 0.5"}
+
+
+def test_multi_gpu_records_are_predicted_on_their_gpus_in_rows_of_their_own():
+    """Records measured on 2 tensor-parallel GPUs: predicted with gpus=2 (bytes per GPU), their
+    known error (measured 5% slower, 2% fewer HBM bytes) reported in rows of their own."""
+    from kvsim.models import load_model
+    truth = with_fit(load_profile("h200"), TRUE_EFFS, 6e-6, "test truth")
+    model = load_model("llama-3.1-8b").model_copy(update={"n_layers": 4})
+    records = []
+    for method, gpus, slower in (("dense", 1, 1.0), ("dense", 2, 1.05), ("alisa", 2, 1.05)):
+        pred = predict(truth, method=method, seq=32768, batch=4, model=model, gpus=gpus)
+        records.append({"source": "measured", "hw": "h200-sxm", "model": "llama-3.1-8b", "n_layers": 4,
+                        "method": method, "params": {}, "seq": 32768, "batch": 4, "gpus": gpus,
+                        "dtype": "bf16", "kv_dtype": "bf16", "latency_s": float(pred.latency_s) * slower,
+                        "attention": {"latency_s": float(pred.attention()["latency_s"])},
+                        "hbm_bytes": float(pred.hbm_bytes) * 0.98, "pcie_bytes": 0.0})
+    one_gpu = predict(truth, seq=32768, batch=4, model=model)
+    assert float(one_gpu.latency_s) * 1.05 != pytest.approx(records[1]["latency_s"], rel=0.05)  # gpus matter
+    summary = summarize(compare(records, truth))
+    assert set(summary["methods"]) == {"dense", "dense x2", "alisa x2"}
+    assert summary["methods"]["dense"]["latency"]["median_abs_err"] == pytest.approx(0.0, abs=1e-12)
+    for row in ("dense x2", "alisa x2"):
+        block = summary["methods"][row]
+        assert block["latency"]["worst"]["err"] == pytest.approx(1 / 1.05 - 1, rel=1e-9)
+        assert block["hbm_bytes"]["worst"]["err"] == pytest.approx(1 / 0.98 - 1, rel=1e-9)

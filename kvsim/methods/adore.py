@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Cost, Op, Resident
+from ..decoder import allreduce
 from .attention import INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
 from .base import Method, require
 
@@ -108,6 +109,12 @@ class ADORE(Method):
         choose = topk_op("adore/reconstruct_select", wl.seq - 1.0, r, wl.batch, 1, wl)
         return [self.controller_op(model, wl, tokens=1.0),
                 choose.scaled((released > 0).astype(float))]
+
+    def tp_ops(self, model, wl, gpus) -> list[Op]:
+        """Tokens are scored, not heads: every GPU runs the controller and keeps the same scores.
+        Its input, the new token's embedding, is a lookup in the vocabulary-split table of its
+        own: one all-reduce of B·D·b_a per step (runtime/tp_methods.py)."""
+        return [allreduce("adore/controller_embed_allreduce", wl.batch * model.d_model * wl.b_a, gpus)]
 
     def controller_op(self, model, wl, tokens=1.0) -> Op:
         """GRU step + MLP for ``tokens`` new tokens per sequence; weights read once.

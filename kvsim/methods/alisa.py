@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Cost, Op, Resident
+from ..decoder import allreduce
 from ..errors import KvsimError
 from ..offload import uniform_share
 from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
@@ -128,6 +129,13 @@ class ALISA(Method):
         # top-k of the n − local candidates' fp32 scores, one selection per (sequence, layer)
         select = topk_op("layers/attn/topk", n - local, self.global_tokens(n), wl.batch, L, wl)
         return [main, combine, self._accumulate(model, wl, rows), select]
+
+    def tp_ops(self, model, wl, gpus) -> list[Op]:
+        """One global set per layer from scores summed over all heads: each GPU sums its heads'
+        weights at the 2k selected positions, one all-reduce of B·2k·4 bytes per layer adds the
+        GPUs' sums (runtime/tp_methods.py), and every GPU keeps the same scores."""
+        rows = self.selected_tokens(wl.seq)
+        return [allreduce("layers/attn/score_allreduce", wl.batch * rows * SCORE_BYTES, gpus, count=model.n_layers)]
 
     def _accumulate(self, model, wl, rows) -> Op:
         """Per layer and sequence: the attention kernel writes each query head's weights over the

@@ -66,6 +66,11 @@ class Method(BaseModel):
         """Work outside attention that the method adds (e.g. ADORE's reconstruction)."""
         return []
 
+    def tp_ops(self, model: ModelConfig, wl: Workload, gpus: int) -> list[Op]:
+        """Collectives the method adds on each of ``gpus`` tensor-parallel GPUs (``model`` the
+        full model), beyond the decoder's (kvsim.decoder.tensor_parallel_ops)."""
+        return []
+
     def tokens_through_layers(self, model: ModelConfig, wl: Workload):
         """Tokens per sequence that go through the projections and MLP in one decode step."""
         return 1.0
