@@ -11,7 +11,13 @@ import numpy as np
 
 OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
 QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches",
-              "topk_calls", "topk_single_calls", "loaded_bytes")
+              "topk_calls", "topk_single_calls", "loaded_bytes", "torch_calls", "torch_host_calls",
+              "triton_launches", "host_syncs")
+# What the host issues for an op in an eager step (each kind costs the profile's host.launch_s):
+# torch calls that launch kernels, torch calls that only make views or allocate, Triton kernel
+# launches, and host syncs (the host waits for the device). Counted as the runtime counts them
+# (runtime/measure.py LaunchCounter).
+HOST_CALL_KINDS = {"torch": "torch_calls", "torch_host": "torch_host_calls", "triton": "triton_launches"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,10 @@ class Op:
     topk_shape: tuple = (0.0, 0.0)  # (rows, candidates per row) of one single-block call; not scaled
     gemm_rows: object = 0.0  # a matrix product's rows (tokens) per launch, 0 if not one; not scaled
     loaded_bytes: object = 0.0  # bytes its programs load, repeats served by L2 included (0: hbm_read)
+    torch_calls: object = None  # host: torch calls that launch kernels (None: one per launch)
+    torch_host_calls: object = 0.0  # host: torch calls that launch nothing (views, allocations)
+    triton_launches: object = 0.0  # host: Triton kernel launches (each one of ``launches``)
+    host_syncs: object = 0.0  # host waits for the device (.item(), data-dependent shapes, fetches)
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"
@@ -53,9 +63,21 @@ class Op:
     def pcie_bytes(self):
         return np.add(self.h2d, self.d2h)
 
+    @property
+    def host_calls(self) -> dict:
+        """{kind: count} the host issues for this op in an eager step (HOST_CALL_KINDS)."""
+        torch = np.subtract(self.launches, self.triton_launches) if self.torch_calls is None else self.torch_calls
+        return {"torch": torch, "torch_host": self.torch_host_calls, "triton": self.triton_launches}
+
+    def issued(self, torch=0.0, torch_host=0.0, triton=0.0, syncs=0.0) -> "Op":
+        """This op with its host calls per run (before ``scaled``): the runtime's count."""
+        return replace(self, torch_calls=torch, torch_host_calls=torch_host, triton_launches=triton,
+                       host_syncs=syncs)
+
     def scaled(self, factor) -> "Op":
         """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""
-        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES})
+        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES
+                                if getattr(self, q) is not None})
 
     def renamed(self, name: str) -> "Op":
         return replace(self, name=name)
@@ -79,7 +101,8 @@ class Cost:
 
     def total(self, quantity: str, kinds: tuple[str, ...] | None = None):
         picked = [op for op in self.ops if kinds is None or op.kind in kinds]
-        return sum((np.asarray(getattr(op, quantity), dtype=float) for op in picked), np.asarray(0.0))
+        value = lambda op: op.host_calls["torch"] if quantity == "torch_calls" else getattr(op, quantity)  # noqa: E731
+        return sum((np.asarray(value(op), dtype=float) for op in picked), np.asarray(0.0))
 
     @property
     def flops(self):
@@ -119,7 +142,8 @@ class Cost:
             key = "/".join(op.name.split("/")[:depth])
             bucket = groups.setdefault(key, {q: np.asarray(0.0) for q in QUANTITIES})
             for q in QUANTITIES:
-                bucket[q] = bucket[q] + np.asarray(getattr(op, q), dtype=float)
+                value = op.host_calls["torch"] if q == "torch_calls" else getattr(op, q)
+                bucket[q] = bucket[q] + np.asarray(value, dtype=float)
         return groups
 
     def __add__(self, other: "Cost") -> "Cost":

@@ -89,6 +89,11 @@ class Interconnect(_Frozen):
 class Host(_Frozen):
     memory_bytes: Sourced
     bandwidth_Bps: Sourced
+    # eager execution, where measured: host time to issue one call of each kind (torch calls that
+    # launch a kernel, torch calls that only make views or allocate, Triton kernel launches) and
+    # one host sync (the round trip of a wait on the device); kvsim.roofline's eager engine
+    launch_s: Optional[dict[Literal["torch", "torch_host", "triton"], Sourced]] = None
+    sync_s: Optional[Sourced] = None
 
 
 class SingleBlockTopK(_Frozen):

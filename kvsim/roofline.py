@@ -11,6 +11,17 @@ one thread block per row, ~18 passes over it) the profile's measured cost of suc
 it has one. The op takes the largest; its ``bound`` names
 which. Ops on the "compute" stream run one after another;
 "copy" ops run beside them, so the step takes the longer of the two streams.
+
+Engines: "graphs" (a CUDA-graph replay) runs the kernels back to back: the step is the sum of
+the op times. "eager" issues every op from the host, as plain PyTorch does: each op costs the
+host its calls (``Op.host_calls``, each kind at the profile's ``host.launch_s``) and syncs
+(``host.sync_s``), and the GPU runs an op once it is issued and the op before it is done. The
+host runs ahead of the GPU, so op j finishes at max over i ≤ j of (host time to issue ops
+1..i) + (GPU time of ops i..j): the step is the GPU's time where it is the bottleneck, the
+host's where that is. Ops named ``layers/...`` run in every layer (their totals spread evenly
+over ``layers``), in their order within a layer; ops outside the layers run before them (those
+listed before the first layer op, and a method's per-step attention and cache work) or after. A sync makes the host wait for the GPU: with
+one or more per layer every layer starts with both streams level.
 """
 from __future__ import annotations
 
@@ -19,9 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cost import Cost, Op
+from .errors import KvsimError
 from .hardware import HardwareProfile
 
 BOUNDS = ("compute", "memory", "link", "interconnect", "host", "latency", "library")
+ENGINES = ("graphs", "eager")
+# ops outside the layers of these kinds run when the step begins (a method's per-step selection
+# or cache upkeep), the others after the last layer (final norm, LM head)
+STEP_START_KINDS = ("attention", "cache")
 
 
 @dataclass(frozen=True)
@@ -120,10 +136,75 @@ class StepTime:
     latency_s: np.ndarray
     compute_stream_s: np.ndarray
     copy_stream_s: np.ndarray
+    engine: str = "graphs"
+    host_s: np.ndarray = 0.0  # eager: the host's time to issue the step's calls and syncs
 
 
-def step_time(cost: Cost, hw: HardwareProfile) -> StepTime:
+def host_issue_time(op: Op, hw: HardwareProfile):
+    """Host time to issue one op eagerly: its calls of each kind at ``host.launch_s`` and its
+    syncs at ``host.sync_s``."""
+    host = hw.host
+    if host is None or host.launch_s is None or host.sync_s is None:
+        raise KvsimError(f"{hw.name}: the eager engine needs the profile's host.launch_s and "
+                         "host.sync_s (the measured host cost of a launch and a sync)")
+    total = np.asarray(op.host_syncs, dtype=float) * host.sync_s.value
+    for kind, calls in op.host_calls.items():
+        if kind in host.launch_s:
+            total = total + np.asarray(calls, dtype=float) * host.launch_s[kind].value
+        elif np.any(np.asarray(calls) > 0):
+            raise KvsimError(f"{hw.name}: host.launch_s has no '{kind}' entry for op {op.name}")
+    return total
+
+
+def _running_max(host, gpu):
+    """max over i of (host[:i+1].sum() + gpu[i:].sum()) over ops in order (lists of arrays),
+    and the two sums: when the last op is done if the GPU starts each op once it is issued."""
+    if not host:
+        return np.asarray(0.0), np.asarray(0.0), np.asarray(0.0)
+    issued, pending, best = np.asarray(0.0), sum(gpu, np.asarray(0.0)), np.asarray(-np.inf)
+    for h, g in zip(host, gpu):
+        issued = issued + h
+        best = np.maximum(best, issued + pending)
+        pending = pending - g
+    return best, issued, sum(gpu, np.asarray(0.0))
+
+
+def _eager_stream(timed: tuple[OpTime, ...], hw: HardwareProfile, layers: int):
+    """(step time, host issue time) of ops issued eagerly (module docstring)."""
+    first = next((i for i, t in enumerate(timed) if t.op.name.startswith("layers/")), len(timed))
+    per_step = [t for t in timed[first:] if not t.op.name.startswith("layers/")]
+    early = [t for t in per_step if t.op.kind in STEP_START_KINDS]
+    parts = {"pre": [*timed[:first], *early], "post": [t for t in per_step if t.op.kind not in STEP_START_KINDS],
+             "layer": [t for t in timed if t.op.name.startswith("layers/")]}
+    share = {"pre": 1.0, "post": 1.0, "layer": 1.0 / layers}
+    costs = {}
+    for key, part in parts.items():
+        host = [host_issue_time(t.op, hw) * share[key] for t in part]
+        gpu = [t.time_s * share[key] for t in part]
+        costs[key] = _running_max(host, gpu)
+    (pre, pre_h, pre_g), (post, post_h, post_g), (layer, layer_h, layer_g) = (
+        costs["pre"], costs["post"], costs["layer"])
+    syncs = sum((np.asarray(t.op.host_syncs, dtype=float) for t in parts["layer"]), np.asarray(0.0)) / layers
+    overlapped = np.maximum.reduce([pre + layers * layer_g + post_g,
+                                    pre_h + layer + (layers - 1) * np.maximum(layer_h, layer_g) + post_g,
+                                    pre_h + layers * layer_h + post])
+    level = pre + layers * layer + post  # a sync in every layer: each starts with both streams level
+    step = np.where(syncs >= 1.0, level, overlapped) if parts["layer"] else overlapped
+    return step, pre_h + layers * layer_h + post_h
+
+
+def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: int = 1) -> StepTime:
+    """The step's time on ``engine`` (ENGINES); ``layers``: the layers the ``layers/`` ops run in."""
+    if engine not in ENGINES:
+        raise KvsimError(f"unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
     timed = tuple(op_time(op, hw) for op in cost.ops)
-    compute = sum((t.time_s for t in timed if t.op.stream == "compute"), np.asarray(0.0))
+    compute_ops = tuple(t for t in timed if t.op.stream == "compute")
     copy = sum((t.time_s for t in timed if t.op.stream == "copy"), np.asarray(0.0))
-    return StepTime(timed, np.maximum(compute, copy), compute, copy)
+    if engine == "graphs":
+        compute = sum((t.time_s for t in compute_ops), np.asarray(0.0))
+        return StepTime(timed, np.maximum(compute, copy), compute, copy)
+    # eager: copy-stream ops are issued from the same host thread, their transfers run beside
+    issued = tuple(t if t.op.stream == "compute" else OpTime(t.op, 0.0 * t.time_s, t.bound, t.floors)
+                   for t in timed)
+    compute, host = _eager_stream(issued, hw, max(int(layers), 1))
+    return StepTime(timed, np.maximum(compute, copy), compute, copy, engine, host)

@@ -12,6 +12,10 @@ a few tokens past the eager ones: ``timed_contexts`` says at which contexts.
 ``gpu_busy_s`` (CUDA only): the summed time of the kernels one step runs (torch.profiler),
 i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
 
+``launches`` (step and attention-only): what the host issues in one call, counted by
+:class:`LaunchCounter`: torch calls that launch kernels, torch calls that only make views or
+allocate, Triton kernel launches, and host syncs (an eager step pays host time for each).
+
 HBM bytes come from Nsight Compute in a separate wrapper: ``run_steps_for_profiling`` runs one
 warm decode step between torch.cuda.profiler.start()/stop(), for
 ``ncu --profile-from-start off --metrics dram__bytes_read.sum,dram__bytes_write.sum``.
@@ -30,6 +34,117 @@ from .engine import Engine, offload_fraction
 from .model import DTYPE_NAMES
 
 L2_FLUSH_BYTES = 4 * 50 * 2**20  # 4 × the H100's 50 MB L2
+LAUNCH_KINDS = ("torch", "torch_host", "triton", "sync")
+_ALLOCATIONS = ("aten.empty.memory_format", "aten.empty_strided.default", "aten.empty_like.default",
+                "aten.new_empty.default", "aten.new_empty_strided.default")
+
+
+def _reads_back(func, args, kwargs) -> bool:
+    """Whether an aten op makes the host wait for the device: it returns device data to the host
+    (.item()), its output shape depends on the data (nonzero, boolean masks), or it copies
+    device memory into pageable host memory (.cpu(), .tolist())."""
+    name = str(func)
+    if name in ("aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default"):
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
+    if {torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape} & set(func.tags):
+        return True
+    if name in ("aten._to_copy.default", "aten.copy_.default"):
+        src = args[1] if name == "aten.copy_.default" else args[0]
+        dst = args[0].device if name == "aten.copy_.default" else kwargs.get("device", src.device)
+        return src.device.type == "cuda" and torch.device(dst).type == "cpu"
+    return False
+
+
+def _aten_kind(func, args, kwargs) -> str:
+    """What one aten op costs the host: a host sync (:func:`_reads_back`), a kernel launch
+    ("torch"), or host work only ("torch_host": a view, an allocation)."""
+    if _reads_back(func, args, kwargs):
+        return "sync"
+    if str(func) in _ALLOCATIONS:
+        return "torch_host"
+    returns = func._schema.returns
+    if returns and returns[0].alias_info is not None and not func._schema.is_mutable:
+        return "torch_host"  # a view of its input
+    return "torch"
+
+
+class LaunchCounter:
+    """Counts what the host issues while active (``with LaunchCounter() as c: fn()``; then
+    ``c.counts``): each top-level torch call once, as "torch" if it launched a kernel, else
+    "torch_host" (views, allocations); each Triton kernel launch ("triton", the torch calls the
+    launcher makes inside not counted); each host sync ("sync", also counted as its torch call
+    where one launched a copy). Works on CUDA and under the Triton interpreter on CPU."""
+
+    def __init__(self):
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+        counter = self
+        self.counts = dict.fromkeys(LAUNCH_KINDS, 0)
+        self._call: set | None = None  # aten kinds seen inside the current top-level call
+        self._in_triton = 0
+
+        class Calls(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                return counter._torch_call(func, args, kwargs or {})
+
+        class Atens(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if counter._call is not None and not counter._in_triton:
+                    counter._call.add(_aten_kind(func, args, kwargs or {}))
+                return func(*args, **(kwargs or {}))
+
+        self._modes = (Calls(), Atens())
+
+    def _torch_call(self, func, args, kwargs):
+        if self._call is not None or self._in_triton:
+            return func(*args, **kwargs)
+        self._call = set()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            kinds, self._call = self._call, None
+            if kinds:
+                self.counts["torch" if kinds & {"torch", "sync"} else "torch_host"] += 1
+            self.counts["sync"] += "sync" in kinds
+
+    def _launch(self, run):
+        counter = self
+
+        def counted(kernel, *args, **kwargs):
+            if not counter._in_triton:
+                counter.counts["triton"] += 1
+            counter._in_triton += 1
+            try:
+                return run(kernel, *args, **kwargs)
+            finally:
+                counter._in_triton -= 1
+        return counted
+
+    def __enter__(self):
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+        self._patched = [(cls, cls.run) for cls in (JITFunction, InterpretedFunction)]
+        for cls, run in self._patched:
+            cls.run = self._launch(run)
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+        for cls, run in self._patched:
+            cls.run = run
+        return False
+
+
+def count_launches(fn) -> dict:
+    """{kind: count} of what the host issues in one call of ``fn`` (:class:`LaunchCounter`)."""
+    if fn is None:
+        return {}
+    with LaunchCounter() as counter:
+        fn()
+    return dict(counter.counts)
 
 
 class _Timer:
@@ -170,6 +285,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         first = engine.length + warmup + 1
         times, moved = _time_steps(engine, steps, warmup, flush_l2)
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
+        launches = {"step": count_launches(engine.step), "attention": count_launches(engine.attention_only_step)}
         memory, memory_how = _peak_memory(engine)
         if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
             graphed, graph_how, replayed = [], "not capturable: offloaded rows are fetched after a host sync", {}
@@ -187,7 +303,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         pcie_bytes=(moved["h2d"] + moved["d2h"]) / steps, pcie={k: v / steps for k, v in moved.items()},
         memory_bytes=memory, memory_how=memory_how, kv_bytes=engine.kv_bytes, host_kv_bytes=engine.host_kv_bytes,
         weight_bytes=engine.model.weight_bytes, contexts=[first, first + steps - 1], prefill=prefill,
-        steps=steps, warmup=warmup, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
+        steps=steps, warmup=warmup, launches=launches, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
         l2_flush_bytes=L2_FLUSH_BYTES if engine.device.type == "cuda" and flush_l2 else 0,
         backends=ops.backends())
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
