@@ -11,13 +11,14 @@ import numpy as np
 
 OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
 QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches",
-              "topk_calls", "topk_single_calls", "loaded_bytes", "torch_calls", "torch_host_calls",
-              "triton_launches", "host_syncs")
+              "topk_calls", "topk_single_calls", "loaded_bytes", "torch_calls", "gemm_calls",
+              "torch_host_calls", "triton_launches", "triton_args", "host_syncs")
 # What the host issues for an op in an eager step (each kind costs the profile's host.launch_s):
-# torch calls that launch kernels, torch calls that only make views or allocate, Triton kernel
-# launches, and host syncs (the host waits for the device). Counted as the runtime counts them
-# (runtime/measure.py LaunchCounter).
-HOST_CALL_KINDS = {"torch": "torch_calls", "torch_host": "torch_host_calls", "triton": "triton_launches"}
+# torch calls that launch kernels, those that run a matrix product (cuBLAS), those that only
+# make views or allocate, Triton kernel launches (and their runtime arguments), and host syncs
+# (the host waits for the device). Counted as the runtime counts them (runtime/measure.py).
+HOST_CALL_KINDS = {"torch": "torch_calls", "torch_gemm": "gemm_calls", "torch_host": "torch_host_calls",
+                   "triton": "triton_launches"}
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ class Op:
     gemm_rows: object = 0.0  # a matrix product's rows (tokens) per launch, 0 if not one; not scaled
     loaded_bytes: object = 0.0  # bytes its programs load, repeats served by L2 included (0: hbm_read)
     torch_calls: object = None  # host: torch calls that launch kernels (None: one per launch)
+    gemm_calls: object = 0.0  # host: torch calls that run a matrix product (F.linear)
     torch_host_calls: object = 0.0  # host: torch calls that launch nothing (views, allocations)
     triton_launches: object = 0.0  # host: Triton kernel launches (each one of ``launches``)
+    triton_args: object = 0.0  # host: runtime arguments passed to those launches, in total
     host_syncs: object = 0.0  # host waits for the device (.item(), data-dependent shapes, fetches)
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
@@ -66,13 +69,17 @@ class Op:
     @property
     def host_calls(self) -> dict:
         """{kind: count} the host issues for this op in an eager step (HOST_CALL_KINDS)."""
-        torch = np.subtract(self.launches, self.triton_launches) if self.torch_calls is None else self.torch_calls
-        return {"torch": torch, "torch_host": self.torch_host_calls, "triton": self.triton_launches}
+        torch = self.torch_calls
+        if torch is None:
+            torch = np.subtract(np.subtract(self.launches, self.triton_launches), self.gemm_calls)
+        return {"torch": torch, "torch_gemm": self.gemm_calls, "torch_host": self.torch_host_calls,
+                "triton": self.triton_launches}
 
-    def issued(self, torch=0.0, torch_host=0.0, triton=0.0, syncs=0.0) -> "Op":
-        """This op with its host calls per run (before ``scaled``): the runtime's count."""
-        return replace(self, torch_calls=torch, torch_host_calls=torch_host, triton_launches=triton,
-                       host_syncs=syncs)
+    def issued(self, torch=0.0, torch_host=0.0, triton=0.0, syncs=0.0, gemm=0.0, args=0.0) -> "Op":
+        """This op with its host calls per run (before ``scaled``): the runtime's count;
+        ``args``: the runtime arguments of its Triton launches, in total."""
+        return replace(self, torch_calls=torch, gemm_calls=gemm, torch_host_calls=torch_host,
+                       triton_launches=triton, triton_args=args, host_syncs=syncs)
 
     def scaled(self, factor) -> "Op":
         """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""

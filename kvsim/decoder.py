@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from .cost import Op
+
+ROPE_ARGS = 23  # runtime arguments of the RoPE kernel's launch (kernels/rope.py)
 from .models import ModelConfig
 from .workload import Workload
 
@@ -48,23 +50,24 @@ def layer_ops(model: ModelConfig, wl: Workload, tokens=1.0, layers: int | None =
         # residual add + norm: read x, residual ; write normed, residual
         _elementwise("layers/norm_attn", rows, D, 2, 2, 5.0, 1, wl, weight_width=D).issued(torch=1),
         # host: split into q, k, v and three head reshapes
-        _linear("layers/attn/qkv_proj", rows, D, Q + 2 * KV, 1, wl).issued(torch=1, torch_host=4),
+        _linear("layers/attn/qkv_proj", rows, D, Q + 2 * KV, 1, wl).issued(gemm=1, torch_host=4),
     ]
     if not model.learned_positions and rotate_keys:
         # RoPE on k: read and write KV per row, ~6 FLOPs per element
-        ops.append(_elementwise("layers/attn/rope", rows, KV, 1, 1, 6.0, 1, wl).issued(triton=1, torch_host=1))
+        ops.append(_elementwise("layers/attn/rope", rows, KV, 1, 1, 6.0, 1, wl).issued(
+            triton=1, args=ROPE_ARGS, torch_host=1))
     gated = model.mlp == "swiglu"
     ops += [
         # the linear and the residual add ; host: the heads' reshape
-        _linear("layers/attn/o_proj", rows, Q, D, 1, wl).issued(torch=2, torch_host=1),
+        _linear("layers/attn/o_proj", rows, Q, D, 1, wl).issued(gemm=1, torch=1, torch_host=1),
         _elementwise("layers/norm_mlp", rows, D, 2, 2, 5.0, 1, wl, weight_width=D).issued(torch=1),
         # host: the gate and up halves (a view)
         _linear("layers/mlp/gate_up" if gated else "layers/mlp/up", rows, D, (1 + gated) * F, 1,
-                wl).issued(torch=1, torch_host=gated),
+                wl).issued(gemm=1, torch_host=gated),
         # silu(gate)·up: read 2F, write F per row ; ReLU/GELU: read F, write F
         (_elementwise("layers/mlp/act", rows, F, 2, 1, 5.0, 1, wl).issued(torch=2) if gated
          else _elementwise("layers/mlp/act", rows, F, 1, 1, 1.0, 1, wl).issued(torch=1)),
-        _linear("layers/mlp/down", rows, F, D, 1, wl).issued(torch=2),  # and the residual add
+        _linear("layers/mlp/down", rows, F, D, 1, wl).issued(gemm=1, torch=1),  # and the residual add
     ]
     return [op.scaled(layers) for op in ops]
 
@@ -83,7 +86,7 @@ def model_ops(model: ModelConfig, wl: Workload, tokens=1.0, logits_tokens=1.0) -
         # host: the last token's row (a view)
         _elementwise("final_norm", head_rows, D, 1, 1, 5.0, 1, wl, weight_width=D).issued(torch=1, torch_host=1),
         # host: the product, and the logits' cast to fp32 unless already fp32
-        _linear("lm_head", head_rows, D, V, 1, wl).issued(torch=1 + (wl.b_a != 4)),
+        _linear("lm_head", head_rows, D, V, 1, wl).issued(gemm=1, torch=float(wl.b_a != 4)),
         # argmax / sampling over fp32 logits: read V·4 per row, write one id (the runtime
         # returns logits: no host call counted)
         Op("sample", "elementwise", flops=2 * head_rows * V, hbm_read=head_rows * V * 4.0,

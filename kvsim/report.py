@@ -22,7 +22,7 @@ def prediction_text(pred, top: int = 8) -> str:
     lines = [
         f"{pred.method.name} ({param_text}) on {pred.hw.name}{gpus}: {pred.model.name}, "
         f"batch {int(wl.batch)}, context {format_tokens(int(wl.seq))}, "
-        f"weights {wl.dtype}, KV {wl.kv_dtype}",
+        f"weights {wl.dtype}, KV {wl.kv_dtype}, engine {pred.engine}",
         "",
         f"  latency per step   {format_seconds(latency)}   ({float(pred.tokens_per_s):.1f} tokens/s)",
         f"  FLOPs per step     {format_count(pred.flops, 'FLOP')}",
@@ -69,7 +69,7 @@ def comparison_text(preds: list) -> str:
                      format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"])
     first = preds[0]
     head = (f"{first.hw.name}: {first.model.name}, batch {int(first.workload.batch)}, "
-            f"context {format_tokens(int(first.workload.seq))}\n\n")
+            f"context {format_tokens(int(first.workload.seq))}, engine {first.engine}\n\n")
     return head + table(rows, ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"])
 
 

@@ -20,8 +20,9 @@ host runs ahead of the GPU, so op j finishes at max over i ≤ j of (host time t
 1..i) + (GPU time of ops i..j): the step is the GPU's time where it is the bottleneck, the
 host's where that is. Ops named ``layers/...`` run in every layer (their totals spread evenly
 over ``layers``), in their order within a layer; ops outside the layers run before them (those
-listed before the first layer op, and a method's per-step attention and cache work) or after. A sync makes the host wait for the GPU: with
-one or more per layer every layer starts with both streams level.
+listed before the first layer op, and a method's per-step attention and cache work) or after.
+A sync makes the host wait for the GPU: after an op that syncs in every layer both streams are
+level (the layer's parts between syncs add up); a sync in only some layers costs host time.
 """
 from __future__ import annotations
 
@@ -148,6 +149,8 @@ def host_issue_time(op: Op, hw: HardwareProfile):
         raise KvsimError(f"{hw.name}: the eager engine needs the profile's host.launch_s and "
                          "host.sync_s (the measured host cost of a launch and a sync)")
     total = np.asarray(op.host_syncs, dtype=float) * host.sync_s.value
+    if host.triton_arg_s is not None:
+        total = total + np.asarray(op.triton_args, dtype=float) * host.triton_arg_s.value
     for kind, calls in op.host_calls.items():
         if kind in host.launch_s:
             total = total + np.asarray(calls, dtype=float) * host.launch_s[kind].value
@@ -169,28 +172,39 @@ def _running_max(host, gpu):
     return best, issued, sum(gpu, np.asarray(0.0))
 
 
+def _segments(part, layers: int):
+    """Ops of one layer split after each op that syncs in every layer (the host waits there)."""
+    segments, current = [], []
+    for t in part:
+        current.append(t)
+        if np.all(np.asarray(t.op.host_syncs, dtype=float) >= layers):
+            segments.append(current)
+            current = []
+    return segments + [current] if current else segments
+
+
+def _costs(part, hw, share):
+    return _running_max([host_issue_time(t.op, hw) * share for t in part], [t.time_s * share for t in part])
+
+
 def _eager_stream(timed: tuple[OpTime, ...], hw: HardwareProfile, layers: int):
     """(step time, host issue time) of ops issued eagerly (module docstring)."""
     first = next((i for i, t in enumerate(timed) if t.op.name.startswith("layers/")), len(timed))
     per_step = [t for t in timed[first:] if not t.op.name.startswith("layers/")]
     early = [t for t in per_step if t.op.kind in STEP_START_KINDS]
-    parts = {"pre": [*timed[:first], *early], "post": [t for t in per_step if t.op.kind not in STEP_START_KINDS],
-             "layer": [t for t in timed if t.op.name.startswith("layers/")]}
-    share = {"pre": 1.0, "post": 1.0, "layer": 1.0 / layers}
-    costs = {}
-    for key, part in parts.items():
-        host = [host_issue_time(t.op, hw) * share[key] for t in part]
-        gpu = [t.time_s * share[key] for t in part]
-        costs[key] = _running_max(host, gpu)
-    (pre, pre_h, pre_g), (post, post_h, post_g), (layer, layer_h, layer_g) = (
-        costs["pre"], costs["post"], costs["layer"])
-    syncs = sum((np.asarray(t.op.host_syncs, dtype=float) for t in parts["layer"]), np.asarray(0.0)) / layers
+    layer_ops = [t for t in timed if t.op.name.startswith("layers/")]
+    pre, pre_h, _ = _costs([*timed[:first], *early], hw, 1.0)
+    post, post_h, post_g = _costs([t for t in per_step if t.op.kind not in STEP_START_KINDS], hw, 1.0)
+    layer, layer_h, layer_g = _costs(layer_ops, hw, 1.0 / layers)
+    segments = _segments(layer_ops, layers)
+    if any(np.all(np.asarray(t.op.host_syncs, dtype=float) >= layers) for t in layer_ops):
+        # a sync in every layer: both streams are level after it, so the segments add up
+        level = sum((_costs(seg, hw, 1.0 / layers)[0] for seg in segments), np.asarray(0.0))
+        return pre + layers * level + post, pre_h + layers * layer_h + post_h
     overlapped = np.maximum.reduce([pre + layers * layer_g + post_g,
                                     pre_h + layer + (layers - 1) * np.maximum(layer_h, layer_g) + post_g,
                                     pre_h + layers * layer_h + post])
-    level = pre + layers * layer + post  # a sync in every layer: each starts with both streams level
-    step = np.where(syncs >= 1.0, level, overlapped) if parts["layer"] else overlapped
-    return step, pre_h + layers * layer_h + post_h
+    return overlapped, pre_h + layers * layer_h + post_h
 
 
 def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: int = 1) -> StepTime:

@@ -34,7 +34,8 @@ from .engine import Engine, offload_fraction
 from .model import DTYPE_NAMES
 
 L2_FLUSH_BYTES = 4 * 50 * 2**20  # 4 × the H100's 50 MB L2
-LAUNCH_KINDS = ("torch", "torch_host", "triton", "sync")
+LAUNCH_KINDS = ("torch", "torch_gemm", "torch_host", "triton", "triton_args", "sync")
+_GEMMS = ("aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default")
 _ALLOCATIONS = ("aten.empty.memory_format", "aten.empty_strided.default", "aten.empty_like.default",
                 "aten.new_empty.default", "aten.new_empty_strided.default")
 
@@ -60,6 +61,8 @@ def _aten_kind(func, args, kwargs) -> str:
     ("torch"), or host work only ("torch_host": a view, an allocation)."""
     if _reads_back(func, args, kwargs):
         return "sync"
+    if str(func) in _GEMMS:
+        return "torch_gemm"
     if str(func) in _ALLOCATIONS:
         return "torch_host"
     returns = func._schema.returns
@@ -70,10 +73,12 @@ def _aten_kind(func, args, kwargs) -> str:
 
 class LaunchCounter:
     """Counts what the host issues while active (``with LaunchCounter() as c: fn()``; then
-    ``c.counts``): each top-level torch call once, as "torch" if it launched a kernel, else
-    "torch_host" (views, allocations); each Triton kernel launch ("triton", the torch calls the
-    launcher makes inside not counted); each host sync ("sync", also counted as its torch call
-    where one launched a copy). Works on CUDA and under the Triton interpreter on CPU."""
+    ``c.counts``): each top-level torch call once, as "torch_gemm" if it ran a matrix product
+    (cuBLAS), else "torch" if it launched a kernel, else "torch_host" (views, allocations);
+    each Triton kernel launch ("triton", the torch calls the launcher makes inside not counted)
+    and its runtime (positional) arguments ("triton_args"); each host sync ("sync", also counted
+    as its torch call where one launched a copy). Works on CUDA and under the Triton interpreter
+    on CPU."""
 
     def __init__(self):
         from torch.overrides import TorchFunctionMode
@@ -104,7 +109,8 @@ class LaunchCounter:
         finally:
             kinds, self._call = self._call, None
             if kinds:
-                self.counts["torch" if kinds & {"torch", "sync"} else "torch_host"] += 1
+                launched = "torch" if kinds & {"torch", "sync"} else "torch_host"
+                self.counts["torch_gemm" if "torch_gemm" in kinds else launched] += 1
             self.counts["sync"] += "sync" in kinds
 
     def _launch(self, run):
@@ -113,6 +119,7 @@ class LaunchCounter:
         def counted(kernel, *args, **kwargs):
             if not counter._in_triton:
                 counter.counts["triton"] += 1
+                counter.counts["triton_args"] += len(args)
             counter._in_triton += 1
             try:
                 return run(kernel, *args, **kwargs)

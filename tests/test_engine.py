@@ -24,7 +24,8 @@ PARAMS = {"dense": {}, "streamingllm": {"sink": 4, "recent": 20}, "h2o": {"heavy
           "adore": {"m": 40, "R": 3}, "tidaldecode": {"k": 16, "reselect_layer": 3},
           "sparq": {"k": 24, "r": 8, "local": 4}, "quest": {"budget": 32, "page_size": 8},
           "alisa": {}, "duoattention": {"sink": 4, "recent": 16}}
-KINDS = {"torch": "torch_calls", "torch_host": "torch_host_calls", "triton": "triton_launches", "sync": "host_syncs"}
+KINDS = {"torch": "torch_calls", "torch_gemm": "gemm_calls", "torch_host": "torch_host_calls",
+         "triton": "triton_launches", "triton_args": "triton_args", "sync": "host_syncs"}
 
 
 def runtime_counts(method: str) -> tuple[dict, dict]:
@@ -72,3 +73,69 @@ def test_host_calls_match_the_runtime(method):
     for kind, count in attention.items():
         low, high = extra.get(kind, (0, 0))
         assert low <= count - modelled[kind] <= high, (kind, modelled[kind], count)
+
+
+H100 = load_profile("h100-sxm")
+
+
+def layered(host_calls: float, gpu_bytes: float, layers: int = 4, syncs: float = 0.0) -> Cost:
+    """Two ops per layer and one after the layers; each op ``host_calls`` Triton launches."""
+    op = Op("layers/x", "attention", hbm_read=gpu_bytes).issued(triton=host_calls, syncs=syncs)
+    tail = Op("tail", "linear", hbm_read=gpu_bytes).issued(triton=host_calls)
+    return Cost((op.scaled(layers), op.renamed("layers/y").scaled(layers), tail))
+
+
+def test_graphs_is_the_default_and_ignores_host_calls():
+    cost = layered(100.0, 1e9)
+    assert step_time(cost, H100).latency_s == step_time(cost, H100, "graphs", 4).latency_s
+    assert step_time(cost, H100).engine == "graphs"
+
+
+@pytest.mark.parametrize("calls, nbytes", [(1.0, 1e9), (1.0, 1e5), (200.0, 1e9), (200.0, 1e5), (20.0, 3e7)])
+def test_eager_lies_between_the_larger_stream_and_their_sum(calls, nbytes):
+    cost = layered(calls, nbytes)
+    graphs = step_time(cost, H100)
+    eager = step_time(cost, H100, "eager", 4)
+    assert eager.latency_s >= max(float(graphs.latency_s), float(eager.host_s)) - 1e-12
+    assert eager.latency_s <= float(graphs.latency_s) + float(eager.host_s) + 1e-12
+
+
+def test_eager_gpu_bound_pays_only_the_first_launch_and_host_bound_only_the_last_kernel():
+    launch = H100.host.launch_s["triton"].value
+    gpu_bound = layered(1.0, 1e9)
+    graphs = float(step_time(gpu_bound, H100).latency_s)
+    assert float(step_time(gpu_bound, H100, "eager", 4).latency_s) == pytest.approx(graphs + launch)
+    host_bound = layered(500.0, 1e5)
+    eager = step_time(host_bound, H100, "eager", 4)
+    last = float(step_time(Cost((host_bound.ops[-1],)), H100).latency_s)
+    assert float(eager.latency_s) == pytest.approx(float(eager.host_s) + last)
+
+
+def test_a_sync_in_every_layer_stops_the_host_running_ahead():
+    free, synced = layered(1.0, 1e9), layered(1.0, 1e9, syncs=1.0)
+    graphs = float(step_time(free, H100).latency_s)
+    launch, sync = H100.host.launch_s["triton"].value, H100.host.sync_s.value
+    assert float(step_time(free, H100, "eager", 4).latency_s) == pytest.approx(graphs + launch)
+    # each of the 8 layer ops: issued, run, waited for; the tail issued while nothing runs
+    synced_s = float(step_time(synced, H100, "eager", 4).latency_s)
+    assert synced_s == pytest.approx(graphs + 8 * (launch + sync) + launch)
+    some = float(step_time(layered(1.0, 1e9, syncs=0.5), H100, "eager", 4).latency_s)
+    assert some == pytest.approx(graphs + launch + 0.5 * sync)  # host time only, while it runs ahead
+
+
+def test_eager_is_vectorized_and_never_faster_than_graphs():
+    seq, batch = np.array([[4096.0], [131072.0]]), np.array([[1.0, 8.0, 32.0]])
+    for method in PARAMS:
+        graphs = predict("h100-sxm", method, seq=seq, batch=batch)
+        eager = predict("h100-sxm", method, seq=seq, batch=batch, engine="eager")
+        assert eager.latency_s.shape == (2, 3)
+        assert np.all(eager.latency_s >= graphs.latency_s)
+        assert np.all(eager.attention()["latency_s"] >= graphs.attention()["latency_s"])
+        assert np.all(eager.attention()["latency_s"] <= eager.latency_s)
+
+
+def test_eager_needs_measured_launch_costs_and_a_known_engine():
+    with pytest.raises(KvsimError, match="host.launch_s"):
+        predict("a100-80gb-sxm", "dense", seq=4096, engine="eager")
+    with pytest.raises(KvsimError, match="unknown engine"):
+        predict("h100-sxm", "dense", seq=4096, engine="compiled")

@@ -6,7 +6,7 @@ from collections import defaultdict
 from ..errors import KvsimError
 from ..report import table
 from ..units import format_bytes, format_seconds, format_tokens
-from .common import add_model_args, dump_json, parse_params, positive_int, tokens
+from .common import add_engine_arg, add_model_args, dump_json, parse_params, positive_int, tokens
 from .sweep import count_list, hardware_list, method_list
 
 ACCURACY_NOTE = ("kvsim predicts cost, not accuracy: methods that evict tokens keep a fixed window "
@@ -23,6 +23,7 @@ def register(sub) -> None:
     parser.add_argument("--gpus", type=count_list, default=[1, 2, 4, 8], help="tensor-parallel counts (default 1,2,4,8)")
     parser.add_argument("--prices", help="YAML of per-GPU hourly prices replacing the shipped ones by name")
     add_model_args(parser)
+    add_engine_arg(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--plot", help="cost against time per output token with the objective, PNG")
     parser.set_defaults(run=run)
@@ -35,7 +36,7 @@ def run(args) -> int:
         raise KvsimError(f"--tpot-ms must be a positive number of milliseconds, got {args.tpot_ms}")
     options = plan(args.model, args.seq, hardware_list(args.hw), method_list(args.method), args.gpus,
                    args.tpot_ms, args.batch, args.prices, args.dtype, args.kv_dtype,
-                   parse_params(args.param), progress=True)
+                   parse_params(args.param), progress=True, engine=args.engine)
     if args.format == "json":
         print(dump_json([o.as_dict() for o in options]))
     else:

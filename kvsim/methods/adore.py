@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 from dataclasses import replace
 
 from ..cost import Cost, Op, Resident
+from ..decoder import ROPE_ARGS
 from .attention import (INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes, kv_append,
                         query_rope, small_kernels, topk_op)
 from .base import Method, require
@@ -94,7 +95,8 @@ class ADORE(Method):
         host: five views."""
         moved = 2 * wl.batch * (1.0 + self.reconstructed_tokens(wl.seq)) * model.kv_dim * wl.b_a
         op = Op("layers/attn/chunk_kv", "attention", flops=3.0 * moved / wl.b_a, hbm_read=moved,
-                hbm_write=moved, launches=2.0, dtype="fp32").issued(torch=1, triton=1, torch_host=5)
+                hbm_write=moved, launches=2.0, dtype="fp32").issued(torch=1, triton=1, args=ROPE_ARGS,
+                                                                    torch_host=5)
         return op.scaled(model.n_layers)
 
     def attention_ops(self, model, wl) -> list[Op]:
@@ -115,18 +117,18 @@ class ADORE(Method):
         # the new token's K/V row copied from the scratch rows into its slot: 2·KV·b_kv per
         # layer, one Triton launch (host: three views and a reshape)
         append = replace(kv_append(model, wl), torch_calls=0.0, torch_host_calls=4.0 * model.n_layers,
-                         triton_launches=1.0 * model.n_layers)
+                         triton_launches=1.0 * model.n_layers, triton_args=16.0 * model.n_layers)
         releasing = (wl.seq > self.m).astype(float)
         cached = self.cached_tokens(wl.seq) + 1.0
         # argmin over the c+1 cached fp32 scores; the released id and score appended (4 + 4);
         # one Triton kernel; while the cache fills, the slot's position, score and the next
-        # slot are three torch calls instead
+        # slot are three tiny torch calls instead (host calls; their GPU time is not charged)
         filling = 1.0 - releasing
         release = Op("adore/release", "cache", flops=wl.batch * cached * releasing,
                      hbm_read=wl.batch * cached * SCORE_BYTES * releasing,
                      hbm_write=wl.batch * (INDEX_BYTES + SCORE_BYTES) * releasing,
-                     launches=releasing + 3 * filling, dtype="fp32").issued(
-                         triton=releasing, torch=3 * filling, torch_host=filling)
+                     launches=releasing, dtype="fp32").issued(
+                         triton=releasing, args=11 * releasing, torch=3 * filling, torch_host=filling)
         return [append, release]
 
     def extra_ops(self, model, wl) -> list[Op]:
@@ -154,11 +156,11 @@ class ADORE(Method):
         # the embedding gather, the two GEMMs and the cell; host: the gather, the cell, 3 views
         gru = Op("adore/controller_gru", "attention", flops=rows * (2 * 3 * h * (model.d_model + h) + 8 * h),
                  hbm_read=gru_weights * wl.b_w + rows * (model.d_model * wl.b_a + h * 4.0),
-                 hbm_write=rows * h * 4.0, launches=4.0, dtype=wl.compute_dtype).issued(torch=2, torch_host=3)
+                 hbm_write=rows * h * 4.0, launches=4.0, dtype=wl.compute_dtype).issued(torch=1, gemm=1, torch_host=3)
         # σ (one Triton kernel); host: the state kept, the token id stored, the context length
         score = Op("adore/controller_score", "linear", flops=rows * (2 * (h * h + h) + 4 * h),
                    hbm_read=mlp_weights * wl.b_w + rows * h * 4.0, hbm_write=rows * SCORE_BYTES,
-                   launches=4.0, dtype=wl.compute_dtype).issued(torch=3, triton=1, torch_host=1)
+                   launches=4.0, dtype=wl.compute_dtype).issued(torch=3, triton=1, args=10, torch_host=1)
         return [gru, score]
 
     def prefill_cost(self, model, hw, wl) -> Cost:

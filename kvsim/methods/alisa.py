@@ -144,7 +144,7 @@ class ALISA(Method):
         return Op("layers/attn/score_update", "attention",
                   flops=wl.batch * (model.n_heads * rows + 2 * wl.seq),
                   hbm_read=wl.batch * (weights + scores), hbm_write=wl.batch * (weights + scores),
-                  dtype="fp32").issued(triton=1).scaled(model.n_layers)
+                  dtype="fp32").issued(triton=1, args=13).scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:
         # the whole KV stays (offload/deletion is the scheduler's) + n·4 scores per layer

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..cost import Op
+from ..decoder import ROPE_ARGS
 from ..models import ModelConfig
 from ..workload import Workload
 
@@ -29,6 +30,9 @@ TARGET_PROGRAMS = 528  # programs wanted in flight: 132 H100 SMs x 4 (gathered/w
 # int8 and SparQ kernels lose up to 40% with that few (benchmarks/tune_small.py, 2026-11-22).
 DENSE_TARGET_PROGRAMS = 128
 INDEX_BYTES = 4.0  # int32 token indices
+# runtime arguments of a launch (the host pays per argument): the split-K attention kernel and
+# its combine (kernels/_attention.py run_attention)
+ATTENTION_ARGS, COMBINE_ARGS = 50, 5
 SCORE_BYTES = 4.0  # fp32 scores
 
 
@@ -69,11 +73,13 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     main = Op(name, "attention", flops=heads * G * rows * (4 * d + 5),
               hbm_read=heads * rows * (kv_row_bytes(model, wl) + index_bytes) + q_or_o,
               hbm_write=np.where(several, partials, q_or_o), dtype=wl.compute_dtype,
-              access="gather" if gathered else "contiguous").issued(triton=1, torch_host=1)  # o
+              access="gather" if gathered else "contiguous").issued(triton=1, args=ATTENTION_ARGS,
+                                                                    torch_host=1)  # o
     combine = Op(name + "_combine", "attention", flops=np.where(several, partials / 4 * 3, 0.0),
                  hbm_read=np.where(several, partials, 0.0), hbm_write=np.where(several, q_or_o, 0.0),
                  launches=several.astype(float), dtype="fp32").issued(
-                     triton=several.astype(float), torch_host=several.astype(float))  # partials
+                     triton=several.astype(float), args=COMBINE_ARGS * several,
+                     torch_host=several.astype(float))  # partials
     return [main.scaled(layers), combine.scaled(layers)]
 
 
@@ -85,7 +91,7 @@ def query_rope(model: ModelConfig, wl: Workload, layers=None, tokens=1.0) -> lis
     layers = model.n_layers if layers is None else layers
     width = wl.batch * tokens * model.q_dim
     return [Op("layers/attn/rope_q", "attention", flops=6.0 * width, hbm_read=width * wl.b_a,
-               hbm_write=width * wl.b_a, dtype="fp32").issued(triton=1, torch_host=1).scaled(layers)]
+               hbm_write=width * wl.b_a, dtype="fp32").issued(triton=1, args=ROPE_ARGS, torch_host=1).scaled(layers)]
 
 
 def small_kernels(name: str, kernels, layers, torch_host=0.0, kind: str = "attention") -> Op:

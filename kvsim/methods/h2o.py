@@ -84,7 +84,7 @@ class H2O(Method):
         ops.append(Op("layers/attn/score_update", "attention",
                       flops=pairs * (G * rows + rows),  # sum over G heads, add into the scores
                       hbm_read=pairs * (weights + (rows - 1.0) * SCORE_BYTES),
-                      hbm_write=pairs * (weights + rows * SCORE_BYTES), dtype="fp32").issued(triton=1).scaled(L))
+                      hbm_write=pairs * (weights + rows * SCORE_BYTES), dtype="fp32").issued(triton=1, args=13).scaled(L))  # 13 arguments
         return ops
 
     def _full(self, seq):
@@ -93,10 +93,10 @@ class H2O(Method):
 
     def cache_ops(self, model, wl) -> list[Op]:
         """Before the cache is full the new K and V, its position and a zero score are stored
-        (four torch calls); once full the eviction kernel writes them (``kv_append``'s bytes)."""
+        (four torch calls); once full the eviction kernel writes them (``kv_append``'s bytes;
+        one launch a layer charged either way)."""
         filling = 1.0 - self._full(wl.seq)
-        append = replace(kv_append(model, wl), launches=4 * filling * model.n_layers,
-                         torch_calls=4 * filling * model.n_layers)
+        append = replace(kv_append(model, wl), torch_calls=4 * filling * model.n_layers)
         return [append, self._evict(model, wl, self.cached_tokens(wl.seq) + 1.0)]
 
     def _evict(self, model, wl, rows) -> Op:
@@ -109,7 +109,7 @@ class H2O(Method):
         pairs = wl.batch * model.n_kv_heads
         op = Op("layers/attn/evict", "cache", flops=full * pairs * rows * 2,
                 hbm_read=full * pairs * rows * (SCORE_BYTES + POSITION_BYTES),
-                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32").issued(triton=full)
+                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32").issued(triton=full, args=24 * full)  # 24 arguments
         return op.scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:

@@ -101,7 +101,7 @@ class Quest(Method):
         G, d, n = model.group, model.head_dim, self.pages(wl)
         return Op("layers/attn/quest_estimate", "attention", flops=heads * G * n * 4 * d,
                   hbm_read=heads * (2 * n * d * wl.b_kv + G * d * wl.b_a),
-                  hbm_write=heads * G * n * SCORE_BYTES, dtype=wl.compute_dtype).issued(triton=1, torch_host=1)
+                  hbm_write=heads * G * n * SCORE_BYTES, dtype=wl.compute_dtype).issued(triton=1, args=17, torch_host=1)
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): dense layers (and all layers while S ≤ budget) read every

@@ -103,7 +103,7 @@ class SparQ(Method):
         G, d, r = model.group, model.head_dim, self.rank(model)
         return Op("layers/attn/sparq_topr", "attention", flops=heads * (2 * G * d + d * d),
                   hbm_read=heads * G * d * wl.b_a, hbm_write=heads * (r * INDEX_BYTES + G * 4.0),
-                  dtype="fp32").issued(triton=1, torch_host=2)  # host: i1 and τ
+                  dtype="fp32").issued(triton=1, args=8, torch_host=2)  # host: i1 and τ
 
     def _approx_scores(self, model, wl, heads, layers) -> list[Op]:
         G, r, S, b = model.group, self.rank(model), wl.seq, wl.b_kv
@@ -111,11 +111,11 @@ class SparQ(Method):
         scores = Op("layers/attn/sparq_score_approx", "attention", flops=heads * G * S * 2 * r,
                     hbm_read=heads * (S * r * b + G * r * wl.b_a + r * INDEX_BYTES),
                     hbm_write=heads * G * S * SCORE_BYTES, dtype=wl.compute_dtype).issued(
-                        triton=1, torch_host=4)  # host: logits, group sums and their buffers
+                        triton=1, args=24, torch_host=4)  # host: logits, group sums and their buffers
         # softmax(·/τ) per head and the sum over the group in one pass: read G·S·4 ; write (G+1)·S·4
         softmax = Op("layers/attn/sparq_softmax", "attention", flops=heads * S * 6 * G,
                      hbm_read=heads * G * S * SCORE_BYTES, hbm_write=heads * (G + 1) * S * SCORE_BYTES,
-                     dtype="fp32").issued(triton=1)
+                     dtype="fp32").issued(triton=1, args=14)
         return [scores.scaled(layers), softmax.scaled(layers)]
 
     def _mix(self, model, wl, heads) -> Op:
@@ -125,7 +125,7 @@ class SparQ(Method):
         G, d, k = model.group, model.head_dim, self.rows(wl)
         return Op("layers/attn/sparq_mix", "attention", flops=heads * G * (k + 3 * d),
                   hbm_read=heads * (G * k * SCORE_BYTES + k * INDEX_BYTES + G * d * wl.b_a + d * V_MEAN_BYTES),
-                  hbm_write=heads * G * d * wl.b_a, dtype="fp32").issued(triton=1, torch_host=1)
+                  hbm_write=heads * G * d * wl.b_a, dtype="fp32").issued(triton=1, args=18, torch_host=1)
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): per KV head and layer the k − local top-k rows, taken as

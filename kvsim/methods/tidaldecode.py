@@ -118,6 +118,7 @@ class TidalDecode(Method):
         N = self.correction_period
         if N == 0:
             return []
-        ops = [*layer_ops(model, wl, tokens=N), kv_append(model, wl, tokens=N), *query_rope(model, wl, tokens=N)]
+        ops = [*layer_ops(model, wl, tokens=N), kv_append(model, wl, tokens=N)]
+        rotate_q = [replace(op, name="rope_q") for op in query_rope(model, wl, tokens=N)]  # the N queries
         return [replace(op.scaled(1.0 / N), name="correction/" + op.name, kind="recompute")
-                for op in ops]
+                for op in ops + rotate_q]
