@@ -42,7 +42,7 @@ from ..cost import Cost, Op, Resident
 from ..decoder import layer_ops, model_ops
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import decode_attention, full_kv_bytes, kv_append, kv_row_bytes, query_rope, small_kernels
+from .attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes, query_rope, small_kernels
 from .base import Method, require
 
 RATIO_MHA, RATIO_GQA = 0.25, 0.5  # paper: Llama-2-7B-32K (MHA) 25%, Llama-3-8B (GQA) 50%
@@ -81,10 +81,11 @@ class DuoAttention(Method):
         L, ops = model.n_layers, []
         if retrieval > 0:  # 2·S·d·b per retrieval KV head
             ops += decode_attention("layers/attn/retrieval", model, wl, rows=wl.seq, layers=L,
-                                    kv_heads=retrieval)
+                                    kv_heads=retrieval, target=contiguous_target(wl))
         if streaming > 0:  # 2·(L+1)·d·b per streaming KV head
+            # each part is a contiguous cache: the dense kernel's split policy (runtime attend_all)
             ops += decode_attention("layers/attn/streaming", model, wl, layers=L, kv_heads=streaming,
-                                    rows=np.minimum(self.window + 1.0, wl.seq))
+                                    rows=np.minimum(self.window + 1.0, wl.seq), target=contiguous_target(wl))
         # host: each part's query heads sliced (a copy when both parts exist), the outputs
         # joined (a cat)
         parts = (retrieval > 0) + (streaming > 0)
