@@ -139,3 +139,43 @@ def test_eager_needs_measured_launch_costs_and_a_known_engine():
         predict("a100-80gb-sxm", "dense", seq=4096, engine="eager")
     with pytest.raises(KvsimError, match="unknown engine"):
         predict("h100-sxm", "dense", seq=4096, engine="compiled")
+
+
+def test_validate_eager_compares_the_eager_timings():
+    from kvsim.records import read_jsonl
+    from kvsim.validate import compare, summarize
+    records = [r for r in read_jsonl("benchmarks/results/h100-sweep.jsonl") if r["method"] in ("dense", "h2o")][:6]
+    without = dict(records[0])
+    without.pop("eager")
+    rows = compare(records + [without], engine="eager")
+    assert len(rows) == len(records)  # a record without eager timings is not compared
+    for row in rows:
+        assert row.measured["latency"] == row.record["eager"]["latency_s"]
+        assert row.measured["attention_latency"] == row.record["eager"]["attention_latency_s"]
+        graphs = compare([row.record])[0]
+        assert row.predicted["latency"] > graphs.predicted["latency"]
+    assert summarize(rows)["overall"]["latency"]["n"] == len(records)
+
+
+def test_cli_engine_flag(tmp_path):
+    import subprocess
+    import sys
+    run = lambda *args: subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True)  # noqa: E731
+    out = run("predict", "--hw", "h100", "--seq", "8k", "--engine", "eager")
+    assert out.returncode == 0 and "engine eager" in out.stdout.splitlines()[0]
+    assert "engine graphs" in run("predict", "--hw", "h100", "--seq", "8k").stdout.splitlines()[0]
+    bad = run("predict", "--hw", "a100", "--seq", "8k", "--engine", "eager")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "host.launch_s" in bad.stderr
+    sweep = run("sweep", "--hw", "h100,a100", "--seq", "4k", "--engine", "eager", "--out", str(tmp_path / "s.csv"))
+    assert sweep.returncode == 0 and "skipped dense on a100" in sweep.stderr
+    assert run("validate", "benchmarks/results/h100-sweep.jsonl", "--engine", "eager").stdout.startswith("engine eager")
+
+
+def test_measure_records_what_a_step_issues():
+    from runtime.measure import LAUNCH_KINDS, measure
+    rec = measure("dense", seq=40, batch=1, model=SMALL, n_layers=2, steps=2, warmup=1, device="cpu")
+    for call in ("step", "attention"):
+        assert set(rec["launches"][call]) == set(LAUNCH_KINDS)
+    # four projections a layer and the LM head; on CPU the torch references' attention matmuls too
+    assert rec["launches"]["step"]["torch_gemm"] == 2 * 4 + 1 + 2 * 2
+    assert rec["launches"]["attention"]["torch_gemm"] == 2 * 2 and rec["launches"]["step"]["triton"] == 0
