@@ -2,7 +2,7 @@
 method's eager step and attention-only step on a configuration small enough that the host, not
 the GPU, sets the pace (llama-3.1-8b cut to 4 layers, 4k context, batch 1), timed on the host
 (perf_counter over a burst, a sync at the end), with what it issues counted by kind
-(runtime/measure.py LaunchCounter: torch calls, cuBLAS calls, views/allocations, Triton launches
+(runtime/launches.py LaunchCounter: torch calls, cuBLAS calls, views/allocations, Triton launches
 and their runtime arguments, syncs). On a CUDA GPU:
 
     python3 benchmarks/bench_launch_runtime.py --out $OUT/h100-launch-runtime.jsonl
@@ -45,7 +45,7 @@ def host_time(fn) -> float:
 
 def measure(method: str, env: dict) -> list[dict]:
     from runtime.engine import Engine
-    from runtime.measure import count_launches
+    from runtime.launches import count_launches
     steps = 2 * (REPEATS * CALLS + 40)
     params = {"reselect_layer": 3} if method == "tidaldecode" else None  # a selection layer of 4
     engine = Engine("llama-3.1-8b", method, params, batch=1, max_seq=4096 + steps + 64, n_layers=LAYERS)

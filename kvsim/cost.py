@@ -16,7 +16,7 @@ QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "com
 # What the host issues for an op in an eager step (each kind costs the profile's host.launch_s):
 # torch calls that launch kernels, those that run a matrix product (cuBLAS), those that only
 # make views or allocate, Triton kernel launches (and their runtime arguments), and host syncs
-# (the host waits for the device). Counted as the runtime counts them (runtime/measure.py).
+# (the host waits for the device). Counted as the runtime counts them (runtime/launches.py).
 HOST_CALL_KINDS = {"torch": "torch_calls", "torch_gemm": "gemm_calls", "torch_host": "torch_host_calls",
                    "triton": "triton_launches"}
 

@@ -13,7 +13,7 @@ a few tokens past the eager ones: ``timed_contexts`` says at which contexts.
 i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
 
 ``launches`` (step and attention-only): what the host issues in one call, counted by
-:class:`LaunchCounter`: torch calls that launch kernels, torch calls that only make views or
+runtime/launches.py: torch calls that launch kernels, torch calls that only make views or
 allocate, Triton kernel launches, and host syncs (an eager step pays host time for each).
 
 HBM bytes come from Nsight Compute in a separate wrapper: ``run_steps_for_profiling`` runs one
@@ -31,129 +31,10 @@ import torch
 
 from . import ops
 from .engine import Engine, offload_fraction
+from .launches import LAUNCH_KINDS, LaunchCounter, count_launches  # noqa: F401 - re-exported
 from .model import DTYPE_NAMES
 
 L2_FLUSH_BYTES = 4 * 50 * 2**20  # 4 × the H100's 50 MB L2
-LAUNCH_KINDS = ("torch", "torch_gemm", "torch_host", "triton", "triton_args", "sync")
-_GEMMS = ("aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default")
-_ALLOCATIONS = ("aten.empty.memory_format", "aten.empty_strided.default", "aten.empty_like.default",
-                "aten.new_empty.default", "aten.new_empty_strided.default")
-
-
-def _reads_back(func, args, kwargs) -> bool:
-    """Whether an aten op makes the host wait for the device: it returns device data to the host
-    (.item()), its output shape depends on the data (nonzero, boolean masks), or it copies
-    device memory into pageable host memory (.cpu(), .tolist())."""
-    name = str(func)
-    if name in ("aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default"):
-        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
-    if {torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape} & set(func.tags):
-        return True
-    if name in ("aten._to_copy.default", "aten.copy_.default"):
-        src = args[1] if name == "aten.copy_.default" else args[0]
-        dst = args[0].device if name == "aten.copy_.default" else kwargs.get("device", src.device)
-        return src.device.type == "cuda" and torch.device(dst).type == "cpu"
-    return False
-
-
-def _aten_kind(func, args, kwargs) -> str:
-    """What one aten op costs the host: a host sync (:func:`_reads_back`), a kernel launch
-    ("torch"), or host work only ("torch_host": a view, an allocation)."""
-    if _reads_back(func, args, kwargs):
-        return "sync"
-    if str(func) in _GEMMS:
-        return "torch_gemm"
-    if str(func) in _ALLOCATIONS:
-        return "torch_host"
-    returns = func._schema.returns
-    if returns and returns[0].alias_info is not None and not func._schema.is_mutable:
-        return "torch_host"  # a view of its input
-    return "torch"
-
-
-class LaunchCounter:
-    """Counts what the host issues while active (``with LaunchCounter() as c: fn()``; then
-    ``c.counts``): each top-level torch call once, as "torch_gemm" if it ran a matrix product
-    (cuBLAS), else "torch" if it launched a kernel, else "torch_host" (views, allocations);
-    each Triton kernel launch ("triton", the torch calls the launcher makes inside not counted)
-    and its runtime (positional) arguments ("triton_args"); each host sync ("sync", also counted
-    as its torch call where one launched a copy). Works on CUDA and under the Triton interpreter
-    on CPU."""
-
-    def __init__(self):
-        from torch.overrides import TorchFunctionMode
-        from torch.utils._python_dispatch import TorchDispatchMode
-        counter = self
-        self.counts = dict.fromkeys(LAUNCH_KINDS, 0)
-        self._call: set | None = None  # aten kinds seen inside the current top-level call
-        self._in_triton = 0
-
-        class Calls(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):
-                return counter._torch_call(func, args, kwargs or {})
-
-        class Atens(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if counter._call is not None and not counter._in_triton:
-                    counter._call.add(_aten_kind(func, args, kwargs or {}))
-                return func(*args, **(kwargs or {}))
-
-        self._modes = (Calls(), Atens())
-
-    def _torch_call(self, func, args, kwargs):
-        if self._call is not None or self._in_triton:
-            return func(*args, **kwargs)
-        self._call = set()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            kinds, self._call = self._call, None
-            if kinds:
-                launched = "torch" if kinds & {"torch", "sync"} else "torch_host"
-                self.counts["torch_gemm" if "torch_gemm" in kinds else launched] += 1
-            self.counts["sync"] += "sync" in kinds
-
-    def _launch(self, run):
-        counter = self
-
-        def counted(kernel, *args, **kwargs):
-            if not counter._in_triton:
-                counter.counts["triton"] += 1
-                counter.counts["triton_args"] += len(args)
-            counter._in_triton += 1
-            try:
-                return run(kernel, *args, **kwargs)
-            finally:
-                counter._in_triton -= 1
-        return counted
-
-    def __enter__(self):
-        from triton.runtime.interpreter import InterpretedFunction
-        from triton.runtime.jit import JITFunction
-        self._patched = [(cls, cls.run) for cls in (JITFunction, InterpretedFunction)]
-        for cls, run in self._patched:
-            cls.run = self._launch(run)
-        for mode in self._modes:
-            mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        for mode in reversed(self._modes):
-            mode.__exit__(*exc)
-        for cls, run in self._patched:
-            cls.run = run
-        return False
-
-
-def count_launches(fn) -> dict:
-    """{kind: count} of what the host issues in one call of ``fn`` (:class:`LaunchCounter`)."""
-    if fn is None:
-        return {}
-    with LaunchCounter() as counter:
-        fn()
-    return dict(counter.counts)
-
-
 class _Timer:
     def __init__(self, device: torch.device, flush: bool):
         self.cuda = device.type == "cuda"

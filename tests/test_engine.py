@@ -1,6 +1,6 @@
 """The eager engine: host issue and GPU streams (kvsim.roofline), and each method's host calls
 in the cost model against what the reference runtime issues, counted under the Triton
-interpreter (runtime/measure.py LaunchCounter), on small shapes."""
+interpreter (runtime/launches.py LaunchCounter), on small shapes."""
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
@@ -32,7 +32,7 @@ def runtime_counts(method: str) -> tuple[dict, dict]:
     """What the runtime's step and attention-only step issue, Triton kernels forced on CPU."""
     from runtime import ops
     from runtime.engine import Engine
-    from runtime.measure import count_launches
+    from runtime.launches import count_launches
     cuda_attr = ops._kernel_attr
     ops._kernel_attr = lambda module, name, device_type: cuda_attr(module, name, "cuda")
     ops.reset()
@@ -172,7 +172,8 @@ def test_cli_engine_flag(tmp_path):
 
 
 def test_measure_records_what_a_step_issues():
-    from runtime.measure import LAUNCH_KINDS, measure
+    from runtime.launches import LAUNCH_KINDS
+    from runtime.measure import measure
     rec = measure("dense", seq=40, batch=1, model=SMALL, n_layers=2, steps=2, warmup=1, device="cpu")
     for call in ("step", "attention"):
         assert set(rec["launches"][call]) == set(LAUNCH_KINDS)
