@@ -8,7 +8,7 @@ and their runtime arguments, syncs). On a CUDA GPU:
     python3 benchmarks/bench_launch_runtime.py --out $OUT/h100-launch-runtime.jsonl
     python3 benchmarks/bench_launch_runtime.py --fit benchmarks/results/h100-launch-runtime.jsonl
 
-``--fit``: non-negative least squares of host time = Σ count × cost per kind over the records,
+``--fit``: least squares of host time = Σ count × cost per kind over the records (relative errors),
 printed as profile values (host.launch_s, host.triton_arg_s) with the fit's residuals. Unlike
 bench_launch.py's bare launches, these costs include the Python around each call (the kernels'
 wrappers, the methods' bookkeeping), which an eager step pays too.
@@ -63,12 +63,11 @@ def measure(method: str, env: dict) -> list[dict]:
 
 def fit(path: str) -> None:
     import numpy as np
-    from scipy.optimize import nnls
     records = [json.loads(line) for line in open(path) if '"runtime launch"' in line]
     counts = np.array([[r["counts"].get(k, 0) for k in KINDS] for r in records], dtype=float)
     times = np.array([r["host_s"] for r in records])
     weights = 1.0 / times  # relative errors
-    cost, _ = nnls(counts * weights[:, None], times * weights)
+    cost = np.linalg.lstsq(counts * weights[:, None], times * weights, rcond=None)[0]
     for kind, value in zip(KINDS, cost):
         print(f"{kind:12} {value * 1e6:8.3f} us")
     err = counts @ cost / times - 1
