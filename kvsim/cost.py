@@ -11,7 +11,14 @@ import numpy as np
 
 OP_KINDS = ("attention", "linear", "elementwise", "cache", "transfer", "comm", "recompute")
 QUANTITIES = ("flops", "hbm_read", "hbm_write", "h2d", "d2h", "host_bytes", "comm_bytes", "launches",
-              "topk_calls", "topk_single_calls", "loaded_bytes")
+              "topk_calls", "topk_single_calls", "loaded_bytes", "torch_calls", "gemm_calls",
+              "torch_host_calls", "triton_launches", "triton_args", "host_syncs")
+# What the host issues for an op in an eager step (each kind costs the profile's host.launch_s):
+# torch calls that launch kernels, those that run a matrix product (cuBLAS), those that only
+# make views or allocate, Triton kernel launches (and their runtime arguments), and host syncs
+# (the host waits for the device). Counted as the runtime counts them (runtime/launches.py).
+HOST_CALL_KINDS = {"torch": "torch_calls", "torch_gemm": "gemm_calls", "torch_host": "torch_host_calls",
+                   "triton": "triton_launches"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,12 @@ class Op:
     comm_gpus: int = 1  # GPUs in the ring of a "comm" op's collective; not scaled
     comm_steps: float = 0.0  # ring steps of one collective call (kvsim.topology); not scaled
     loaded_bytes: object = 0.0  # bytes its programs load, repeats served by L2 included (0: hbm_read)
+    torch_calls: object = None  # host: torch calls that launch kernels (None: one per launch)
+    gemm_calls: object = 0.0  # host: torch calls that run a matrix product (F.linear)
+    torch_host_calls: object = 0.0  # host: torch calls that launch nothing (views, allocations)
+    triton_launches: object = 0.0  # host: Triton kernel launches (each one of ``launches``)
+    triton_args: object = 0.0  # host: runtime arguments passed to those launches, in total
+    host_syncs: object = 0.0  # host waits for the device (.item(), data-dependent shapes, fetches)
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"
@@ -55,9 +68,25 @@ class Op:
     def pcie_bytes(self):
         return np.add(self.h2d, self.d2h)
 
+    @property
+    def host_calls(self) -> dict:
+        """{kind: count} the host issues for this op in an eager step (HOST_CALL_KINDS)."""
+        torch = self.torch_calls
+        if torch is None:
+            torch = np.subtract(np.subtract(self.launches, self.triton_launches), self.gemm_calls)
+        return {"torch": torch, "torch_gemm": self.gemm_calls, "torch_host": self.torch_host_calls,
+                "triton": self.triton_launches}
+
+    def issued(self, torch=0.0, torch_host=0.0, triton=0.0, syncs=0.0, gemm=0.0, args=0.0) -> "Op":
+        """This op with its host calls per run (before ``scaled``): the runtime's count;
+        ``args``: the runtime arguments of its Triton launches, in total."""
+        return replace(self, torch_calls=torch, gemm_calls=gemm, torch_host_calls=torch_host,
+                       triton_launches=triton, triton_args=args, host_syncs=syncs)
+
     def scaled(self, factor) -> "Op":
         """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""
-        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES})
+        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES
+                                if getattr(self, q) is not None})
 
     def renamed(self, name: str) -> "Op":
         return replace(self, name=name)
@@ -81,7 +110,8 @@ class Cost:
 
     def total(self, quantity: str, kinds: tuple[str, ...] | None = None):
         picked = [op for op in self.ops if kinds is None or op.kind in kinds]
-        return sum((np.asarray(getattr(op, quantity), dtype=float) for op in picked), np.asarray(0.0))
+        value = lambda op: op.host_calls["torch"] if quantity == "torch_calls" else getattr(op, quantity)  # noqa: E731
+        return sum((np.asarray(value(op), dtype=float) for op in picked), np.asarray(0.0))
 
     @property
     def flops(self):
@@ -121,7 +151,8 @@ class Cost:
             key = "/".join(op.name.split("/")[:depth])
             bucket = groups.setdefault(key, {q: np.asarray(0.0) for q in QUANTITIES})
             for q in QUANTITIES:
-                bucket[q] = bucket[q] + np.asarray(getattr(op, q), dtype=float)
+                value = op.host_calls["torch"] if q == "torch_calls" else getattr(op, q)
+                bucket[q] = bucket[q] + np.asarray(value, dtype=float)
         return groups
 
     def __add__(self, other: "Cost") -> "Cost":

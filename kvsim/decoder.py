@@ -6,12 +6,20 @@ Byte counts per layer, with n = batch·tokens rows, b_w/b_a bytes per weight/act
   qkv     read D·(Q+2K)·b_w + n·D·b_a, write n·(Q+2K)·b_a, FLOPs 2·n·D·(Q+2K)
   o_proj  read Q·D·b_w + n·Q·b_a,      write n·D·b_a,      FLOPs 2·n·Q·D
   mlp     read m·D·F·b_w (m = 3 SwiGLU, 2 ReLU/GELU) + activations in/out, FLOPs 2·m·n·D·F
+The query's RoPE belongs to attention (kvsim.methods.attention.query_rope), the key's is here.
+
+Host calls (``Op.issued``, per layer, eager execution) are the reference runtime's
+(runtime/model.py): a norm, a linear, a residual add, silu and the gating product are one torch
+call each; the qkv split and the head reshapes are views; the key's RoPE one Triton launch and
+its output allocation.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .cost import Op
+
+ROPE_ARGS = 23  # runtime arguments of the RoPE kernel's launch (kernels/rope.py)
 from .models import ModelConfig
 from .topology import allgather_sent, allgather_steps, allreduce_sent, allreduce_steps
 from .workload import Workload
@@ -32,32 +40,37 @@ def _elementwise(name: str, rows, width: int, reads: int, writes: int, flops_per
               hbm_write=writes * rows * width * wl.b_a, dtype="fp32").scaled(layers)
 
 
-def layer_ops(model: ModelConfig, wl: Workload, tokens=1.0, layers: int | None = None) -> list[Op]:
-    """Per-layer work outside attention, summed over ``layers`` (all by default)."""
+def layer_ops(model: ModelConfig, wl: Workload, tokens=1.0, layers: int | None = None,
+              rotate_keys: bool = True) -> list[Op]:
+    """Per-layer work outside attention, summed over ``layers`` (all by default).
+    ``rotate_keys``: the new key is rotated before it is cached (not StreamingLLM's)."""
     layers = model.n_layers if layers is None else layers
     rows = wl.batch * tokens
     D, Q, KV, F = model.d_model, model.q_dim, model.kv_dim, model.ffn_dim
     ops = [
         # residual add + norm: read x, residual ; write normed, residual
-        _elementwise("layers/norm_attn", rows, D, 2, 2, 5.0, layers, wl, weight_width=D),
-        _linear("layers/attn/qkv_proj", rows, D, Q + 2 * KV, layers, wl),
+        _elementwise("layers/norm_attn", rows, D, 2, 2, 5.0, 1, wl, weight_width=D).issued(torch=1),
+        # host: split into q, k, v and three head reshapes
+        _linear("layers/attn/qkv_proj", rows, D, Q + 2 * KV, 1, wl).issued(gemm=1, torch_host=4),
     ]
-    if not model.learned_positions:
-        # RoPE on q and k: read and write (Q+KV) per row, ~6 FLOPs per element
-        ops.append(_elementwise("layers/attn/rope", rows, Q + KV, 1, 1, 6.0, layers, wl))
+    if not model.learned_positions and rotate_keys:
+        # RoPE on k: read and write KV per row, ~6 FLOPs per element
+        ops.append(_elementwise("layers/attn/rope", rows, KV, 1, 1, 6.0, 1, wl).issued(
+            triton=1, args=ROPE_ARGS, torch_host=1))
+    gated = model.mlp == "swiglu"
     ops += [
-        _linear("layers/attn/o_proj", rows, Q, D, layers, wl),
-        _elementwise("layers/norm_mlp", rows, D, 2, 2, 5.0, layers, wl, weight_width=D),
+        # the linear and the residual add ; host: the heads' reshape
+        _linear("layers/attn/o_proj", rows, Q, D, 1, wl).issued(gemm=1, torch=1, torch_host=1),
+        _elementwise("layers/norm_mlp", rows, D, 2, 2, 5.0, 1, wl, weight_width=D).issued(torch=1),
+        # host: the gate and up halves (a view)
+        _linear("layers/mlp/gate_up" if gated else "layers/mlp/up", rows, D, (1 + gated) * F, 1,
+                wl).issued(gemm=1, torch_host=gated),
+        # silu(gate)·up: read 2F, write F per row ; ReLU/GELU: read F, write F
+        (_elementwise("layers/mlp/act", rows, F, 2, 1, 5.0, 1, wl).issued(torch=2) if gated
+         else _elementwise("layers/mlp/act", rows, F, 1, 1, 1.0, 1, wl).issued(torch=1)),
+        _linear("layers/mlp/down", rows, F, D, 1, wl).issued(gemm=1, torch=1),  # and the residual add
     ]
-    if model.mlp == "swiglu":
-        ops += [_linear("layers/mlp/gate_up", rows, D, 2 * F, layers, wl),
-                # silu(gate)·up: read 2F, write F per row
-                _elementwise("layers/mlp/act", rows, F, 2, 1, 5.0, layers, wl)]
-    else:
-        ops += [_linear("layers/mlp/up", rows, D, F, layers, wl),
-                _elementwise("layers/mlp/act", rows, F, 1, 1, 1.0, layers, wl)]
-    ops.append(_linear("layers/mlp/down", rows, F, D, layers, wl))
-    return ops
+    return [op.scaled(layers) for op in ops]
 
 
 def model_ops(model: ModelConfig, wl: Workload, tokens=1.0, logits_tokens=1.0) -> list[Op]:
@@ -67,14 +80,18 @@ def model_ops(model: ModelConfig, wl: Workload, tokens=1.0, logits_tokens=1.0) -
     D, V = model.d_model, model.vocab
     positions = 1 if model.learned_positions else 0
     return [
-        # gather one (or two, with learned positions) embedding row per token
+        # gather one (or two, with learned positions) embedding row per token ; host: the token
+        # ids, their positions, the gather(s) and a view
         Op("embed", "elementwise", hbm_read=rows * D * wl.b_w * (1 + positions),
-           hbm_write=rows * D * wl.b_a, dtype="fp32"),
-        _elementwise("final_norm", head_rows, D, 1, 1, 5.0, 1, wl, weight_width=D),
-        _linear("lm_head", head_rows, D, V, 1, wl),
-        # argmax / sampling over fp32 logits: read V·4 per row, write one id
+           hbm_write=rows * D * wl.b_a, dtype="fp32").issued(torch=3 + 3 * positions, torch_host=1),
+        # host: the last token's row (a view)
+        _elementwise("final_norm", head_rows, D, 1, 1, 5.0, 1, wl, weight_width=D).issued(torch=1, torch_host=1),
+        # host: the product, and the logits' cast to fp32 unless already fp32
+        _linear("lm_head", head_rows, D, V, 1, wl).issued(gemm=1, torch=float(wl.b_a != 4)),
+        # argmax / sampling over fp32 logits: read V·4 per row, write one id (the runtime
+        # returns logits: no host call counted)
         Op("sample", "elementwise", flops=2 * head_rows * V, hbm_read=head_rows * V * 4.0,
-           hbm_write=head_rows * 4.0, dtype="fp32"),
+           hbm_write=head_rows * 4.0, dtype="fp32").issued(),
     ]
 
 

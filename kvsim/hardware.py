@@ -132,6 +132,13 @@ class Interconnect(_Frozen):
 class Host(_Frozen):
     memory_bytes: Sourced
     bandwidth_Bps: Sourced
+    # eager execution, where measured: host time to issue one call of each kind (torch calls that
+    # launch a kernel, that run a cuBLAS matrix product, that only make views or allocate; a
+    # Triton launch, plus triton_arg_s per runtime argument) and one host sync (a wait on an idle
+    # device); kvsim.roofline's eager engine
+    launch_s: Optional[dict[Literal["torch", "torch_gemm", "torch_host", "triton"], Sourced]] = None
+    triton_arg_s: Optional[Sourced] = None
+    sync_s: Optional[Sourced] = None
 
 
 class SingleBlockTopK(_Frozen):

@@ -147,11 +147,11 @@ def _choose(hw, method, seq, limit, batch, tpot_s, kw):
 
 def evaluate(hw, method: str, seq: int, model=DEFAULT_MODEL, gpus: int = 1, batch: int | None = None,
              tpot_s: float | None = None, price: Price | None = None, dtype: str | None = None,
-             kv_dtype: str | None = None, params: dict | None = None) -> Option:
+             kv_dtype: str | None = None, params: dict | None = None, engine: str = "graphs") -> Option:
     """One option; a configuration that cannot run (heads that do not split over ``gpus``, a
     parameter unsuited to the context) is an option that does not fit, with the reason."""
     hw = load_profile(hw)
-    kw = dict(model=model, gpus=gpus, dtype=dtype, kv_dtype=kv_dtype, **method_params(method, params))
+    kw = dict(model=model, gpus=gpus, dtype=dtype, kv_dtype=kv_dtype, engine=engine, **method_params(method, params))
     try:
         limit = int(max_batch(hw, method, seq, **kw))
         if not limit and not batch:
@@ -194,7 +194,7 @@ def rank(options: list[Option]) -> list[Option]:
 def plan(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, gpus=(1, 2, 4, 8),
          tpot_ms: float | None = None, batch: int | None = None, prices: dict | str | None = None,
          dtype: str | None = None, kv_dtype: str | None = None, params: dict | None = None,
-         progress: bool = False) -> list[Option]:
+         progress: bool = False, engine: str = "graphs") -> list[Option]:
     """Every hardware (default: all GPU profiles) × GPU count × method (default: all), ranked."""
     hws = [load_profile(h) for h in hws] if hws else gpu_profiles()
     methods = list(methods or METHODS)
@@ -206,6 +206,6 @@ def plan(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, gpus=(1, 
         for hw, count, method in combos:
             options.append(evaluate(hw, method, seq, model=model, gpus=count, batch=batch,
                                     tpot_s=tpot_ms / 1e3 if tpot_ms else None, price=price_for(hw, table),
-                                    dtype=dtype, kv_dtype=kv_dtype, params=params))
+                                    dtype=dtype, kv_dtype=kv_dtype, params=params, engine=engine))
             bar.step()
     return rank(options)

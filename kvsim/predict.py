@@ -103,11 +103,20 @@ class Prediction:
         host_ok = (self.peak_host_bytes <= self.host_capacity_bytes) | (self.peak_host_bytes == 0)
         return (self.peak_gpu_bytes <= self.gpu_capacity_bytes) & host_ok
 
+    @property
+    def engine(self) -> str:
+        return self.timing.engine
+
     def attention(self) -> dict:
-        timed = [t for t in self.timing.ops if t.op.kind == "attention"]
+        """The attention ops alone (``kvsim.methods.attention`` says what they cover), run as
+        the step runs them: back to back, or issued eagerly on their own."""
         attn = self.cost.attention()
+        if self.engine == "graphs":
+            latency = sum((t.time_s for t in self.timing.ops if t.op.kind == "attention"), np.asarray(0.0))
+        else:
+            latency = step_time(attn, self.hw, self.engine, self.model.n_layers).latency_s
         return {"flops": attn.flops, "hbm_bytes": attn.hbm_bytes, "pcie_bytes": attn.pcie_bytes,
-                "latency_s": sum((t.time_s for t in timed), np.asarray(0.0))}
+                "latency_s": latency}
 
     def fit_message(self) -> str:
         """One line on what does not fit ("" when everything fits), for scalar predictions."""
@@ -136,16 +145,16 @@ def step_cost(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workl
 
 
 def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workload,
-                gpus: int, offload: float = 0.0) -> Generation:
+                gpus: int, offload: float = 0.0, engine: str = "graphs") -> Generation:
     prompt, batch = np.broadcast_arrays(wl.seq, wl.batch)
-    prefill = step_time(step_cost(method, model, hw, wl, gpus, prefill=True), hw)
+    prefill = step_time(step_cost(method, model, hw, wl, gpus, prefill=True), hw, engine, model.n_layers)
     n = wl.gen
     steps = np.arange(1, n + 1, dtype=float)
     if n > EXACT_GENERATION_STEPS:
         steps = np.unique(np.round(np.linspace(1, n, SAMPLED_STEPS)))
     decode_wl = wl.with_(seq=prompt[..., None] + steps, batch=batch[..., None])
     cost = step_cost(method, model, hw, decode_wl, gpus, offload=offload)
-    per_step = step_time(cost, hw).latency_s * np.ones_like(decode_wl.seq)
+    per_step = step_time(cost, hw, engine, model.n_layers).latency_s * np.ones_like(decode_wl.seq)
     decode_s = per_step.sum(axis=-1) if n <= EXACT_GENERATION_STEPS else np.trapezoid(per_step, steps, axis=-1) + per_step[..., 0]
     total = prefill.latency_s + decode_s
     last = wl.with_(seq=prompt + n, batch=batch)
@@ -157,11 +166,12 @@ def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Wor
 
 def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int = 0,
             dtype: str | None = None, kv_dtype: str | None = None, gpus: int = 1,
-            offload: float = 0.0, **params) -> Prediction:
+            offload: float = 0.0, engine: str = "graphs", **params) -> Prediction:
     """Cost and latency of one decode step of ``batch`` sequences at context ``seq`` (arrays
     broadcast), and with ``gen`` > 0 of prefill plus ``gen`` generated tokens. With ``gpus`` > 1
     the model is split by tensor parallelism; bytes, memory and fit are per GPU. ``offload``:
-    the oldest fraction of the KV cache sits in host memory (kvsim.offload)."""
+    the oldest fraction of the KV cache sits in host memory (kvsim.offload). ``engine``: how the
+    step is run, "graphs" (CUDA-graph replay) or "eager" (kvsim.roofline)."""
     hw, model = load_profile(hw), load_model(model)
     if not isinstance(gpus, (int, np.integer)) or gpus < 1:
         raise KvsimError(f"gpus must be a positive whole number, got {gpus!r}")
@@ -171,5 +181,6 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     method = get_method(method, params)
     offload = check_fraction(method, offload)
     cost = step_cost(method, model, hw, wl, gpus, offload=offload)
-    generation = _generation(method, model, hw, wl, gpus, offload) if gen > 0 else None
-    return Prediction(hw, model, method, wl, cost, step_time(cost, hw), generation, gpus, offload)
+    generation = _generation(method, model, hw, wl, gpus, offload, engine) if gen > 0 else None
+    timing = step_time(cost, hw, engine, model.n_layers)
+    return Prediction(hw, model, method, wl, cost, timing, generation, gpus, offload)

@@ -22,7 +22,7 @@ def prediction_text(pred, top: int = 8, quality=None) -> str:
     lines = [
         f"{pred.method.name} ({param_text}) on {pred.hw.name}{gpus}: {pred.model.name}, "
         f"batch {int(wl.batch)}, context {format_tokens(int(wl.seq))}, "
-        f"weights {wl.dtype}, KV {wl.kv_dtype}",
+        f"weights {wl.dtype}, KV {wl.kv_dtype}, engine {pred.engine}",
         "",
         f"  latency per step   {format_seconds(latency)}   ({float(pred.tokens_per_s):.1f} tokens/s)",
         f"  FLOPs per step     {format_count(pred.flops, 'FLOP')}",
@@ -74,7 +74,7 @@ def comparison_text(preds: list, quality: list | None = None) -> str:
                     + ([found[id(p)].cell()] if quality else []))
     first = preds[0]
     head = (f"{first.hw.name}: {first.model.name}, batch {int(first.workload.batch)}, "
-            f"context {format_tokens(int(first.workload.seq))}\n\n")
+            f"context {format_tokens(int(first.workload.seq))}, engine {first.engine}\n\n")
     header = ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"]
     text = head + table(rows, header + ([f"quality ({quality[0].benchmark})"] if quality else []))
     return text + (QUALITY_NOTE if quality else "")

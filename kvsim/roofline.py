@@ -12,6 +12,18 @@ one thread block per row, ~18 passes over it) the profile's measured cost of suc
 it has one. The op takes the largest; its ``bound`` names
 which. Ops on the "compute" stream run one after another;
 "copy" ops run beside them, so the step takes the longer of the two streams.
+
+Engines: "graphs" (a CUDA-graph replay) runs the kernels back to back: the step is the sum of
+the op times. "eager" issues every op from the host, as plain PyTorch does: each op costs the
+host its calls (``Op.host_calls``, each kind at the profile's ``host.launch_s``) and syncs
+(``host.sync_s``), and the GPU runs an op once it is issued and the op before it is done. The
+host runs ahead of the GPU, so op j finishes at max over i ≤ j of (host time to issue ops
+1..i) + (GPU time of ops i..j): the step is the GPU's time where it is the bottleneck, the
+host's where that is. Ops named ``layers/...`` run in every layer (their totals spread evenly
+over ``layers``), in their order within a layer; ops outside the layers run before them (those
+listed before the first layer op, and a method's per-step attention and cache work) or after.
+A sync makes the host wait for the GPU: after an op that syncs in every layer both streams are
+level (the layer's parts between syncs add up); a sync in only some layers costs host time.
 """
 from __future__ import annotations
 
@@ -20,10 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cost import Cost, Op
+from .errors import KvsimError
 from .hardware import HardwareProfile
 from .topology import collective_time
 
 BOUNDS = ("compute", "memory", "link", "interconnect", "host", "latency", "library")
+ENGINES = ("graphs", "eager")
+# ops outside the layers of these kinds run when the step begins (a method's per-step selection
+# or cache upkeep), the others after the last layer (final norm, LM head)
+STEP_START_KINDS = ("attention", "cache")
 
 
 @dataclass(frozen=True)
@@ -117,10 +134,88 @@ class StepTime:
     latency_s: np.ndarray
     compute_stream_s: np.ndarray
     copy_stream_s: np.ndarray
+    engine: str = "graphs"
+    host_s: np.ndarray = 0.0  # eager: the host's time to issue the step's calls and syncs
 
 
-def step_time(cost: Cost, hw: HardwareProfile) -> StepTime:
+def host_issue_time(op: Op, hw: HardwareProfile):
+    """Host time to issue one op eagerly: its calls of each kind at ``host.launch_s`` and its
+    syncs at ``host.sync_s``."""
+    host = hw.host
+    if host is None or host.launch_s is None or host.sync_s is None:
+        raise KvsimError(f"{hw.name}: the eager engine needs the profile's host.launch_s and "
+                         "host.sync_s (the measured host cost of a launch and a sync)")
+    total = np.asarray(op.host_syncs, dtype=float) * host.sync_s.value
+    if host.triton_arg_s is not None:
+        total = total + np.asarray(op.triton_args, dtype=float) * host.triton_arg_s.value
+    for kind, calls in op.host_calls.items():
+        if kind in host.launch_s:
+            total = total + np.asarray(calls, dtype=float) * host.launch_s[kind].value
+        elif np.any(np.asarray(calls) > 0):
+            raise KvsimError(f"{hw.name}: host.launch_s has no '{kind}' entry for op {op.name}")
+    return total
+
+
+def _running_max(host, gpu):
+    """max over i of (host[:i+1].sum() + gpu[i:].sum()) over ops in order (lists of arrays),
+    and the two sums: when the last op is done if the GPU starts each op once it is issued."""
+    if not host:
+        return np.asarray(0.0), np.asarray(0.0), np.asarray(0.0)
+    issued, pending, best = np.asarray(0.0), sum(gpu, np.asarray(0.0)), np.asarray(-np.inf)
+    for h, g in zip(host, gpu):
+        issued = issued + h
+        best = np.maximum(best, issued + pending)
+        pending = pending - g
+    return best, issued, sum(gpu, np.asarray(0.0))
+
+
+def _segments(part, layers: int):
+    """Ops of one layer split after each op that syncs in every layer (the host waits there)."""
+    segments, current = [], []
+    for t in part:
+        current.append(t)
+        if np.all(np.asarray(t.op.host_syncs, dtype=float) >= layers):
+            segments.append(current)
+            current = []
+    return segments + [current] if current else segments
+
+
+def _costs(part, hw, share):
+    return _running_max([host_issue_time(t.op, hw) * share for t in part], [t.time_s * share for t in part])
+
+
+def _eager_stream(timed: tuple[OpTime, ...], hw: HardwareProfile, layers: int):
+    """(step time, host issue time) of ops issued eagerly (module docstring)."""
+    first = next((i for i, t in enumerate(timed) if t.op.name.startswith("layers/")), len(timed))
+    per_step = [t for t in timed[first:] if not t.op.name.startswith("layers/")]
+    early = [t for t in per_step if t.op.kind in STEP_START_KINDS]
+    layer_ops = [t for t in timed if t.op.name.startswith("layers/")]
+    pre, pre_h, _ = _costs([*timed[:first], *early], hw, 1.0)
+    post, post_h, post_g = _costs([t for t in per_step if t.op.kind not in STEP_START_KINDS], hw, 1.0)
+    layer, layer_h, layer_g = _costs(layer_ops, hw, 1.0 / layers)
+    segments = _segments(layer_ops, layers)
+    if any(np.all(np.asarray(t.op.host_syncs, dtype=float) >= layers) for t in layer_ops):
+        # a sync in every layer: both streams are level after it, so the segments add up
+        level = sum((_costs(seg, hw, 1.0 / layers)[0] for seg in segments), np.asarray(0.0))
+        return pre + layers * level + post, pre_h + layers * layer_h + post_h
+    overlapped = np.maximum.reduce([pre + layers * layer_g + post_g,
+                                    pre_h + layer + (layers - 1) * np.maximum(layer_h, layer_g) + post_g,
+                                    pre_h + layers * layer_h + post])
+    return overlapped, pre_h + layers * layer_h + post_h
+
+
+def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: int = 1) -> StepTime:
+    """The step's time on ``engine`` (ENGINES); ``layers``: the layers the ``layers/`` ops run in."""
+    if engine not in ENGINES:
+        raise KvsimError(f"unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
     timed = tuple(op_time(op, hw) for op in cost.ops)
-    compute = sum((t.time_s for t in timed if t.op.stream == "compute"), np.asarray(0.0))
+    compute_ops = tuple(t for t in timed if t.op.stream == "compute")
     copy = sum((t.time_s for t in timed if t.op.stream == "copy"), np.asarray(0.0))
-    return StepTime(timed, np.maximum(compute, copy), compute, copy)
+    if engine == "graphs":
+        compute = sum((t.time_s for t in compute_ops), np.asarray(0.0))
+        return StepTime(timed, np.maximum(compute, copy), compute, copy)
+    # eager: copy-stream ops are issued from the same host thread, their transfers run beside
+    issued = tuple(t if t.op.stream == "compute" else OpTime(t.op, 0.0 * t.time_s, t.bound, t.floors)
+                   for t in timed)
+    compute, host = _eager_stream(issued, hw, max(int(layers), 1))
+    return StepTime(timed, np.maximum(compute, copy), compute, copy, engine, host)

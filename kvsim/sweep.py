@@ -85,7 +85,7 @@ class SweepResult:
 
 def sweep(hws, methods, seqs, batches=(1,), gpus=(1,), model=DEFAULT_MODEL, gen: int = 0,
           dtype: str | None = None, kv_dtype: str | None = None, params: dict | None = None,
-          progress: bool = True) -> SweepResult:
+          progress: bool = True, engine: str = "graphs") -> SweepResult:
     """Predict every hardware × GPU count × method over the context × batch grid. A combination
     that cannot run (heads do not split over N GPUs, a parameter does not suit a context) is
     skipped with its reason; everything else becomes one record per grid point."""
@@ -100,7 +100,7 @@ def sweep(hws, methods, seqs, batches=(1,), gpus=(1,), model=DEFAULT_MODEL, gen:
         for hw, count, method in combos:
             try:
                 pred = predict(hw, method, seq=seq, batch=batch, model=model, gen=gen, dtype=dtype,
-                               kv_dtype=kv_dtype, gpus=count, **method_params(method, params))
+                               kv_dtype=kv_dtype, gpus=count, engine=engine, **method_params(method, params))
                 result.records += prediction_records(pred, breakdown=False)
             except KvsimError as exc:
                 result.skipped.append(f"{method} on {hw.name} x{count}: {exc}")

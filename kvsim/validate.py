@@ -5,7 +5,9 @@ profile (``hw``), model, ``n_layers`` (the runtime may cut layers), method, para
 and dtypes (and ``gpus``, tensor-parallel GPUs: bytes and memory per GPU); it is predicted with
 exactly that configuration and the relative errors
 (predicted − measured) / measured of step latency, attention latency, HBM bytes (when Nsight
-Compute counted them) and PCIe bytes are summarised per method and overall.
+Compute counted them) and PCIe bytes are summarised per method and overall. With ``engine``
+"eager" the step and attention latencies are the runtime's eager timings (``record["eager"]``,
+every op issued from the host) against kvsim's eager engine.
 """
 from __future__ import annotations
 
@@ -38,9 +40,13 @@ class Comparison:
         return (pred - meas) / meas if meas > 0 else None
 
 
-def measured_values(record: dict) -> dict:
+def measured_values(record: dict, engine: str = "graphs") -> dict:
     attention = record.get("attention") or {}
-    return {"latency": record.get("latency_s"), "attention_latency": attention.get("latency_s"),
+    latency, attention_latency = record.get("latency_s"), attention.get("latency_s")
+    if engine == "eager":
+        eager = record.get("eager") or {}
+        latency, attention_latency = eager.get("latency_s"), eager.get("attention_latency_s")
+    return {"latency": latency, "attention_latency": attention_latency,
             "hbm_bytes": record.get("hbm_bytes"), "pcie_bytes": record.get("pcie_bytes")}
 
 
@@ -72,15 +78,16 @@ def group(record: dict) -> str:
     return record["method"] + (f" x{gpus}" if gpus != 1 else "") + (f" offload {offload:g}" if offload else "")
 
 
-def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None):
+def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None, engine: str = "graphs"):
     """The prediction of a measured configuration, at ``seq`` (default the record's), on ``hw``
-    or else on :func:`record_profile` of the record's device."""
+    or else on :func:`record_profile` of the record's device, run on ``engine``."""
     try:
         profile = load_profile(hw) if hw else record_profile(record["hw"])
         return predict(profile, method=record["method"], seq=record["seq"] if seq is None else seq,
                        batch=record["batch"],
                        model=model_for(record), dtype=record.get("dtype"),
                        kv_dtype=record.get("kv_dtype"), offload=record.get("offload") or 0.0, gpus=gpus_of(record),
+                       engine=engine,
                        **(record.get("params") or {}))
     except KeyError as exc:
         raise KvsimError(f"measured record lacks the field {exc.args[0]!r}") from None
@@ -92,42 +99,45 @@ def step_context(record: dict) -> int:
     return (record.get("timed_contexts") or {}).get("step", record["seq"])
 
 
-def predicted_values(record: dict, hw=None) -> dict:
+def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:
     """Each quantity predicted where the measurement took it, in one vectorized prediction:
     latencies at the replayed step's and attention call's contexts (``timed_contexts``), or the
     median over the eager steps' contexts (``contexts``: first, last) for eager timings; PCIe
     bytes the mean over the eager steps; HBM bytes at ``seq`` (Nsight Compute counts one step
-    there)."""
+    there). Eager timings (``engine`` "eager") are always the eager steps'."""
     seq = record["seq"]
     replayed = record.get("timed_contexts") or {}
     first, last = record.get("contexts") or (seq, seq)
     seqs = np.r_[seq, step_context(record), replayed.get("attention", seq), np.arange(first, last + 1)]
-    pred = predict_record(record, hw, seq=seqs)
+    pred = predict_record(record, hw, seq=seqs, engine=engine)
     every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
     latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
-    eager = "eager" in str(record.get("timer", ""))
+    eager = engine == "eager" or "eager" in str(record.get("timer", ""))
     return {"latency": float(np.median(latency[3:]) if eager else latency[1]),
             "attention_latency": float(np.median(attention[3:]) if eager else attention[2]),
             "hbm_bytes": float(every(pred.hbm_bytes)[0]),
             "pcie_bytes": float(np.mean(every(pred.pcie_bytes)[3:]))}
 
 
-def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[Comparison]:
-    """Comparisons for the measured records that ran (``fits`` not false); a record kvsim cannot
-    predict (e.g. a method whose layer schedule needs more layers than the cut model has) goes
-    to ``skipped`` with the reason."""
+def compare(records: list[dict], hw=None, skipped: list | None = None, engine: str = "graphs") -> list[Comparison]:
+    """Comparisons for the measured records that ran (``fits`` not false; with ``engine``
+    "eager", those with eager timings); a record kvsim cannot predict (e.g. a method whose
+    layer schedule needs more layers than the cut model has) goes to ``skipped`` with the
+    reason."""
     rows = []
     for record in records:
         if record.get("source") != "measured" or record.get("fits") is False or not record.get("latency_s"):
             continue
+        if engine == "eager" and not measured_values(record, engine)["latency"]:
+            continue
         try:
-            predicted = predicted_values(record, hw)
+            predicted = predicted_values(record, hw, engine)
         except KvsimError as exc:
             if skipped is None:
                 raise
             skipped.append((record, str(exc)))
             continue
-        rows.append(Comparison(record, predicted, measured_values(record)))
+        rows.append(Comparison(record, predicted, measured_values(record, engine)))
     if not rows:
         raise KvsimError("no measured records (source: measured) in the given files")
     return rows

@@ -12,6 +12,10 @@ a few tokens past the eager ones: ``timed_contexts`` says at which contexts.
 ``gpu_busy_s`` (CUDA only): the summed time of the kernels one step runs (torch.profiler),
 i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
 
+``launches`` (step and attention-only): what the host issues in one call, counted by
+runtime/launches.py: torch calls that launch kernels, torch calls that only make views or
+allocate, Triton kernel launches, and host syncs (an eager step pays host time for each).
+
 HBM bytes come from Nsight Compute in a separate wrapper: ``run_steps_for_profiling`` runs one
 warm decode step between torch.cuda.profiler.start()/stop(), for
 ``ncu --profile-from-start off --metrics dram__bytes_read.sum,dram__bytes_write.sum``.
@@ -27,11 +31,10 @@ import torch
 
 from . import ops
 from .engine import Engine, offload_fraction
+from .launches import LAUNCH_KINDS, LaunchCounter, count_launches  # noqa: F401 - re-exported
 from .model import DTYPE_NAMES
 
 L2_FLUSH_BYTES = 4 * 50 * 2**20  # 4 × the H100's 50 MB L2
-
-
 class _Timer:
     def __init__(self, device: torch.device, flush: bool):
         self.cuda = device.type == "cuda"
@@ -170,6 +173,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         first = engine.length + warmup + 1
         times, moved = _time_steps(engine, steps, warmup, flush_l2)
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
+        launches = {"step": count_launches(engine.step), "attention": count_launches(engine.attention_only_step)}
         memory, memory_how = _peak_memory(engine)
         if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
             graphed, graph_how, replayed = [], "not capturable: offloaded rows are fetched after a host sync", {}
@@ -187,7 +191,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         pcie_bytes=(moved["h2d"] + moved["d2h"]) / steps, pcie={k: v / steps for k, v in moved.items()},
         memory_bytes=memory, memory_how=memory_how, kv_bytes=engine.kv_bytes, host_kv_bytes=engine.host_kv_bytes,
         weight_bytes=engine.model.weight_bytes, contexts=[first, first + steps - 1], prefill=prefill,
-        steps=steps, warmup=warmup, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
+        steps=steps, warmup=warmup, launches=launches, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
         l2_flush_bytes=L2_FLUSH_BYTES if engine.device.type == "cuda" and flush_l2 else 0,
         backends=ops.backends())
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}

@@ -112,7 +112,8 @@ def test_streamingllm_by_hand_and_full_window():
     rotate = L * B * GQA["hkv"] * 3 * C * D_HEAD  # keys rotated as they load: 3·C·d FLOPs
     assert decode.flops == L * B * GQA["hq"] * (C + 1) * (4 * D_HEAD + 5) + rotate
     dense, full = run("dense"), run("streamingllm", recent=40000)
-    assert attn_bytes(full) == attn_bytes(dense) + L * (S - 1) * (4 + D_HEAD * BF16)
+    slot_positions = 94 * S  # once a step: the S slots' int64 positions, read 57 and write 37 B each
+    assert attn_bytes(full) == attn_bytes(dense) + L * (S - 1) * (4 + D_HEAD * BF16) + slot_positions
     assert full.kv_bytes == dense.kv_bytes
     opt = run("streamingllm", model="opt-6.7b", seq=2048)  # learned positions: nothing to rotate
     opt_decode = op(opt, "layers/attn/decode")
@@ -127,7 +128,9 @@ def test_adore_by_hand():
     decode = op(pred, "layers/attn/decode")  # (R+1) queries per head over m+R+1 keys
     assert decode.hbm_read == L * B * GQA["hkv"] * 2 * rows * D_HEAD * BF16 + q_bytes(GQA, R + 1)
     assert decode.flops == L * B * GQA["hq"] * (R + 1) * rows * (4 * D_HEAD + 5)
-    assert op(pred, "layers/attn/kv_append").hbm_write == L * B * (R + 1) * GQA["hkv"] * 2 * D_HEAD * BF16
+    # the chunk's R+1 K/V rows written for its attention, then the new token's row into its slot
+    assert op(pred, "layers/attn/chunk_kv").hbm_write == L * B * (R + 1) * GQA["hkv"] * 2 * D_HEAD * BF16
+    assert op(pred, "layers/attn/kv_append").hbm_write == L * B * GQA["hkv"] * 2 * D_HEAD * BF16
     released = S - 1 - m
     meta = B * ((m + 1) * 4 + released * 8 + 256 * 4)
     assert pred.kv_bytes == L * B * GQA["hkv"] * rows * 2 * D_HEAD * BF16 + meta
@@ -147,7 +150,11 @@ def test_adore_layers_do_r_plus_one_times_the_flops_at_equal_weight_bytes():
 
 def test_adore_cache_covering_the_context_is_dense():
     dense, adore = run("dense"), run("adore", m=40000)
+    # the new key is rotated as the chunk's K/V are written for its attention (read K and V)
+    assert op(adore, "layers/attn/chunk_kv").hbm_read == 2 * op(dense, "layers/attn/rope").hbm_read
     for o in dense.cost.ops:
+        if o.name == "layers/attn/rope":
+            continue
         mine = op(adore, o.name)
         assert (mine.hbm_read, mine.hbm_write, mine.flops) == (o.hbm_read, o.hbm_write, o.flops)
     assert ADORE(m=40000).tokens_through_layers(None, run("dense").workload) == 1
@@ -187,13 +194,19 @@ def stated_overhead(name, params, pred, seq, batch):
         return Lm * batch * (hkv * seq * 4 + 2 * seq * 4 + 2 * hq * seq * 4 + seq * 12 + partials)
     if name == "h2o":
         return Lm * batch * hkv * (2 * mdl.group * seq * 4 + 2 * seq * 4 + seq * 12 + 12)  # + evict write
-    if name == "streamingllm":
-        return 0 if mdl.learned_positions else Lm * seq * (4 + d * BF16)  # positions, cos/sin rows
+    if name == "streamingllm":  # positions, cos/sin rows; each slot's position once a step (94 B)
+        slots = np.ceil(min(params["sink"] + params["recent"] + 1, seq) / 16) * 16
+        return 0 if mdl.learned_positions else Lm * seq * (4 + d * BF16) + 94 * slots
     # R more queries: q, o and split-K partials each (an upper bound: the dense kernel splits less);
     # the R+1 outputs reordered from the kernel's rows to the projection's (read and write)
     per_query = 3 * d * BF16 + 2 * splits * (d + 2) * 4
     reorder = Lm * batch * hq * (params["R"] + 1) * 2 * d * BF16
-    return Lm * batch * hq * params["R"] * per_query + batch * (seq * 4 + params["R"] * 8) + reorder
+    # the chunk's R+1 K/V rows written for its attention (read and write), and the controller's
+    # GRU step, which the runtime's attention-only step runs too (weights and its state)
+    chunk = 4 * Lm * batch * hkv * (params["R"] + 1) * d * BF16
+    gru = (3 * 256 * (mdl.d_model + 256) + 6 * 256) * BF16 + batch * (mdl.d_model * BF16 + 256 * 8)
+    return (Lm * batch * hq * params["R"] * per_query + batch * (seq * 4 + params["R"] * 8) + reorder
+            + chunk + gru)
 
 
 @settings(max_examples=30, deadline=None)

@@ -64,6 +64,12 @@ def add_model_args(parser, model: bool = True) -> None:
     parser.add_argument("--param", action="append", metavar="NAME=VALUE", help="method parameter (repeatable)")
 
 
+def add_engine_arg(parser) -> None:
+    parser.add_argument("--engine", choices=("graphs", "eager"), default="graphs",
+                        help="how steps run: graphs (CUDA-graph replay, kernels back to back; default) or "
+                             "eager (each kernel launched from the host, as plain PyTorch runs)")
+
+
 def add_format_arg(parser, choices=("table", "json", "csv")) -> None:
     parser.add_argument("--format", choices=choices, default="table")
 

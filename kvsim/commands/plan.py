@@ -7,7 +7,7 @@ from ..errors import KvsimError
 from ..quality import DEFAULT_BENCHMARK, parse_benchmark, parse_floor
 from ..report import table
 from ..units import format_bytes, format_seconds, format_tokens
-from .common import add_model_args, dump_json, parse_params, positive_int, tokens
+from .common import add_engine_arg, add_model_args, dump_json, parse_params, positive_int, tokens
 from .sweep import count_list, hardware_list, method_list
 
 QUALITY_NOTE = ("quality: published score relative to dense on the benchmark for this model, context and "
@@ -30,6 +30,7 @@ def register(sub) -> None:
     parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
                         help=f"benchmark the quality column and floor use (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
     add_model_args(parser)
+    add_engine_arg(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--plot", help="cost against time per output token with the objective, PNG")
     parser.set_defaults(run=run)
@@ -42,7 +43,7 @@ def run(args) -> int:
         raise KvsimError(f"--tpot-ms must be a positive number of milliseconds, got {args.tpot_ms}")
     options = plan(args.model, args.seq, hardware_list(args.hw), method_list(args.method), args.gpus,
                    args.tpot_ms, args.batch, args.prices, args.dtype, args.kv_dtype,
-                   parse_params(args.param), progress=True)
+                   parse_params(args.param), progress=True, engine=args.engine)
     rows = _with_quality(options, args)
     kept = [o for o, _, why in rows if not why]
     if args.format == "json":

@@ -8,7 +8,7 @@ from ..predict import predict
 from ..quality import DEFAULT_BENCHMARK, parse_benchmark, quality
 from ..records import prediction_records, to_csv
 from ..report import comparison_text, prediction_text
-from .common import (add_format_arg, add_model_args, dump_json, fraction, non_negative_int, parse_params,
+from .common import (add_engine_arg, add_format_arg, add_model_args, dump_json, fraction, non_negative_int, parse_params,
                      positive_int, tokens)
 
 
@@ -23,6 +23,7 @@ def register(sub) -> None:
     parser.add_argument("--offload", type=fraction, default=0.0,
                         help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
     add_model_args(parser)
+    add_engine_arg(parser)
     add_format_arg(parser)
     parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
                         help=f"benchmark for the published-quality line (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
@@ -33,7 +34,7 @@ def register(sub) -> None:
 def _predict(args, method, params):
     return predict(args.hw, method=method, seq=args.seq, batch=args.batch, model=args.model,
                    gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype, gpus=args.gpus,
-                   offload=args.offload, **params)
+                   offload=args.offload, engine=args.engine, **params)
 
 
 def run(args) -> int:

@@ -11,7 +11,7 @@ from ..methods import METHODS
 from ..records import to_csv, write_whole
 from ..sweep import gpu_profiles, sweep
 from ..units import UnitError, parse_token_range
-from .common import add_model_args, non_negative_int, parse_params
+from .common import add_engine_arg, add_model_args, non_negative_int, parse_params
 
 
 def hardware_list(text: str) -> list:
@@ -48,6 +48,7 @@ def register(sub) -> None:
     parser.add_argument("--gpus", type=count_list, default=[1], help="tensor-parallel GPU counts: 1,2,4,8")
     parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens")
     add_model_args(parser)
+    add_engine_arg(parser)
     parser.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix, else csv")
     parser.add_argument("--out", help="file to write (whole or not at all); default stdout")
     parser.add_argument("--plot", help="latency and memory against context, PNG")
@@ -57,7 +58,7 @@ def register(sub) -> None:
 def run(args) -> int:
     result = sweep(hardware_list(args.hw), method_list(args.method), args.seq, args.batch, args.gpus,
                    model=args.model, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,
-                   params=parse_params(args.param))
+                   params=parse_params(args.param), engine=args.engine)
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
     if not result.records:

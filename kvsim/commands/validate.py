@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..records import read_jsonl, write_whole
+from ..roofline import ENGINES
 from ..report import table
 from .common import dump_json
 
@@ -13,6 +14,9 @@ def register(sub) -> None:
                                   "(its calibrated profile where one ships, else the datasheet one)")
     val.add_argument("--held-out", type=float, metavar="FRACTION",
                      help="only the configurations a calibration with this hold-out fraction did not see")
+    val.add_argument("--engine", choices=ENGINES, default="graphs",
+                     help="graphs: the CUDA-graph replay timings (default); eager: the runtime's eager "
+                          "timings against kvsim's eager engine")
     val.add_argument("--format", choices=("table", "json"), default="table")
     val.add_argument("--plot", help="predicted against measured latency, PNG")
     val.set_defaults(run=run_validate)
@@ -56,14 +60,16 @@ def run_validate(args) -> int:
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
     skipped: list = []
-    rows = compare(records, args.hw, skipped)
+    rows = compare(records, args.hw, skipped, engine=args.engine)
     summary = summarize(rows)
+    summary["engine"] = args.engine
     summary["skipped"] = [{"method": r["method"], "seq": r["seq"], "batch": r["batch"], "why": why}
                           for r, why in skipped]
     if args.format == "json":
         print(dump_json(summary))
     else:
-        print("relative error (predicted - measured) / measured, absolute: median / p90 / worst (signed)\n")
+        print(f"engine {args.engine}: relative error (predicted - measured) / measured, absolute: "
+              "median / p90 / worst (signed)\n")
         print(summary_table(summary))
         for r, why in skipped:
             print(f"skipped {r['method']} S={r['seq']} B={r['batch']}: {why}")

@@ -43,7 +43,7 @@ from ..cost import Cost, Op, Resident
 from ..decoder import allreduce
 from ..errors import KvsimError
 from ..offload import uniform_share
-from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
+from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, small_kernels, topk_op
 from .base import Method, require
 
 DEQUANT_FLOPS = 2.0  # per int8 element read: (x − zero)·scale (ALISA's INT8 KV)
@@ -122,13 +122,19 @@ class ALISA(Method):
         rows = self.selected_tokens(n)
         main, combine = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L,
                                          index_bytes=INDEX_BYTES, gathered=True)  # + rows·4 int32 indices
+        # host: the logits and lse buffers, the list and counts as views for every KV head
+        main = replace(main, torch_host_calls=main.torch_host_calls + 6 * L)
         if wl.kv_dtype == "int8":  # dequantize K and V as they are read: 2 FLOPs × 2·rows·d
             extra = L * wl.batch * model.n_kv_heads * rows * 2 * model.head_dim * DEQUANT_FLOPS
             main = replace(main, flops=main.flops + extra)
         local = self.local_tokens(n)
         # top-k of the n − local candidates' fp32 scores, one selection per (sequence, layer)
         select = topk_op("layers/attn/topk", n - local, self.global_tokens(n), wl.batch, L, wl)
-        return [main, combine, self._accumulate(model, wl, rows), select]
+        # with the local rows' indices (an arange), the list (a cat) and its two int32 casts:
+        # four more kernels a layer; host: two views
+        select = replace(select, torch_calls=1.0 * L)
+        glue = small_kernels("layers/attn/select_lists", 4.0, L, torch_host=2.0)
+        return [select, glue, main, combine, self._accumulate(model, wl, rows)]
 
     def tp_ops(self, model, wl, gpus) -> list[Op]:
         """One global set per layer from scores summed over all heads: each GPU sums its heads'
@@ -146,7 +152,7 @@ class ALISA(Method):
         return Op("layers/attn/score_update", "attention",
                   flops=wl.batch * (model.n_heads * rows + 2 * wl.seq),
                   hbm_read=wl.batch * (weights + scores), hbm_write=wl.batch * (weights + scores),
-                  dtype="fp32").scaled(model.n_layers)
+                  dtype="fp32").issued(triton=1, args=13).scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:
         # the whole KV stays (offload/deletion is the scheduler's) + n·4 scores per layer

@@ -5,12 +5,21 @@ Per KV head and layer, with r rows read, G query heads per KV head, d head dim:
   read  2·r·d·b_kv (K and V rows, + 2·r·4 for int8 scale/zero) + G·d·b_a (q) + r·b_i (indices)
   write G·d·b_a (o), or G·splits·(d+2)·4 fp32 partials that the combine kernel reads back
   FLOPs G·r·(4·d + 5)   (q·k, p·v, and ~5 for the online softmax)
+
+What ``attention`` covers (the ops of kind "attention", the runtime's attention-only step,
+runtime/methods/base.py ``attention_only``): for the current query in every layer, its RoPE,
+the method's scoring and selection work (scores, top-k, page or token lists), the gathers and
+the attention over the chosen rows with its split-K combine, and work a method does per step to
+prepare the rows (reconstruction, re-rotation); not the projections, the new token's K/V write
+or the cache upkeep after it (``layers/attn/kv_append``, eviction), which only a whole step runs.
+Host calls (``Op.issued``): each kernel's Triton launch and the allocations of its outputs.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..cost import Op
+from ..decoder import ROPE_ARGS
 from ..models import ModelConfig
 from ..workload import Workload
 
@@ -21,6 +30,9 @@ TARGET_PROGRAMS = 528  # programs wanted in flight: 132 H100 SMs x 4 (gathered/w
 # int8 and SparQ kernels lose up to 40% with that few (benchmarks/tune_small.py, 2026-11-22).
 DENSE_TARGET_PROGRAMS = 128
 INDEX_BYTES = 4.0  # int32 token indices
+# runtime arguments of a launch (the host pays per argument): the split-K attention kernel and
+# its combine (kernels/_attention.py run_attention)
+ATTENTION_ARGS, COMBINE_ARGS = 50, 5
 SCORE_BYTES = 4.0  # fp32 scores
 
 
@@ -61,11 +73,31 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     main = Op(name, "attention", flops=heads * G * rows * (4 * d + 5),
               hbm_read=heads * rows * (kv_row_bytes(model, wl) + index_bytes) + q_or_o,
               hbm_write=np.where(several, partials, q_or_o), dtype=wl.compute_dtype,
-              access="gather" if gathered else "contiguous")
+              access="gather" if gathered else "contiguous").issued(triton=1, args=ATTENTION_ARGS,
+                                                                    torch_host=1)  # o
     combine = Op(name + "_combine", "attention", flops=np.where(several, partials / 4 * 3, 0.0),
                  hbm_read=np.where(several, partials, 0.0), hbm_write=np.where(several, q_or_o, 0.0),
-                 launches=several.astype(float), dtype="fp32")
+                 launches=several.astype(float), dtype="fp32").issued(
+                     triton=several.astype(float), args=COMBINE_ARGS * several,
+                     torch_host=several.astype(float))  # partials
     return [main.scaled(layers), combine.scaled(layers)]
+
+
+def query_rope(model: ModelConfig, wl: Workload, layers=None, tokens=1.0) -> list[Op]:
+    """RoPE of the step's queries, attention's first kernel (kernels/rope.py, one Triton
+    launch and its output): read and write Q·b_a per row, ~6 FLOPs per element."""
+    if model.learned_positions:
+        return []
+    layers = model.n_layers if layers is None else layers
+    width = wl.batch * tokens * model.q_dim
+    return [Op("layers/attn/rope_q", "attention", flops=6.0 * width, hbm_read=width * wl.b_a,
+               hbm_write=width * wl.b_a, dtype="fp32").issued(triton=1, args=ROPE_ARGS, torch_host=1).scaled(layers)]
+
+
+def small_kernels(name: str, kernels, layers, torch_host=0.0, kind: str = "attention") -> Op:
+    """``kernels`` tiny torch kernels per layer around a method's selection (index fills, cats,
+    int32 casts of lists of a few kB): each one torch call and a launch, bytes negligible."""
+    return Op(name, kind, launches=kernels, dtype="fp32").issued(torch=kernels, torch_host=torch_host).scaled(layers)
 
 
 def kv_append(model: ModelConfig, wl: Workload, layers=None, tokens=1.0, copies=1.0) -> Op:
@@ -75,10 +107,12 @@ def kv_append(model: ModelConfig, wl: Workload, layers=None, tokens=1.0, copies=
     rows = wl.batch * tokens
     kv = model.kv_dim
     quant_flops = rows * 2 * kv * 4.0 if wl.kv_dtype == "int8" else 0.0  # min/max, scale, round
+    # host: K and V stored one torch call each; the token's q, k, v picked out of the
+    # projections and attention's output put back (four views, runtime/methods/base.py attend)
     return Op("layers/attn/kv_append", "cache", flops=quant_flops,
               hbm_read=rows * 2 * kv * wl.b_a,
               hbm_write=rows * model.n_kv_heads * kv_row_bytes(model, wl) * copies,
-              dtype="fp32").scaled(layers)
+              dtype="fp32").issued(torch=2 * copies, torch_host=4).scaled(layers)
 
 
 def full_kv_bytes(model: ModelConfig, wl: Workload, rows=None, layers=None, kv_heads=None):

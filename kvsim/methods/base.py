@@ -6,6 +6,7 @@ the rest of the decoder step is the dense model's (``kvsim.decoder``).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -18,7 +19,8 @@ from ..hardware import HardwareProfile
 from ..models import ModelConfig
 from ..units import UnitError, parse_tokens
 from ..workload import Workload
-from .attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes
+from .attention import (contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes,
+                        query_rope)
 
 
 class Method(BaseModel):
@@ -52,9 +54,17 @@ class Method(BaseModel):
         """One token's K and V for one KV head, as the method stores them."""
         return kv_row_bytes(model, self.kv_workload(wl))
 
+    rotates_new_keys: ClassVar[bool] = True  # False: keys cached before RoPE (StreamingLLM)
+    positions_tensor: ClassVar[bool] = True  # the runtime's step builds a positions tensor and a view
+
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        """Attention over the cache; its query's RoPE is added by ``query_ops``."""
         return decode_attention("layers/attn/decode", model, wl, rows=wl.seq, layers=model.n_layers,
                                 target=contiguous_target(wl))
+
+    def query_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        """The query's RoPE at the start of attention, in every layer."""
+        return query_rope(model, wl)
 
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         return [kv_append(model, wl)]
@@ -81,8 +91,11 @@ class Method(BaseModel):
         self.check(model, wl)
         tokens = self.tokens_through_layers(model, wl)
         head, *tail = model_ops(model, wl, tokens=tokens)
-        ops = [head, *layer_ops(model, wl, tokens=tokens), *self.cache_ops(model, wl),
-               *self.attention_ops(model, wl), *self.extra_ops(model, wl), *tail]
+        if not self.positions_tensor:
+            head = replace(head, torch_calls=head.torch_calls - 1, torch_host_calls=head.torch_host_calls - 1)
+        ops = [head, *layer_ops(model, wl, tokens=tokens, rotate_keys=self.rotates_new_keys),
+               *self.cache_ops(model, wl), *self.query_ops(model, wl), *self.attention_ops(model, wl),
+               *self.extra_ops(model, wl), *tail]
         return Cost(tuple(ops), tuple(self.base_resident(model, hw, wl, tokens)
                                       + self.kv_resident(model, wl)))
 

@@ -31,6 +31,8 @@ chunk (⌈T/C⌉ − 1 extra weight reads, under 1% of a compute-bound prefill) 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import ClassVar, Optional
 
 import numpy as np
@@ -40,7 +42,7 @@ from ..cost import Cost, Op, Resident
 from ..decoder import layer_ops, model_ops
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import decode_attention, full_kv_bytes, kv_append, kv_row_bytes
+from .attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes, query_rope, small_kernels
 from .base import Method, require
 
 RATIO_MHA, RATIO_GQA = 0.25, 0.5  # paper: Llama-2-7B-32K (MHA) 25%, Llama-3-8B (GQA) 50%
@@ -79,11 +81,25 @@ class DuoAttention(Method):
         L, ops = model.n_layers, []
         if retrieval > 0:  # 2·S·d·b per retrieval KV head
             ops += decode_attention("layers/attn/retrieval", model, wl, rows=wl.seq, layers=L,
-                                    kv_heads=retrieval)
+                                    kv_heads=retrieval, target=contiguous_target(wl))
         if streaming > 0:  # 2·(L+1)·d·b per streaming KV head
+            # each part is a contiguous cache: the dense kernel's split policy (runtime attend_all)
             ops += decode_attention("layers/attn/streaming", model, wl, layers=L, kv_heads=streaming,
-                                    rows=np.minimum(self.window + 1.0, wl.seq))
-        return ops
+                                    rows=np.minimum(self.window + 1.0, wl.seq), target=contiguous_target(wl))
+        # host: each part's query heads sliced (a copy when both parts exist), the outputs
+        # joined (a cat)
+        parts = (retrieval > 0) + (streaming > 0)
+        copies = 2.0 if parts == 2 else 0.0
+        return ops + [small_kernels("layers/attn/join_heads", copies + 1.0, L, torch_host=parts)]
+
+    def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
+        """The new K and V go to the retrieval heads' cache and the streaming heads' ring: two
+        torch calls and two views per part."""
+        retrieval, streaming = self._split(model)
+        parts = (retrieval > 0) + (streaming > 0)
+        append = kv_append(model, wl)
+        return [replace(append, launches=parts * append.launches, torch_calls=2.0 * parts * model.n_layers,
+                        torch_host_calls=(4.0 + 2 * parts) * model.n_layers)]
 
     def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
         retrieval, streaming = self._split(model)
@@ -129,6 +145,6 @@ class DuoAttention(Method):
         T = wl.seq
         head, *tail = model_ops(model, wl, tokens=T, logits_tokens=1.0)
         ops = [head, *layer_ops(model, wl, tokens=T), kv_append(model, wl, tokens=T),
-               self._prefill_attention(model, wl), *tail]
+               *query_rope(model, wl, tokens=T), self._prefill_attention(model, wl), *tail]
         resident = self.base_resident(model, hw, wl) + self.kv_resident(model, wl)
         return Cost(tuple(ops), tuple(resident))

@@ -34,7 +34,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..cost import Op, Resident
-from .attention import SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes
+from dataclasses import replace
+
+from .attention import SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes, kv_append
 from .base import Method, require
 
 DEFAULT_RATIO = 0.1  # --heavy_ratio / --recent_ratio in FMInference/H2O h2o_hf scripts
@@ -75,25 +77,39 @@ class H2O(Method):
         rows = self.cached_tokens(wl.seq) + 1.0
         ops = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L,
                                target=contiguous_target(wl))  # the kept cache is compact
+        # host: the logits and lse buffers, and the logits' view for the update
+        ops[0] = replace(ops[0], torch_host_calls=ops[0].torch_host_calls + 3 * L)
         pairs = wl.batch * model.n_kv_heads  # (sequence, KV head): one score set each
         weights = G * rows * SCORE_BYTES  # this step's softmax weights, fp32, per KV head's G heads
         ops.append(Op("layers/attn/score_update", "attention",
                       flops=pairs * (G * rows + rows),  # sum over G heads, add into the scores
                       hbm_read=pairs * (weights + (rows - 1.0) * SCORE_BYTES),
-                      hbm_write=pairs * (weights + rows * SCORE_BYTES), dtype="fp32").scaled(L))
-        return ops + [self._evict(model, wl, rows)]
+                      hbm_write=pairs * (weights + rows * SCORE_BYTES), dtype="fp32").issued(triton=1, args=13).scaled(L))  # 13 arguments
+        return ops
+
+    def _full(self, seq):
+        heavy, recent = self.budgets(seq)
+        return (np.asarray(seq) > heavy + recent).astype(float)
+
+    def cache_ops(self, model, wl) -> list[Op]:
+        """Before the cache is full the new K and V, its position and a zero score are stored
+        (four torch calls); once full the eviction kernel writes them (``kv_append``'s bytes;
+        one launch a layer charged either way)."""
+        filling = 1.0 - self._full(wl.seq)
+        append = replace(kv_append(model, wl), torch_calls=4 * filling * model.n_layers)
+        return [append, self._evict(model, wl, self.cached_tokens(wl.seq) + 1.0)]
 
     def _evict(self, model, wl, rows) -> Op:
         """Once the cache is full, per (sequence, KV head) and layer: the least-scored slot
         outside the last ``recent`` positions takes the new token (kernels/evict.py, one
         launch): read the C+1 fp32 scores and int64 positions, write the position and a zeroed
-        score (the new K and V are ``kv_append``'s bytes)."""
-        heavy, recent = self.budgets(wl.seq)
-        full = (wl.seq > heavy + recent).astype(float)
+        score (the new K and V are ``kv_append``'s bytes). Cache upkeep after attention: not
+        part of attention-only."""
+        full = self._full(wl.seq)
         pairs = wl.batch * model.n_kv_heads
-        op = Op("layers/attn/evict", "attention", flops=full * pairs * rows * 2,
+        op = Op("layers/attn/evict", "cache", flops=full * pairs * rows * 2,
                 hbm_read=full * pairs * rows * (SCORE_BYTES + POSITION_BYTES),
-                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32")
+                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32").issued(triton=full, args=24 * full)  # 24 arguments
         return op.scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..cost import Cost, Op
 from ..decoder import layer_ops, model_ops
-from .attention import kv_append
+from .attention import kv_append, query_rope
 
 
 def dense_prefill(method, model, hw, wl) -> Cost:
@@ -19,7 +19,8 @@ def dense_prefill(method, model, hw, wl) -> Cost:
                    hbm_read=rows * (model.q_dim + 2 * model.kv_dim) * wl.b_a,
                    hbm_write=rows * model.q_dim * wl.b_a, dtype=wl.compute_dtype).scaled(model.n_layers)
     head, *tail = model_ops(model, wl, tokens=T, logits_tokens=1.0)
-    ops = [head, *layer_ops(model, wl, tokens=T), kv_append(model, wl, tokens=T), attention, *tail]
+    ops = [head, *layer_ops(model, wl, tokens=T), kv_append(model, wl, tokens=T),
+           *query_rope(model, wl, tokens=T), attention, *tail]
     resident = method.base_resident(model, hw, wl) + method.kv_resident(model, wl)
     return Cost(tuple(ops), tuple(resident))
 

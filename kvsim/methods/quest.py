@@ -46,7 +46,7 @@ from ..models import ModelConfig
 from ..offload import uniform_share
 from ..workload import Workload
 from .attention import (INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention,
-                        full_kv_bytes, kv_append, kv_row_bytes, topk_op)
+                        full_kv_bytes, kv_append, kv_row_bytes, small_kernels, topk_op)
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (evaluation/quest_attention.py)
@@ -89,14 +89,19 @@ class Quest(Method):
         heads = wl.batch * model.n_kv_heads
         topk = topk_op("layers/attn/quest_topk", np.maximum(self.pages(wl) - 1, 1), B / P - 1,
                        heads * model.group, sparse_layers, wl)
-        return ops + [self._estimate(model, wl, heads).scaled(sparse_layers * on), topk.scaled(on)]
+        # then the current page's index (a fill), the list (a cat) and its int32 cast: three
+        # kernels a layer, and the row counts once a step; host: two views a layer
+        glue = small_kernels("layers/attn/quest_lists", 3.0, sparse_layers, torch_host=3.0)
+        counts = small_kernels("quest/row_counts", 1.0, 1)
+        return ops + [self._estimate(model, wl, heads).scaled(sparse_layers * on), topk.scaled(on),
+                      glue.scaled(on), counts.scaled(on)]
 
     def _estimate(self, model: ModelConfig, wl: Workload, heads) -> Op:
         # read 2·⌈S/P⌉·d·b + G·d·b_a ; write G·⌈S/P⌉·4 (fp32 scores, kernels/quest.py) ; FLOPs G·⌈S/P⌉·4·d
         G, d, n = model.group, model.head_dim, self.pages(wl)
         return Op("layers/attn/quest_estimate", "attention", flops=heads * G * n * 4 * d,
                   hbm_read=heads * (2 * n * d * wl.b_kv + G * d * wl.b_a),
-                  hbm_write=heads * G * n * SCORE_BYTES, dtype=wl.compute_dtype)
+                  hbm_write=heads * G * n * SCORE_BYTES, dtype=wl.compute_dtype).issued(triton=1, args=17, torch_host=1)
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): dense layers (and all layers while S ≤ budget) read every
@@ -114,9 +119,14 @@ class Quest(Method):
     def cache_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         # current page's min/max: read d·b + 2·d·b ; write 2·d·b ; 2·d compares, every layer
         d, heads = model.head_dim, wl.batch * model.n_kv_heads
+        # a min, a max and two copies (a page's first row: the two copies), in the layers
+        # past the dense ones; host: the page's two views
+        P = self.page_size
+        calls = 4.0 * (P - 1) / P + 2.0 / P
         meta = Op("layers/attn/quest_metadata", "cache", flops=heads * 2 * d,
-                  hbm_read=heads * 3 * d * wl.b_kv, hbm_write=heads * 2 * d * wl.b_kv, dtype="fp32")
-        return [kv_append(model, wl), meta.scaled(model.n_layers)]
+                  hbm_read=heads * 3 * d * wl.b_kv, hbm_write=heads * 2 * d * wl.b_kv, launches=calls,
+                  dtype="fp32").issued(torch=calls, torch_host=2)
+        return [kv_append(model, wl), meta.scaled(model.n_layers - min(DENSE_LAYERS, model.n_layers))]
 
     def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
         # 2·⌈S/P⌉·d·b per KV head and layer (min and max key of each page)

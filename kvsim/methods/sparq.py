@@ -35,6 +35,8 @@ head instead of 2·d·b; memory +S·d·b per KV head (+50% KV) plus v̄ (d·4).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import ClassVar, Optional
 
 import numpy as np
@@ -44,7 +46,7 @@ from ..cost import Op, Resident
 from ..models import ModelConfig
 from ..offload import uniform_share
 from ..workload import Workload
-from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from .attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_append, small_kernels, topk_op
 from .base import Method, require
 
 COMPRESSION = 8  # sparq-gpt-fast RKForCompressionRatio(ratio=8)
@@ -85,9 +87,12 @@ class SparQ(Method):
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         S, k, local = wl.seq, self.rows(wl), self.local_rows(wl)
         L, heads = model.n_layers, wl.batch * model.n_kv_heads
+        # the top-k and its int32 cast (one more kernel); host: the counts' view and expand
+        topk = topk_op("layers/attn/sparq_topk", S, k, heads, 1, wl)
+        cast = small_kernels("layers/attn/sparq_list", 1.0, L, torch_host=2.0)
         return [self._step1(model, wl, heads).scaled(L),
                 *self._approx_scores(model, wl, heads, L),
-                topk_op("layers/attn/sparq_topk", S, k, heads, L, wl),
+                topk.scaled(L), cast,
                 *decode_attention("layers/attn/sparq_gather", model, wl, rows=k, layers=L,
                                   index_bytes=INDEX_BYTES, gathered=True),
                 self._mix(model, wl, heads).scaled(L)]
@@ -97,18 +102,20 @@ class SparQ(Method):
         # (kernels/sparq_steps.py): read G·d·b_a ; write r·4 (i1) + G·4 (τ) ; d² rank compares
         G, d, r = model.group, model.head_dim, self.rank(model)
         return Op("layers/attn/sparq_topr", "attention", flops=heads * (2 * G * d + d * d),
-                  hbm_read=heads * G * d * wl.b_a, hbm_write=heads * (r * INDEX_BYTES + G * 4.0), dtype="fp32")
+                  hbm_read=heads * G * d * wl.b_a, hbm_write=heads * (r * INDEX_BYTES + G * 4.0),
+                  dtype="fp32").issued(triton=1, args=8, torch_host=2)  # host: i1 and τ
 
     def _approx_scores(self, model, wl, heads, layers) -> list[Op]:
         G, r, S, b = model.group, self.rank(model), wl.seq, wl.b_kv
         # q[i1]·K[:, i1]ᵀ: read S·r·b (d-major K) + G·r·b_a + r·4 ; write G·S·4 fp32 logits
         scores = Op("layers/attn/sparq_score_approx", "attention", flops=heads * G * S * 2 * r,
                     hbm_read=heads * (S * r * b + G * r * wl.b_a + r * INDEX_BYTES),
-                    hbm_write=heads * G * S * SCORE_BYTES, dtype=wl.compute_dtype)
+                    hbm_write=heads * G * S * SCORE_BYTES, dtype=wl.compute_dtype).issued(
+                        triton=1, args=24, torch_host=4)  # host: logits, group sums and their buffers
         # softmax(·/τ) per head and the sum over the group in one pass: read G·S·4 ; write (G+1)·S·4
         softmax = Op("layers/attn/sparq_softmax", "attention", flops=heads * S * 6 * G,
                      hbm_read=heads * G * S * SCORE_BYTES, hbm_write=heads * (G + 1) * S * SCORE_BYTES,
-                     dtype="fp32")
+                     dtype="fp32").issued(triton=1, args=14)
         return [scores.scaled(layers), softmax.scaled(layers)]
 
     def _mix(self, model, wl, heads) -> Op:
@@ -118,7 +125,7 @@ class SparQ(Method):
         G, d, k = model.group, model.head_dim, self.rows(wl)
         return Op("layers/attn/sparq_mix", "attention", flops=heads * G * (k + 3 * d),
                   hbm_read=heads * (G * k * SCORE_BYTES + k * INDEX_BYTES + G * d * wl.b_a + d * V_MEAN_BYTES),
-                  hbm_write=heads * G * d * wl.b_a, dtype="fp32")
+                  hbm_write=heads * G * d * wl.b_a, dtype="fp32").issued(triton=1, args=18, torch_host=1)
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): per KV head and layer the k − local top-k rows, taken as
@@ -133,7 +140,7 @@ class SparQ(Method):
         heads, d = wl.batch * model.n_kv_heads, model.head_dim
         v_sum = Op("layers/attn/sparq_v_sum", "cache", flops=heads * d,
                    hbm_read=heads * d * (V_MEAN_BYTES + wl.b_a), hbm_write=heads * d * V_MEAN_BYTES,
-                   dtype="fp32")
+                   launches=2.0, dtype="fp32").issued(torch=2)  # v to fp32, then the add
         return [kv_append(model, wl, copies=1.5), v_sum.scaled(model.n_layers)]
 
     def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:

@@ -35,6 +35,8 @@ from .base import Method, require
 
 ROTATE_FLOPS = 3.0  # x·cos + rotate_half(x)·sin per element
 POSITION_BYTES = 4.0  # int32 cache position of a slot
+SLOT_BYTES = 8.0  # int64 absolute position held by each slot (runtime/methods/streamingllm.py)
+SLOT_ALIGN = 16  # the cache's rows are allocated in multiples of 16 (runtime/cache.py)
 
 
 class StreamingLLM(Method):
@@ -56,6 +58,24 @@ class StreamingLLM(Method):
         """C: past tokens held per KV head."""
         return np.minimum(float(self.sink + self.recent), np.asarray(seq, dtype=float) - 1.0)
 
+    rotates_new_keys = False  # the new key is cached before RoPE
+
+    def slot_positions(self, model, wl) -> list[Op]:
+        """Each slot's rotary position, once per step for every layer (runtime begin_step): six
+        elementwise kernels over the slots' int64 positions, ``slot < sink``, ``sink + slot``,
+        ``− start``, the select, the clamp and the int32 cast: read 8+8+8+17+8+8, write
+        1+8+8+8+8+4 bytes a slot."""
+        if model.learned_positions:
+            return []
+        slots = np.ceil((self.cached_tokens(wl.seq) + 1.0) / SLOT_ALIGN) * SLOT_ALIGN
+        return [Op("attn/slot_positions", "attention", hbm_read=57.0 * slots, hbm_write=37.0 * slots,
+                   launches=6.0, dtype="fp32").issued(torch=6)]
+
+    def cache_ops(self, model, wl) -> list[Op]:
+        """The new token's K/V, and its absolute position written into its slot (one fill)."""
+        fill = Op("cache/slot_position", "cache", hbm_write=SLOT_BYTES, dtype="fp32").issued(torch=1, torch_host=1)
+        return [fill, *super().cache_ops(model, wl)]
+
     def attention_ops(self, model, wl) -> list[Op]:
         cached = self.cached_tokens(wl.seq)
         ops = decode_attention("layers/attn/decode", model, wl, rows=cached + 1.0, layers=model.n_layers,
@@ -66,8 +86,10 @@ class StreamingLLM(Method):
         main = ops[0]
         rotate_flops = heads * cached * model.head_dim * ROTATE_FLOPS * model.n_layers
         tables = cached * (POSITION_BYTES + model.head_dim * wl.b_a) * model.n_layers
-        ops[0] = replace(main, flops=main.flops + rotate_flops, hbm_read=main.hbm_read + tables)
-        return ops
+        # host: the cos and sin halves (two views)
+        ops[0] = replace(main, flops=main.flops + rotate_flops, hbm_read=main.hbm_read + tables,
+                         torch_host_calls=main.torch_host_calls + 2 * model.n_layers)
+        return [*self.slot_positions(model, wl), *ops]
 
     def kv_resident(self, model, wl) -> list[Resident]:
         rows = self.cached_tokens(wl.seq) + 1.0  # the window plus the new token's slot

@@ -45,7 +45,8 @@ from ..cost import Op
 from ..decoder import layer_ops
 from ..models import ModelConfig
 from ..workload import Workload
-from .attention import INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, kv_append, topk_op
+from .attention import (INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, kv_append, query_rope,
+                        small_kernels, topk_op)
 from .base import Method, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (tidal/models/llama.py)
@@ -80,16 +81,21 @@ class TidalDecode(Method):
         # the selection layers' attention kernel also writes the fp32 logits: H_q·S·4 per layer
         # (kernels/scores.py; the reference's eager attention materializes them too)
         logits = wl.batch * Hq * S * SCORE_BYTES * SELECTION_LAYERS
-        dense_main = replace(dense_main, hbm_write=np.add(dense_main.hbm_write, logits))
+        # host: the logits and lse buffers and the logits' view for the top-k, per selection layer
+        dense_main = replace(dense_main, hbm_write=np.add(dense_main.hbm_write, logits),
+                             torch_host_calls=dense_main.torch_host_calls + 3 * SELECTION_LAYERS)
         picked = self.selected(wl)
         # read H_q·S·4 logits ; write H_q·k·8
         topk = topk_op("layers/attn/select_topk", S, picked, wl.batch * Hq, SELECTION_LAYERS, wl)
+        # then the current token's index and the counts (two fills), the list (a cat) and its
+        # int32 cast: four small kernels per selection layer, five torch calls with the top-k
+        glue = small_kernels("layers/attn/select_lists", 4.0, SELECTION_LAYERS)
         # each query head reads its own k+1 rows: 2·(k+1)·d·b + k·4 (no index for the current token)
         rows = picked + 1.0
         sparse = decode_attention("layers/attn/sparse", model, wl, rows=rows, layers=L - full,
                                   kv_heads=Hq, query_heads_per_kv=1,
                                   index_bytes=INDEX_BYTES * picked / rows, gathered=True)
-        return [dense_main, dense_combine, topk, *sparse, *self._correction_attention(model, wl)]
+        return [dense_main, dense_combine, topk, glue, *sparse, *self._correction_attention(model, wl)]
 
     def _correction_attention(self, model: ModelConfig, wl: Workload) -> list[Op]:
         """Every N steps, N queries per KV-head group attend densely over the cache in every
@@ -113,5 +119,6 @@ class TidalDecode(Method):
         if N == 0:
             return []
         ops = [*layer_ops(model, wl, tokens=N), kv_append(model, wl, tokens=N)]
+        rotate_q = [replace(op, name="rope_q") for op in query_rope(model, wl, tokens=N)]  # the N queries
         return [replace(op.scaled(1.0 / N), name="correction/" + op.name, kind="recompute")
-                for op in ops]
+                for op in ops + rotate_q]

@@ -1,0 +1,182 @@
+"""The eager engine: host issue and GPU streams (kvsim.roofline), and each method's host calls
+in the cost model against what the reference runtime issues, counted under the Triton
+interpreter (runtime/launches.py LaunchCounter), on small shapes."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
+
+import numpy as np
+import pytest
+
+from kvsim.cost import Cost, Op
+from kvsim.errors import KvsimError
+from kvsim.hardware import load_profile
+from kvsim.models import ModelConfig
+from kvsim.predict import predict
+from kvsim.roofline import step_time
+
+SMALL = ModelConfig(name="tiny-llama", family="llama", n_layers=4, d_model=256, n_heads=8, n_kv_heads=2,
+                    head_dim=32, ffn_dim=512, vocab=1000, max_context=4096, mlp="swiglu", norm="rmsnorm",
+                    source="test")
+BATCH, PREFILL, MAX_SEQ = 2, 70, 96
+# budgets below the context, so every method runs its selection, eviction or release path
+PARAMS = {"dense": {}, "streamingllm": {"sink": 4, "recent": 20}, "h2o": {"heavy": 16, "recent": 16},
+          "adore": {"m": 40, "R": 3}, "tidaldecode": {"k": 16, "reselect_layer": 3},
+          "sparq": {"k": 24, "r": 8, "local": 4}, "quest": {"budget": 32, "page_size": 8},
+          "alisa": {}, "duoattention": {"sink": 4, "recent": 16}}
+KINDS = {"torch": "torch_calls", "torch_gemm": "gemm_calls", "torch_host": "torch_host_calls",
+         "triton": "triton_launches", "triton_args": "triton_args", "sync": "host_syncs"}
+
+
+def runtime_counts(method: str) -> tuple[dict, dict]:
+    """What the runtime's step and attention-only step issue, Triton kernels forced on CPU."""
+    from runtime import ops
+    from runtime.engine import Engine
+    from runtime.launches import count_launches
+    cuda_attr = ops._kernel_attr
+    ops._kernel_attr = lambda module, name, device_type: cuda_attr(module, name, "cuda")
+    ops.reset()
+    try:
+        engine = Engine(SMALL, method, PARAMS[method], batch=BATCH, max_seq=MAX_SEQ, device="cpu", dtype="bf16")
+        engine.prefill_synthetic(PREFILL)
+        engine.attention_only_step(), engine.step()  # warm, as measure() times them
+        attention = count_launches(engine.attention_only_step)
+        step = count_launches(engine.step)
+    finally:
+        ops._kernel_attr = cuda_attr
+        ops.reset()
+    return step, attention
+
+
+def model_counts(cost: Cost) -> dict:
+    return {kind: float(cost.total(field)) for kind, field in KINDS.items()}
+
+
+def attention_only_extra(method: str) -> dict:
+    """Calls the runtime's attention-only step makes that no decode step does: the context
+    length tensor at a context not seen yet (≤ 1 torch call); ADORE's zero chunk inputs (two
+    torch calls, two views) and its last row taken per layer (a view)."""
+    if method == "adore":
+        return {"torch": (2, 3), "torch_host": (2 + SMALL.n_layers, 2 + SMALL.n_layers)}
+    return {"torch": (0, 1)}
+
+
+@pytest.mark.parametrize("method", list(PARAMS))
+def test_host_calls_match_the_runtime(method):
+    step, attention = runtime_counts(method)
+    pred = predict("h100-sxm", method, seq=PREFILL + 2, batch=BATCH, model=SMALL, dtype="bf16", **PARAMS[method])
+    modelled = model_counts(pred.cost)
+    for kind, count in step.items():  # Quest's page-metadata calls are an average over a page
+        assert abs(modelled[kind] - count) < 1, (kind, modelled[kind], count)
+    modelled = model_counts(pred.cost.attention())
+    extra = attention_only_extra(method)
+    for kind, count in attention.items():
+        low, high = extra.get(kind, (0, 0))
+        assert low <= count - modelled[kind] <= high, (kind, modelled[kind], count)
+
+
+H100 = load_profile("h100-sxm")
+
+
+def layered(host_calls: float, gpu_bytes: float, layers: int = 4, syncs: float = 0.0) -> Cost:
+    """Two ops per layer and one after the layers; each op ``host_calls`` Triton launches."""
+    op = Op("layers/x", "attention", hbm_read=gpu_bytes).issued(triton=host_calls, syncs=syncs)
+    tail = Op("tail", "linear", hbm_read=gpu_bytes).issued(triton=host_calls)
+    return Cost((op.scaled(layers), op.renamed("layers/y").scaled(layers), tail))
+
+
+def test_graphs_is_the_default_and_ignores_host_calls():
+    cost = layered(100.0, 1e9)
+    assert step_time(cost, H100).latency_s == step_time(cost, H100, "graphs", 4).latency_s
+    assert step_time(cost, H100).engine == "graphs"
+
+
+@pytest.mark.parametrize("calls, nbytes", [(1.0, 1e9), (1.0, 1e5), (200.0, 1e9), (200.0, 1e5), (20.0, 3e7)])
+def test_eager_lies_between_the_larger_stream_and_their_sum(calls, nbytes):
+    cost = layered(calls, nbytes)
+    graphs = step_time(cost, H100)
+    eager = step_time(cost, H100, "eager", 4)
+    assert eager.latency_s >= max(float(graphs.latency_s), float(eager.host_s)) - 1e-12
+    assert eager.latency_s <= float(graphs.latency_s) + float(eager.host_s) + 1e-12
+
+
+def test_eager_gpu_bound_pays_only_the_first_launch_and_host_bound_only_the_last_kernel():
+    launch = H100.host.launch_s["triton"].value
+    gpu_bound = layered(1.0, 1e9)
+    graphs = float(step_time(gpu_bound, H100).latency_s)
+    assert float(step_time(gpu_bound, H100, "eager", 4).latency_s) == pytest.approx(graphs + launch)
+    host_bound = layered(500.0, 1e5)
+    eager = step_time(host_bound, H100, "eager", 4)
+    last = float(step_time(Cost((host_bound.ops[-1],)), H100).latency_s)
+    assert float(eager.latency_s) == pytest.approx(float(eager.host_s) + last)
+
+
+def test_a_sync_in_every_layer_stops_the_host_running_ahead():
+    free, synced = layered(1.0, 1e9), layered(1.0, 1e9, syncs=1.0)
+    graphs = float(step_time(free, H100).latency_s)
+    launch, sync = H100.host.launch_s["triton"].value, H100.host.sync_s.value
+    assert float(step_time(free, H100, "eager", 4).latency_s) == pytest.approx(graphs + launch)
+    # each of the 8 layer ops: issued, run, waited for; the tail issued while nothing runs
+    synced_s = float(step_time(synced, H100, "eager", 4).latency_s)
+    assert synced_s == pytest.approx(graphs + 8 * (launch + sync) + launch)
+    some = float(step_time(layered(1.0, 1e9, syncs=0.5), H100, "eager", 4).latency_s)
+    assert some == pytest.approx(graphs + launch + 0.5 * sync)  # host time only, while it runs ahead
+
+
+def test_eager_is_vectorized_and_never_faster_than_graphs():
+    seq, batch = np.array([[4096.0], [131072.0]]), np.array([[1.0, 8.0, 32.0]])
+    for method in PARAMS:
+        graphs = predict("h100-sxm", method, seq=seq, batch=batch)
+        eager = predict("h100-sxm", method, seq=seq, batch=batch, engine="eager")
+        assert eager.latency_s.shape == (2, 3)
+        assert np.all(eager.latency_s >= graphs.latency_s)
+        assert np.all(eager.attention()["latency_s"] >= graphs.attention()["latency_s"])
+        assert np.all(eager.attention()["latency_s"] <= eager.latency_s)
+
+
+def test_eager_needs_measured_launch_costs_and_a_known_engine():
+    with pytest.raises(KvsimError, match="host.launch_s"):
+        predict("a100-80gb-sxm", "dense", seq=4096, engine="eager")
+    with pytest.raises(KvsimError, match="unknown engine"):
+        predict("h100-sxm", "dense", seq=4096, engine="compiled")
+
+
+def test_validate_eager_compares_the_eager_timings():
+    from kvsim.records import read_jsonl
+    from kvsim.validate import compare, summarize
+    records = [r for r in read_jsonl("benchmarks/results/h100-sweep.jsonl") if r["method"] in ("dense", "h2o")][:6]
+    without = dict(records[0])
+    without.pop("eager")
+    rows = compare(records + [without], engine="eager")
+    assert len(rows) == len(records)  # a record without eager timings is not compared
+    for row in rows:
+        assert row.measured["latency"] == row.record["eager"]["latency_s"]
+        assert row.measured["attention_latency"] == row.record["eager"]["attention_latency_s"]
+        graphs = compare([row.record])[0]
+        assert row.predicted["latency"] > graphs.predicted["latency"]
+    assert summarize(rows)["overall"]["latency"]["n"] == len(records)
+
+
+def test_cli_engine_flag(tmp_path):
+    import subprocess
+    import sys
+    run = lambda *args: subprocess.run([sys.executable, "-m", "kvsim", *args], capture_output=True, text=True)  # noqa: E731
+    out = run("predict", "--hw", "h100", "--seq", "8k", "--engine", "eager")
+    assert out.returncode == 0 and "engine eager" in out.stdout.splitlines()[0]
+    assert "engine graphs" in run("predict", "--hw", "h100", "--seq", "8k").stdout.splitlines()[0]
+    bad = run("predict", "--hw", "a100", "--seq", "8k", "--engine", "eager")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "host.launch_s" in bad.stderr
+    sweep = run("sweep", "--hw", "h100,a100", "--seq", "4k", "--engine", "eager", "--out", str(tmp_path / "s.csv"))
+    assert sweep.returncode == 0 and "skipped dense on a100" in sweep.stderr
+    assert run("validate", "benchmarks/results/h100-sweep.jsonl", "--engine", "eager").stdout.startswith("engine eager")
+
+
+def test_measure_records_what_a_step_issues():
+    from runtime.launches import LAUNCH_KINDS
+    from runtime.measure import measure
+    rec = measure("dense", seq=40, batch=1, model=SMALL, n_layers=2, steps=2, warmup=1, device="cpu")
+    for call in ("step", "attention"):
+        assert set(rec["launches"][call]) == set(LAUNCH_KINDS)
+    # four projections a layer and the LM head; on CPU the torch references' attention matmuls too
+    assert rec["launches"]["step"]["torch_gemm"] == 2 * 4 + 1 + 2 * 2
+    assert rec["launches"]["attention"]["torch_gemm"] == 2 * 2 and rec["launches"]["step"]["triton"] == 0
