@@ -54,8 +54,12 @@ class Op:
         return np.add(self.h2d, self.d2h)
 
     def scaled(self, factor) -> "Op":
-        """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""
-        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES})
+        """Every quantity times ``factor`` (launches too: ``factor`` layers run it). A copy of
+        the fields, not ``replace``: the kind is unchanged, and this runs for every op built."""
+        op = object.__new__(Op)
+        op.__dict__.update(self.__dict__)
+        op.__dict__.update({q: np.multiply(getattr(self, q), factor) for q in QUANTITIES})
+        return op
 
     def renamed(self, name: str) -> "Op":
         return replace(self, name=name)

@@ -39,10 +39,14 @@ def test_max_batch_is_exact(hw, method, model, gpus):
 
 def test_settle_corrects_a_wrong_guess():
     """Where the closed form is off (memory not linear in batch), the bisection finds the answer."""
-    hw, seq, kw = load_profile("h100"), np.array([8192.0, 65536.0]), dict(model="llama-3.1-8b")
-    exact = max_batch(hw, "dense", seq, **kw)
+    hw, seq = load_profile("h100"), np.array([8192.0, 65536.0])
+    exact = max_batch(hw, "dense", seq, model="llama-3.1-8b")
+
+    def fits(batch):
+        return predict(hw, "dense", seq=seq[:, None], batch=batch, model="llama-3.1-8b").fits
+
     for wrong in (exact + 7, np.maximum(exact - 5, 0), np.zeros(2), np.full(2, MAX_BATCH)):
-        assert np.array_equal(settle(hw, "dense", seq, wrong, kw), exact)
+        assert np.array_equal(settle(fits, wrong), exact)
 
 
 def test_nothing_fits_is_batch_zero_with_the_reason():

@@ -15,8 +15,11 @@ ACCURACY_NOTE = ("kvsim predicts cost, not accuracy: methods that evict tokens k
 
 def register(sub) -> None:
     parser = sub.add_parser("plan", help="capacity planning: fit, max batch, speed and $ per million tokens")
-    parser.add_argument("--seq", type=tokens, required=True, help="context per sequence: 32k, 128k")
+    parser.add_argument("--seq", type=tokens, help="steady-state decode: context per sequence, 32k, 128k")
+    parser.add_argument("--prompt", type=tokens, help="whole requests: prompt tokens (with --gen)")
+    parser.add_argument("--gen", type=positive_int, help="whole requests: generated tokens per request (with --prompt)")
     parser.add_argument("--tpot-ms", type=float, help="time-per-output-token objective in milliseconds")
+    parser.add_argument("--ttft-ms", type=float, help="time-to-first-token objective in milliseconds (requests)")
     parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest")
     parser.add_argument("--method", default="all", help="'all' (default) or names: dense,quest")
     parser.add_argument("--hw", default="all", help="'all' GPU profiles (default) or names: h100,l40s")
@@ -31,28 +34,43 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..plan import plan
 
-    if args.tpot_ms is not None and not args.tpot_ms > 0:
-        raise KvsimError(f"--tpot-ms must be a positive number of milliseconds, got {args.tpot_ms}")
-    options = plan(args.model, args.seq, hardware_list(args.hw), method_list(args.method), args.gpus,
+    seq, gen = _shape(args)
+    options = plan(args.model, seq, hardware_list(args.hw), method_list(args.method), args.gpus,
                    args.tpot_ms, args.batch, args.prices, args.dtype, args.kv_dtype,
-                   parse_params(args.param), progress=True)
+                   parse_params(args.param), gen, args.ttft_ms)
     if args.format == "json":
         print(dump_json([o.as_dict() for o in options]))
     else:
-        print(plan_text(options, args.model, args.seq, args.tpot_ms, args.prices))
+        print(plan_text(options, args.model, seq, args.tpot_ms, args.prices, gen, args.ttft_ms))
     if args.plot:
         from ..plots import plan_figure
-        plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(args.seq)} context")
+        plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(seq)} context")
     return 0
+
+
+def _shape(args) -> tuple[int, int]:
+    """(context or prompt, generated tokens): --seq alone, or --prompt with --gen."""
+    for flag in ("tpot_ms", "ttft_ms"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise KvsimError(f"--{flag.replace('_', '-')} must be a positive number of milliseconds, got {value}")
+    if (args.seq is None) == (args.prompt is None):
+        raise KvsimError("give --seq (steady-state decode) or --prompt with --gen (whole requests)")
+    if (args.prompt is None) != (args.gen is None):
+        raise KvsimError("--prompt and --gen go together: a request's prompt and generated tokens")
+    if args.ttft_ms is not None and args.gen is None:
+        raise KvsimError("--ttft-ms needs whole requests: give --prompt and --gen")
+    return (args.seq, 0) if args.prompt is None else (args.prompt, args.gen)
 
 
 def _money(value, digits=2) -> str:
     return "-" if value is None else f"${value:,.{digits}f}"
 
 
-def _row(o) -> list:
+def _row(o, request: bool) -> list:
+    ttft = [format_seconds(o.ttft_s)] if request else []
     return ["*" if o.cheapest else "", o.hw, o.gpus, o.method, o.max_batch, o.batch,
-            format_seconds(o.tpot_s), f"{o.tokens_per_s:,.0f}", _money(o.usd_per_hour),
+            format_seconds(o.tpot_s), *ttft, f"{o.tokens_per_s:,.0f}", _money(o.usd_per_hour),
             _money(o.usd_per_mtok, 3), format_bytes(o.memory_bytes), "yes" if o.meets_slo else "no"]
 
 
@@ -72,15 +90,25 @@ def _not_fitting(options) -> list[str]:
     return lines
 
 
-def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file: str | None = None) -> str:
+def _heading(model: str, seq: int, gen: int, tpot_ms, ttft_ms) -> str:
+    goals = [f"TPOT <= {tpot_ms:g} ms"] if tpot_ms else []
+    goals += [f"TTFT <= {ttft_ms:g} ms"] if ttft_ms else []
+    goal = " and ".join(goals) or "no TPOT objective"
+    if not gen:
+        return f"{model} at {format_tokens(seq)} context, steady-state decode (prefill not counted), {goal}"
+    return (f"{model}, requests of {format_tokens(seq)} prompt + {format_tokens(gen)} generated tokens "
+            f"(prefill and decode counted, TPOT the mean decode step), {goal}")
+
+
+def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file: str | None = None,
+              gen: int = 0, ttft_ms: float | None = None) -> str:
     fitting = [o for o in options if o.fits]
     meeting = [o for o in fitting if o.meets_slo]
-    goal = f"TPOT <= {tpot_ms:g} ms" if tpot_ms else "no TPOT objective"
-    head = (f"{model} at {format_tokens(seq)} context, steady-state decode (prefill not counted), {goal}: "
+    head = (f"{_heading(model, seq, gen, tpot_ms, ttft_ms)}: "
             f"{len(options)} options, {len(fitting)} fit, {len(meeting)} meet the objective\n")
-    header = ["", "hw", "gpus", "method", "max batch", "batch", "TPOT", "tokens/s", "$/hour",
-              "$/M tokens", "memory/GPU", "meets"]
-    lines = [head, table([_row(o) for o in fitting], header) if fitting else "nothing fits", ""]
+    header = ["", "hw", "gpus", "method", "max batch", "batch", "TPOT", *(["TTFT"] if gen else []),
+              "tokens/s", "$/hour", "$/M tokens", "memory/GPU", "meets"]
+    lines = [head, table([_row(o, gen > 0) for o in fitting], header) if fitting else "nothing fits", ""]
     best = next((o for o in options if o.cheapest), None)
     if best:
         lines.append(f"* cheapest meeting the objective: {best.hw} x{best.gpus} with {best.method} at batch "
