@@ -39,7 +39,8 @@ from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
 from .methods import METHODS, get_method
 from .models import DEFAULT_MODEL, load_model
-from .plan_search import MAX_BATCH, Probe, Shape, affine_limit, search, settle
+from .plan_search import MAX_BATCH, Located, Probe, Shape, affine_limit, choose, locate, settle
+from .plan_time import time_together
 from .predict import fits_memory, step_cost
 from .prices import PRICES_FILE, Price, load_prices, price_for
 from .sweep import check_params, gpu_profiles, method_params
@@ -94,14 +95,41 @@ def _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params) -> Probe:
     return Probe(hw, get_method(method, method_params(method, params)), model, gpus, shape, dtype, kv_dtype or dtype)
 
 
-def _measure(hw, method, model, gpus, shape, dtype, kv_dtype, params, batch, tpot_s, ttft_s) -> dict:
-    """One option's measured columns; a configuration that cannot run (heads that do not split
-    over ``gpus``, a parameter unsuited to the context) does not fit, with the reason."""
+def _locate(hw, method, model, gpus, shape, dtype, kv_dtype, params, batch):
+    """(probe, where its limit is) or a finished row: a configuration that cannot run (heads that
+    do not split over ``gpus``, a parameter unsuited to the context) does not fit, with the reason."""
     try:
         probe = _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params)
-        return search(probe, batch, tpot_s, ttft_s)
+        return probe, locate(probe, batch)
     except KvsimError as exc:
-        return {"max_batch": 0, "note": str(exc)}
+        return None, {"max_batch": 0, "note": str(exc)}
+
+
+def _times(found: list) -> list:
+    """Times of every located option: the steady-state ones of each hardware × method (GPU
+    counts side by side) in one roofline evaluation (``plan_time``), requests one by one; a
+    failure leaves that option's reason."""
+    times: list = [None] * len(found)
+    groups: dict = {}
+    for i, (probe, where) in enumerate(found):
+        if isinstance(where, Located) and where.at.steady:
+            groups.setdefault((probe.hw.name, probe.method.name), []).append(i)
+    for rows in groups.values():
+        located = [found[i][1] for i in rows]
+        try:
+            latency = time_together(found[rows[0]][0].hw, [where.at.cost for where in located],
+                                    [where.tried.size for where in located])
+        except KvsimError:
+            continue  # timed one by one below, where each option keeps its own reason
+        for i, value in zip(rows, latency):
+            times[i] = {"tpot_s": value}
+    for i, (probe, where) in enumerate(found):
+        if isinstance(where, Located) and times[i] is None:
+            try:
+                times[i] = where.at.times()
+            except KvsimError as exc:
+                found[i] = (None, {"max_batch": 0, "note": str(exc)})
+    return times
 
 
 def _measured_columns(rows: list[dict], request: bool) -> dict:
@@ -163,8 +191,11 @@ def option_table(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, g
     table = prices if isinstance(prices, dict) else load_prices(prices)
     combos = list(product(hws, sorted(set(gpus)), methods))
     objectives = (tpot_ms / 1e3 if tpot_ms else None, ttft_ms / 1e3 if ttft_ms else None)
-    rows = [_measure(hw, method, model, count, shape, dtype, kv_dtype, params, batch, *objectives)
-            for hw, count, method in combos]
+    found = [_locate(hw, method, model, count, shape, dtype, kv_dtype, params, batch)
+             for hw, count, method in combos]
+    times = _times(found)
+    rows = [choose(probe, where, timed, batch, *objectives) if isinstance(where, Located) else where
+            for (probe, where), timed in zip(found, times)]
     measured = _measured_columns(rows, request=gen > 0)
     hw_col, gpu_col, method_col = zip(*combos) if combos else ((), (), ())
     gpu_col = np.array(gpu_col, dtype=int)

@@ -1,10 +1,12 @@
 """The search behind ``kvsim.plan`` for one hardware × GPU count × method, vectorized over batch.
 
-Max batch: memory per GPU (and host) is evaluated at batches 1 and 2 in one call; it is affine
-in batch (weights + activations + per-sequence KV), so base + slope·b solved for the capacity
-gives the guess. One evaluation over the candidate batches, the guess and the guess + 1 then
-checks the guess (it fits, one more does not) and times every candidate at once; where memory
-is not affine the check fails and a vectorized bisection over [0, MAX_BATCH] finds the limit.
+Max batch: one evaluation over batches 1..FIRST_BATCHES gives memory per GPU (and host) at every
+one of them; memory is affine in batch (weights + activations + per-sequence KV), so base +
+slope·b from batches 1 and 2, solved for the capacity, is the guess. Where the guess + 1 lies in
+that array it also checks the guess (it fits, one more does not) and, from the same cost, times
+every candidate; a larger guess takes one more evaluation over the candidates, the guess and the
+guess + 1. Where memory is not affine the check fails and a vectorized bisection over
+[0, MAX_BATCH] finds the limit.
 
 Objectives: the chosen batch is the largest candidate whose time per output token (and time to
 first token, for requests) meets them; the largest that fits when none does.
@@ -42,10 +44,11 @@ class Shape:
 
 
 class Evaluation:
-    """One option at an array of batches: memory and fit at once, the times when asked."""
+    """One option at an array of batches: memory and fit at once, the times when asked
+    (steady state: from ``cost``, which ``kvsim.plan_time`` can time beside others)."""
 
-    def __init__(self, hw: HardwareProfile, batch: np.ndarray, cost, times):
-        self.batch = batch
+    def __init__(self, hw: HardwareProfile, batch: np.ndarray, cost, times, steady: bool):
+        self.batch, self.cost, self.steady = batch, cost, steady
         self.gpu_bytes = np.broadcast_to(cost.gpu_bytes, batch.shape)
         self.host_bytes = np.broadcast_to(cost.host_resident_bytes, batch.shape)
         self.fits = fits_memory(hw, self.gpu_bytes, self.host_bytes)
@@ -75,13 +78,13 @@ class Probe:
         seq, gen = self.shape.seq, self.shape.gen
         cost = step_cost(self.method, self.model, self.hw, self.workload(batch, float(seq + gen)), self.gpus)
         if not gen:
-            return Evaluation(self.hw, batch, cost, lambda: {"tpot_s": step_time(cost, self.hw).latency_s})
+            return Evaluation(self.hw, batch, cost, lambda: {"tpot_s": step_time(cost, self.hw).latency_s}, True)
 
         def request() -> dict:
             run = generation(self.method, self.model, self.hw, self.workload(batch, float(seq)), self.gpus,
                              exact_steps=REQUEST_EXACT_STEPS, samples=REQUEST_SAMPLES)
             return {"tpot_s": run.decode_s / gen, "ttft_s": run.ttft_s, "request_s": run.total_s}
-        return Evaluation(self.hw, batch, cost, request)
+        return Evaluation(self.hw, batch, cost, request, False)
 
     def fits(self, batch) -> np.ndarray:
         return self.evaluate(batch).fits
@@ -148,24 +151,39 @@ def _with_check(probe: Probe, first: Evaluation, guess: int, batch: int | None):
     return tried, at, (guess == 0 or fits_guess) and (guess >= MAX_BATCH or not fits_next)
 
 
-def search(probe: Probe, batch: int | None, tpot_s: float | None, ttft_s: float | None) -> dict:
-    """One option's measured columns: fits, max_batch, batch, times, memory, note."""
+@dataclass(frozen=True)
+class Located:
+    """An option whose limit is known: the batches to choose from and their evaluation."""
+    limit: int
+    tried: np.ndarray
+    at: Evaluation
+
+
+def locate(probe: Probe, batch: int | None) -> Located | dict:
+    """The exact max batch and the evaluation to choose from; a row already when nothing fits."""
     first = probe.evaluate(np.arange(1.0, FIRST_BATCHES + 1))
     guess = int(affine_limit(probe.hw, first.gpu_bytes[:2], first.host_bytes[:2]))
+    nothing = {"max_batch": 0, "note": fit_message(probe.hw, first.gpu_bytes[0], first.host_bytes[0])}
     if not guess and not batch and not first.fits[0]:
-        return {"max_batch": 0, "note": fit_message(probe.hw, first.gpu_bytes[0], first.host_bytes[0])}
+        return nothing
     tried, at, checked = _with_check(probe, first, guess, batch)
     limit = guess if checked else int(settle(probe.fits, guess))
     if limit != guess and not batch:
         if not limit:
-            return {"max_batch": 0, "note": fit_message(probe.hw, first.gpu_bytes[0], first.host_bytes[0])}
+            return nothing
         tried = candidates(limit)
         at = probe.evaluate(tried)
-    times = at.times()
+    return Located(limit, tried, at)
+
+
+def choose(probe: Probe, found: Located, times: dict, batch: int | None, tpot_s: float | None,
+           ttft_s: float | None) -> dict:
+    """One option's measured columns: fits, max_batch, batch, times, memory, note."""
+    tried, at = found.tried, found.at
     meets = np.flatnonzero(_meets(times, tpot_s, ttft_s)[:tried.size]) if not batch else np.array([], int)
     i = int(meets[-1]) if meets.size else tried.size - 1
     fits = bool(at.fits[i])
-    row = {"max_batch": limit, "batch": int(tried[i]), "fits": fits,
+    row = {"max_batch": found.limit, "batch": int(tried[i]), "fits": fits,
            "memory_bytes": float(at.gpu_bytes[i]), "capacity_bytes": probe.hw.memory.capacity_bytes.value,
            "note": "" if fits else fit_message(probe.hw, at.gpu_bytes[i], at.host_bytes[i])}
     return row | {name: float(value[i]) for name, value in times.items()}

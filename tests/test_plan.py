@@ -161,3 +161,26 @@ def test_plan_errors_are_one_line(args, words):
     out = kvsim("plan", "--hw", "h100", "--method", "dense", *args)  # a later --hw/--method wins
     assert out.returncode == 2
     assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_costs_timed_side_by_side_equal_each_timed_alone():
+    """plan_time lays ops of several costs side by side: every latency is the same number."""
+    from kvsim.methods import get_method
+    from kvsim.models import load_model
+    from kvsim.plan_time import time_together
+    from kvsim.predict import step_cost
+    from kvsim.roofline import step_time
+    from kvsim.workload import Workload
+
+    hw, model = load_profile("h100"), load_model("llama-3.1-70b")
+    configs = [("dense", 1, 3), ("dense", 2, 40), ("quest", 8, 7), ("sparq", 4, 1), ("streamingllm", 2, 300),
+               ("alisa", 8, 12), ("adore", 4, 5)]  # methods mixed: ops one cost lacks are zeros
+    costs, alone = [], []
+    for method, gpus, size in configs:
+        wl = Workload(seq=32768.0, batch=np.arange(1.0, size + 3), dtype="bf16", kv_dtype="bf16")
+        cost = step_cost(get_method(method), model, hw, wl, gpus)
+        costs.append(cost)
+        alone.append(np.broadcast_to(step_time(cost, hw).latency_s, wl.batch.shape)[:size])
+    together = time_together(hw, costs, [size for *_, size in configs])
+    for mine, reference in zip(together, alone):
+        assert np.array_equal(mine, reference)
