@@ -97,9 +97,8 @@ def affine_limit(hw: HardwareProfile, gpu: np.ndarray, host: np.ndarray) -> np.n
     for need, have in ((gpu, hw.memory.capacity_bytes.value), (host, host_have)):
         slope, used = need[..., 1] - need[..., 0], need[..., 1] > 0
         base = need[..., 0] - slope
-        with np.errstate(divide="ignore", invalid="ignore"):
-            limit = np.where(slope > 0, np.floor((have - base) / np.where(slope > 0, slope, 1)),
-                             np.where(base <= have, MAX_BATCH, 0))
+        limit = np.where(slope > 0, np.floor((have - base) / np.where(slope > 0, slope, 1)),
+                         np.where(base <= have, MAX_BATCH, 0))  # the divisor is never 0
         guess = np.where(used, np.minimum(guess, limit), guess)
     return np.clip(guess, 0, MAX_BATCH)
 

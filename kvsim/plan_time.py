@@ -52,20 +52,20 @@ def _value(op: Op, column: str):
 def _side_by_side(costs: list[Cost], sizes: list[int]) -> tuple[Cost, np.ndarray]:
     keys, placed = _slots(costs)
     edges = np.r_[0, np.cumsum(sizes)].astype(int)
-    columns = [{name: np.zeros(edges[-1]) for name in COLUMNS} for _ in keys]
+    block = np.zeros((len(keys), len(COLUMNS), edges[-1]))  # slot × column × batch
     for cost, mine, start, stop in zip(costs, placed, edges[:-1], edges[1:]):
         for op, slot in zip(cost.ops, mine):
-            for name in COLUMNS:
+            for column, name in enumerate(COLUMNS):
                 value = _value(op, name)
                 if isinstance(value, np.ndarray) and value.ndim:  # over the batches: the first ones
-                    columns[slot][name][start:stop] = value[..., :stop - start]
+                    block[slot, column, start:stop] = value[..., :stop - start]
                 elif value:  # zeros are there already
-                    columns[slot][name][start:stop] = value
+                    block[slot, column, start:stop] = value
     ops = []
-    for key, column in zip(keys, columns):
-        fields = dict(zip(SLOT_FIELDS, key))
+    for key, values in zip(keys, block):
+        column = dict(zip(COLUMNS, values))
         rows, size = column.pop("topk_rows"), column.pop("topk_size")
-        ops.append(Op(**fields, **column, topk_shape=(rows, size)))
+        ops.append(Op(**dict(zip(SLOT_FIELDS, key)), **column, topk_shape=(rows, size)))
     return Cost(tuple(ops)), edges
 
 
