@@ -40,6 +40,7 @@ from .hardware import HardwareProfile, load_profile
 from .methods import METHODS, get_method
 from .models import DEFAULT_MODEL, load_model
 from .plan_search import MAX_BATCH, Located, Probe, Shape, affine_limit, choose, locate, settle
+from .plan_memo import CostMemo
 from .plan_time import time_together
 from .predict import fits_memory, step_cost
 from .prices import PRICES_FILE, Price, load_prices, price_for
@@ -90,16 +91,17 @@ def _plain(value):
     return None if isinstance(value, float) and value != value else value
 
 
-def _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params) -> Probe:
+def _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params, memo) -> Probe:
     dtype = dtype or hw.preferred_dtype
-    return Probe(hw, get_method(method, method_params(method, params)), model, gpus, shape, dtype, kv_dtype or dtype)
+    return Probe(hw, get_method(method, method_params(method, params)), model, gpus, shape, dtype,
+                 kv_dtype or dtype, memo)
 
 
-def _locate(hw, method, model, gpus, shape, dtype, kv_dtype, params, batch):
+def _locate(hw, method, model, gpus, shape, dtype, kv_dtype, params, batch, memo):
     """(probe, where its limit is) or a finished row: a configuration that cannot run (heads that
     do not split over ``gpus``, a parameter unsuited to the context) does not fit, with the reason."""
     try:
-        probe = _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params)
+        probe = _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params, memo)
         return probe, locate(probe, batch)
     except KvsimError as exc:
         return None, {"max_batch": 0, "note": str(exc)}
@@ -191,7 +193,8 @@ def option_table(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, g
     table = prices if isinstance(prices, dict) else load_prices(prices)
     combos = list(product(hws, sorted(set(gpus)), methods))
     objectives = (tpot_ms / 1e3 if tpot_ms else None, ttft_ms / 1e3 if ttft_ms else None)
-    found = [_locate(hw, method, model, count, shape, dtype, kv_dtype, params, batch)
+    memo = CostMemo()
+    found = [_locate(hw, method, model, count, shape, dtype, kv_dtype, params, batch, memo)
              for hw, count, method in combos]
     times = _times(found)
     rows = [choose(probe, where, timed, batch, *objectives) if isinstance(where, Located) else where

@@ -26,6 +26,7 @@ import numpy as np
 from .hardware import HardwareProfile
 from .methods import Method
 from .models import ModelConfig
+from .plan_memo import CostMemo
 from .predict import fit_message, fits_memory, generation, step_cost
 from .roofline import step_time
 from .workload import Workload
@@ -68,15 +69,22 @@ class Probe:
     shape: Shape
     dtype: str
     kv_dtype: str
+    memo: CostMemo | None = None  # costs shared with other hardware that read the same facts
 
     def workload(self, batch, seq) -> Workload:
         return Workload(seq=seq, batch=batch, gen=self.shape.gen, dtype=self.dtype, kv_dtype=self.kv_dtype)
+
+    def _cost(self, wl: Workload, batch: np.ndarray):
+        if self.memo is None:
+            return step_cost(self.method, self.model, self.hw, wl, self.gpus)
+        key = (repr(self.method), id(self.model), self.gpus, self.shape, self.dtype, self.kv_dtype, batch.tobytes())
+        return self.memo.cost(self.method, self.model, self.hw, wl, self.gpus, key)
 
     def evaluate(self, batch: np.ndarray) -> Evaluation:
         """Memory at the last context (seq + gen); times: TPOT, and for requests ``ttft_s`` and
         ``request_s`` (TTFT + decode of the batch)."""
         seq, gen = self.shape.seq, self.shape.gen
-        cost = step_cost(self.method, self.model, self.hw, self.workload(batch, float(seq + gen)), self.gpus)
+        cost = self._cost(self.workload(batch, float(seq + gen)), batch)
         if not gen:
             return Evaluation(self.hw, batch, cost, lambda: {"tpot_s": step_time(cost, self.hw).latency_s}, True)
 

@@ -184,3 +184,26 @@ def test_costs_timed_side_by_side_equal_each_timed_alone():
     together = time_together(hw, costs, [size for *_, size in configs])
     for mine, reference in zip(together, alone):
         assert np.array_equal(mine, reference)
+
+
+def test_cost_memo_shares_only_where_the_read_facts_agree():
+    from kvsim.methods import get_method
+    from kvsim.models import load_model
+    from kvsim.plan_memo import CostMemo
+    from kvsim.predict import step_cost
+    from kvsim.workload import Workload
+
+    model, method = load_model("llama-3.1-8b"), get_method("quest")
+    wl = Workload(seq=32768.0, batch=np.arange(1.0, 9), dtype="bf16", kv_dtype="bf16")
+    h100, l40s = load_profile("h100"), load_profile("l40s")
+    roomy = h100.model_copy(update={"workspace_bytes": h100.workspace_bytes.model_copy(update={"value": 3e9})})
+    memo, key = CostMemo(), ("quest", 1)
+    first = memo.cost(method, model, h100, wl, 1, key)
+    assert memo.cost(method, model, l40s, wl, 1, key) is first  # same workspace: the same cost
+    other = memo.cost(method, model, roomy, wl, 1, key)
+    assert other is not first
+    for hw, cost in ((h100, first), (roomy, other)):
+        direct = step_cost(method, model, hw, wl, 1)
+        assert np.array_equal(cost.gpu_bytes, direct.gpu_bytes)
+        assert np.array_equal(cost.total("hbm_read"), direct.total("hbm_read"))
+    assert float(other.gpu_bytes[0] - first.gpu_bytes[0]) == 2e9
