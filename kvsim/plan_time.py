@@ -18,7 +18,7 @@ from .hardware import HardwareProfile
 from .roofline import step_time
 
 SLOT_FIELDS = ("name", "kind", "dtype", "access", "stream")
-COLUMNS = QUANTITIES + ("gemm_rows", "topk_rows", "topk_size")
+COLUMNS = QUANTITIES + ("gemm_rows", "topk_rows", "topk_size")  # the last two: topk_shape
 
 
 def _slots(costs: list[Cost]) -> tuple[list[tuple], list[list[int]]]:
@@ -41,22 +41,15 @@ def _slots(costs: list[Cost]) -> tuple[list[tuple], list[list[int]]]:
     return keys, placed
 
 
-def _value(op: Op, column: str):
-    if column == "topk_rows":
-        return op.topk_shape[0]
-    if column == "topk_size":
-        return op.topk_shape[1]
-    return getattr(op, column)
-
-
 def _side_by_side(costs: list[Cost], sizes: list[int]) -> tuple[Cost, np.ndarray]:
     keys, placed = _slots(costs)
     edges = np.r_[0, np.cumsum(sizes)].astype(int)
     block = np.zeros((len(keys), len(COLUMNS), edges[-1]))  # slot × column × batch
     for cost, mine, start, stop in zip(costs, placed, edges[:-1], edges[1:]):
         for op, slot in zip(cost.ops, mine):
-            for column, name in enumerate(COLUMNS):
-                value = _value(op, name)
+            fields = op.__dict__
+            values = [fields[name] for name in COLUMNS[:-2]] + list(op.topk_shape)
+            for column, value in enumerate(values):
                 if isinstance(value, np.ndarray) and value.ndim:  # over the batches: the first ones
                     block[slot, column, start:stop] = value[..., :stop - start]
                 elif value:  # zeros are there already
@@ -72,8 +65,9 @@ def _side_by_side(costs: list[Cost], sizes: list[int]) -> tuple[Cost, np.ndarray
 def time_together(hw: HardwareProfile, costs: list[Cost], sizes: list[int]) -> list[np.ndarray]:
     """Each cost's step latency at its first ``sizes[i]`` batches (last axis), from one
     ``step_time`` call."""
-    if not costs:
-        return []
+    if len(costs) == 1:  # nothing to lay side by side
+        latency = np.atleast_1d(step_time(costs[0], hw).latency_s)
+        return [np.broadcast_to(latency, (max(latency.size, sizes[0]),))[:sizes[0]]]
     merged, edges = _side_by_side(costs, sizes)
     latency = np.broadcast_to(step_time(merged, hw).latency_s, (edges[-1],))
     return [latency[start:stop] for start, stop in zip(edges[:-1], edges[1:])]
