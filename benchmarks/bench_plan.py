@@ -83,6 +83,8 @@ def main() -> None:
     if args.out:
         from kvsim.records import append_jsonl
         command = ["python", "benchmarks/bench_plan.py", "--repeats", str(args.repeats), "--out", args.out]
+        if args.tree != ROOT:  # another checkout: named by its commit, not by where it lay
+            command += ["--tree", f"<checkout of {args.commit or _commit(tree)}>"] + (["--commit", args.commit] if args.commit else [])
         append_jsonl(args.out, [dict(result, code_commit=args.commit or _commit(tree),
                                      plan_command="kvsim " + " ".join(PLAN),
                                      predict_command="kvsim " + " ".join(PREDICT),

@@ -22,6 +22,12 @@ the order hardware × GPU count × method (``rank`` reorders it). Columns, None/
     at ``batch``), capacity_bytes (float); price_source, note (str)
     requests only: ttft_s, request_s (TTFT + decode of the batch), usd_per_mtok_all (float)
 
+How: each option's max batch and candidates come from one evaluation over an array of batches
+(``plan_search``); a configuration's cost is computed once for all hardware whose profile facts
+it reads agree (``plan_memo``); the steady-state latencies of one hardware × method, every GPU
+count side by side, come from one roofline evaluation (``plan_time``). Only hardware × GPU
+count × method is looped in Python, never batch.
+
 Arrays in, arrays out: ``option_table`` measures; ``OptionTable.with_columns`` adds columns of
 the same length (say, a quality score); ``rank(table, keep)`` orders the rows, optionally ranking
 only where the boolean ``keep`` is true (the rest after them, as not meeting the objective);
