@@ -44,7 +44,8 @@ def run(args) -> int:
         print(plan_text(options, args.model, seq, args.tpot_ms, args.prices, gen, args.ttft_ms))
     if args.plot:
         from ..plots import plan_figure
-        plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(seq)} context")
+        shape = f"{format_tokens(seq)} prompt + {format_tokens(gen)} generated" if gen else f"{format_tokens(seq)} context"
+        plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model}, {shape}")
     return 0
 
 
