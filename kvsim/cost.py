@@ -84,9 +84,13 @@ class Op:
                        triton_launches=triton, triton_args=args, host_syncs=syncs)
 
     def scaled(self, factor) -> "Op":
-        """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""
-        return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES
-                                if getattr(self, q) is not None})
+        """Every quantity times ``factor`` (launches too: ``factor`` layers run it). A copy of
+        the fields, not ``replace``: the kind is unchanged, and this runs for every op built."""
+        op = object.__new__(Op)
+        op.__dict__.update(self.__dict__)
+        op.__dict__.update({q: np.multiply(value, factor) for q in QUANTITIES
+                            if (value := getattr(self, q)) is not None})
+        return op
 
     def renamed(self, name: str) -> "Op":
         return replace(self, name=name)

@@ -1,211 +1,266 @@
 """Capacity planning: for every hardware × GPU count × method, what fits, how fast, at what price.
 
-An option is one decode configuration at context ``seq`` (steady-state decode: every sequence in
-the batch holds ``seq`` tokens; prefill is not counted). Its ``max_batch`` is exact: that batch fits
-in ``predict`` and one more does not. It is evaluated at ``batch`` when one is given; otherwise at
-the largest batch that fits and meets the time-per-output-token objective (the largest that fits
-when none meets it). Dollars per million output tokens = GPUs × hourly price / (3600 × tokens/s)
-× 1e6, from the shipped price table (``kvsim/prices.yaml``) or the user's.
+An option is one configuration running sequences of one shape (``plan_search.Shape``):
+steady-state decode at context ``seq`` (every sequence holds ``seq`` tokens, prefill not
+counted), or whole requests of a ``seq``-token prompt and ``gen`` generated tokens. Its
+``max_batch`` is exact: that batch fits in ``predict`` and one more does not. It is evaluated
+at ``batch`` when one is given; otherwise at the largest batch that fits and meets the
+objectives (time per output token, and for requests time to first token); the largest that
+fits when none meets them.
+
+Price: dollars per million output tokens = GPUs × hourly price / (3600 × tokens/s) × 1e6, from
+the shipped price table (``kvsim/prices.yaml``) or the user's. Steady state: tokens/s = batch /
+TPOT. Requests: tokens/s = batch × gen / (TTFT + decode time of the batch), so the GPUs' time
+in prefill is paid for by the generated tokens; ``usd_per_mtok_all`` divides by prompt and
+generated tokens instead.
+
+The option table (``OptionTable``) holds one numpy array per column, one row per option, in
+the order hardware × GPU count × method (``rank`` reorders it). Columns, None/NaN where absent:
+
+    hw, method (str); gpus, max_batch, batch (int; batch 0: not evaluated); fits, meets_slo,
+    cheapest (bool); tpot_s, tokens_per_s, usd_per_hour, usd_per_mtok, memory_bytes (per GPU,
+    at ``batch``), capacity_bytes (float); price_source, note (str)
+    requests only: ttft_s, request_s (TTFT + decode of the batch), usd_per_mtok_all (float)
+
+How: each option's max batch and candidates come from one evaluation over an array of batches
+(``plan_search``); a configuration's cost is computed once for all hardware whose profile facts
+it reads agree (``plan_memo``); the steady-state latencies of one hardware × method, every GPU
+count side by side, come from one roofline evaluation (``plan_time``). Only hardware × GPU
+count × method is looped in Python, never batch.
+
+Arrays in, arrays out: ``option_table`` measures; ``OptionTable.with_columns`` adds columns of
+the same length (say, a quality score); ``rank(table, keep)`` orders the rows, optionally ranking
+only where the boolean ``keep`` is true (the rest after them, as not meeting the objective);
+``table.rows()`` gives JSON-ready dicts and ``table.options()`` attribute-style rows.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
-from .methods import METHODS
-from .models import DEFAULT_MODEL
-from .predict import predict
-from .sweep import Progress, check_params, gpu_profiles, method_params
-from .yamlfile import read_mapping, validated
+from .methods import METHODS, get_method
+from .models import DEFAULT_MODEL, load_model
+from .plan_search import MAX_BATCH, Located, Probe, Shape, affine_limit, choose, locate, settle
+from .plan_memo import CostMemo
+from .plan_time import time_together
+from .predict import fits_memory, step_cost
+from .prices import PRICES_FILE, Price, load_prices, price_for
+from .sweep import check_params, gpu_profiles, method_params
+from .workload import Workload
 
-PRICES_FILE = Path(__file__).with_name("prices.yaml")
-MAX_BATCH = 1 << 20  # reported as the limit when even this many sequences fit
-SEARCH_POINTS = 4096  # batches tried for the objective: all up to this, a geometric grid beyond
-
-
-class Price(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    usd_per_gpu_hour: float = Field(gt=0)
-    provider: str = Field(min_length=1)
-    product: str = ""
-    source: str = Field(min_length=3)
-    checked: str = Field(min_length=4, description="the day the price was read")
-    via: str = ""
+__all__ = ["MAX_BATCH", "PRICES_FILE", "Option", "OptionTable", "Price", "evaluate", "load_prices",
+           "max_batch", "option_table", "plan", "price_for", "rank", "settle"]
 
 
-def load_prices(path: str | Path | None = None) -> dict[str, Price]:
-    """The shipped price table, with the entries of ``path`` (same fields) replacing its own."""
-    prices = _read_prices(PRICES_FILE)
-    if path is not None:
-        prices.update(_read_prices(Path(path)))
-    return prices
+class Option(SimpleNamespace):
+    """One row of an option table: every column an attribute (None where absent)."""
 
-
-def _read_prices(path: Path) -> dict[str, Price]:
-    data = read_mapping(path, "price file")
-    if not isinstance(data.get("prices"), dict):
-        raise KvsimError(f"{path}: expected a 'prices:' mapping of hardware name to price fields")
-    return {str(name): validated(Price, fields_, path, prefix=f"prices.{name}.")
-            for name, fields_ in data["prices"].items()}
-
-
-def price_for(hw: HardwareProfile, prices: dict[str, Price]) -> Price | None:
-    return next((prices[n] for n in [hw.name, *hw.aliases] if n in prices), None)
+    def as_dict(self) -> dict:
+        return dict(vars(self))
 
 
 @dataclass(frozen=True)
-class Option:
-    hw: str
-    gpus: int
-    method: str
-    fits: bool
-    max_batch: int
-    batch: int = 0
-    tpot_s: float | None = None
-    tokens_per_s: float | None = None
-    usd_per_hour: float | None = None
-    usd_per_mtok: float | None = None
-    meets_slo: bool = False
-    memory_bytes: float | None = None  # per GPU, at ``batch``
-    capacity_bytes: float | None = None
-    price_source: str | None = None
-    note: str = ""
-    cheapest: bool = False
+class OptionTable:
+    columns: dict  # name -> numpy array, all of one length
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def __len__(self) -> int:
+        return len(self.columns["hw"])
 
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
 
-def _fits(hw, method, seq, batch, kw) -> np.ndarray:
-    return np.asarray(predict(hw, method, seq=seq, batch=batch, **kw).fits)
+    def with_columns(self, **arrays) -> "OptionTable":
+        for name, array in arrays.items():
+            if len(array) != len(self):
+                raise ValueError(f"column {name}: {len(array)} rows, the table has {len(self)}")
+        return OptionTable({**self.columns, **{k: np.asarray(v) for k, v in arrays.items()}})
 
+    def take(self, rows) -> "OptionTable":
+        """The rows at integer positions or where a boolean mask is true, in that order."""
+        return OptionTable({name: array[rows] for name, array in self.columns.items()})
 
-def _linear_guess(hw, method, seq: np.ndarray, kw) -> np.ndarray:
-    """Memory is linear in batch: base + slope·b from batch 1 and 2, solved for each capacity."""
-    pred = predict(hw, method, seq=seq[..., None], batch=np.array([1.0, 2.0]), **kw)
-    guess = np.full(seq.shape, float(MAX_BATCH))
-    for need, have in ((pred.peak_gpu_bytes, pred.gpu_capacity_bytes),
-                       (pred.peak_host_bytes, pred.host_capacity_bytes)):
-        need = np.broadcast_to(need, seq.shape + (2,))
-        slope, used = need[..., 1] - need[..., 0], need[..., 1] > 0
-        base = need[..., 0] - slope
-        with np.errstate(divide="ignore", invalid="ignore"):
-            limit = np.where(slope > 0, np.floor((have - base) / np.where(slope > 0, slope, 1)),
-                             np.where(base <= have, MAX_BATCH, 0))
-        guess = np.where(used, np.minimum(guess, limit), guess)
-    return np.clip(guess, 0, MAX_BATCH)
+    def rows(self) -> list[dict]:
+        return [{name: _plain(array[i]) for name, array in self.columns.items()} for i in range(len(self))]
+
+    def options(self) -> list[Option]:
+        return [Option(**row) for row in self.rows()]
 
 
-def settle(hw, method, seq, guess, kw) -> np.ndarray:
-    """The exact largest fitting batch near ``guess``: kept where predict says ``guess`` fits (or
-    is 0) and ``guess + 1`` does not; elsewhere found by a vectorized bisection over [0, MAX]."""
-    seq, lo = np.asarray(seq, dtype=float), np.asarray(guess, dtype=float)
-    hi = lo + 1
-    both = _fits(hw, method, seq[..., None], np.stack([np.maximum(lo, 1), hi], axis=-1), kw)
-    ok = ((lo == 0) | both[..., 0]) & ((hi > MAX_BATCH) | ~both[..., 1])
-    lo, hi = np.where(ok, lo, 0.0), np.where(ok, hi, MAX_BATCH + 1.0)
-    while np.any(active := hi - lo > 1):
-        mid = np.where(active, np.floor((lo + hi) / 2), np.maximum(lo, 1))
-        fit = _fits(hw, method, seq, mid, kw)
-        lo, hi = np.where(active & fit, mid, lo), np.where(active & ~fit, mid, hi)
-    return lo.astype(int)
+def _plain(value):
+    """numpy scalar → Python value; NaN (a float column's missing value) → None."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and value != value else value
+
+
+def _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params, memo, engine) -> Probe:
+    dtype = dtype or hw.preferred_dtype
+    return Probe(hw, get_method(method, method_params(method, params)), model, gpus, shape, dtype,
+                 kv_dtype or dtype, memo, engine)
+
+
+def _locate(hw, method, model, gpus, shape, dtype, kv_dtype, params, batch, memo, engine="graphs"):
+    """(probe, where its limit is) or a finished row: a configuration that cannot run (heads that
+    do not split over ``gpus``, a parameter unsuited to the context) does not fit, with the reason."""
+    try:
+        probe = _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params, memo, engine)
+        return probe, locate(probe, batch)
+    except KvsimError as exc:
+        return None, {"max_batch": 0, "note": str(exc)}
+
+
+def _times(found: list) -> list:
+    """Times of every located option: the steady-state ones of each hardware × method (GPU
+    counts side by side) in one roofline evaluation (``plan_time``; graph replays only: the eager
+    engine's host stream runs each op list in its own order), requests one by one; a failure
+    leaves that option's reason."""
+    times: list = [None] * len(found)
+    groups: dict = {}
+    for i, (probe, where) in enumerate(found):
+        if isinstance(where, Located) and where.at.steady and probe.engine == "graphs":
+            groups.setdefault((probe.hw.name, probe.method.name), []).append(i)
+    for rows in groups.values():
+        located = [found[i][1] for i in rows]
+        try:
+            latency = time_together(found[rows[0]][0].hw, [where.at.cost for where in located],
+                                    [where.tried.size for where in located])
+        except KvsimError:
+            continue  # timed one by one below, where each option keeps its own reason
+        for i, value in zip(rows, latency):
+            times[i] = {"tpot_s": value}
+    for i, (probe, where) in enumerate(found):
+        if isinstance(where, Located) and times[i] is None:
+            try:
+                times[i] = where.at.times()
+            except KvsimError as exc:
+                found[i] = (None, {"max_batch": 0, "note": str(exc)})
+    return times
+
+
+def _measured_columns(rows: list[dict], request: bool) -> dict:
+    floats = ("tpot_s", "memory_bytes", "capacity_bytes") + (("ttft_s", "request_s") if request else ())
+    columns = {name: np.array([r.get(name, np.nan) for r in rows], dtype=float) for name in floats}
+    columns["fits"] = np.array([r.get("fits", False) for r in rows], dtype=bool)
+    columns["max_batch"] = np.array([r["max_batch"] for r in rows], dtype=int)
+    columns["batch"] = np.array([r.get("batch", 0) for r in rows], dtype=int)
+    columns["note"] = np.array([r["note"] for r in rows], dtype=object)
+    return columns
+
+
+def _priced(m: dict, hws, gpus, prices: dict, shape: Shape, objectives) -> dict:
+    """Throughput, price and the objective, vectorized over the options."""
+    tpot_s, ttft_s = objectives
+    evaluated = m["batch"] > 0
+    price = [price_for(hw, prices) for hw in hws]
+    per_gpu = np.array([p.usd_per_gpu_hour if p else np.nan for p in price])
+    hourly = np.where(evaluated, per_gpu * gpus, np.nan)
+    request = m.get("request_s")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(evaluated, m["batch"] / m["tpot_s"] if request is None
+                        else m["batch"] * shape.gen / request, np.nan)
+        usd = np.where(m["fits"], hourly / 3600 / rate * 1e6, np.nan)
+    meets = m["fits"] & ((m["tpot_s"] <= tpot_s) if tpot_s else True) & ((m["ttft_s"] <= ttft_s) if ttft_s else True)
+    source = np.array([f"{p.provider}, {p.source} (read {p.checked})" if p and e else None
+                       for p, e in zip(price, evaluated)], dtype=object)
+    out = {"tokens_per_s": rate, "usd_per_hour": hourly, "usd_per_mtok": usd, "meets_slo": meets,
+           "price_source": source}
+    if request is not None:
+        out["usd_per_mtok_all"] = usd * shape.gen / (shape.seq + shape.gen)
+    return out
+
+
+def _assemble(hws, gpus, methods, measured: dict, priced: dict) -> OptionTable:
+    ordered = {"hw": np.array([hw.name for hw in hws]), "gpus": gpus, "method": np.array(methods),
+               "fits": measured["fits"], "max_batch": measured["max_batch"], "batch": measured["batch"],
+               "tpot_s": measured["tpot_s"]}
+    ordered |= {name: measured[name] for name in ("ttft_s", "request_s") if name in measured}
+    ordered |= {name: priced[name] for name in ("tokens_per_s", "usd_per_hour", "usd_per_mtok")}
+    ordered |= {"usd_per_mtok_all": priced["usd_per_mtok_all"]} if "usd_per_mtok_all" in priced else {}
+    ordered |= {"meets_slo": priced["meets_slo"], "memory_bytes": measured["memory_bytes"],
+                "capacity_bytes": measured["capacity_bytes"], "price_source": priced["price_source"],
+                "note": measured["note"], "cheapest": np.zeros(len(hws), dtype=bool)}
+    return OptionTable(ordered)
+
+
+def option_table(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, gpus=(1, 2, 4, 8),
+                 tpot_ms: float | None = None, batch: int | None = None, prices: dict | str | None = None,
+                 dtype: str | None = None, kv_dtype: str | None = None, params: dict | None = None,
+                 gen: int = 0, ttft_ms: float | None = None, engine: str = "graphs") -> OptionTable:
+    """Every hardware (default: all GPU profiles) × GPU count × method (default: all), unranked.
+    With ``gen`` > 0 each option runs whole requests of a ``seq``-token prompt and ``gen`` tokens."""
+    hws = [load_profile(h) for h in hws] if hws else gpu_profiles()
+    methods, model, shape = list(methods or METHODS), load_model(model), Shape(int(seq), int(gen))
+    check_params(methods, params)
+    if ttft_ms and not gen:
+        raise KvsimError("a TTFT objective needs whole requests: give the generated tokens too")
+    table = prices if isinstance(prices, dict) else load_prices(prices)
+    combos = list(product(hws, sorted(set(gpus)), methods))
+    objectives = (tpot_ms / 1e3 if tpot_ms else None, ttft_ms / 1e3 if ttft_ms else None)
+    memo = CostMemo()
+    found = [_locate(hw, method, model, count, shape, dtype, kv_dtype, params, batch, memo, engine)
+             for hw, count, method in combos]
+    times = _times(found)
+    rows = [choose(probe, where, timed, batch, *objectives) if isinstance(where, Located) else where
+            for (probe, where), timed in zip(found, times)]
+    measured = _measured_columns(rows, request=gen > 0)
+    hw_col, gpu_col, method_col = zip(*combos) if combos else ((), (), ())
+    gpu_col = np.array(gpu_col, dtype=int)
+    return _assemble(hw_col, gpu_col, method_col, measured,
+                     _priced(measured, hw_col, gpu_col, table, shape, objectives))
+
+
+def rank(table: OptionTable, keep=None) -> OptionTable:
+    """Options that meet the objective by cost (unpriced after priced), then those that fit but
+    miss it, then those that do not fit; the first priced option meeting it is the cheapest.
+    Where ``keep`` (boolean per row) is false an option counts as missing the objective."""
+    meets = table["meets_slo"] & (True if keep is None else np.asarray(keep, dtype=bool))
+    cost = np.where(np.isnan(table["usd_per_mtok"]), np.inf, table["usd_per_mtok"])
+    group = np.where(meets & np.isfinite(cost), 0, np.where(meets, 1, np.where(table["fits"], 2, 3)))
+    tpot = np.where(np.isnan(table["tpot_s"]), np.inf, table["tpot_s"])
+    order = np.lexsort((table["method"].astype(str), table["gpus"], table["hw"].astype(str), tpot, cost, group))
+    ranked = table.take(order)
+    cheapest = np.zeros(len(ranked), dtype=bool)
+    cheapest[:1] = group[order][:1] == 0
+    return ranked.with_columns(meets_slo=meets[order], cheapest=cheapest)
+
+
+def plan(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, gpus=(1, 2, 4, 8),
+         tpot_ms: float | None = None, batch: int | None = None, prices: dict | str | None = None,
+         dtype: str | None = None, kv_dtype: str | None = None, params: dict | None = None,
+         gen: int = 0, ttft_ms: float | None = None, engine: str = "graphs") -> list[Option]:
+    """``option_table`` ranked, as rows with attributes."""
+    return rank(option_table(model, seq, hws, methods, gpus, tpot_ms, batch, prices, dtype, kv_dtype,
+                             params, gen, ttft_ms, engine)).options()
+
+
+def evaluate(hw, method: str, seq: int, model=DEFAULT_MODEL, gpus: int = 1, batch: int | None = None,
+             tpot_s: float | None = None, price: Price | None = None, dtype: str | None = None,
+             kv_dtype: str | None = None, params: dict | None = None, gen: int = 0,
+             ttft_s: float | None = None, engine: str = "graphs") -> Option:
+    """One option (``tpot_s``/``ttft_s`` in seconds; ``price`` for this hardware, or none)."""
+    hw = load_profile(hw)
+    prices = {hw.name: price} if price else {}
+    table = option_table(model, seq, [hw], [method], [gpus], tpot_s * 1e3 if tpot_s else None, batch,
+                         prices, dtype, kv_dtype, params, gen, ttft_s * 1e3 if ttft_s else None, engine)
+    return table.options()[0]
 
 
 def max_batch(hw, method="dense", seq=4096, model=DEFAULT_MODEL, gpus: int = 1,
               dtype: str | None = None, kv_dtype: str | None = None, **params) -> np.ndarray:
     """Largest batch that fits at each context in ``seq`` (0: not even one sequence fits)."""
     hw, seq = load_profile(hw), np.asarray(seq, dtype=float)
-    kw = dict(model=model, gpus=gpus, dtype=dtype, kv_dtype=kv_dtype, **params)
-    return settle(hw, method, seq, _linear_guess(hw, method, seq, kw), kw)
+    dtype = dtype or hw.preferred_dtype
+    method, model = get_method(method, params), load_model(model)
 
+    def memory(batch):
+        wl = Workload(seq=seq[..., None], batch=batch, dtype=dtype, kv_dtype=kv_dtype or dtype)
+        cost = step_cost(method, model, hw, wl, gpus)
+        shape = np.broadcast_shapes(seq[..., None].shape, np.shape(batch))
+        return np.broadcast_to(cost.gpu_bytes, shape), np.broadcast_to(cost.host_resident_bytes, shape)
 
-def _candidates(limit: int) -> np.ndarray:
-    """Batches tried for the objective: every one up to SEARCH_POINTS, beyond that every one up to
-    half of it and a geometric grid to ``limit`` (the chosen batch is then exact to the grid step)."""
-    if limit <= SEARCH_POINTS:
-        return np.arange(1.0, limit + 1)
-    return np.unique(np.r_[np.arange(1.0, SEARCH_POINTS // 2 + 1),
-                           np.round(np.geomspace(SEARCH_POINTS // 2, limit, SEARCH_POINTS // 2))])
-
-
-def _choose(hw, method, seq, limit, batch, tpot_s, kw):
-    """(batch, prediction over the batches tried, index of the chosen one)."""
-    tried = np.array([float(batch)]) if batch else _candidates(limit)
-    pred = predict(hw, method, seq=seq, batch=tried, **kw)
-    latency = np.broadcast_to(pred.latency_s, tried.shape)
-    meets = np.flatnonzero(latency <= tpot_s) if tpot_s and not batch else np.array([], int)
-    index = int(meets[-1]) if meets.size else len(tried) - 1
-    return int(tried[index]), pred, index
-
-
-def evaluate(hw, method: str, seq: int, model=DEFAULT_MODEL, gpus: int = 1, batch: int | None = None,
-             tpot_s: float | None = None, price: Price | None = None, dtype: str | None = None,
-             kv_dtype: str | None = None, params: dict | None = None, engine: str = "graphs") -> Option:
-    """One option; a configuration that cannot run (heads that do not split over ``gpus``, a
-    parameter unsuited to the context) is an option that does not fit, with the reason."""
-    hw = load_profile(hw)
-    kw = dict(model=model, gpus=gpus, dtype=dtype, kv_dtype=kv_dtype, engine=engine, **method_params(method, params))
-    try:
-        limit = int(max_batch(hw, method, seq, **kw))
-        if not limit and not batch:
-            note = predict(hw, method, seq=seq, batch=1, **kw).fit_message()
-            return Option(hw.name, gpus, method, fits=False, max_batch=0, note=note)
-        chosen, pred, index = _choose(hw, method, float(seq), limit, batch, tpot_s, kw)
-    except KvsimError as exc:
-        return Option(hw.name, gpus, method, fits=False, max_batch=0, note=str(exc))
-    return _option(hw, gpus, method, limit, chosen, pred, index, tpot_s, price)
-
-
-def _option(hw, gpus, method, limit, batch, pred, index, tpot_s, price) -> Option:
-    at = lambda value: np.broadcast_to(value, np.shape(pred.latency_s))[index]  # noqa: E731
-    fits, tpot = bool(at(pred.fits)), float(at(pred.latency_s))
-    rate = batch / tpot
-    hourly = price.usd_per_gpu_hour * gpus if price else None
-    return Option(
-        hw=hw.name, gpus=gpus, method=method, fits=fits, max_batch=limit, batch=batch, tpot_s=tpot,
-        tokens_per_s=rate, usd_per_hour=hourly,
-        usd_per_mtok=hourly / 3600 / rate * 1e6 if hourly and fits else None,
-        meets_slo=fits and (tpot_s is None or tpot <= tpot_s),
-        memory_bytes=float(at(pred.peak_gpu_bytes)), capacity_bytes=pred.gpu_capacity_bytes,
-        price_source=f"{price.provider}, {price.source} (read {price.checked})" if price else None,
-        note="" if fits else pred.fit_message())
-
-
-def rank(options: list[Option]) -> list[Option]:
-    """Options that meet the objective by cost (unpriced after priced), then those that fit but
-    miss it, then those that do not fit; the first priced option meeting it is the cheapest."""
-    def key(o: Option):
-        group = 0 if o.meets_slo and o.usd_per_mtok else 1 if o.meets_slo else 2 if o.fits else 3
-        cost = o.usd_per_mtok if o.usd_per_mtok is not None else float("inf")
-        return (group, cost, o.tpot_s or float("inf"), o.hw, o.gpus, o.method)
-    ranked = sorted(options, key=key)
-    if ranked and ranked[0].meets_slo and ranked[0].usd_per_mtok:
-        ranked[0] = replace(ranked[0], cheapest=True)
-    return ranked
-
-
-def plan(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, gpus=(1, 2, 4, 8),
-         tpot_ms: float | None = None, batch: int | None = None, prices: dict | str | None = None,
-         dtype: str | None = None, kv_dtype: str | None = None, params: dict | None = None,
-         progress: bool = False, engine: str = "graphs") -> list[Option]:
-    """Every hardware (default: all GPU profiles) × GPU count × method (default: all), ranked."""
-    hws = [load_profile(h) for h in hws] if hws else gpu_profiles()
-    methods = list(methods or METHODS)
-    check_params(methods, params)
-    table = prices if isinstance(prices, dict) else load_prices(prices)
-    combos = list(product(hws, sorted(set(gpus)), methods))
-    options = []
-    with Progress(len(combos), "plan", enabled=progress) as bar:
-        for hw, count, method in combos:
-            options.append(evaluate(hw, method, seq, model=model, gpus=count, batch=batch,
-                                    tpot_s=tpot_ms / 1e3 if tpot_ms else None, price=price_for(hw, table),
-                                    dtype=dtype, kv_dtype=kv_dtype, params=params, engine=engine))
-            bar.step()
-    return rank(options)
+    guess = affine_limit(hw, *memory(np.array([1.0, 2.0])))
+    return settle(lambda batch: fits_memory(hw, *memory(batch)), guess)

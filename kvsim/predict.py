@@ -86,9 +86,7 @@ class Prediction:
 
     @property
     def host_capacity_bytes(self) -> float:
-        if self.hw.host is None:
-            return 0.0
-        return self.hw.host.memory_bytes.value
+        return host_capacity(self.hw)
 
     @property
     def peak_gpu_bytes(self):
@@ -100,8 +98,7 @@ class Prediction:
 
     @property
     def fits(self):
-        host_ok = (self.peak_host_bytes <= self.host_capacity_bytes) | (self.peak_host_bytes == 0)
-        return (self.peak_gpu_bytes <= self.gpu_capacity_bytes) & host_ok
+        return fits_memory(self.hw, self.peak_gpu_bytes, self.peak_host_bytes)
 
     @property
     def engine(self) -> str:
@@ -120,15 +117,30 @@ class Prediction:
 
     def fit_message(self) -> str:
         """One line on what does not fit ("" when everything fits), for scalar predictions."""
-        need, have = float(np.max(self.peak_gpu_bytes)), self.gpu_capacity_bytes
-        if need > have:
-            return (f"does not fit: needs {format_bytes(need)} of GPU memory, "
-                    f"{self.hw.name} has {format_bytes(have)}")
-        host = float(np.max(self.peak_host_bytes))
-        if host > 0 and host > self.host_capacity_bytes:
-            return (f"does not fit: needs {format_bytes(host)} of host memory, "
-                    f"{self.hw.name}'s host has {format_bytes(self.host_capacity_bytes)}")
-        return ""
+        return fit_message(self.hw, self.peak_gpu_bytes, self.peak_host_bytes)
+
+
+def host_capacity(hw: HardwareProfile) -> float:
+    return hw.host.memory_bytes.value if hw.host is not None else 0.0
+
+
+def fits_memory(hw: HardwareProfile, gpu_bytes, host_bytes):
+    """Whether a step holding ``gpu_bytes`` per GPU and ``host_bytes`` of host memory fits."""
+    host_ok = (host_bytes <= host_capacity(hw)) | (host_bytes == 0)
+    return (gpu_bytes <= hw.memory.capacity_bytes.value) & host_ok
+
+
+def fit_message(hw: HardwareProfile, gpu_bytes, host_bytes) -> str:
+    """One line on what does not fit ("" when everything fits), from the largest need."""
+    need, have = float(np.max(gpu_bytes)), hw.memory.capacity_bytes.value
+    if need > have:
+        return (f"does not fit: needs {format_bytes(need)} of GPU memory, "
+                f"{hw.name} has {format_bytes(have)}")
+    host, host_have = float(np.max(host_bytes)), host_capacity(hw)
+    if host > 0 and host > host_have:
+        return (f"does not fit: needs {format_bytes(host)} of host memory, "
+                f"{hw.name}'s host has {format_bytes(host_have)}")
+    return ""
 
 
 def step_cost(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workload,
@@ -144,18 +156,35 @@ def step_cost(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workl
     return cost + offload_cost(method, shard, wl, offload) if offload > 0 else cost
 
 
-def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workload,
-                gpus: int, offload: float = 0.0, engine: str = "graphs") -> Generation:
+def decode_steps(gen: int, exact_steps: int = EXACT_GENERATION_STEPS, samples: int = SAMPLED_STEPS):
+    """The steps 1..gen whose latency is evaluated: all of them up to ``exact_steps``, beyond
+    that ``samples`` evenly spaced ones (first and last included)."""
+    if gen <= exact_steps:
+        return np.arange(1, gen + 1, dtype=float)
+    return np.unique(np.round(np.linspace(1, gen, samples)))
+
+
+def decode_total(per_step: np.ndarray, steps: np.ndarray, gen: int):
+    """Sum of the latencies of steps 1..gen (last axis): exact when every step was evaluated,
+    else the trapezoidal rule over the sampled steps plus half of the end steps (the
+    Euler-Maclaurin end correction: exact where latency is linear in the step)."""
+    if steps.size == gen:
+        return per_step.sum(axis=-1)
+    return np.trapezoid(per_step, steps, axis=-1) + (per_step[..., 0] + per_step[..., -1]) / 2
+
+
+def generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Workload, gpus: int,
+               offload: float = 0.0, exact_steps: int = EXACT_GENERATION_STEPS,
+               samples: int = SAMPLED_STEPS, engine: str = "graphs") -> Generation:
+    """Prefill of ``wl.seq``-token prompts, then ``wl.gen`` decode steps (``decode_steps``)."""
     prompt, batch = np.broadcast_arrays(wl.seq, wl.batch)
     prefill = step_time(step_cost(method, model, hw, wl, gpus, prefill=True), hw, engine, model.n_layers)
     n = wl.gen
-    steps = np.arange(1, n + 1, dtype=float)
-    if n > EXACT_GENERATION_STEPS:
-        steps = np.unique(np.round(np.linspace(1, n, SAMPLED_STEPS)))
+    steps = decode_steps(n, exact_steps, samples)
     decode_wl = wl.with_(seq=prompt[..., None] + steps, batch=batch[..., None])
     cost = step_cost(method, model, hw, decode_wl, gpus, offload=offload)
     per_step = step_time(cost, hw, engine, model.n_layers).latency_s * np.ones_like(decode_wl.seq)
-    decode_s = per_step.sum(axis=-1) if n <= EXACT_GENERATION_STEPS else np.trapezoid(per_step, steps, axis=-1) + per_step[..., 0]
+    decode_s = decode_total(per_step, steps, n)
     total = prefill.latency_s + decode_s
     last = wl.with_(seq=prompt + n, batch=batch)
     final = step_cost(method, model, hw, last, gpus, offload=offload)
@@ -181,6 +210,6 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     method = get_method(method, params)
     offload = check_fraction(method, offload)
     cost = step_cost(method, model, hw, wl, gpus, offload=offload)
-    generation = _generation(method, model, hw, wl, gpus, offload, engine) if gen > 0 else None
+    request = generation(method, model, hw, wl, gpus, offload, engine=engine) if gen > 0 else None
     timing = step_time(cost, hw, engine, model.n_layers)
-    return Prediction(hw, model, method, wl, cost, timing, generation, gpus, offload)
+    return Prediction(hw, model, method, wl, cost, timing, request, gpus, offload)

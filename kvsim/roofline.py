@@ -124,7 +124,10 @@ def op_time(op: Op, hw: HardwareProfile) -> OpTime:
         "latency": np.asarray(op.launches, dtype=float) * hw.launch_overhead_s.value,
         "library": _library_time(op, hw),
     }
-    stacked = np.stack(np.broadcast_arrays(*[floors[name] for name in BOUNDS]))
+    values = [floors[name] for name in BOUNDS]
+    stacked = np.empty((len(values),) + np.broadcast_shapes(*(np.shape(v) for v in values)))
+    for row, value in enumerate(values):  # each floor broadcast into its row
+        stacked[row] = value
     return OpTime(op, stacked.max(axis=0), stacked.argmax(axis=0), floors)
 
 

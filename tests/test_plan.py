@@ -39,10 +39,14 @@ def test_max_batch_is_exact(hw, method, model, gpus):
 
 def test_settle_corrects_a_wrong_guess():
     """Where the closed form is off (memory not linear in batch), the bisection finds the answer."""
-    hw, seq, kw = load_profile("h100"), np.array([8192.0, 65536.0]), dict(model="llama-3.1-8b")
-    exact = max_batch(hw, "dense", seq, **kw)
+    hw, seq = load_profile("h100"), np.array([8192.0, 65536.0])
+    exact = max_batch(hw, "dense", seq, model="llama-3.1-8b")
+
+    def fits(batch):
+        return predict(hw, "dense", seq=seq[:, None], batch=batch, model="llama-3.1-8b").fits
+
     for wrong in (exact + 7, np.maximum(exact - 5, 0), np.zeros(2), np.full(2, MAX_BATCH)):
-        assert np.array_equal(settle(hw, "dense", seq, wrong, kw), exact)
+        assert np.array_equal(settle(fits, wrong), exact)
 
 
 def test_nothing_fits_is_batch_zero_with_the_reason():
@@ -157,3 +161,49 @@ def test_plan_errors_are_one_line(args, words):
     out = kvsim("plan", "--hw", "h100", "--method", "dense", *args)  # a later --hw/--method wins
     assert out.returncode == 2
     assert words in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_costs_timed_side_by_side_equal_each_timed_alone():
+    """plan_time lays ops of several costs side by side: every latency is the same number."""
+    from kvsim.methods import get_method
+    from kvsim.models import load_model
+    from kvsim.plan_time import time_together
+    from kvsim.predict import step_cost
+    from kvsim.roofline import step_time
+    from kvsim.workload import Workload
+
+    hw, model = load_profile("h100"), load_model("llama-3.1-70b")
+    configs = [("dense", 1, 3), ("dense", 2, 40), ("quest", 8, 7), ("sparq", 4, 1), ("streamingllm", 2, 300),
+               ("alisa", 8, 12), ("adore", 4, 5)]  # methods mixed: ops one cost lacks are zeros
+    costs, alone = [], []
+    for method, gpus, size in configs:
+        wl = Workload(seq=32768.0, batch=np.arange(1.0, size + 3), dtype="bf16", kv_dtype="bf16")
+        cost = step_cost(get_method(method), model, hw, wl, gpus)
+        costs.append(cost)
+        alone.append(np.broadcast_to(step_time(cost, hw).latency_s, wl.batch.shape)[:size])
+    together = time_together(hw, costs, [size for *_, size in configs])
+    for mine, reference in zip(together, alone):
+        assert np.array_equal(mine, reference)
+
+
+def test_cost_memo_shares_only_where_the_read_facts_agree():
+    from kvsim.methods import get_method
+    from kvsim.models import load_model
+    from kvsim.plan_memo import CostMemo
+    from kvsim.predict import step_cost
+    from kvsim.workload import Workload
+
+    model, method = load_model("llama-3.1-8b"), get_method("quest")
+    wl = Workload(seq=32768.0, batch=np.arange(1.0, 9), dtype="bf16", kv_dtype="bf16")
+    h100, l40s = load_profile("h100"), load_profile("l40s")
+    roomy = h100.model_copy(update={"workspace_bytes": h100.workspace_bytes.model_copy(update={"value": 3e9})})
+    memo, key = CostMemo(), ("quest", 1)
+    first = memo.cost(method, model, h100, wl, 1, key)
+    assert memo.cost(method, model, l40s, wl, 1, key) is first  # same workspace: the same cost
+    other = memo.cost(method, model, roomy, wl, 1, key)
+    assert other is not first
+    for hw, cost in ((h100, first), (roomy, other)):
+        direct = step_cost(method, model, hw, wl, 1)
+        assert np.array_equal(cost.gpu_bytes, direct.gpu_bytes)
+        assert np.array_equal(cost.total("hbm_read"), direct.total("hbm_read"))
+    assert float(other.gpu_bytes[0] - first.gpu_bytes[0]) == 2e9

@@ -18,8 +18,11 @@ QUALITY_NOTE = ("quality: published score relative to dense on the benchmark for
 
 def register(sub) -> None:
     parser = sub.add_parser("plan", help="capacity planning: fit, max batch, speed and $ per million tokens")
-    parser.add_argument("--seq", type=tokens, required=True, help="context per sequence: 32k, 128k")
+    parser.add_argument("--seq", type=tokens, help="steady-state decode: context per sequence, 32k, 128k")
+    parser.add_argument("--prompt", type=tokens, help="whole requests: prompt tokens (with --gen)")
+    parser.add_argument("--gen", type=positive_int, help="whole requests: generated tokens per request (with --prompt)")
     parser.add_argument("--tpot-ms", type=float, help="time-per-output-token objective in milliseconds")
+    parser.add_argument("--ttft-ms", type=float, help="time-to-first-token objective in milliseconds (requests)")
     parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest")
     parser.add_argument("--method", default="all", help="'all' (default) or names: dense,quest")
     parser.add_argument("--hw", default="all", help="'all' GPU profiles (default) or names: h100,l40s")
@@ -37,49 +40,64 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..plan import plan
-
-    if args.tpot_ms is not None and not args.tpot_ms > 0:
-        raise KvsimError(f"--tpot-ms must be a positive number of milliseconds, got {args.tpot_ms}")
-    options = plan(args.model, args.seq, hardware_list(args.hw), method_list(args.method), args.gpus,
-                   args.tpot_ms, args.batch, args.prices, args.dtype, args.kv_dtype,
-                   parse_params(args.param), progress=True, engine=args.engine)
-    rows = _with_quality(options, args)
+    seq, gen = _shape(args)
+    rows = _ranked_with_quality(args, seq, gen)
     kept = [o for o, _, why in rows if not why]
     if args.format == "json":
         print(dump_json([{**o.as_dict(), "quality": q.as_dict(), "excluded": why or None} for o, q, why in rows]))
     else:
-        print(plan_text(kept, args.model, args.seq, args.tpot_ms, args.prices, {o.method: q for o, q, _ in rows},
-                        list(dict.fromkeys(why for _, _, why in rows if why)), args.quality_floor))
+        print(plan_text(kept, args.model, seq, args.tpot_ms, args.prices, gen, args.ttft_ms,
+                        {o.method: q for o, q, _ in rows}, list(dict.fromkeys(why for _, _, why in rows if why)),
+                        args.quality_floor))
     if args.plot:
         from ..plots import plan_figure
-        plan_figure(kept, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(args.seq)} context")
+        shape = f"{format_tokens(seq)} prompt + {format_tokens(gen)} generated" if gen else f"{format_tokens(seq)} context"
+        plan_figure(kept, args.tpot_ms, args.plot, title=f"{args.model}, {shape}")
     return 0
 
 
-def _with_quality(options, args) -> list[tuple]:
-    """(option, quality, why excluded or ''): the kept options re-ranked, then the excluded ones."""
-    from dataclasses import replace
-
-    from ..plan import rank
+def _ranked_with_quality(args, seq: int, gen: int) -> list[tuple]:
+    """(option, quality, why excluded or ''), ranked: an option whose method is below the
+    quality floor (or of unknown quality under one) counts as missing the objective."""
+    from ..plan import option_table, rank
     from ..quality import plan_quality
 
-    found, keep, why = plan_quality(options, args.model, args.seq, parse_params(args.param),
-                                    args.quality_benchmark, args.quality_floor)
-    by_method = {o.method: q for o, q in zip(options, found)}
-    kept = rank([replace(o, cheapest=False) for o, k in zip(options, keep) if k])
-    return ([(o, by_method[o.method], "") for o in kept]
-            + [(replace(o, cheapest=False), q, w) for o, q, k, w in zip(options, found, keep, why) if not k])
+    params = parse_params(args.param)
+    table = option_table(args.model, seq, hardware_list(args.hw), method_list(args.method), args.gpus,
+                         args.tpot_ms, args.batch, args.prices, args.dtype, args.kv_dtype, params, gen,
+                         args.ttft_ms, args.engine)
+    options = table.options()
+    found, keep, why = plan_quality(options, args.model, seq + gen, params, args.quality_benchmark,
+                                    args.quality_floor)
+    quality = {o.method: q for o, q in zip(options, found)}
+    excluded = {o.method: w for o, w in zip(options, why)}
+    return [(o, quality[o.method], excluded[o.method]) for o in rank(table, keep=keep).options()]
+
+
+def _shape(args) -> tuple[int, int]:
+    """(context or prompt, generated tokens): --seq alone, or --prompt with --gen."""
+    for flag in ("tpot_ms", "ttft_ms"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise KvsimError(f"--{flag.replace('_', '-')} must be a positive number of milliseconds, got {value}")
+    if (args.seq is None) == (args.prompt is None):
+        raise KvsimError("give --seq (steady-state decode) or --prompt with --gen (whole requests)")
+    if (args.prompt is None) != (args.gen is None):
+        raise KvsimError("--prompt and --gen go together: a request's prompt and generated tokens")
+    if args.ttft_ms is not None and args.gen is None:
+        raise KvsimError("--ttft-ms needs whole requests: give --prompt and --gen")
+    return (args.seq, 0) if args.prompt is None else (args.prompt, args.gen)
 
 
 def _money(value, digits=2) -> str:
     return "-" if value is None else f"${value:,.{digits}f}"
 
 
-def _row(o, quality) -> list:
+def _row(o, quality, request: bool) -> list:
     cell = quality[o.method].cell() if o.method in quality else "-"
+    ttft = [format_seconds(o.ttft_s)] if request else []
     return ["*" if o.cheapest else "", o.hw, o.gpus, o.method, o.max_batch, o.batch,
-            format_seconds(o.tpot_s), f"{o.tokens_per_s:,.0f}", _money(o.usd_per_hour),
+            format_seconds(o.tpot_s), *ttft, f"{o.tokens_per_s:,.0f}", _money(o.usd_per_hour),
             _money(o.usd_per_mtok, 3), format_bytes(o.memory_bytes), "yes" if o.meets_slo else "no",
             cell + ("*" if cell == "unknown" else "")]
 
@@ -100,17 +118,27 @@ def _not_fitting(options) -> list[str]:
     return lines
 
 
+def _heading(model: str, seq: int, gen: int, tpot_ms, ttft_ms) -> str:
+    goals = [f"TPOT <= {tpot_ms:g} ms"] if tpot_ms else []
+    goals += [f"TTFT <= {ttft_ms:g} ms"] if ttft_ms else []
+    goal = " and ".join(goals) or "no TPOT objective"
+    if not gen:
+        return f"{model} at {format_tokens(seq)} context, steady-state decode (prefill not counted), {goal}"
+    return (f"{model}, requests of {format_tokens(seq)} prompt + {format_tokens(gen)} generated tokens "
+            f"(prefill and decode counted, TPOT the mean decode step), {goal}")
+
+
 def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file: str | None = None,
-              quality: dict | None = None, excluded: list[str] = (), floor: float | None = None) -> str:
+              gen: int = 0, ttft_ms: float | None = None, quality: dict | None = None,
+              excluded: list[str] = (), floor: float | None = None) -> str:
     fitting = [o for o in options if o.fits]
     meeting = [o for o in fitting if o.meets_slo]
-    goal = f"TPOT <= {tpot_ms:g} ms" if tpot_ms else "no TPOT objective"
-    head = (f"{model} at {format_tokens(seq)} context, steady-state decode (prefill not counted), {goal}: "
+    head = (f"{_heading(model, seq, gen, tpot_ms, ttft_ms)}: "
             f"{len(options)} options, {len(fitting)} fit, {len(meeting)} meet the objective\n")
-    header = ["", "hw", "gpus", "method", "max batch", "batch", "TPOT", "tokens/s", "$/hour",
-              "$/M tokens", "memory/GPU", "meets", "quality"]
+    header = ["", "hw", "gpus", "method", "max batch", "batch", "TPOT", *(["TTFT"] if gen else []),
+              "tokens/s", "$/hour", "$/M tokens", "memory/GPU", "meets", "quality"]
     quality = quality or {}
-    lines = [head, table([_row(o, quality) for o in fitting], header) if fitting else "nothing fits", ""]
+    lines = [head, table([_row(o, quality, gen > 0) for o in fitting], header) if fitting else "nothing fits", ""]
     best = next((o for o in options if o.cheapest), None)
     if best:
         lines.append(f"* cheapest meeting the objective: {best.hw} x{best.gpus} with {best.method} at batch "
