@@ -20,7 +20,7 @@ def register(sub) -> None:
     parser = sub.add_parser("plan", help="capacity planning: fit, max batch, speed and $ per million tokens")
     parser.add_argument("--seq", type=tokens, help="steady-state decode: context per sequence, 32k, 128k")
     parser.add_argument("--prompt", type=tokens, help="whole requests: prompt tokens (with --gen)")
-    parser.add_argument("--gen", type=positive_int, help="whole requests: generated tokens per request (with --prompt)")
+    parser.add_argument("--gen", type=tokens, help="whole requests: generated tokens per request (with --prompt)")
     parser.add_argument("--tpot-ms", type=float, help="time-per-output-token objective in milliseconds")
     parser.add_argument("--ttft-ms", type=float, help="time-to-first-token objective in milliseconds (requests)")
     parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest")
