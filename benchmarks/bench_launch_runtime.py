@@ -67,7 +67,10 @@ def fit(path: str) -> None:
     counts = np.array([[r["counts"].get(k, 0) for k in KINDS] for r in records], dtype=float)
     times = np.array([r["host_s"] for r in records])
     weights = 1.0 / times  # relative errors
-    cost = np.linalg.lstsq(counts * weights[:, None], times * weights, rcond=None)[0]
+    # non-negative: a launch never gives time back (plain least squares traded the Triton launch
+    # against its arguments, which rise together, and went below zero)
+    from scipy.optimize import nnls
+    cost = nnls(counts * weights[:, None], times * weights)[0]
     for kind, value in zip(KINDS, cost):
         print(f"{kind:12} {value * 1e6:8.3f} us")
     err = counts @ cost / times - 1
