@@ -23,8 +23,13 @@ class _Frozen(BaseModel):
 
 
 class Sourced(_Frozen):
-    value: float = Field(ge=0)
+    value: float = Field(ge=0, allow_inf_nan=False)
     source: str = Field(min_length=3)
+
+
+class Rate(Sourced):
+    """A quantity kvsim divides by (bandwidth, capacity, peak): positive and finite."""
+    value: float = Field(gt=0, allow_inf_nan=False)
 
 
 class Curve(_Frozen):
@@ -37,6 +42,8 @@ class Curve(_Frozen):
     @classmethod
     def _sorted_positive(cls, points):
         sizes = [size for size, _ in points]
+        if not np.all(np.isfinite(np.asarray(points, dtype=float))):
+            raise ValueError("sizes and efficiencies must be finite numbers")
         if any(size <= 0 for size in sizes) or sizes != sorted(sizes):
             raise ValueError("sizes must be positive and increasing")
         if any(not 0 < eff <= 1 for _, eff in points):
@@ -50,9 +57,9 @@ class Curve(_Frozen):
 
 
 class Compute(_Frozen):
-    peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
+    peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Rate]
     efficiency: Curve  # by FLOPs per kernel
-    tile_rows: Optional[Sourced] = None  # a GEMM's rows run in whole tiles of this many, where measured
+    tile_rows: Optional[Rate] = None  # a GEMM's rows run in whole tiles of this many, where measured
 
     def peak(self, dtype: str) -> float:
         if dtype in self.peak_flops:
@@ -64,31 +71,31 @@ class Compute(_Frozen):
 
 class Memory(_Frozen):
     kind: str
-    capacity_bytes: Sourced
-    bandwidth_Bps: Sourced
+    capacity_bytes: Rate
+    bandwidth_Bps: Rate
     l2_bytes: Sourced
     efficiency: Curve  # by bytes per kernel
-    gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
-    reread_Bps: Optional[Sourced] = None  # loads of rows several programs read at once (L2 serves repeats)
+    gather_efficiency: Optional[Rate] = None  # fraction of ``efficiency`` for gathered rows
+    reread_Bps: Optional[Rate] = None  # loads of rows several programs read at once (L2 serves repeats)
 
 
 class Link(_Frozen):
     name: str
-    h2d_Bps: Sourced
-    d2h_Bps: Sourced
-    efficiency: Sourced  # achieved fraction for large pinned copies
+    h2d_Bps: Rate
+    d2h_Bps: Rate
+    efficiency: Rate  # achieved fraction for large pinned copies
 
 
 class Interconnect(_Frozen):
     name: str
-    bandwidth_Bps: Sourced  # per GPU, per direction
-    efficiency: Sourced
+    bandwidth_Bps: Rate  # per GPU, per direction
+    efficiency: Rate
     latency_s: Sourced  # per collective call
 
 
 class Host(_Frozen):
-    memory_bytes: Sourced
-    bandwidth_Bps: Sourced
+    memory_bytes: Rate
+    bandwidth_Bps: Rate
 
 
 class SingleBlockTopK(_Frozen):
@@ -98,7 +105,7 @@ class SingleBlockTopK(_Frozen):
     row_s: Sourced  # one wave of rows of 1024 candidates
     size_exponent: Sourced
     rows_exponent: Sourced
-    concurrent_rows: Sourced  # rows in flight at once (one per SM)
+    concurrent_rows: Rate  # rows in flight at once (one per SM)
 
     def call_time(self, rows, size):
         per_row = (np.maximum(np.asarray(size, dtype=float), 1.0) / 1024.0) ** self.size_exponent.value
@@ -110,7 +117,7 @@ class LibraryCall(_Frozen):
     """Measured time of one call of a multi-kernel library routine: call_s + bytes / throughput
     (torch.topk's multi-block radix select), and where measured the single-block select's law."""
     call_s: Sourced
-    throughput_Bps: Sourced
+    throughput_Bps: Rate
     single_block: Optional[SingleBlockTopK] = None
 
 
@@ -187,6 +194,8 @@ def load_profile(name: str) -> HardwareProfile:
     if isinstance(name, HardwareProfile):
         return name
     if name.endswith((".yaml", ".yml")) or os.sep in name:
+        if Path(name).exists() and not Path(name).is_file():
+            raise KvsimError(f"hardware profile {name} is not a regular file")
         if not Path(name).is_file():
             raise KvsimError(f"hardware profile file {name} does not exist")
         return load_file(str(Path(name)))

@@ -153,6 +153,17 @@ def _generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Wor
                       peak_host_bytes=final.host_resident_bytes, prefill=prefill)
 
 
+def check_hardware(hw: HardwareProfile, dtype: str, gpus: int) -> None:
+    """What the profile cannot run: tensor parallelism without an interconnect between its
+    devices, or on a GPU a weight dtype its datasheet lists no peak for (V100 has no bf16/fp8)."""
+    if gpus > 1 and hw.interconnect is None:
+        raise KvsimError(f"{hw.name} has no interconnect between devices in its profile; "
+                         f"--gpus {gpus} needs one (use --gpus 1)")
+    if hw.kind == "gpu" and dtype not in hw.compute.peak_flops:
+        raise KvsimError(f"{hw.name} lists no {dtype} peak FLOP/s (it has "
+                         f"{', '.join(sorted(hw.compute.peak_flops))}); choose another --dtype")
+
+
 def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int = 0,
             dtype: str | None = None, kv_dtype: str | None = None, gpus: int = 1,
             offload: float = 0.0, **params) -> Prediction:
@@ -164,6 +175,7 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     if not isinstance(gpus, (int, np.integer)) or gpus < 1:
         raise KvsimError(f"gpus must be a positive whole number, got {gpus!r}")
     dtype = dtype or hw.preferred_dtype
+    check_hardware(hw, dtype, gpus)
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)
     offload = check_fraction(method, offload)

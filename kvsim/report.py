@@ -5,6 +5,8 @@ import numpy as np
 
 from .units import format_bytes, format_count, format_seconds, format_tokens
 
+UNITS_NOTE = "bytes in SI units (1 GB = 10^9 bytes)"
+
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
@@ -18,11 +20,11 @@ def prediction_text(pred, top: int = 8) -> str:
     latency = float(rec.latency_s)
     params = pred.method.model_dump(exclude_none=True)
     param_text = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-    gpus = f" x{pred.gpus}" if pred.gpus > 1 else ""
+    gpus = f" x{pred.gpus} (FLOPs, bytes and memory per GPU)" if pred.gpus > 1 else ""
     lines = [
         f"{pred.method.name} ({param_text}) on {pred.hw.name}{gpus}: {pred.model.name}, "
         f"batch {int(wl.batch)}, context {format_tokens(int(wl.seq))}, "
-        f"weights {wl.dtype}, KV {wl.kv_dtype}",
+        f"weights {wl.dtype}, KV {wl.kv_dtype}; {UNITS_NOTE}",
         "",
         f"  latency per step   {format_seconds(latency)}   ({float(pred.tokens_per_s):.1f} tokens/s)",
         f"  FLOPs per step     {format_count(pred.flops, 'FLOP')}",
@@ -43,8 +45,8 @@ def prediction_text(pred, top: int = 8) -> str:
         lines += [f"  generation         {wl.gen} tokens after a {format_tokens(int(wl.seq))} prompt: "
                   f"TTFT {format_seconds(float(gen.ttft_s))}, total {format_seconds(float(gen.total_s))}, "
                   f"{float(gen.tokens_per_s):.1f} tokens/s"]
-    if int(wl.seq) > pred.model.max_context:
-        lines.append(f"  note: {pred.model.name} was trained for {format_tokens(pred.model.max_context)} tokens")
+    if _trained_note(pred):
+        lines.append(f"  {_trained_note(pred)}")
     return "\n".join(lines) + "\n\n" + breakdown_text(pred, top)
 
 
@@ -68,9 +70,19 @@ def comparison_text(preds: list) -> str:
                      format_count(attn["hbm_bytes"], "B"), format_count(p.hbm_bytes, "B"),
                      format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"])
     first = preds[0]
-    head = (f"{first.hw.name}: {first.model.name}, batch {int(first.workload.batch)}, "
-            f"context {format_tokens(int(first.workload.seq))}\n\n")
-    return head + table(rows, ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"])
+    gpus = f" x{first.gpus} (bytes per GPU)" if first.gpus > 1 else ""
+    head = (f"{first.hw.name}{gpus}: {first.model.name}, batch {int(first.workload.batch)}, "
+            f"context {format_tokens(int(first.workload.seq))}; {UNITS_NOTE}\n\n")
+    note = _trained_note(first)
+    return head + table(rows, ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"]) + (
+        f"\n{note}" if note else "")
+
+
+def _trained_note(pred) -> str:
+    if int(np.max(pred.workload.seq)) <= pred.model.max_context:
+        return ""
+    return (f"note: {pred.model.name} was trained for {format_tokens(pred.model.max_context)} tokens; "
+            f"context {format_tokens(int(np.max(pred.workload.seq)))} is beyond it")
 
 
 def as_float(value) -> float:
