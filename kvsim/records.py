@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,59 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def write_whole_bytes(path: str | Path, figure, option: str = "--plot") -> None:
     """Save a matplotlib figure whole or not at all (PNG unless the suffix says otherwise)."""
     outfile.write_figure(path, figure, option)
+
+
+def _number(value, positive: bool) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (value > 0 if positive else value >= 0)
+
+
+def _whole(value) -> bool:
+    return _number(value, True) and float(value) == int(value)
+
+
+# field -> (test, what it must be); None is allowed for every field but the configuration's
+MEASURED_FIELDS = {
+    "latency_s": (lambda v: _number(v, True), "a positive number of seconds"),
+    "hbm_bytes": (lambda v: _number(v, False), "a number of bytes >= 0"),
+    "pcie_bytes": (lambda v: _number(v, False), "a number of bytes >= 0"),
+    "n_layers": (_whole, "a positive whole number"),
+    "offload": (lambda v: _number(v, False) and v <= 1, "a fraction in [0, 1]"),
+    "params": (lambda v: isinstance(v, dict), "an object of method parameters"),
+    "attention": (lambda v: isinstance(v, dict) and (v.get("latency_s") is None or _number(v["latency_s"], True)),
+                  "an object whose latency_s is a positive number"),
+    "timed_contexts": (lambda v: isinstance(v, dict) and all(_whole(x) for x in v.values()),
+                       "an object of positive whole contexts"),
+    "contexts": (lambda v: isinstance(v, list) and len(v) == 2 and all(_whole(x) for x in v) and v[0] <= v[1],
+                 "[first, last] positive whole contexts"),
+    "dtype": (lambda v: isinstance(v, str), "a dtype name"),
+    "kv_dtype": (lambda v: isinstance(v, str), "a dtype name"),
+    "fits": (lambda v: isinstance(v, bool), "true or false"),
+}
+REQUIRED_FIELDS = {"hw": (lambda v: isinstance(v, str) and bool(v), "a profile name"),
+                   "model": (lambda v: isinstance(v, str) and bool(v), "a model name"),
+                   "method": (lambda v: isinstance(v, str) and bool(v), "a method name"),
+                   "seq": (_whole, "a positive whole number of tokens"),
+                   "batch": (_whole, "a positive whole number")}
+
+
+def check_measured(record: dict, where: str) -> None:
+    """A measured record's fields are what validate and calibrate compute with: a NaN, negative
+    or string latency is a broken file, named with its line and field, never counted."""
+    for name, (test, what) in REQUIRED_FIELDS.items():
+        if not test(record.get(name)):
+            raise KvsimError(f"{where}: field '{name}' must be {what}, got {record.get(name)!r:.60}")
+    for name, (test, what) in MEASURED_FIELDS.items():
+        if record.get(name) is not None and not test(record[name]):
+            raise KvsimError(f"{where}: field '{name}' must be {what}, got {record[name]!r:.60}")
+
+
+def measured_records(paths) -> list[dict]:
+    """The measured records (``source: "measured"``) of JSON-lines files, each checked."""
+    records = []
+    for path in paths:
+        for number, record in enumerate(read_jsonl(path), 1):
+            if record.get("source") == "measured":
+                check_measured(record, f"{path}: record {number}")
+                records.append(record)
+    return records

@@ -121,8 +121,12 @@ def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[C
             skipped.append((record, str(exc)))
             continue
         rows.append(Comparison(record, predicted, measured_values(record)))
+    if not rows and skipped:
+        record, why = skipped[0]
+        raise KvsimError(f"none of the {len(skipped)} measured records could be predicted; the first "
+                         f"({record.get('method')} S={record.get('seq')} B={record.get('batch')}): {why}")
     if not rows:
-        raise KvsimError("no measured records (source: measured) in the given files")
+        raise KvsimError("no measured record that ran (latency_s set, fits not false) in the given files")
     return rows
 
 

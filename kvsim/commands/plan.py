@@ -1,12 +1,15 @@
 """kvsim plan: what fits, how fast and at what price, for every hardware × GPU count × method."""
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
+from .. import outfile
 from ..errors import KvsimError
-from ..report import table
+from ..report import UNITS_NOTE, table
 from ..units import format_bytes, format_seconds, format_tokens
-from .common import add_model_args, dump_json, parse_params, positive_int, tokens
+from .common import (ANSWER, NO_FIT, add_model_args, dump_json, on_terminal, parse_params, positive_float,
+                     positive_int, tokens)
 from .sweep import count_list, hardware_list, method_list
 
 ACCURACY_NOTE = ("kvsim predicts cost, not accuracy: methods that evict tokens keep a fixed window "
@@ -16,34 +19,41 @@ ACCURACY_NOTE = ("kvsim predicts cost, not accuracy: methods that evict tokens k
 def register(sub) -> None:
     parser = sub.add_parser("plan", help="capacity planning: fit, max batch, speed and $ per million tokens")
     parser.add_argument("--seq", type=tokens, required=True, help="context per sequence: 32k, 128k")
-    parser.add_argument("--tpot-ms", type=float, help="time-per-output-token objective in milliseconds")
-    parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest")
+    parser.add_argument("--tpot-ms", type=positive_float, help="time-per-output-token objective in milliseconds")
+    parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest: 8, 1k")
     parser.add_argument("--method", default="all", help="'all' (default) or names: dense,quest")
     parser.add_argument("--hw", default="all", help="'all' GPU profiles (default) or names: h100,l40s")
     parser.add_argument("--gpus", type=count_list, default=[1, 2, 4, 8], help="tensor-parallel counts (default 1,2,4,8)")
     parser.add_argument("--prices", help="YAML of per-GPU hourly prices replacing the shipped ones by name")
     add_model_args(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--plot", help="cost against time per output token with the objective, PNG")
+    parser.add_argument("--plot", help="cost against time per output token with the objective (PNG; .pdf, .svg by suffix)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..plan import plan
 
-    if args.tpot_ms is not None and not args.tpot_ms > 0:
-        raise KvsimError(f"--tpot-ms must be a positive number of milliseconds, got {args.tpot_ms}")
+    if args.plot:
+        outfile.check_plot(args.plot)
     options = plan(args.model, args.seq, hardware_list(args.hw), method_list(args.method), args.gpus,
                    args.tpot_ms, args.batch, args.prices, args.dtype, args.kv_dtype,
-                   parse_params(args.param), progress=True)
+                   parse_params(args.param), progress=on_terminal())
     if args.format == "json":
         print(dump_json([o.as_dict() for o in options]))
     else:
         print(plan_text(options, args.model, args.seq, args.tpot_ms, args.prices))
     if args.plot:
         from ..plots import plan_figure
-        plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(args.seq)} context")
-    return 0
+        try:
+            plan_figure(options, args.tpot_ms, args.plot, title=f"{args.model} at {format_tokens(args.seq)} context")
+        except KvsimError as exc:  # nothing to draw is an answer ("no option"), not a mistake
+            print(f"no plot written: {exc}", file=sys.stderr)
+            return NO_FIT
+    if not any(o.meets_slo for o in options):
+        print("no option fits" + (" and meets the objective" if args.tpot_ms else ""), file=sys.stderr)
+        return NO_FIT
+    return ANSWER
 
 
 def _money(value, digits=2) -> str:
@@ -80,6 +90,7 @@ def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file:
             f"{len(options)} options, {len(fitting)} fit, {len(meeting)} meet the objective\n")
     header = ["", "hw", "gpus", "method", "max batch", "batch", "TPOT", "tokens/s", "$/hour",
               "$/M tokens", "memory/GPU", "meets"]
+    head += f"{UNITS_NOTE}\n"
     lines = [head, table([_row(o) for o in fitting], header) if fitting else "nothing fits", ""]
     best = next((o for o in options if o.cheapest), None)
     if best:
