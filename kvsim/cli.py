@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import KvsimError
+from .errors import DoesNotFit, KvsimError
 
 # Each module registers its own subcommands; keep heavy imports (matplotlib, scipy, torch)
 # inside the run functions so `kvsim predict` starts fast.
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args) or 0
+    except DoesNotFit as exc:  # an answer: "no"
+        print(_one_line(exc), file=sys.stderr)
+        return 1
     except KvsimError as exc:
         print(f"kvsim: error: {_one_line(exc)}", file=sys.stderr)
         return 2

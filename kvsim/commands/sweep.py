@@ -66,10 +66,11 @@ def run(args) -> int:
     result = sweep(hws, method_list(args.method), args.seq, args.batch, args.gpus,
                    model=args.model, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,
                    params=parse_params(args.param), progress=on_terminal())
+    if not result.records:
+        more = f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else ""
+        raise KvsimError(f"nothing to write: every combination was skipped: {result.skipped[0]}{more}")
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
-    if not result.records:
-        raise KvsimError("nothing to write: every combination was skipped")
     text = (to_csv(result.records) if fmt == "csv"
             else "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in result.records))
     if args.plot:  # drawn first: a plot that fails leaves --out untouched
