@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .units import format_bytes, format_count, format_seconds, format_tokens
+from .units import format_bytes, format_count, format_ratio, format_seconds, format_tokens
 
 UNITS_NOTE = "bytes in SI units (1 GB = 10^9 bytes)"
 
@@ -66,7 +66,7 @@ def comparison_text(preds: list) -> str:
     for p in sorted(preds, key=lambda p: float(p.latency_s)):
         attn = p.attention()
         rows.append([p.method.name, format_seconds(float(p.latency_s)),
-                     f"{float(dense.latency_s) / float(p.latency_s):.2f}x",
+                     format_ratio(float(dense.latency_s) / float(p.latency_s)),
                      format_count(attn["hbm_bytes"], "B"), format_count(p.hbm_bytes, "B"),
                      format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"])
     first = preds[0]

@@ -40,7 +40,9 @@ def parse_count(text: str | int, what: str = "a count", zero: bool = False) -> i
         value = float(text)
     else:
         value = _split(text, _TOKEN_SUFFIX, f"{what} (e.g. 16, 32k, 1M)")
-    if not math.isfinite(value) or value != int(value) or value < (0 if zero else 1):
+    if not math.isfinite(value):
+        raise UnitError(f"{what} must be a finite number, got {text!r}")
+    if value != int(value) or value < (0 if zero else 1):
         kind = "a whole number >= 0" if zero else "a positive whole number"
         raise UnitError(f"{what} must be {kind}, got {text!r}")
     if value > MAX_COUNT:
@@ -116,9 +118,15 @@ def format_count(value: float, unit: str = "") -> str:
         ("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3), ("", 1.0))))
 
 
+def format_ratio(value: float) -> str:
+    """1.00x, 2.52x, 31.40x, 6790296x: two decimals, never an exponent."""
+    return f"{float(value):.2f}x" if abs(float(value)) < 1000 else f"{float(value):.0f}x"
+
+
 def format_tokens(value: int) -> str:
+    """131072 -> 128k, 1048576 -> 1M; other counts as digits grouped by thousands."""
     value = int(value)
     for suffix, scale in (("M", 2**20), ("k", 2**10)):
-        if value >= scale and value % scale == 0:
+        if value >= scale and value % scale == 0 and value // scale < 2**10:
             return f"{value // scale}{suffix}"
-    return str(value)
+    return f"{value:,}" if value >= 10**5 else str(value)

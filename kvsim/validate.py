@@ -157,10 +157,11 @@ def plot(rows: list[Comparison], path: str) -> None:
     """Predicted against measured step latency on log axes: one colour per method, its offloaded
     runs (KV partly in host memory, a different question) as hollow markers of their own."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+    from .plots import _pyplot
     from .records import write_whole_bytes
+
+    plt = _pyplot()  # Agg, unless pyplot is already in use (a notebook keeps its own)
 
     fig, ax = plt.subplots(figsize=(8.4, 5.6))
     methods = sorted({r.record["method"] for r in rows})

@@ -74,8 +74,14 @@ def run_hw_show(args) -> int:
 
 
 def run_models(args) -> int:
-    rows = [[m.name, f"{m.n_params / 1e9:.2f}B", m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim,
-             m.ffn_dim, m.vocab, format_tokens(m.max_context), m.source] for m in PRESETS.values()]
+    import textwrap
+
+    rows = []
+    for m in PRESETS.values():
+        source = textwrap.wrap(m.source, SOURCE_WIDTH, break_long_words=True) or [""]
+        rows.append([m.name, f"{m.n_params / 1e9:.2f}B", m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim,
+                     m.ffn_dim, m.vocab, format_tokens(m.max_context), source[0]])
+        rows += [[""] * 9 + [line] for line in source[1:]]
     print(table(rows, ["model", "params", "layers", "heads", "kv heads", "head dim", "ffn", "vocab", "context", "source"]))
     return 0
 
