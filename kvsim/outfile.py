@@ -2,7 +2,8 @@
 at all.
 
 A path is resolved through symlinks to the file it names (writing a link writes its target); that
-file must be a regular file or not exist yet, in an existing folder kvsim may create files in.
+file must be a regular file or not exist yet, in a folder kvsim may create files in (missing
+folders are created when the file is written).
 Directories, FIFOs, device nodes and sockets are refused with one line. The text or figure goes
 to a temporary file in the same folder, which is then renamed over the target, so a crash, a full
 disk or a refused plot format leaves the old file as it was.
@@ -25,6 +26,9 @@ def target(path: str | os.PathLike, option: str = "--out") -> Path:
     if not str(path).strip():
         raise KvsimError(f"{option} needs a file name")
     real = Path(os.path.realpath(path))
+    folder = _existing(real.parent)
+    if not folder.is_dir():
+        raise KvsimError(f"{option} {path}: {folder} is not a folder")
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
@@ -34,19 +38,24 @@ def target(path: str | os.PathLike, option: str = "--out") -> Path:
     if mode is not None and not stat.S_ISREG(mode):
         kind = next((word for test, word in _KINDS if test(mode)), "not a regular file")
         raise KvsimError(f"{option} {path}: is {kind}; give a regular file name")
-    if not real.parent.is_dir():
-        what = "is not a folder" if real.parent.exists() else "does not exist"
-        raise KvsimError(f"{option} {path}: folder {real.parent} {what}")
     return real
 
 
+def _existing(folder: Path) -> Path:
+    """``folder``, or its nearest ancestor that exists (missing folders are created on writing)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def check(path: str | os.PathLike, option: str = "--out") -> Path:
-    """:func:`target`, and proof that a file can be created beside it (before any work is done)."""
+    """:func:`target`, and proof that a file can be created there (before any work is done)."""
     real = target(path, option)
+    folder = _existing(real.parent)
     try:
-        handle, temp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+        handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{real.name}.", suffix=".tmp")
     except OSError as exc:
-        raise KvsimError(f"{option} {path}: cannot write in {real.parent} ({exc.strerror})") from None
+        raise KvsimError(f"{option} {path}: cannot write in {folder} ({exc.strerror})") from None
     os.close(handle)
     os.unlink(temp)
     return real
@@ -65,6 +74,7 @@ def _replace(path, option: str, write) -> None:
     """Run ``write(temp_path)`` on a temporary file beside the target, then rename it over it."""
     real = target(path, option)
     try:
+        real.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
     except OSError as exc:
         raise KvsimError(f"{option} {path}: cannot write in {real.parent} ({exc.strerror})") from None

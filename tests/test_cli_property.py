@@ -182,8 +182,8 @@ def make_path(tmp: Path, kind: str, suffix: str) -> tuple[str, Path | None]:
     elif kind == "under_file":
         (tmp / "plain").write_bytes(OLD)
         return str(tmp / "plain" / f"x{suffix}"), None
-    elif kind == "no_folder":
-        return str(tmp / "no" / "such" / f"x{suffix}"), None
+    elif kind == "no_folder":  # created on writing
+        return str(tmp / "no" / "such" / f"x{suffix}"), tmp / "no" / "such" / f"x{suffix}"
     elif kind == "proc":
         return f"/proc/kvsim-x{suffix}", None
     return str(name), name
@@ -486,7 +486,7 @@ def test_every_kind_of_output_path(kind, command, tmp_path):
             "predict_plot": ["predict", "--hw", "h100", "--seq", "8k", "--plot", given_path],
             "sweep_out_bad_plot": ["sweep", "--hw", "h100", "--seq", "4k", "--out", given_path,
                                    "--plot", str(tmp_path / "x.xyz")]}[command]
-    writes = kind in ("new", "existing", "symlink", "dangling") and command != "sweep_out_bad_plot"
+    writes = kind in ("new", "existing", "symlink", "dangling", "no_folder") and command != "sweep_out_bad_plot"
     status, _, err = run_checked(argv, tmp_path, given_path, final,
                                  _complete_plot if command == "predict_plot" else _complete_text)
     assert status == (0 if writes else 2), err
