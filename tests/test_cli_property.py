@@ -232,7 +232,7 @@ def run_checked(argv, tmp=None, given_path=None, final=None, complete=None):
 
 # ---- one property per subcommand ---------------------------------------------------------------
 
-@examples(60)
+@examples(150)
 @given(hw=HW, method=METHOD, seq=SIZES, batch=st.one_of(st.none(), SIZES), gen=st.one_of(st.none(), SMALL_SIZES),
        gpus=st.one_of(st.none(), st.none(), SMALL_SIZES), offload=st.one_of(st.none(), st.none(), NUMBERS), model=MODEL, dtype=DTYPE,
        kv=DTYPE, param=PARAM, fmt=FORMAT, plot=st.one_of(RARELY, st.tuples(OUT_KIND, PLOT_SUFFIX)))
@@ -254,7 +254,7 @@ GOOD_HW = st.sampled_from(["h100", "h200", "a100", "a100-40gb", "l40s", "rtx3090
 GOOD_MODEL = st.sampled_from(["llama-3.1-8b", "llama-2-7b", "llama-3.1-70b", "opt-13b", "mistral-7b-v0.2"])
 
 
-@examples(80)
+@examples(120)
 @given(hw=GOOD_HW, method=st.sampled_from(["dense", "sparq", "quest", "h2o", "streamingllm", "alisa", "adore",
                                            "tidaldecode", "duoattention", "all"]),
        seq=st.sampled_from(["1", "17", "4k", "32k", "128k", "517k", "1M", "2M"]),
@@ -271,7 +271,7 @@ def test_predict_valid(hw, method, seq, batch, gen, gpus, offload, model, dtype,
     run_checked(argv)
 
 
-@examples(15)
+@examples(20)
 @given(hw=st.lists(GOOD_HW, min_size=1, max_size=2).map(",".join), model=GOOD_MODEL,
        method=st.sampled_from(["dense", "sparq,dense", "all", "quest,h2o"]),
        seq=st.sampled_from(["1k,8k,16k", "4k..128k", "1..1M", "517k"]), batch=st.sampled_from(["1", "1,8", "1..64"]),
@@ -284,7 +284,7 @@ def test_sweep_valid(hw, model, method, seq, batch, gpus, param, fmt):
     run_checked(argv)
 
 
-@examples(12)
+@examples(20)
 @given(hw=st.lists(GOOD_HW, min_size=1, max_size=2).map(",".join), model=GOOD_MODEL,
        seq=st.sampled_from(["4k", "128k", "1M"]), gpus=st.sampled_from(["1", "1,2", "1,8"]),
        tpot=st.sampled_from([None, "0.001", "20", "1e6"]), fmt=st.sampled_from(["table", "json"]))
@@ -295,7 +295,7 @@ def test_plan_valid(hw, model, seq, gpus, tpot, fmt):
     run_checked(argv)
 
 
-@examples(40)
+@examples(60)
 @given(hw=st.sampled_from(["h100", "h100,rtx3090", "epyc", "v100", "nope", "l40s"]), method=METHOD,
        seq=st.one_of(st.sampled_from(["1k,8k,16k", "4k..64k", "4k", "64k..4k", "", ",", "1e309", "1M"]), SIZES),
        batch=st.one_of(st.none(), st.sampled_from(["1,8", "1..64", "0", "8k", "x"])),
@@ -323,7 +323,7 @@ def test_sweep(hw, method, seq, batch, gpus, gen, dtype, param, fmt, out, plot):
             assert not final.exists() or final.read_bytes() in (b"", OLD), "--out replaced though the plot failed"
 
 
-@examples(25)
+@examples(40)
 @given(seq=SIZES, hw=st.sampled_from(["h100", "h100,l40s", "epyc", "epyc,h100", "v100", "nope"]),
        method=st.sampled_from(["dense", "dense,quest", "streamingllm", "magic"]),
        gpus=st.one_of(st.none(), st.sampled_from(["1,2", "1", "2", "0", "x", "64"])),
@@ -345,14 +345,14 @@ def test_plan(seq, hw, method, gpus, tpot, batch, dtype, fmt, prices, plot):
         run_checked(argv, tmp, given_path, final, _complete_plot)
 
 
-@examples(15)
+@examples(12)
 @given(hw=st.sampled_from(["v100", "rtx3090", "h100", "nope"]), model=MODEL, method=METHOD,
        batch=st.one_of(st.sampled_from(["auto", "1", "16", "0", "x"]), SMALL_SIZES), prompt=SMALL_SIZES,
        gen=SMALL_SIZES, bits=st.sampled_from([None, "8", "16", "4"]), fmt=st.sampled_from([None, "json"]),
        plot=st.one_of(RARELY, st.tuples(OUT_KIND, PLOT_SUFFIX)))
 def test_schedule(hw, model, method, batch, prompt, gen, bits, fmt, plot):
     argv = ["schedule", "--hw", hw, "--model", model, "--method", method, "--batch", batch, "--prompt", prompt,
-            "--gen", gen, "--max-batch", "32"]
+            "--gen", gen, "--max-batch", "16"]
     argv += ["--kv-bits", bits] if bits else []
     argv += ["--format", fmt] if fmt else []
     with tempfile.TemporaryDirectory() as folder:
@@ -362,7 +362,7 @@ def test_schedule(hw, model, method, batch, prompt, gen, bits, fmt, plot):
         run_checked(argv, tmp, given_path, final, _complete_plot)
 
 
-@examples(30)
+@examples(50)
 @given(lines=st.lists(JSONL_TEXT, max_size=3), real=st.booleans(), hw=st.sampled_from([None, "h100", "a100", "foo"]),
        held=st.one_of(st.none(), NUMBERS), fmt=st.sampled_from([None, "json"]),
        plot=st.one_of(RARELY, st.tuples(OUT_KIND, PLOT_SUFFIX)), as_dir=st.booleans())
@@ -379,7 +379,7 @@ def test_validate(lines, real, hw, held, fmt, plot, as_dir):
         run_checked(argv, tmp, given_path, final, _complete_plot)
 
 
-@examples(12)
+@examples(10)
 @given(lines=st.lists(JSONL_TEXT, max_size=2), hw=st.sampled_from(["h100", "a100", "foo", "epyc"]),
        holdout=st.one_of(st.none(), NUMBERS), methods=st.sampled_from([None, "dense", "magic"]),
        out=st.tuples(OUT_KIND, st.sampled_from([".yaml", ""])))
@@ -395,7 +395,7 @@ def test_calibrate(lines, hw, holdout, methods, out):
         run_checked(argv, tmp, given_path, final, lambda data: data.decode().startswith("# written by kvsim"))
 
 
-@examples(40)
+@examples(60)
 @given(which=st.sampled_from(["list", "show", "models", "methods"]), name=st.one_of(HW, st.text(max_size=8)),
        fmt=st.sampled_from([None, "json", "table", "x"]), content=st.one_of(st.none(), YAML_TEXT), env=st.booleans())
 def test_catalog(which, name, fmt, content, env, monkeypatch):
@@ -422,7 +422,7 @@ def _has_cuda() -> bool:
 
 
 @pytest.mark.skipif(_has_cuda(), reason="with a GPU these would run real measurements")
-@examples(30)
+@examples(40)
 @given(method=METHOD, seq=SIZES, batch=SMALL_SIZES, layers=st.one_of(st.none(), SMALL_SIZES),
        device=st.sampled_from([None, "cuda", "tpu", ""]), offload=st.one_of(st.none(), NUMBERS), model=MODEL,
        param=PARAM, out=st.one_of(st.none(), st.tuples(OUT_KIND, st.sampled_from([".jsonl"]))))
@@ -438,7 +438,7 @@ def test_measure(method, seq, batch, layers, device, offload, model, param, out)
         assert status == 2  # no CUDA here: refused, never a silent CPU run
 
 
-@examples(60)
+@examples(120)
 @given(argv=st.lists(st.one_of(st.sampled_from(["predict", "sweep", "plan", "hw", "--hw", "--seq", "4k", "-h",
                                                  "--format", "json", "--", "--plot", "--out", "show", "x"]),
                                st.text(max_size=6)), max_size=6))
