@@ -25,6 +25,10 @@ from ..units import format_bytes
 from .common import ANSWER, NO_FIT, add_model_args, fraction, parse_params, positive_int, tokens
 
 NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum"
+# predicted memory above this multiple of the device's is not run (a configuration near the limit
+# is, and the runtime records whether it fits); kvsim's memory is within a few % of the runtime's
+CLEARLY_TOO_BIG = 1.25
+CPU_SHARE = 0.8  # on the CPU a run past its RAM is killed, not refused: keep a fifth for the system
 DEVICE_PROFILES = [  # (words in torch.cuda.get_device_name, profile)
     (("H100", "PCIe"), "h100-pcie"), (("H100",), "h100-sxm"), (("H200",), "h200-sxm"),
     (("A100", "40GB"), "a100-40gb-sxm"), (("A100",), "a100-80gb-sxm"), (("V100",), "v100-32gb-sxm"),
@@ -87,7 +91,8 @@ def _device(args) -> str:
 def _preflight(args, device: str):
     """The configuration predicted first, so whatever kvsim predict refuses (an unknown method, a
     parameter, --offload for a method without it, --layers beyond the model) is refused before the
-    runtime starts; on the CPU also what does not fit in its memory. -> the profile, or None."""
+    runtime starts, and what clearly does not fit the device's memory is not run.
+    -> (the profile or None, "" or why it does not fit)."""
     from ..hardware import load_profile
     from ..models import load_model
     from ..predict import predict
@@ -101,12 +106,17 @@ def _preflight(args, device: str):
     pred = predict(profile or ("cpu" if device == "cpu" else "h100"), args.method, seq=args.seq,
                    batch=args.batch, model=model, kv_dtype=args.kv_dtype, offload=args.offload,
                    dtype=args.dtype, **parse_params(args.param))
-    if device == "cpu":
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        need = 2 * float(pred.memory_bytes)  # fp32 on the CPU: twice the 16-bit prediction
-        if need > 0.8 * ram:
-            return None, f"does not fit: needs about {format_bytes(need)} on the CPU, it has {format_bytes(ram)}"
+    have, need = _device_memory(device), float(pred.memory_bytes) * (2 if device == "cpu" else 1)
+    if need > (CPU_SHARE if device == "cpu" else CLEARLY_TOO_BIG) * have:  # fp32 on the CPU: twice the 16-bit bytes
+        return None, f"does not fit: needs about {format_bytes(need)} on the {device}, it has {format_bytes(have)}"
     return profile, ""
+
+
+def _device_memory(device: str) -> float:
+    if device == "cpu":
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    import torch
+    return float(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
 
 
 def run(args) -> int:
