@@ -27,11 +27,6 @@ class Sourced(_Frozen):
     source: str = Field(min_length=3)
 
 
-class Rate(Sourced):
-    """A quantity kvsim divides by (bandwidth, capacity, peak): positive and finite."""
-    value: float = Field(gt=0, allow_inf_nan=False)
-
-
 class Curve(_Frozen):
     """Achieved fraction of peak against work per kernel (bytes or FLOPs), interpolated in log size."""
 
@@ -57,9 +52,9 @@ class Curve(_Frozen):
 
 
 class Compute(_Frozen):
-    peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Rate]
+    peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
     efficiency: Curve  # by FLOPs per kernel
-    tile_rows: Optional[Rate] = None  # a GEMM's rows run in whole tiles of this many, where measured
+    tile_rows: Optional[Sourced] = None  # a GEMM's rows run in whole tiles of this many, where measured
 
     def peak(self, dtype: str) -> float:
         if dtype in self.peak_flops:
@@ -71,31 +66,31 @@ class Compute(_Frozen):
 
 class Memory(_Frozen):
     kind: str
-    capacity_bytes: Rate
-    bandwidth_Bps: Rate
+    capacity_bytes: Sourced
+    bandwidth_Bps: Sourced
     l2_bytes: Sourced
     efficiency: Curve  # by bytes per kernel
-    gather_efficiency: Optional[Rate] = None  # fraction of ``efficiency`` for gathered rows
-    reread_Bps: Optional[Rate] = None  # loads of rows several programs read at once (L2 serves repeats)
+    gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
+    reread_Bps: Optional[Sourced] = None  # loads of rows several programs read at once (L2 serves repeats)
 
 
 class Link(_Frozen):
     name: str
-    h2d_Bps: Rate
-    d2h_Bps: Rate
-    efficiency: Rate  # achieved fraction for large pinned copies
+    h2d_Bps: Sourced
+    d2h_Bps: Sourced
+    efficiency: Sourced  # achieved fraction for large pinned copies
 
 
 class Interconnect(_Frozen):
     name: str
-    bandwidth_Bps: Rate  # per GPU, per direction
-    efficiency: Rate
+    bandwidth_Bps: Sourced  # per GPU, per direction
+    efficiency: Sourced
     latency_s: Sourced  # per collective call
 
 
 class Host(_Frozen):
-    memory_bytes: Rate
-    bandwidth_Bps: Rate
+    memory_bytes: Sourced
+    bandwidth_Bps: Sourced
 
 
 class SingleBlockTopK(_Frozen):
@@ -105,7 +100,7 @@ class SingleBlockTopK(_Frozen):
     row_s: Sourced  # one wave of rows of 1024 candidates
     size_exponent: Sourced
     rows_exponent: Sourced
-    concurrent_rows: Rate  # rows in flight at once (one per SM)
+    concurrent_rows: Sourced  # rows in flight at once (one per SM)
 
     def call_time(self, rows, size):
         per_row = (np.maximum(np.asarray(size, dtype=float), 1.0) / 1024.0) ** self.size_exponent.value
@@ -117,7 +112,7 @@ class LibraryCall(_Frozen):
     """Measured time of one call of a multi-kernel library routine: call_s + bytes / throughput
     (torch.topk's multi-block radix select), and where measured the single-block select's law."""
     call_s: Sourced
-    throughput_Bps: Rate
+    throughput_Bps: Sourced
     single_block: Optional[SingleBlockTopK] = None
 
 
@@ -126,6 +121,15 @@ class Calibration(_Frozen):
     date: str
     method: str
     held_out: str = ""
+
+
+# per part of a profile: the fields kvsim divides by (the peaks of compute.peak_flops too)
+RATES = {"compute": ("tile_rows",),
+         "memory": ("capacity_bytes", "bandwidth_Bps", "gather_efficiency", "reread_Bps"),
+         "host_link": ("h2d_Bps", "d2h_Bps", "efficiency"),
+         "interconnect": ("bandwidth_Bps", "efficiency"),
+         "host": ("memory_bytes", "bandwidth_Bps"),
+         "topk": ("throughput_Bps", "single_block.concurrent_rows")}
 
 
 class HardwareProfile(_Frozen):
@@ -143,6 +147,23 @@ class HardwareProfile(_Frozen):
     host: Optional[Host] = None
     topk: Optional[LibraryCall] = None  # torch.topk's radix selects, where measured
     calibration: Optional[Calibration] = None
+
+    @field_validator("compute", "memory", "host_link", "interconnect", "host", "topk")
+    @classmethod
+    def _rates_positive(cls, part, info):
+        """Rates and capacities kvsim divides by: zero would make every prediction NaN or inf."""
+        if part is None:
+            return part
+        rates = dict(part.peak_flops) if info.field_name == "compute" else {}
+        for path in RATES.get(info.field_name, ()):
+            value = part
+            for name in path.split("."):
+                value = getattr(value, name, None) if value is not None else None
+            rates[path] = value
+        for path, value in rates.items():
+            if value is not None and not value.value > 0:
+                raise ValueError(f"{path} must be greater than 0, got {value.value:g}")
+        return part
 
     @property
     def preferred_dtype(self) -> str:

@@ -157,8 +157,8 @@ def check_hardware(hw: HardwareProfile, dtype: str, gpus: int) -> None:
     """What the profile cannot run: tensor parallelism without an interconnect between its
     devices, or on a GPU a weight dtype its datasheet lists no peak for (V100 has no bf16/fp8)."""
     if gpus > 1 and hw.interconnect is None:
-        raise KvsimError(f"{hw.name} has no interconnect between devices in its profile; "
-                         f"--gpus {gpus} needs one (use --gpus 1)")
+        raise KvsimError(f"{hw.name} has no interconnect between devices in its profile, so --gpus must be 1 "
+                         f"(got {gpus})")
     if hw.kind == "gpu" and dtype not in hw.compute.peak_flops:
         raise KvsimError(f"{hw.name} lists no {dtype} peak FLOP/s (it has "
                          f"{', '.join(sorted(hw.compute.peak_flops))}); choose another --dtype")
@@ -175,10 +175,10 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     if not isinstance(gpus, (int, np.integer)) or gpus < 1:
         raise KvsimError(f"gpus must be a positive whole number, got {gpus!r}")
     dtype = dtype or hw.preferred_dtype
-    check_hardware(hw, dtype, gpus)
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)
     offload = check_fraction(method, offload)
+    check_hardware(hw, dtype, gpus)
     cost = step_cost(method, model, hw, wl, gpus, offload=offload)
     generation = _generation(method, model, hw, wl, gpus, offload) if gen > 0 else None
     return Prediction(hw, model, method, wl, cost, step_time(cost, hw), generation, gpus, offload)

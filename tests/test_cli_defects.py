@@ -127,7 +127,7 @@ def test_tile_padding_only_for_tensor_core_gemms_of_several_rows():
 
 # 5: no interconnect; 14: V100 dtypes
 def test_no_interconnect_under_several_gpus_is_refused():
-    refused("predict", "--hw", "epyc", "--seq", "4k", "--gpus", "2", words="no interconnect")
+    refused("predict", "--hw", "epyc", "--seq", "4k", "--gpus", "2", words="--gpus must be 1")
     status, out, err = run("plan", "--hw", "epyc", "--gpus", "2", "--seq", "4k", "--format", "json")
     assert status == 1 and all(not o["meets_slo"] and not o["fits"] for o in json.loads(out))
 
