@@ -26,7 +26,7 @@ def register(sub) -> None:
                         help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
     add_model_args(parser)
     add_format_arg(parser)
-    parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context (PNG; .pdf, .svg by suffix)")
+    parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context, PNG")
     parser.set_defaults(run=run)
 
 
@@ -54,7 +54,7 @@ def run(args) -> int:
     else:
         print(prediction_text(pred))
     message = pred.fit_message()
-    if message:  # the prediction is the answer, and the answer is "does not fit"
+    if message:  # the prediction is the answer; the exit status says it does not fit
         print(message, file=sys.stderr)
         return NO_FIT
     return ANSWER
