@@ -1,13 +1,17 @@
 """The ``kvsim`` command: a thin layer over the library. Each command lives in
-``kvsim/commands/<name>.py`` with ``register(subparsers)``; a person's mistake is one line on
-stderr and exit status 2."""
+``kvsim/commands/<name>.py`` with ``register(subparsers)``.
+
+Exit status, for every command (as grep's): 0 an answer; 1 the answer is "no" (the
+configuration does not fit, no option fits or meets the objective); 2 a mistake in the input
+(unknown name, malformed size or file, a file that cannot be written), printed as one line on
+stderr."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-from .errors import KvsimError
+from .errors import DoesNotFit, KvsimError
 
 # Each module registers its own subcommands; keep heavy imports (matplotlib, scipy, torch)
 # inside the run functions so `kvsim predict` starts fast.
@@ -27,12 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args) or 0
+    except DoesNotFit as exc:  # an answer: "no"
+        print(_one_line(exc), file=sys.stderr)
+        return 1
     except KvsimError as exc:
-        print(f"kvsim: error: {exc}", file=sys.stderr)
+        print(f"kvsim: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

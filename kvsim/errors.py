@@ -3,3 +3,7 @@
 
 class KvsimError(Exception):
     """Bad input: unknown name, malformed size, broken file, out-of-range parameter."""
+
+
+class DoesNotFit(KvsimError):
+    """The answer is "no": the configuration does not fit (the CLI prints it and exits 1)."""

@@ -23,7 +23,7 @@ class _Frozen(BaseModel):
 
 
 class Sourced(_Frozen):
-    value: float = Field(ge=0)
+    value: float = Field(ge=0, allow_inf_nan=False)
     source: str = Field(min_length=3)
 
 
@@ -37,6 +37,8 @@ class Curve(_Frozen):
     @classmethod
     def _sorted_positive(cls, points):
         sizes = [size for size, _ in points]
+        if not np.all(np.isfinite(np.asarray(points, dtype=float))):
+            raise ValueError("sizes and efficiencies must be finite numbers")
         if any(size <= 0 for size in sizes) or sizes != sorted(sizes):
             raise ValueError("sizes must be positive and increasing")
         if any(not 0 < eff <= 1 for _, eff in points):
@@ -171,6 +173,15 @@ class Calibration(_Frozen):
     held_out: str = ""
 
 
+# per part of a profile: the fields kvsim divides by (the peaks of compute.peak_flops too)
+RATES = {"compute": ("tile_rows",),
+         "memory": ("capacity_bytes", "bandwidth_Bps", "gather_efficiency", "reread_Bps"),
+         "host_link": ("h2d_Bps", "d2h_Bps", "efficiency"),
+         "interconnect": ("bandwidth_Bps", "efficiency"),
+         "host": ("memory_bytes", "bandwidth_Bps"),
+         "topk": ("throughput_Bps", "single_block.concurrent_rows")}
+
+
 class HardwareProfile(_Frozen):
     name: str
     aliases: list[str] = []
@@ -186,6 +197,23 @@ class HardwareProfile(_Frozen):
     host: Optional[Host] = None
     topk: Optional[LibraryCall] = None  # torch.topk's radix selects, where measured
     calibration: Optional[Calibration] = None
+
+    @field_validator("compute", "memory", "host_link", "interconnect", "host", "topk")
+    @classmethod
+    def _rates_positive(cls, part, info):
+        """Rates and capacities kvsim divides by: zero would make every prediction NaN or inf."""
+        if part is None:
+            return part
+        rates = dict(part.peak_flops) if info.field_name == "compute" else {}
+        for path in RATES.get(info.field_name, ()):
+            value = part
+            for name in path.split("."):
+                value = getattr(value, name, None) if value is not None else None
+            rates[path] = value
+        for path, value in rates.items():
+            if value is not None and not value.value > 0:
+                raise ValueError(f"{path} must be greater than 0, got {value.value:g}")
+        return part
 
     @property
     def preferred_dtype(self) -> str:
@@ -237,6 +265,8 @@ def load_profile(name: str) -> HardwareProfile:
     if isinstance(name, HardwareProfile):
         return name
     if name.endswith((".yaml", ".yml")) or os.sep in name:
+        if Path(name).exists() and not Path(name).is_file():
+            raise KvsimError(f"hardware profile {name} is not a regular file")
         if not Path(name).is_file():
             raise KvsimError(f"hardware profile file {name} does not exist")
         return load_file(str(Path(name)))

@@ -16,7 +16,8 @@ KIND_LABELS = {"attention": "attention over the cache", "linear": "weights (proj
                "transfer": "host transfers", "comm": "tensor-parallel collectives", "recompute": "recompute"}
 KIND_MARKERS = {"attention": "o", "linear": "s", "elementwise": "^", "cache": "v", "transfer": "D",
                 "comm": "P", "recompute": "X"}
-GIB = 2.0 ** 30
+GB = 1e9  # SI, as every byte count kvsim prints
+CAPACITY_STYLE = dict(color="black", lw=3, alpha=0.3, linestyle="-")
 
 
 def _pyplot():
@@ -132,7 +133,7 @@ def line_axes(ax, series, ylabel: str, title: str, capacity=None, legend: bool =
     if any(not np.all(entry[3]) for entry in series):
         ax.scatter([], [], marker="x", color="grey", label="does not fit")
     if capacity:
-        ax.axhline(capacity[1], color="black", linestyle="--", lw=1, label=capacity[0])
+        ax.axhline(capacity[1], **CAPACITY_STYLE, label=capacity[0])
     _context_axis(ax, [x for s in series for x in s[1]])
     ax.set(ylabel=ylabel, title=title)
     ax.set_ylim(bottom=0)
@@ -158,9 +159,9 @@ def predict_figure(preds, path, seqs=None) -> None:
     curves = [(p.method.name, c) for p in preds if (c := context_curves(p, seqs)) is not None]
     line_axes(axes[1, 0], _curve_series(curves, colors, seqs, "latency_s", 1e-3),
               "time per decode step (ms)", "latency against context")
-    line_axes(axes[1, 1], _curve_series(curves, colors, seqs, "peak_gpu_bytes", GIB),
-              "GPU memory per GPU (GiB)", "memory against context",
-              capacity=(f"{first.hw.name} capacity", first.gpu_capacity_bytes / GIB))
+    line_axes(axes[1, 1], _curve_series(curves, colors, seqs, "peak_gpu_bytes", GB),
+              "GPU memory per GPU (GB)", "memory against context",
+              capacity=(f"{first.hw.name} capacity", first.gpu_capacity_bytes / GB))
     for ax in axes[1]:
         ax.axvline(seq, color="grey", linestyle=":", lw=1)
     gpus = f" x{first.gpus}" if first.gpus > 1 else ""
@@ -170,63 +171,88 @@ def predict_figure(preds, path, seqs=None) -> None:
 
 
 MAX_PANELS = 6
+BATCH_STYLES = ("-", "--", ":", "-.")
 
 
 def _sweep_series(records, colors, styles) -> list[tuple]:
-    """(label, contexts, latency ms, memory GiB, fits, colour, style) per method × batch."""
+    """(label, contexts, latency ms, memory GB, fits, colour, style) per method × batch."""
     lines = defaultdict(list)
     for r in records:
-        lines[(r["method"], r["batch"])].append((r["seq"], r["latency_s"] * 1e3, r["memory_bytes"] / GIB, r["fits"]))
+        lines[(r["method"], r["batch"])].append((r["seq"], r["latency_s"] * 1e3, r["memory_bytes"] / GB, r["fits"]))
     return [(f"{m}, batch {b}", *map(np.asarray, zip(*sorted(points))), colors[m], styles[b])
             for (m, b), points in lines.items()]
 
 
-def sweep_figure(records, path) -> None:
-    """kvsim sweep --plot: per hardware × GPU count (columns, up to six), latency (top) and memory
-    (bottom) against context; colour = method, line style = batch, crosses = does not fit."""
+def _sweep_legend(fig, colors, styles, any_miss: bool) -> None:
+    """One legend for every panel, right of them: colour = method, line style = batch."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=2, label=m) for m, c in colors.items()]
+    handles += [Line2D([], [], color="black", linestyle=st, label=f"batch {b}") for b, st in styles.items()]
+    handles.append(Line2D([], [], **CAPACITY_STYLE, label="GPU capacity"))
+    if any_miss:
+        handles.append(Line2D([], [], color="grey", marker="x", linestyle="", label="does not fit"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+
+
+def sweep_figure(records, path, title: str = "") -> None:
+    """kvsim sweep --plot: small multiples, one column per hardware × GPU count (up to six),
+    latency (top) and memory per GPU (bottom) against context; colour = method, line style =
+    batch, crosses = does not fit; one legend beside the panels, the model in the title."""
     plt = _pyplot()
     panels = defaultdict(list)
     for record in records:
         panels[(record["hw"], record["gpus"])].append(record)
     keys = list(panels)[:MAX_PANELS]
     colors = _colors(r["method"] for r in records)
-    styles = dict(zip(sorted({r["batch"] for r in records}), ["-", "--", ":", "-."] * 8))
-    fig, axes = plt.subplots(2, len(keys), figsize=(5.5 * len(keys), 8.5), squeeze=False)
+    styles = dict(zip(sorted({r["batch"] for r in records}), BATCH_STYLES * 8))
+    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys) + 2.2, 7.5), squeeze=False,
+                             sharex="col", layout="constrained")
     for column, (hw, gpus) in enumerate(keys):
         series = _sweep_series(panels[(hw, gpus)], colors, styles)
         name = f"{hw} x{gpus}" if gpus > 1 else hw
         line_axes(axes[0, column], [(lab, s, lat, fit, c, st) for lab, s, lat, _, fit, c, st in series],
-                  "time per decode step (ms)", f"latency: {name}", legend=column == 0)
+                  "time per decode step (ms)" if column == 0 else "", name, legend=False)
         line_axes(axes[1, column], [(lab, s, mem, fit, c, st) for lab, s, _, mem, fit, c, st in series],
-                  "GPU memory per GPU (GiB)", f"memory: {name}", legend=column == 0,
-                  capacity=("capacity", panels[(hw, gpus)][0]["gpu_capacity_bytes"] / GIB))
-    if len(panels) > MAX_PANELS:
-        fig.text(0.01, 0.005, f"first {MAX_PANELS} of {len(panels)} hardware × GPU combinations shown", fontsize=8)
-    _save(fig, path)
+                  "GPU memory per GPU (GB)" if column == 0 else "", "", legend=False,
+                  capacity=("capacity", panels[(hw, gpus)][0]["gpu_capacity_bytes"] / GB))
+        axes[0, column].set_xlabel("")
+    _sweep_legend(fig, colors, {b: st for b, st in styles.items() if len(styles) > 1},
+                  not all(r["fits"] for r in records))
+    shown = "" if len(panels) <= MAX_PANELS else f" (first {MAX_PANELS} of {len(panels)} hardware × GPU counts)"
+    fig.suptitle(f"{title or records[0]['model']}: decode step time and GPU memory against context{shown}")
+    write_whole_bytes(path, fig)
+    plt.close(fig)
+
+
+METHOD_MARKERS = "osD^vP*Xph<>"
 
 
 def plan_axes(ax, options, tpot_ms=None, title: str = "", labelled: int = 5) -> None:
     """$ per million output tokens against time per output token for every priced option that
-    fits; colour = hardware, marker = GPU count; the objective as a line and the ``labelled``
-    cheapest options that meet it named. ``options`` in plan's ranked order."""
+    fits; colour = hardware, marker = method, the GPU count written beside each point; the
+    objective as a line and the ``labelled`` cheapest options that meet it named in full.
+    ``options`` in plan's ranked order."""
     shown = [o for o in options if o.fits and o.usd_per_mtok]
     if not shown:
         raise KvsimError("nothing to plot: no option both fits and has a price")
-    colors, markers = _colors(o.hw for o in shown), dict(zip((1, 2, 4, 8, 16), "os^Dv"))
+    colors = _colors(o.hw for o in shown)
+    markers = {m: METHOD_MARKERS[i % len(METHOD_MARKERS)] for i, m in enumerate(dict.fromkeys(o.method for o in shown))}
     for o in shown:
-        ax.scatter(o.tpot_s * 1e3, o.usd_per_mtok, color=colors[o.hw], marker=markers.get(o.gpus, "P"),
-                   s=30, alpha=0.75)
+        ax.scatter(o.tpot_s * 1e3, o.usd_per_mtok, color=colors[o.hw], marker=markers[o.method], s=34, alpha=0.8)
+        ax.annotate(f"x{o.gpus}", (o.tpot_s * 1e3, o.usd_per_mtok), xytext=(3, 2), textcoords="offset points",
+                    fontsize=5.5, color=colors[o.hw])
     for hw, color in colors.items():
-        ax.scatter([], [], color=color, label=hw)
-    for gpus in sorted({o.gpus for o in shown}):
-        ax.scatter([], [], color="grey", marker=markers.get(gpus, "P"), label=f"{gpus} GPU{'s' if gpus > 1 else ''}")
+        ax.plot([], [], color=color, lw=6, label=hw)
+    for method, marker in markers.items():
+        ax.scatter([], [], color="grey", marker=marker, label=method)
     if tpot_ms:
         ax.axvline(tpot_ms, color="black", linestyle="--", lw=1, label=f"objective {tpot_ms:g} ms")
-    ax.set(xscale="log", yscale="log", xlabel="time per output token (ms)",
+    ax.set(xscale="log", yscale="log", xlabel="time per output token (ms); xN beside a point: N GPUs",
            ylabel="$ per million output tokens", title=f"cost against latency{': ' + title if title else ''}")
     _label_cheapest(ax, [o for o in shown if o.meets_slo][:labelled])
     _plain_log_ticks(ax)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _label_cheapest(ax, picked) -> None:
@@ -256,7 +282,7 @@ def _plain_log_ticks(ax) -> None:
 
 def plan_figure(options, tpot_ms, path, title: str = "") -> None:
     """kvsim plan --plot: ``plan_axes`` on its own figure, written to ``path``."""
-    fig, ax = _pyplot().subplots(figsize=(9, 6.5))
+    fig, ax = _pyplot().subplots(figsize=(11, 6.5))
     try:
         plan_axes(ax, options, tpot_ms, title)
     except KvsimError:

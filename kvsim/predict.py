@@ -193,6 +193,17 @@ def generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Work
                       peak_host_bytes=final.host_resident_bytes, prefill=prefill)
 
 
+def check_hardware(hw: HardwareProfile, dtype: str, gpus: int) -> None:
+    """What the profile cannot run: tensor parallelism without an interconnect between its
+    devices, or on a GPU a weight dtype its datasheet lists no peak for (V100 has no bf16/fp8)."""
+    if gpus > 1 and hw.interconnect is None:
+        raise KvsimError(f"{hw.name} has no interconnect between devices in its profile, so --gpus must be 1 "
+                         f"(got {gpus})")
+    if hw.kind == "gpu" and dtype not in hw.compute.peak_flops:
+        raise KvsimError(f"{hw.name} lists no {dtype} peak FLOP/s (it has "
+                         f"{', '.join(sorted(hw.compute.peak_flops))}); choose another --dtype")
+
+
 def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int = 0,
             dtype: str | None = None, kv_dtype: str | None = None, gpus: int = 1,
             offload: float = 0.0, engine: str = "graphs", **params) -> Prediction:
@@ -209,6 +220,7 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)
     offload = check_fraction(method, offload)
+    check_hardware(hw, dtype, gpus)
     cost = step_cost(method, model, hw, wl, gpus, offload=offload)
     request = generation(method, model, hw, wl, gpus, offload, engine=engine) if gen > 0 else None
     timing = step_time(cost, hw, engine, model.n_layers)

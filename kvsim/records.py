@@ -11,18 +11,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
+import math
 from pathlib import Path
 
 import numpy as np
 
+from . import outfile
 from .errors import KvsimError
 
 CONFIG_KEYS = ("hw", "model", "method", "params", "batch", "seq", "gen", "dtype", "kv_dtype")
 CSV_COLUMNS = CONFIG_KEYS + (
     "gpus", "offload", "latency_s", "tokens_per_s", "flops", "hbm_bytes", "pcie_bytes", "memory_bytes",
-    "host_memory_bytes", "kv_bytes", "gpu_capacity_bytes", "fits", "attention_latency_s",
+    "host_memory_bytes", "kv_bytes", "gpu_capacity_bytes", "fits", "beyond_trained_context", "attention_latency_s",
     "attention_hbm_bytes", "attention_flops", "ttft_s", "total_s", "gen_tokens_per_s")
 
 
@@ -64,6 +64,8 @@ def _record(pred, index, breakdown) -> dict:
         "memory_bytes": at(pred.memory_bytes), "host_memory_bytes": at(pred.host_memory_bytes),
         "kv_bytes": at(pred.kv_bytes), "gpu_capacity_bytes": pred.gpu_capacity_bytes,
         "fits": bool(at(pred.fits)),
+        "trained_context": pred.model.max_context,
+        "beyond_trained_context": bool(at(pred.workload.seq) > pred.model.max_context),
         "attention": {key: at(value) for key, value in attn.items()},
     }
     if pred.generation is not None:
@@ -102,68 +104,96 @@ def to_csv(records: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _umask_mode() -> int:
-    """The mode a plain open() would give a new file (mkstemp makes it owner-only)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def write_whole(path: str | Path, text: str, option: str = "--out") -> None:
+    """Write a file whole or not at all (kvsim.outfile)."""
+    outfile.write_text(path, text, option)
 
 
-def write_whole(path: str | Path, text: str) -> None:
-    """Write a file whole or not at all: a temporary file beside it, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(temp, _umask_mode())
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def append_jsonl(path: str | Path, records: list[dict]) -> None:
-    """Append records as JSON lines with one write, so a crash leaves no half-written line."""
-    payload = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def append_jsonl(path: str | Path, records: list[dict], option: str = "--out") -> None:
+    """Append records as JSON lines; the file is replaced whole, so a crash leaves no half line."""
+    outfile.append_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), option)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    records = []
+    """The JSON objects of a JSON-lines file; anything else is one line naming the file and line."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise KvsimError(f"records file {path} is not a regular file")
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError:
-        raise KvsimError(f"cannot read records file {path}") from None
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise KvsimError(f"records file {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise KvsimError(f"cannot read records file {path} ({exc.strerror})") from None
+    records = []
     for number, line in enumerate(lines, 1):
         if line.strip():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 raise KvsimError(f"{path}:{number}: not a JSON record") from None
+            if not isinstance(record, dict):
+                raise KvsimError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
     return records
 
 
-def write_whole_bytes(path: str | Path, figure) -> None:
+def write_whole_bytes(path: str | Path, figure, option: str = "--plot") -> None:
     """Save a matplotlib figure whole or not at all (PNG unless the suffix says otherwise)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".png")
-    os.close(handle)
-    os.chmod(temp, _umask_mode())
-    try:
-        figure.savefig(temp, dpi=120)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    outfile.write_figure(path, figure, option)
+
+
+def _number(value, positive: bool) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (value > 0 if positive else value >= 0)
+
+
+def _whole(value) -> bool:
+    return _number(value, True) and float(value) == int(value)
+
+
+# field -> (test, what it must be); None is allowed for every field but the configuration's
+MEASURED_FIELDS = {
+    "latency_s": (lambda v: _number(v, True), "a positive number of seconds"),
+    "hbm_bytes": (lambda v: _number(v, False), "a number of bytes >= 0"),
+    "pcie_bytes": (lambda v: _number(v, False), "a number of bytes >= 0"),
+    "n_layers": (_whole, "a positive whole number"),
+    "offload": (lambda v: _number(v, False) and v <= 1, "a fraction in [0, 1]"),
+    "params": (lambda v: isinstance(v, dict), "an object of method parameters"),
+    "attention": (lambda v: isinstance(v, dict) and (v.get("latency_s") is None or _number(v["latency_s"], True)),
+                  "an object whose latency_s is a positive number"),
+    "timed_contexts": (lambda v: isinstance(v, dict) and all(_whole(x) for x in v.values()),
+                       "an object of positive whole contexts"),
+    "contexts": (lambda v: isinstance(v, list) and len(v) == 2 and all(_whole(x) for x in v) and v[0] <= v[1],
+                 "[first, last] positive whole contexts"),
+    "dtype": (lambda v: isinstance(v, str), "a dtype name"),
+    "kv_dtype": (lambda v: isinstance(v, str), "a dtype name"),
+    "fits": (lambda v: isinstance(v, bool), "true or false"),
+}
+REQUIRED_FIELDS = {"hw": (lambda v: isinstance(v, str) and bool(v), "a profile name"),
+                   "model": (lambda v: isinstance(v, str) and bool(v), "a model name"),
+                   "method": (lambda v: isinstance(v, str) and bool(v), "a method name"),
+                   "seq": (_whole, "a positive whole number of tokens"),
+                   "batch": (_whole, "a positive whole number")}
+
+
+def check_measured(record: dict, where: str) -> None:
+    """A measured record's fields are what validate and calibrate compute with: a NaN, negative
+    or string latency is a broken file, named with its line and field, never counted."""
+    for name, (test, what) in REQUIRED_FIELDS.items():
+        if not test(record.get(name)):
+            raise KvsimError(f"{where}: field '{name}' must be {what}, got {record.get(name)!r:.60}")
+    for name, (test, what) in MEASURED_FIELDS.items():
+        if record.get(name) is not None and not test(record[name]):
+            raise KvsimError(f"{where}: field '{name}' must be {what}, got {record[name]!r:.60}")
+
+
+def measured_records(paths) -> list[dict]:
+    """The measured records (``source: "measured"``) of JSON-lines files, each checked."""
+    records = []
+    for path in paths:
+        for number, record in enumerate(read_jsonl(path), 1):
+            if record.get("source") == "measured":
+                check_measured(record, f"{path}: record {number}")
+                records.append(record)
+    return records

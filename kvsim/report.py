@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .units import format_bytes, format_count, format_seconds, format_tokens
+from .units import format_bytes, format_count, format_ratio, format_seconds, format_tokens
+
+UNITS_NOTE = "bytes in SI units (1 GB = 10^9 bytes)"
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -18,11 +20,11 @@ def prediction_text(pred, top: int = 8, quality=None) -> str:
     latency = float(rec.latency_s)
     params = pred.method.model_dump(exclude_none=True)
     param_text = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-    gpus = f" x{pred.gpus}" if pred.gpus > 1 else ""
+    gpus = f" x{pred.gpus} (FLOPs, bytes and memory per GPU)" if pred.gpus > 1 else ""
     lines = [
         f"{pred.method.name} ({param_text}) on {pred.hw.name}{gpus}: {pred.model.name}, "
         f"batch {int(wl.batch)}, context {format_tokens(int(wl.seq))}, "
-        f"weights {wl.dtype}, KV {wl.kv_dtype}, engine {pred.engine}",
+        f"weights {wl.dtype}, KV {wl.kv_dtype}, engine {pred.engine}; {UNITS_NOTE}",
         "",
         f"  latency per step   {format_seconds(latency)}   ({float(pred.tokens_per_s):.1f} tokens/s)",
         f"  FLOPs per step     {format_count(pred.flops, 'FLOP')}",
@@ -45,8 +47,8 @@ def prediction_text(pred, top: int = 8, quality=None) -> str:
                   f"{float(gen.tokens_per_s):.1f} tokens/s"]
     if quality is not None:
         lines.append(f"  quality            {quality.line()}")
-    if int(wl.seq) > pred.model.max_context:
-        lines.append(f"  note: {pred.model.name} was trained for {format_tokens(pred.model.max_context)} tokens")
+    if _trained_note(pred):
+        lines.append(f"  {_trained_note(pred)}")
     return "\n".join(lines) + "\n\n" + breakdown_text(pred, top)
 
 
@@ -68,21 +70,30 @@ def comparison_text(preds: list, quality: list | None = None) -> str:
     for p in sorted(preds, key=lambda p: float(p.latency_s)):
         attn = p.attention()
         rows.append([p.method.name, format_seconds(float(p.latency_s)),
-                     f"{float(dense.latency_s) / float(p.latency_s):.2f}x",
+                     format_ratio(float(dense.latency_s) / float(p.latency_s)),
                      format_count(attn["hbm_bytes"], "B"), format_count(p.hbm_bytes, "B"),
                      format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"]
                     + ([found[id(p)].cell()] if quality else []))
     first = preds[0]
-    head = (f"{first.hw.name}: {first.model.name}, batch {int(first.workload.batch)}, "
-            f"context {format_tokens(int(first.workload.seq))}, engine {first.engine}\n\n")
+    gpus = f" x{first.gpus} (bytes per GPU)" if first.gpus > 1 else ""
+    head = (f"{first.hw.name}{gpus}: {first.model.name}, batch {int(first.workload.batch)}, "
+            f"context {format_tokens(int(first.workload.seq))}, engine {first.engine}; {UNITS_NOTE}\n\n")
     header = ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"]
     text = head + table(rows, header + ([f"quality ({quality[0].benchmark})"] if quality else []))
-    return text + (QUALITY_NOTE if quality else "")
+    note = _trained_note(first)
+    return text + (QUALITY_NOTE if quality else "") + (f"\n{note}" if note else "")
 
 
 QUALITY_NOTE = ("\nquality: published score relative to dense on that benchmark for this model, context and "
                 "budget (kvsim/data/quality.yaml); 'exact': the whole context is kept; 'unknown': no "
                 "close published setting (--method NAME shows the nearest)")
+
+
+def _trained_note(pred) -> str:
+    if int(np.max(pred.workload.seq)) <= pred.model.max_context:
+        return ""
+    return (f"note: {pred.model.name} was trained for {format_tokens(pred.model.max_context)} tokens; "
+            f"context {format_tokens(int(np.max(pred.workload.seq)))} is beyond it")
 
 
 def as_float(value) -> float:

@@ -64,13 +64,25 @@ def _compute_time(op: Op, hw: HardwareProfile):
     return flops / (hw.compute.peak(op.dtype) * eff)
 
 
+SIMT_DTYPES = ("fp32", "fp64")  # no tensor-core tiles: cuBLAS runs these on the CUDA cores
+
+
 def _tile_padding(op: Op, hw: HardwareProfile):
-    """A matrix product's rows (tokens) run in whole tiles: ⌈M/tile⌉·tile / M times its FLOPs."""
+    """A tensor-core matrix product's rows (tokens) run in whole tiles: ⌈M/tile⌉·tile / M times
+    its FLOPs. A single row is a matrix-vector product (cuBLAS runs a GEMV kernel, no tiles), and
+    fp32/fp64 products run without tensor cores: neither is padded."""
     rows = np.asarray(op.gemm_rows, dtype=float)
-    if hw.compute.tile_rows is None or not np.any(rows > 0):
+    if hw.compute.tile_rows is None or op.dtype in SIMT_DTYPES or not np.any(rows > 1):
         return 1.0
     tile = hw.compute.tile_rows.value
-    return np.where(rows > 0, np.ceil(np.maximum(rows, 1.0) / tile) * tile / np.maximum(rows, 1.0), 1.0)
+    return np.where(rows > 1, np.ceil(rows / tile) * tile / np.maximum(rows, 1.0), 1.0)
+
+
+def _over(amount, rate):
+    """amount / rate, and 0 where nothing moves (never 0/0 when a rate is 0)."""
+    amount = np.asarray(amount, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(amount > 0, amount / rate, 0.0)
 
 
 def _memory_time(op: Op, hw: HardwareProfile):
@@ -78,7 +90,7 @@ def _memory_time(op: Op, hw: HardwareProfile):
     eff = hw.memory.efficiency.at(_per_kernel(moved, op.launches))
     if op.access == "gather" and hw.memory.gather_efficiency is not None:
         eff = eff * hw.memory.gather_efficiency.value  # rows scattered through the cache
-    hbm = moved / (hw.memory.bandwidth_Bps.value * eff)
+    hbm = _over(moved, hw.memory.bandwidth_Bps.value * eff)
     loaded = np.asarray(op.loaded_bytes, dtype=float)
     if hw.memory.reread_Bps is None or not np.any(loaded > 0):
         return hbm
@@ -88,10 +100,10 @@ def _memory_time(op: Op, hw: HardwareProfile):
 def _link_time(op: Op, hw: HardwareProfile):
     h2d, d2h = np.asarray(op.h2d, dtype=float), np.asarray(op.d2h, dtype=float)
     if hw.host_link is None:  # a CPU: "transfers" are copies within DRAM
-        return (h2d + d2h) * 2 / hw.memory.bandwidth_Bps.value
+        return _over((h2d + d2h) * 2, hw.memory.bandwidth_Bps.value)
     eff = hw.host_link.efficiency.value
     # full duplex: the two directions proceed together
-    return np.maximum(h2d / (hw.host_link.h2d_Bps.value * eff), d2h / (hw.host_link.d2h_Bps.value * eff))
+    return np.maximum(_over(h2d, hw.host_link.h2d_Bps.value * eff), _over(d2h, hw.host_link.d2h_Bps.value * eff))
 
 
 def _interconnect_time(op: Op, hw: HardwareProfile):

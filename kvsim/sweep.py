@@ -98,11 +98,26 @@ def sweep(hws, methods, seqs, batches=(1,), gpus=(1,), model=DEFAULT_MODEL, gen:
     result = SweepResult()
     with Progress(len(combos), "sweep", enabled=progress) as bar:
         for hw, count, method in combos:
+            kw = dict(model=model, gen=gen, dtype=dtype, kv_dtype=kv_dtype, gpus=count, engine=engine,
+                      **method_params(method, params))
             try:
-                pred = predict(hw, method, seq=seq, batch=batch, model=model, gen=gen, dtype=dtype,
-                               kv_dtype=kv_dtype, gpus=count, engine=engine, **method_params(method, params))
+                pred = predict(hw, method, seq=seq, batch=batch, **kw)
                 result.records += prediction_records(pred, breakdown=False)
             except KvsimError as exc:
-                result.skipped.append(f"{method} on {hw.name} x{count}: {exc}")
+                _by_context(result, hw, method, count, seq, batch, kw, exc)
             bar.step()
     return result
+
+
+def _by_context(result: SweepResult, hw, method, count, seq, batch, kw, error) -> None:
+    """A combination the whole grid refused, context by context: a parameter that suits only
+    some contexts (SparQ's k above the shortest) drops those contexts, not the method."""
+    if seq.size == 1:
+        result.skipped.append(f"{method} on {hw.name} x{count}: {error}")
+        return
+    for context in seq[:, 0]:
+        try:
+            pred = predict(hw, method, seq=np.asarray([[context]]), batch=batch, **kw)
+            result.records += prediction_records(pred, breakdown=False)
+        except KvsimError as exc:
+            result.skipped.append(f"{method} on {hw.name} x{count} at context {int(context)}: {exc}")

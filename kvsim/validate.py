@@ -138,8 +138,12 @@ def compare(records: list[dict], hw=None, skipped: list | None = None, engine: s
             skipped.append((record, str(exc)))
             continue
         rows.append(Comparison(record, predicted, measured_values(record, engine)))
+    if not rows and skipped:
+        record, why = skipped[0]
+        raise KvsimError(f"none of the {len(skipped)} measured records could be predicted; the first "
+                         f"({record.get('method')} S={record.get('seq')} B={record.get('batch')}): {why}")
     if not rows:
-        raise KvsimError("no measured records (source: measured) in the given files")
+        raise KvsimError("no measured record that ran (latency_s set, fits not false) in the given files")
     return rows
 
 
@@ -167,27 +171,36 @@ def summarize(rows: list[Comparison]) -> dict:
 
 
 def plot(rows: list[Comparison], path: str) -> None:
-    """Predicted against measured step latency on log axes, one colour per method."""
+    """Predicted against measured step latency on log axes: one colour per method, its offloaded
+    runs (KV partly in host memory, a different question) as hollow markers of their own."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+    from .plots import _pyplot
     from .records import write_whole_bytes
 
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    for method in sorted({r.record["method"] for r in rows}):
-        picked = [r for r in rows if r.record["method"] == method]
-        ax.scatter([r.measured["latency"] * 1e3 for r in picked],
-                   [r.predicted["latency"] * 1e3 for r in picked], label=method, s=22)
+    plt = _pyplot()  # Agg, unless pyplot is already in use (a notebook keeps its own)
+
+    fig, ax = plt.subplots(figsize=(8.4, 5.6))
+    methods = sorted({r.record["method"] for r in rows})
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for name in sorted({group(r.record) for r in rows}):
+        picked = [r for r in rows if group(r.record) == name]
+        color = cycle[methods.index(picked[0].record["method"]) % len(cycle)]
+        offloaded = name != picked[0].record["method"]
+        ax.scatter([r.measured["latency"] * 1e3 for r in picked], [r.predicted["latency"] * 1e3 for r in picked],
+                   label=name, s=30 if offloaded else 22, marker="D" if offloaded else "o",
+                   facecolors="none" if offloaded else color, edgecolors=color)
     values = [v * 1e3 for r in rows for v in (r.measured["latency"], r.predicted["latency"])]
     low, high = min(values) / 1.5, max(values) * 1.5
     ax.plot([low, high], [low, high], color="grey", lw=1, label="exact")
     ax.fill_between([low, high], [low * 0.9, high * 0.9], [low * 1.1, high * 1.1], color="grey",
                     alpha=0.15, label="±10%")
+    devices = ", ".join(sorted({str(r.record.get("hw", "")) for r in rows}))
     ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high),
            xlabel="measured step latency (ms)", ylabel="predicted step latency (ms)",
-           title=f"kvsim prediction vs measurement ({rows[0].record.get('hw', '')})")
-    ax.legend(fontsize=8)
+           title=f"kvsim prediction vs measurement ({devices})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="hollow: KV partly offloaded", title_fontsize=7)
     fig.tight_layout()
     write_whole_bytes(path, fig)
     plt.close(fig)

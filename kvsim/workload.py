@@ -9,7 +9,7 @@ from .errors import KvsimError
 
 # bytes per element
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
-KV_DTYPES = ("bf16", "fp16", "fp8", "int8")
+KV_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 
 

@@ -14,10 +14,17 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def read_mapping(path: Path, what: str = "file") -> dict:
     """The top-level mapping of a YAML file."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise KvsimError(f"{what} {path} is not a regular file")
     try:
-        data = yaml.load(Path(path).read_text(), Loader=_Loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except OSError as exc:
         raise KvsimError(f"cannot read {what} {path} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise KvsimError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise KvsimError(f"{path}: nested too deeply to be a {what}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -1,4 +1,5 @@
-"""The command line as a person uses it: output, JSON schema, and one-line errors (exit 2)."""
+"""The command line as a person uses it: output, JSON schema, does-not-fit (exit 1) and one-line
+errors (exit 2)."""
 import json
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def test_catalog_commands():
 
 def test_does_not_fit_is_an_answer():
     out = kvsim("predict", "--hw", "rtx3090", "--seq", "128k", "--batch", "4")
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert "DOES NOT FIT" in out.stdout
     assert out.stderr.strip().startswith("does not fit: needs") and len(out.stderr.strip().splitlines()) == 1
 
@@ -63,8 +64,8 @@ def test_does_not_fit_is_an_answer():
     (["predict", "--hw", "h100", "--seq", "4k", "--model", "gpt9"], "unknown model 'gpt9'"),
     (["predict", "--hw", "h100", "--seq", "4k", "--method", "magic"], "unknown method 'magic'"),
     (["predict", "--hw", "h100", "--seq", "12q"], "cannot read '12q'"),
-    (["predict", "--hw", "h100", "--seq", "4k", "--batch", "0"], "positive whole number"),
-    (["predict", "--hw", "h100", "--seq", "-5"], "token count"),
+    (["predict", "--hw", "h100", "--seq", "4k", "--batch", "0"], "argument --batch: a number must be a positive whole number"),
+    (["predict", "--hw", "h100", "--seq", "-5"], "argument --seq: cannot read '-5' as a token count"),
     (["predict", "--hw", "h100", "--seq", "4k", "--param", "x"], "name=value"),
     (["predict", "--hw", "h100", "--seq", "4k", "--param", "x=1"], "unknown parameter 'x'"),
     (["predict", "--hw", "h100"], "--seq"),

@@ -151,7 +151,7 @@ def test_plan_command_json_and_table(tmp_path):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--seq", "32k", "--tpot-ms", "-5"], "--tpot-ms must be a positive"),
+    (["--seq", "32k", "--tpot-ms", "-5"], "argument --tpot-ms: expected a positive number"),
     (["--seq", "32k", "--method", "nope"], "unknown method 'nope'"),
     (["--seq", "32k", "--hw", "nope"], "unknown hardware 'nope'"),
     (["--seq", "32k", "--prices", "/no/such.yaml"], "cannot read price file"),

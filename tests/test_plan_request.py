@@ -112,7 +112,7 @@ def test_plan_command_requests():
     (["--seq", "8k", "--ttft-ms", "100"], "--ttft-ms needs whole requests"),
     (["--prompt", "8k"], "--prompt and --gen go together"),
     (["--seq", "8k", "--prompt", "8k", "--gen", "4"], "give --seq"),
-    (["--prompt", "8k", "--gen", "4", "--ttft-ms", "0"], "--ttft-ms must be a positive"),
+    (["--prompt", "8k", "--gen", "4", "--ttft-ms", "0"], "argument --ttft-ms: expected a positive number"),
 ])
 def test_request_errors_are_one_line(args, words):
     out = kvsim("plan", "--hw", "h100", "--method", "dense", *args)

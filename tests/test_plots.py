@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 
 from kvsim import plots  # noqa: E402
 from kvsim.errors import KvsimError  # noqa: E402
+from kvsim.methods import METHODS  # noqa: E402
 from kvsim.plan import plan  # noqa: E402
 from kvsim.predict import predict  # noqa: E402
 from kvsim.sweep import sweep  # noqa: E402
@@ -101,3 +102,57 @@ def test_matplotlib_is_not_imported_at_start_up():
     code = "import sys, kvsim.cli; kvsim.cli.build_parser(); print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_sweep_figure_for_every_method_on_two_gpus_stays_readable(tmp_path):
+    """Small multiples (a column per hardware), one legend beside them (no legend over the ticks),
+    the model in the title."""
+    result = sweep(["h100", "rtx3090"], list(METHODS), [4096, 32768, 131072], [1, 8], progress=False)
+    path = tmp_path / "sweep.png"
+    captured = {}
+    real_close = plt.close
+    plt.close = lambda fig=None: captured.setdefault("fig", fig)  # keep the figure to inspect it
+    try:
+        plots.sweep_figure(result.records, path, title="llama-3.1-8b")
+    finally:
+        plt.close = real_close
+    fig = captured["fig"]
+    assert _is_png(path) and len(fig.axes) == 4
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert set(METHODS) <= set(labels) and len(labels) <= len(METHODS) + 4  # methods, batches, capacity, misses
+    assert "llama-3.1-8b" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_plan_axes_name_the_method_of_each_point():
+    options = plan("llama-3.1-8b", 32768, ["h100", "l40s"], ["dense", "quest", "streamingllm"], [1, 2], tpot_ms=15)
+    fig, ax = plt.subplots()
+    plots.plan_axes(ax, options, 15)
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    shown = {o.method for o in options if o.fits and o.usd_per_mtok}
+    assert shown <= labels
+    markers = {m: plots.METHOD_MARKERS[i] for i, m in enumerate(dict.fromkeys(
+        o.method for o in options if o.fits and o.usd_per_mtok))}
+    assert len(set(markers.values())) == len(markers)  # one marker per method
+    plt.close(fig)
+
+
+def test_validate_plot_keeps_offloaded_runs_apart(tmp_path):
+    from kvsim.records import measured_records
+    from kvsim.validate import compare, group, plot
+
+    files = [ROOT / "benchmarks" / "results" / "h100-offload.jsonl"]
+    rows = compare(measured_records(files), None, [])
+    groups = {group(r.record) for r in rows}
+    assert any("offload" in g for g in groups)
+    captured = {}
+    real_close = plt.close
+    plt.close = lambda fig=None: captured.setdefault("fig", fig)
+    try:
+        plot(rows, tmp_path / "validate.png")
+    finally:
+        plt.close = real_close
+    labels = {t.get_text() for t in captured["fig"].axes[0].get_legend().get_texts()}
+    assert groups <= labels
+    plt.close(captured["fig"])

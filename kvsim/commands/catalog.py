@@ -33,16 +33,31 @@ def run_hw_list(args) -> int:
     return 0
 
 
+SOURCE_WIDTH = 60  # characters of a source per line; longer ones continue on the next rows
+
+
+def _wrapped(field: str, value: str, source: str) -> list[list[str]]:
+    """One row, its long value or source continued on rows of their own (lines stay < 120 chars)."""
+    import textwrap
+
+    values = textwrap.wrap(value, 28) or [""]
+    sources = textwrap.wrap(source, SOURCE_WIDTH, break_long_words=True) or [""]
+    height = max(len(values), len(sources))
+    values += [""] * (height - len(values))
+    sources += [""] * (height - len(sources))
+    return [[field if i == 0 else "", values[i], sources[i]] for i in range(height)]
+
+
 def _walk(prefix: str, value, rows: list) -> None:
     if isinstance(value, dict) and set(value) == {"value", "source"}:
-        rows.append([prefix, f"{value['value']:.4g}", value["source"]])
+        rows += _wrapped(prefix, f"{value['value']:.4g}", value["source"])
     elif isinstance(value, dict):
         for key, item in value.items():
             _walk(f"{prefix}.{key}" if prefix else key, item, rows)
     elif prefix.endswith("points"):
-        rows.append([prefix, " ".join(f"{s:.0e}:{e:.2f}" for s, e in value), ""])
+        rows += _wrapped(prefix, " ".join(f"{s:.0e}:{e:.2f}" for s, e in value), "")
     else:
-        rows.append([prefix, str(value), ""])
+        rows += _wrapped(prefix, "", str(value)) if len(str(value)) > 28 else [[prefix, str(value), ""]]
 
 
 def run_hw_show(args) -> int:
@@ -53,13 +68,20 @@ def run_hw_show(args) -> int:
         return 0
     rows: list = []
     _walk("", data, rows)
+    print(f"{profile.name}: every number in SI base units (bytes, seconds, FLOP/s), with its source\n")
     print(table(rows, ["field", "value", "source"]))
     return 0
 
 
 def run_models(args) -> int:
-    rows = [[m.name, f"{m.n_params / 1e9:.2f}B", m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim,
-             m.ffn_dim, m.vocab, format_tokens(m.max_context), m.source] for m in PRESETS.values()]
+    import textwrap
+
+    rows = []
+    for m in PRESETS.values():
+        source = textwrap.wrap(m.source, SOURCE_WIDTH, break_long_words=True) or [""]
+        rows.append([m.name, f"{m.n_params / 1e9:.2f}B", m.n_layers, m.n_heads, m.n_kv_heads, m.head_dim,
+                     m.ffn_dim, m.vocab, format_tokens(m.max_context), source[0]])
+        rows += [[""] * 9 + [line] for line in source[1:]]
     print(table(rows, ["model", "params", "layers", "heads", "kv heads", "head dim", "ffn", "vocab", "context", "source"]))
     return 0
 

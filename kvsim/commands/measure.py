@@ -18,11 +18,17 @@ import subprocess
 import sys
 import tempfile
 
+from .. import outfile
 from ..errors import KvsimError
 from ..records import append_jsonl
-from .common import add_model_args, fraction, parse_params, positive_int, tokens
+from ..units import format_bytes
+from .common import ANSWER, NO_FIT, add_model_args, fraction, parse_params, positive_int, tokens
 
 NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum"
+# predicted memory above this multiple of the device's is not run (a configuration near the limit
+# is, and the runtime records whether it fits); kvsim's memory is within a few % of the runtime's
+CLEARLY_TOO_BIG = 1.25
+CPU_SHARE = 0.8  # on the CPU a run past its RAM is killed, not refused: keep a fifth for the system
 DEVICE_PROFILES = [  # (words in torch.cuda.get_device_name, profile)
     (("H100", "PCIe"), "h100-pcie"), (("H100",), "h100-sxm"), (("H200",), "h200-sxm"),
     (("A100", "40GB"), "a100-40gb-sxm"), (("A100",), "a100-80gb-sxm"), (("V100",), "v100-32gb-sxm"),
@@ -34,12 +40,13 @@ def register(sub) -> None:
     parser = sub.add_parser("measure", help="measure one configuration on the reference runtime (GPU)")
     parser.add_argument("--method", default="dense")
     parser.add_argument("--seq", type=tokens, required=True)
-    parser.add_argument("--batch", type=positive_int, default=1)
+    parser.add_argument("--batch", type=positive_int, default=1, help="sequences decoded together: 8, 1k")
     parser.add_argument("--layers", type=positive_int, help="cut the model to N layers (shapes stay real)")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed decode steps (median)")
     parser.add_argument("--warmup", type=positive_int, default=5)
     parser.add_argument("--hw", help="profile to record (default: matched from the device name)")
-    parser.add_argument("--device", help="cuda (default when present) or cpu")
+    parser.add_argument("--device", choices=("cuda", "cpu"),
+                        help="cuda (the default; required unless --device cpu) or cpu (a small smoke test)")
     parser.add_argument("--offload", type=fraction, default=0.0,
                         help="oldest fraction of the KV cache in pinned host memory (dense, sparq, quest, alisa)")
     parser.add_argument("--no-ncu", action="store_true", help="skip the Nsight Compute byte count")
@@ -69,14 +76,67 @@ def _config(args) -> dict:
                 n_layers=args.layers, params=parse_params(args.param), offload=args.offload)
 
 
+def _device(args) -> str:
+    """cuda unless --device cpu: the 8B model on the CPU is never a silent fallback."""
+    import torch
+
+    if args.device == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise KvsimError("kvsim measure needs a CUDA GPU and torch finds none; "
+                         "--device cpu runs a small configuration on the CPU instead")
+    return "cuda"
+
+
+def _preflight(args, device: str):
+    """The configuration predicted first, so whatever kvsim predict refuses (an unknown method, a
+    parameter, --offload for a method without it, --layers beyond the model) is refused before the
+    runtime starts, and what clearly does not fit the device's memory is not run.
+    -> (the profile or None, "" or why it does not fit)."""
+    from ..hardware import load_profile
+    from ..models import load_model
+    from ..predict import predict
+
+    model = load_model(args.model)
+    if args.layers and args.layers > model.n_layers:
+        raise KvsimError(f"--layers {args.layers}: {model.name} has {model.n_layers} layers")
+    if args.layers:
+        model = model.model_copy(update={"n_layers": args.layers})
+    profile = load_profile(args.hw) if args.hw else None
+    pred = predict(profile or ("cpu" if device == "cpu" else "h100"), args.method, seq=args.seq,
+                   batch=args.batch, model=model, kv_dtype=args.kv_dtype, offload=args.offload,
+                   dtype=args.dtype, **parse_params(args.param))
+    have, need = _device_memory(device), float(pred.memory_bytes) * (2 if device == "cpu" else 1)
+    if need > (CPU_SHARE if device == "cpu" else CLEARLY_TOO_BIG) * have:  # fp32 on the CPU: twice the 16-bit bytes
+        return None, f"does not fit: needs about {format_bytes(need)} on the {device}, it has {format_bytes(have)}"
+    return profile, ""
+
+
+def _device_memory(device: str) -> float:
+    if device == "cpu":
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    import torch
+    return float(torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+
+
 def run(args) -> int:
+    if args.out:
+        outfile.check(args.out, "--out")
+    device = _device(args)
+    profile, no_fit = _preflight(args, device)
+    if no_fit:
+        print(no_fit, file=sys.stderr)
+        return NO_FIT
     harness = _runtime()
-    if args.ncu_child:  # inside ncu: one warm step between profiler start/stop
-        harness.run_steps_for_profiling(**_config(args), device=args.device, kv_dtype=args.kv_dtype)
-        return 0
-    record = harness.measure(**_config(args), steps=args.steps, warmup=args.warmup,
-                             device=args.device, kv_dtype=args.kv_dtype)
-    record["hw"] = args.hw or profile_for(record["device"]) or record["device"]
+    kw = dict(device=device, kv_dtype=args.kv_dtype, dtype=args.dtype)
+    try:
+        if args.ncu_child:  # inside ncu: one warm step between profiler start/stop
+            harness.run_steps_for_profiling(**_config(args), **kw)
+            return ANSWER
+        record = harness.measure(**_config(args), steps=args.steps, warmup=args.warmup, **kw)
+    except (ValueError, KeyError) as exc:
+        raise KvsimError(f"the runtime refused the configuration: {exc}") from None
+    record["hw"] = profile.name if profile else (profile_for(record["device"]) or record["device"])
     record["command"] = "kvsim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     record["driver"] = _driver()
     if record.get("fits", True):
@@ -84,7 +144,7 @@ def run(args) -> int:
     if args.out:
         append_jsonl(args.out, [record])
     print(json.dumps(record, sort_keys=True, default=str))
-    return 0
+    return ANSWER if record.get("fits", True) else NO_FIT
 
 
 def _driver() -> str:
@@ -104,6 +164,7 @@ def _hbm_bytes(args) -> dict:
              "--model", args.model, "--warmup", str(args.warmup)]
     child += ["--layers", str(args.layers)] if args.layers else []
     child += ["--kv-dtype", args.kv_dtype] if args.kv_dtype else []
+    child += ["--dtype", args.dtype] if args.dtype else []
     child += ["--offload", str(args.offload)] if args.offload else []
     child += [part for pair in (args.param or []) for part in ("--param", pair)]
     with tempfile.TemporaryDirectory() as tmp:

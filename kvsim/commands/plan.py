@@ -1,13 +1,16 @@
 """kvsim plan: what fits, how fast and at what price, for every hardware × GPU count × method."""
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
+from .. import outfile
 from ..errors import KvsimError
 from ..quality import DEFAULT_BENCHMARK, parse_benchmark, parse_floor
-from ..report import table
+from ..report import UNITS_NOTE, table
 from ..units import format_bytes, format_seconds, format_tokens
-from .common import add_engine_arg, add_model_args, dump_json, parse_params, positive_int, tokens
+from .common import (ANSWER, NO_FIT, add_engine_arg, add_model_args, dump_json, parse_params, positive_float,
+                     positive_int, tokens)
 from .sweep import count_list, hardware_list, method_list
 
 QUALITY_NOTE = ("quality: published score relative to dense on the benchmark for this model, context and "
@@ -21,9 +24,9 @@ def register(sub) -> None:
     parser.add_argument("--seq", type=tokens, help="steady-state decode: context per sequence, 32k, 128k")
     parser.add_argument("--prompt", type=tokens, help="whole requests: prompt tokens (with --gen)")
     parser.add_argument("--gen", type=tokens, help="whole requests: generated tokens per request (with --prompt)")
-    parser.add_argument("--tpot-ms", type=float, help="time-per-output-token objective in milliseconds")
-    parser.add_argument("--ttft-ms", type=float, help="time-to-first-token objective in milliseconds (requests)")
-    parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest")
+    parser.add_argument("--tpot-ms", type=positive_float, help="time-per-output-token objective in milliseconds")
+    parser.add_argument("--ttft-ms", type=positive_float, help="time-to-first-token objective in milliseconds (requests)")
+    parser.add_argument("--batch", type=positive_int, help="evaluate at this batch instead of the largest: 8, 1k")
     parser.add_argument("--method", default="all", help="'all' (default) or names: dense,quest")
     parser.add_argument("--hw", default="all", help="'all' GPU profiles (default) or names: h100,l40s")
     parser.add_argument("--gpus", type=count_list, default=[1, 2, 4, 8], help="tensor-parallel counts (default 1,2,4,8)")
@@ -35,11 +38,13 @@ def register(sub) -> None:
     add_model_args(parser)
     add_engine_arg(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--plot", help="cost against time per output token with the objective, PNG")
+    parser.add_argument("--plot", help="cost against time per output token with the objective (PNG; .pdf, .svg by suffix)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    if args.plot:
+        outfile.check_plot(args.plot)
     seq, gen = _shape(args)
     rows = _ranked_with_quality(args, seq, gen)
     kept = [o for o, _, why in rows if not why]
@@ -52,8 +57,15 @@ def run(args) -> int:
     if args.plot:
         from ..plots import plan_figure
         shape = f"{format_tokens(seq)} prompt + {format_tokens(gen)} generated" if gen else f"{format_tokens(seq)} context"
-        plan_figure(kept, args.tpot_ms, args.plot, title=f"{args.model}, {shape}")
-    return 0
+        try:
+            plan_figure(kept, args.tpot_ms, args.plot, title=f"{args.model}, {shape}")
+        except KvsimError as exc:  # nothing to draw is an answer ("no option"), not a mistake
+            print(f"no plot written: {exc}", file=sys.stderr)
+            return NO_FIT
+    if not any(o.meets_slo for o in kept):
+        print("no option fits" + (" and meets the objective" if args.tpot_ms else ""), file=sys.stderr)
+        return NO_FIT
+    return ANSWER
 
 
 def _ranked_with_quality(args, seq: int, gen: int) -> list[tuple]:
@@ -138,6 +150,7 @@ def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file:
     header = ["", "hw", "gpus", "method", "max batch", "batch", "TPOT", *(["TTFT"] if gen else []),
               "tokens/s", "$/hour", "$/M tokens", "memory/GPU", "meets", "quality"]
     quality = quality or {}
+    head += f"{UNITS_NOTE}\n"
     lines = [head, table([_row(o, quality, gen > 0) for o in fitting], header) if fitting else "nothing fits", ""]
     best = next((o for o in options if o.cheapest), None)
     if best:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
+from .. import outfile
 from ..methods import METHODS
 from ..predict import predict
 from ..quality import DEFAULT_BENCHMARK, parse_benchmark, quality
 from ..records import prediction_records, to_csv
 from ..report import comparison_text, prediction_text
-from .common import (add_engine_arg, add_format_arg, add_model_args, dump_json, fraction, non_negative_int, parse_params,
-                     positive_int, tokens)
+from .common import (ANSWER, NO_FIT, add_engine_arg, add_format_arg, add_model_args, dump_json, fraction,
+                     non_negative_int, parse_params, positive_int, tokens)
 
 
 def register(sub) -> None:
@@ -17,8 +20,8 @@ def register(sub) -> None:
     parser.add_argument("--hw", required=True, help="hardware profile name, alias or YAML path")
     parser.add_argument("--method", default="dense", help="a method name, or 'all' to compare them")
     parser.add_argument("--seq", type=tokens, required=True, help="context length: 4096, 32k, 128k, 1M")
-    parser.add_argument("--batch", type=positive_int, default=1)
-    parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens after a --seq prompt")
+    parser.add_argument("--batch", type=positive_int, default=1, help="sequences decoded together: 8, 1k")
+    parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens after a --seq prompt: 512, 1k")
     parser.add_argument("--gpus", type=positive_int, default=1, help="tensor-parallel GPUs of this profile")
     parser.add_argument("--offload", type=fraction, default=0.0,
                         help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
@@ -38,6 +41,8 @@ def _predict(args, method, params):
 
 
 def run(args) -> int:
+    if args.plot:
+        outfile.check_plot(args.plot)
     params = parse_params(args.param)
     if args.method == "all":
         preds = [_predict(args, name, params if name == "dense" else {}) for name in METHODS]
@@ -56,8 +61,8 @@ def run(args) -> int:
     message = pred.fit_message()
     if message:  # the prediction is the answer; the exit status says it does not fit
         print(message, file=sys.stderr)
-        return 2
-    return 0
+        return NO_FIT
+    return ANSWER
 
 
 def _plot(args, preds) -> None:
@@ -80,4 +85,8 @@ def _emit_many(preds, fmt, benchmark) -> int:
         sys.stdout.write(to_csv(records))
     else:
         print(comparison_text(preds, found))
-    return 0
+    if not any(bool(p.fits) for p in preds):
+        least = min(preds, key=lambda p: float(np.max(p.peak_gpu_bytes)))
+        print(f"no method fits; the smallest, {least.method.name}: {least.fit_message()}", file=sys.stderr)
+        return NO_FIT
+    return ANSWER

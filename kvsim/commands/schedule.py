@@ -36,9 +36,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..outfile import check_plot
     from ..schedule import schedule
     from ..schedule.report import text, to_dict
 
+    if args.plot:
+        check_plot(args.plot)
     result = schedule(args.hw, args.model, method=args.method, batch=args.batch, prompt=args.prompt,
                       gen=args.gen, kv_bits=args.kv_bits, dtype=args.dtype,
                       params=parse_params(args.param), baselines=not args.no_baselines,

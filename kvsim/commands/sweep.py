@@ -2,16 +2,26 @@
 written as CSV or JSON lines."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 from ..errors import KvsimError
 from ..hardware import load_profile
 from ..methods import METHODS
+from .. import outfile
 from ..records import to_csv, write_whole
 from ..sweep import gpu_profiles, sweep
 from ..units import UnitError, parse_token_range
-from .common import add_engine_arg, add_model_args, non_negative_int, parse_params
+from .common import add_engine_arg, add_model_args, count_list, non_negative_int, on_terminal, parse_params
+
+
+def token_list(text: str) -> list[int]:
+    """Contexts: '4k..128k' (doubling), '4k,32k' or '8k'."""
+    try:
+        return parse_token_range(text, "a token count")
+    except UnitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def hardware_list(text: str) -> list:
@@ -30,19 +40,11 @@ def method_list(text: str) -> list[str]:
     return names
 
 
-def count_list(text: str) -> list[int]:
-    """'1,2,4,8', '1..64' or '4k..128k' (doubling), '16' or '32k'; positive whole numbers."""
-    try:
-        return parse_token_range(text)
-    except UnitError as exc:
-        raise KvsimError(str(exc)) from None
-
-
 def register(sub) -> None:
     parser = sub.add_parser("sweep", help="predict over contexts × batches × hardware × GPUs × methods")
     parser.add_argument("--hw", required=True, help="'all' GPU profiles or names: h100,rtx3090")
     parser.add_argument("--method", default="dense", help="'all' or names: dense,sparq (default dense)")
-    parser.add_argument("--seq", type=count_list, required=True,
+    parser.add_argument("--seq", type=token_list, required=True,
                         help="contexts: 4k..128k (doubling), 4k,32k or 8k")
     parser.add_argument("--batch", type=count_list, default=[1], help="batches: 1,8,32 or 1..64 (default 1)")
     parser.add_argument("--gpus", type=count_list, default=[1], help="tensor-parallel GPU counts: 1,2,4,8")
@@ -51,27 +53,40 @@ def register(sub) -> None:
     add_engine_arg(parser)
     parser.add_argument("--format", choices=("csv", "jsonl"), help="default: from --out's suffix, else csv")
     parser.add_argument("--out", help="file to write (whole or not at all); default stdout")
-    parser.add_argument("--plot", help="latency and memory against context, PNG")
+    parser.add_argument("--plot", help="latency and memory against context (PNG; .pdf, .svg by suffix)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    result = sweep(hardware_list(args.hw), method_list(args.method), args.seq, args.batch, args.gpus,
+    fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
+    if args.out:  # refused before any work, and before anything is written
+        outfile.check(args.out, "--out")
+    if args.plot:
+        outfile.check_plot(args.plot)
+    hws = hardware_list(args.hw)
+    result = sweep(hws, method_list(args.method), args.seq, args.batch, args.gpus,
                    model=args.model, gen=args.gen, dtype=args.dtype, kv_dtype=args.kv_dtype,
-                   params=parse_params(args.param), engine=args.engine)
+                   params=parse_params(args.param), progress=on_terminal(),
+                   engine=args.engine)
+    if not result.records:
+        more = f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else ""
+        raise KvsimError(f"nothing to write: every combination was skipped: {result.skipped[0]}{more}")
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
-    if not result.records:
-        raise KvsimError("nothing to write: every combination was skipped")
-    fmt = args.format or ("jsonl" if (args.out or "").endswith((".jsonl", ".json")) else "csv")
     text = (to_csv(result.records) if fmt == "csv"
-            else "".join(json.dumps(r, sort_keys=True) + "\n" for r in result.records))
+            else "".join(json.dumps(r, sort_keys=True, allow_nan=False) + "\n" for r in result.records))
+    if args.plot:  # drawn first: a plot that fails leaves --out untouched
+        from ..plots import sweep_figure
+        sweep_figure(result.records, args.plot, title=_title(result.records))
     if args.out:
         write_whole(args.out, text)
         print(f"wrote {len(result.records)} rows to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    if args.plot:
-        from ..plots import sweep_figure
-        sweep_figure(result.records, args.plot)
     return 0
+
+
+def _title(records) -> str:
+    models = sorted({r["model"] for r in records})
+    gen = records[0].get("gen") or 0
+    return f"{', '.join(models)}" + (f", {gen} generated tokens" if gen else "")

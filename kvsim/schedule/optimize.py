@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import KvsimError
+from ..errors import DoesNotFit, KvsimError
 from ..units import format_bytes
 from .evaluate import Evaluation, best_alpha_times, evaluate
 from .inputs import StepInputs
@@ -59,7 +59,7 @@ def weights_on_gpu(inp: StepInputs) -> float:
     room = np.min((inp.gpu_capacity - lean[0]) / np.where(slope > 0, slope, np.inf))
     if room < 0 or not np.all(slope > 0):
         need = float(np.max(lean[0]))
-        raise KvsimError(f"does not fit: even with every weight and all but the recent KV in CPU memory "
+        raise DoesNotFit(f"does not fit: even with every weight and all but the recent KV in CPU memory "
                          f"the GPU needs {format_bytes(need)}, {inp.hw.name} has {format_bytes(inp.gpu_capacity)}")
     return float(room) * (1 - 1e-6)  # a margin so that α = 1 is not a rounding error away
 
@@ -181,7 +181,7 @@ def optimize(inp: StepInputs, grid: Grid = Grid()) -> Search:
     best, count = _best_of(inp, *candidates(G, list(range(0, G + 1, step)) + [G, G + 1], grid.betas),
                            w, grid.alphas)
     if best is None:
-        raise KvsimError(f"does not fit: no three-phase plan keeps batch {inp.batch} within "
+        raise DoesNotFit(f"does not fit: no three-phase plan keeps batch {inp.batch} within "
                          f"{format_bytes(inp.gpu_capacity)} of GPU and {format_bytes(inp.cpu_capacity)} "
                          f"of CPU memory on {inp.hw.name} (try a smaller batch)")
     if grid.refine:

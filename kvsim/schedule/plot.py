@@ -1,11 +1,6 @@
 """The schedule over the generation: GPU and CPU KV bytes and step time, phases shaded."""
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
-from ..errors import KvsimError
 from .report import per_step, phase_steps
 from .run import ScheduleResult
 
@@ -34,23 +29,13 @@ def _draw(result: ScheduleResult, figure) -> None:
 
 
 def write_plot(result: ScheduleResult, path: str) -> None:
-    """Render to a temporary file beside ``path``, then rename it over ``path`` (whole or nothing)."""
+    """Render, then write ``path`` whole or not at all (kvsim.outfile)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    target = Path(path)
-    if target.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise KvsimError(f"--plot {path}: use a .png, .svg or .pdf file name")
-    if not target.parent.exists():
-        raise KvsimError(f"--plot {path}: folder {target.parent} does not exist")
+    from ..outfile import write_figure
+
     figure = Figure(figsize=(8, 6), dpi=110)
     _draw(result, figure)
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(handle)
-    try:
-        figure.savefig(temp)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_figure(path, figure, dpi=110)

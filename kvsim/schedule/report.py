@@ -33,7 +33,8 @@ def phase_times(result: ScheduleResult) -> dict:
 
 
 def _baseline_dict(baseline) -> dict:
-    out = {"throughput_tok_s": baseline.throughput_tok_s, "total_s": baseline.total_s}
+    total = baseline.total_s if np.isfinite(baseline.total_s) else None  # None: the policy cannot run
+    out = {"throughput_tok_s": baseline.throughput_tok_s, "total_s": total}
     out.update({k: v for k, v in baseline.details.items() if k != "step_s"})
     if baseline.note:
         out["note"] = baseline.note
