@@ -4,7 +4,10 @@ A measured record (``source: "measured"``, written by ``kvsim measure``) names i
 profile (``hw``), model, ``n_layers`` (the runtime may cut layers), method, params, batch, seq
 and dtypes; it is predicted with exactly that configuration and the relative errors
 (predicted − measured) / measured of step latency, attention latency, HBM bytes (when Nsight
-Compute counted them) and PCIe bytes are summarised per method and overall.
+Compute counted them), PCIe bytes and memory (kvsim's allocations, ``memory_bytes`` less the
+workspace, against the runtime's peak ``torch.cuda.max_memory_allocated``) are summarised per
+group (method, and on request model, device and trust class) and overall, with the share of
+step latencies inside the predicted 90% interval (kvsim.intervals).
 """
 from __future__ import annotations
 
@@ -15,18 +18,25 @@ import numpy as np
 
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
+from .intervals import interval
 from .models import load_model
 from .predict import predict
 
-QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes")
+QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes", "memory_bytes")
+GROUP_KEYS = ("method", "model", "device", "trust")
 PCIE_FLOOR_BYTES = 1e6  # below this both sides are "no PCIe traffic"
 
 
 @dataclass(frozen=True)
 class Comparison:
     record: dict
-    predicted: dict  # quantity -> value
+    predicted: dict  # quantity -> value, and latency_low / latency_high: the 90% interval
     measured: dict  # quantity -> value or None
+    trust: str = "measured"  # the profile's trust class (kvsim.intervals)
+
+    @property
+    def inside(self) -> bool:
+        return self.predicted["latency_low"] <= self.measured["latency"] <= self.predicted["latency_high"]
 
     def error(self, quantity: str):
         meas, pred = self.measured.get(quantity), self.predicted.get(quantity)
@@ -40,7 +50,19 @@ class Comparison:
 def measured_values(record: dict) -> dict:
     attention = record.get("attention") or {}
     return {"latency": record.get("latency_s"), "attention_latency": attention.get("latency_s"),
-            "hbm_bytes": record.get("hbm_bytes"), "pcie_bytes": record.get("pcie_bytes")}
+            "hbm_bytes": record.get("hbm_bytes"), "pcie_bytes": record.get("pcie_bytes"),
+            "memory_bytes": record.get("memory_bytes") if record.get("memory_how") == ALLOCATED else None}
+
+
+ALLOCATED = "torch.cuda.max_memory_allocated"
+
+
+def in_targets(record: dict) -> bool:
+    """Rows the latency targets cover: not offloaded, CUDA-graph timed, not ALISA's INT8 path
+    (each has an issue of its own)."""
+    params = record.get("params") or {}
+    int8 = record.get("method") == "alisa" and int(params.get("kv_bits", 16)) == 8
+    return not (record.get("offload") or "eager" in str(record.get("timer", "")) or int8)
 
 
 def model_for(record: dict):
@@ -51,18 +73,18 @@ def model_for(record: dict):
 
 @lru_cache(maxsize=16)
 def record_profile(name: str) -> HardwareProfile:
-    """The profile a record's device is predicted on: its calibrated profile where one ships
-    (``<hw>.calibrated``, fitted to that device's measurements), else the datasheet one."""
-    try:
-        return load_profile(f"{name}.calibrated")
-    except KvsimError:
-        return load_profile(name)
+    """The profile a record's device is predicted on: the shipped one (measured fields where that
+    device was measured, laws transferred from a measured device elsewhere)."""
+    return load_profile(name)
 
 
-def group(record: dict) -> str:
-    """The row a record's errors go to: its method, offloaded runs apart (``sparq offload 0.5``)."""
+def group(record: dict, by=("method",), trust: str = "") -> str:
+    """The row a record's errors go to: its method, offloaded runs apart (``sparq offload 0.5``),
+    then the model, device (``hw``) and trust class where ``by`` names them."""
     offload = record.get("offload") or 0.0
-    return record["method"] + (f" offload {offload:g}" if offload else "")
+    parts = {"method": record["method"] + (f" offload {offload:g}" if offload else ""),
+             "model": str(record.get("model")), "device": str(record.get("hw")), "trust": trust}
+    return " | ".join(parts[key] for key in by)
 
 
 def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None):
@@ -99,28 +121,44 @@ def predicted_values(record: dict, hw=None) -> dict:
     every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
     latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
     eager = "eager" in str(record.get("timer", ""))
-    return {"latency": float(np.median(latency[3:]) if eager else latency[1]),
+    step = float(np.median(latency[3:]) if eager else latency[1])
+    low, high = interval(step, pred.hw.trust_class)
+    return {"latency": step, "latency_low": float(low), "latency_high": float(high),
             "attention_latency": float(np.median(attention[3:]) if eager else attention[2]),
             "hbm_bytes": float(every(pred.hbm_bytes)[0]),
-            "pcie_bytes": float(np.mean(every(pred.pcie_bytes)[3:]))}
+            "pcie_bytes": float(np.mean(every(pred.pcie_bytes)[3:])),
+            "memory_bytes": float(np.max(every(pred.memory_bytes))) - pred.hw.workspace_bytes.value}
 
 
-def compare(records: list[dict], hw=None, skipped: list | None = None) -> list[Comparison]:
+def _profile_getter(hw, transfer_from):
+    """record -> the profile it is predicted on: ``hw``; its device's with every law from
+    ``transfer_from`` (leave-one-device-out); or its device's shipped profile."""
+    if hw:
+        fixed = load_profile(hw)
+        return lambda record: fixed
+    if transfer_from:
+        from .calibrate import left_out
+        return lambda record: left_out(record["hw"], transfer_from)
+    return lambda record: record_profile(record["hw"])
+
+
+def compare(records: list[dict], hw=None, skipped: list | None = None, transfer_from: str | None = None) -> list[Comparison]:
     """Comparisons for the measured records that ran (``fits`` not false); a record kvsim cannot
     predict (e.g. a method whose layer schedule needs more layers than the cut model has) goes
     to ``skipped`` with the reason."""
-    rows = []
+    rows, profile_of = [], _profile_getter(hw, transfer_from)
     for record in records:
         if record.get("source") != "measured" or record.get("fits") is False or not record.get("latency_s"):
             continue
         try:
-            predicted = predicted_values(record, hw)
+            profile = profile_of(record)
+            predicted = predicted_values(record, profile)
         except KvsimError as exc:
             if skipped is None:
                 raise
             skipped.append((record, str(exc)))
             continue
-        rows.append(Comparison(record, predicted, measured_values(record)))
+        rows.append(Comparison(record, predicted, measured_values(record), profile.trust_class))
     if not rows:
         raise KvsimError("no measured records (source: measured) in the given files")
     return rows
@@ -139,14 +177,22 @@ def _stats(rows: list[Comparison], quantity: str) -> dict:
             "p90_abs_err": float(np.percentile(magnitudes, 90)), "worst": worst}
 
 
-def summarize(rows: list[Comparison]) -> dict:
-    """{"overall": {...}, "methods": {name: {...}}}, each with n and per-quantity statistics
-    (offloaded runs of a method are a row of their own: their latency is a different question)."""
-    def block(subset):
-        return {"n": len(subset), **{q: _stats(subset, q) for q in QUANTITIES}}
-    methods = sorted({group(r.record) for r in rows})
-    return {"overall": block(rows),
-            "methods": {m: block([r for r in rows if group(r.record) == m]) for m in methods}}
+def _block(subset: list[Comparison]) -> dict:
+    coverage = float(np.mean([r.inside for r in subset])) if subset else None
+    return {"n": len(subset), "interval_coverage": coverage, **{q: _stats(subset, q) for q in QUANTITIES}}
+
+
+def summarize(rows: list[Comparison], by=("method",)) -> dict:
+    """{"overall": {...}, "methods": {name: {...}}, "groups": {key: {...}}}, each with n, the
+    share of latencies inside the 90% interval and per-quantity statistics (offloaded runs of a
+    method are a row of their own: their latency is a different question); "groups" by ``by``
+    (of GROUP_KEYS), "targets" over the rows the latency targets cover (:func:`in_targets`)."""
+    keyed = lambda keys: {r_key: [r for r in rows if group(r.record, keys, r.trust) == r_key]  # noqa: E731
+                          for r_key in sorted({group(r.record, keys, r.trust) for r in rows})}
+    return {"overall": _block(rows),
+            "targets": _block([r for r in rows if in_targets(r.record)]),
+            "methods": {k: _block(v) for k, v in keyed(("method",)).items()},
+            "groups": {k: _block(v) for k, v in keyed(tuple(by)).items()}}
 
 
 def plot(rows: list[Comparison], path: str) -> None:

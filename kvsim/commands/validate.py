@@ -1,6 +1,7 @@
-"""kvsim validate FILE.jsonl ... and kvsim calibrate FILE.jsonl --hw H --out PROFILE.yaml."""
+"""kvsim validate FILE.jsonl ... and kvsim calibrate FILE.jsonl --hw H [--out PROFILE.yaml]."""
 from __future__ import annotations
 
+from ..errors import KvsimError
 from ..records import read_jsonl, write_whole
 from ..report import table
 from .common import dump_json
@@ -9,20 +10,26 @@ from .common import dump_json
 def register(sub) -> None:
     val = sub.add_parser("validate", help="kvsim's prediction error against measured records")
     val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure")
-    val.add_argument("--hw", help="predict on this profile instead of each record's device's "
-                                  "(its calibrated profile where one ships, else the datasheet one)")
+    val.add_argument("--hw", help="predict on this profile instead of each record's device's shipped profile")
+    val.add_argument("--transfer-from", metavar="PROFILE",
+                     help="leave one device out: each record's device with every law transferred from PROFILE")
+    val.add_argument("--by", default="method", help="group rows by these of method,model,device,trust (default method)")
     val.add_argument("--held-out", type=float, metavar="FRACTION",
                      help="only the configurations a calibration with this hold-out fraction did not see")
     val.add_argument("--format", choices=("table", "json"), default="table")
     val.add_argument("--plot", help="predicted against measured latency, PNG")
     val.set_defaults(run=run_validate)
-    cal = sub.add_parser("calibrate", help="fit a profile's efficiency curve and launch floor to measurements")
+    cal = sub.add_parser("calibrate", help="fit a profile's memory curve and launch floor to measurements, "
+                                           "or (--intervals) the prediction intervals")
     cal.add_argument("files", nargs="+")
-    cal.add_argument("--hw", required=True)
-    cal.add_argument("--out", required=True, help="where to write the calibrated YAML profile")
+    cal.add_argument("--hw", help="the device whose profile gets the measured fields")
+    cal.add_argument("--out", help="where to write the profile (default: the device's own profile file; "
+                                   "with --intervals the shipped residual quantiles)")
     cal.add_argument("--holdout", type=float, default=0.3, help="fraction of configurations held out (default 0.3)")
     cal.add_argument("--methods", help="fit only on these methods (comma-separated), e.g. dense: the "
                                        "hardware's efficiency from its best kernels, so the other methods' errors stay visible")
+    cal.add_argument("--intervals", action="store_true",
+                     help="write the residual quantiles of step latency per trust class (kvsim.intervals)")
     cal.set_defaults(run=run_calibrate)
 
 
@@ -34,36 +41,48 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def summary_table(summary: dict) -> str:
+def _cell(stats: dict) -> str:
+    worst = stats["worst"]
+    return f"{_pct(stats['median_abs_err'])} / {_pct(stats['p90_abs_err'])} / {_pct(worst['err'] if worst else None)}"
+
+
+def summary_table(summary: dict, key: str = "groups") -> str:
     rows = []
-    for name, block in [*summary["methods"].items(), ("overall", summary["overall"])]:
-        row = [name, block["n"]]
-        for quantity in ("latency", "attention_latency", "hbm_bytes", "pcie_bytes"):
-            stats = block[quantity]
-            worst = stats["worst"]
-            row.append(f"{_pct(stats['median_abs_err'])} / {_pct(stats['p90_abs_err'])} / "
-                       f"{_pct(worst['err'] if worst else None)}")
-        rows.append(row)
-    header = ["method", "n", "latency med/p90/worst", "attention", "HBM bytes", "PCIe bytes"]
+    blocks = summary.get(key) or summary["methods"]
+    for name, block in [*blocks.items(), ("in targets", summary["targets"]), ("overall", summary["overall"])]:
+        rows.append([name, block["n"], _cell(block["latency"]), _pct(block["interval_coverage"]),
+                     *(_cell(block[q]) for q in ("attention_latency", "hbm_bytes", "pcie_bytes", "memory_bytes"))])
+    header = ["group", "n", "latency med/p90/worst", "in 90%", "attention", "HBM bytes", "PCIe bytes", "memory"]
     return table(rows, header)
+
+
+def _by(text: str) -> tuple:
+    from ..validate import GROUP_KEYS
+    keys = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not keys or any(k not in GROUP_KEYS for k in keys):
+        raise KvsimError(f"--by takes some of {', '.join(GROUP_KEYS)}, got {text!r}")
+    return keys
 
 
 def run_validate(args) -> int:
     from ..calibrate import is_held_out
     from ..validate import compare, summarize
 
+    by = _by(args.by)
     records = _load(args.files)
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
     skipped: list = []
-    rows = compare(records, args.hw, skipped)
-    summary = summarize(rows)
+    rows = compare(records, args.hw, skipped, transfer_from=args.transfer_from)
+    summary = summarize(rows, by)
     summary["skipped"] = [{"method": r["method"], "seq": r["seq"], "batch": r["batch"], "why": why}
                           for r, why in skipped]
     if args.format == "json":
         print(dump_json(summary))
     else:
-        print("relative error (predicted - measured) / measured, absolute: median / p90 / worst (signed)\n")
+        print("relative error (predicted - measured) / measured, absolute: median / p90 / worst (signed); "
+              "in 90%: measured step latencies inside the predicted 90% interval; memory: kvsim's "
+              "allocations against the runtime's peak allocation\n")
         print(summary_table(summary))
         for r, why in skipped:
             print(f"skipped {r['method']} S={r['seq']} B={r['batch']}: {why}")
@@ -74,20 +93,45 @@ def run_validate(args) -> int:
 
 
 def run_calibrate(args) -> int:
+    if args.intervals:
+        return _write_intervals(args)
+    if not args.hw:
+        raise KvsimError("kvsim calibrate needs --hw (the device whose profile gets the measured fields)")
     import yaml
 
-    from ..calibrate import fit
+    from ..calibrate import fit, with_fields
+    from ..hardware import load_profile, profile_file
     from ..validate import compare, summarize
+    from ..yamlfile import read_mapping
 
     records = _load(args.files)
     if args.methods:
         records = [r for r in records if r.get("method") in args.methods.split(",")]
-    profile, train, held = fit(records, args.hw, list(args.files), args.holdout)
-    data = profile.model_dump(exclude_none=True)
-    write_whole(args.out, "# written by kvsim calibrate; fitted fields say so in their source\n"
-                + yaml.safe_dump(data, sort_keys=False, width=120))
-    print(f"wrote {args.out}: fitted on {len(train)} configurations, {len(held)} held out")
+    fields, train, held = fit(records, args.hw, list(args.files), args.holdout)
+    out = args.out or str(profile_file(args.hw))
+    data = with_fields(read_mapping(profile_file(args.hw), "hardware profile"), fields)
+    write_whole(out, "# Measured fields carry the file, date and command they come from; "
+                "`kvsim calibrate` rewrites them.\n" + yaml.safe_dump(data, sort_keys=False, width=120))
+    print(f"wrote the measured fields into {out}: fitted on {len(train)} configurations, {len(held)} held out")
     if held:
         print("\nheld-out error with the calibrated profile:\n")
-        print(summary_table(summarize(compare(held, profile))))
+        print(summary_table(summarize(compare(held, load_profile(out)))))
+    return 0
+
+
+def _write_intervals(args) -> int:
+    import yaml
+
+    from ..calibrate import interval_classes
+    from ..intervals import document, residuals_file
+
+    classes = interval_classes(_load(args.files), list(args.files))
+    if not classes:
+        raise KvsimError("no records of a device with a measured profile in the given files")
+    out = args.out or str(residuals_file())
+    command = "kvsim calibrate --intervals " + " ".join(args.files)
+    write_whole(out, yaml.safe_dump(document(classes, command), sort_keys=False, width=120))
+    for name, q in classes.items():
+        print(f"{name}: 90% of log(measured/predicted) in [{q['q_low']:+.3f}, {q['q_high']:+.3f}] over {q['n']} records")
+    print(f"wrote {out}")
     return 0
