@@ -95,7 +95,9 @@ def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str
     if rule == "sm_count":
         sms = _get(child, "compute.sm_count")
         return {"value": sms["value"], "source": f"{sms['source']} (one row's block per SM at a time)"}
-    note = f"transferred from {parent_name} ({RULES[rule].format(ratio=ratio)}): {value['source']}"
+    from .hardware import trust_of
+    how = f"from {parent_name} ({RULES[rule].format(ratio=ratio)}): {value['source']}"
+    note = f"transferred {how}" if trust_of(value["source"]) in ("measured", "transferred") else f"assumed, {how}"
     if "points" in value:
         return {"points": [[float(size) * ratio, float(eff)] for size, eff in value["points"]], "source": note}
     return {"value": float(value["value"]) * ratio, "source": note}

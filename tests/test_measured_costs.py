@@ -11,16 +11,17 @@ from kvsim.roofline import op_time
 from kvsim.workload import Workload
 
 
-@pytest.mark.parametrize("slices,size,multi", [
-    (64, 65536, True), (8, 131072, True), (1, 104858, True), (256, 4095, True),
-    (1024, 255, False), (8, 4096, False), (20, 19999, False), (5000, 400, True), (5000, 399, False)])
-
 def lawless(name: str = "a100-80gb-sxm"):
     """A profile without the optional laws (tile rows, gather, re-read, top-k): what kvsim does
     where nothing was measured or transferred."""
     p = load_profile(name)
     return p.model_copy(update={"topk": None, "compute": p.compute.model_copy(update={"tile_rows": None}),
                                 "memory": p.memory.model_copy(update={"gather_efficiency": None, "reread_Bps": None})})
+
+
+@pytest.mark.parametrize("slices,size,multi", [
+    (64, 65536, True), (8, 131072, True), (1, 104858, True), (256, 4095, True),
+    (1024, 255, False), (8, 4096, False), (20, 19999, False), (5000, 400, True), (5000, 399, False)])
 
 def test_multiblock_heuristic(slices, size, multi):
     assert bool(torch_topk_multiblock(slices, size)) is multi

@@ -1,7 +1,7 @@
 """kvsim hw list | hw show NAME | models | methods."""
 from __future__ import annotations
 
-from ..hardware import list_profiles, load_profile
+from ..hardware import list_profiles, load_profile, trust_of
 from ..methods import METHODS
 from ..models import PRESETS
 from ..report import table
@@ -34,15 +34,17 @@ def run_hw_list(args) -> int:
 
 
 def _walk(prefix: str, value, rows: list) -> None:
+    """Rows of field, value, trust (datasheet / measured / transferred / assumed), source."""
     if isinstance(value, dict) and set(value) == {"value", "source"}:
-        rows.append([prefix, f"{value['value']:.4g}", value["source"]])
+        rows.append([prefix, f"{value['value']:.4g}", trust_of(value["source"]), value["source"]])
+    elif isinstance(value, dict) and set(value) == {"points", "source"}:
+        points = " ".join(f"{s:.1e}:{e:.2f}" for s, e in value["points"])
+        rows.append([prefix, points, trust_of(value["source"]), value["source"]])
     elif isinstance(value, dict):
         for key, item in value.items():
             _walk(f"{prefix}.{key}" if prefix else key, item, rows)
-    elif prefix.endswith("points"):
-        rows.append([prefix, " ".join(f"{s:.0e}:{e:.2f}" for s, e in value), ""])
     else:
-        rows.append([prefix, str(value), ""])
+        rows.append([prefix, str(value), "", ""])
 
 
 def run_hw_show(args) -> int:
@@ -53,7 +55,8 @@ def run_hw_show(args) -> int:
         return 0
     rows: list = []
     _walk("", data, rows)
-    print(table(rows, ["field", "value", "source"]))
+    print(f"{profile.name}: predictions on it carry the '{profile.trust_class}' interval (kvsim.intervals)\n")
+    print(table(rows, ["field", "value", "trust", "source"]))
     return 0
 
 

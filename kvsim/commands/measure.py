@@ -23,11 +23,6 @@ from ..records import append_jsonl
 from .common import add_model_args, fraction, parse_params, positive_int, tokens
 
 NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum"
-DEVICE_PROFILES = [  # (words in torch.cuda.get_device_name, profile)
-    (("H100", "PCIe"), "h100-pcie"), (("H100",), "h100-sxm"), (("H200",), "h200-sxm"),
-    (("A100", "40GB"), "a100-40gb-sxm"), (("A100",), "a100-80gb-sxm"), (("V100",), "v100-32gb-sxm"),
-    (("3090",), "rtx-3090"), (("4090",), "rtx-4090"), (("L40S",), "l40s"),
-]
 
 
 def register(sub) -> None:
@@ -50,10 +45,9 @@ def register(sub) -> None:
 
 
 def profile_for(device_name: str) -> str | None:
-    for words, profile in DEVICE_PROFILES:
-        if all(word.lower() in device_name.lower() for word in words):
-            return profile
-    return None
+    """The profile whose ``device_names`` match the name the GPU reports (kvsim.hardware)."""
+    from ..hardware import profile_for_device
+    return profile_for_device(device_name)
 
 
 def _runtime():
