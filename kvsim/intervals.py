@@ -67,6 +67,16 @@ def scaled_interval(value, trust_class: str, inverse: bool = False):
     return (value / high, value / low) if inverse else (value * low, value * high)
 
 
+def max_batch_interval(batches, latency, budget_s, trust_class: str):
+    """Vectorized over leading axes: the largest batch (of ``batches``, the last axis of
+    ``latency``) whose step meets ``budget_s`` at the interval's slow end (low) and fast end
+    (high); 0 where none does. For kvsim plan's time-per-token budget."""
+    low, high = interval(latency, trust_class)
+    batches = np.broadcast_to(np.asarray(batches, dtype=float), np.shape(latency))
+    largest = lambda lat: np.max(np.where(lat <= budget_s, batches, 0.0), axis=-1)  # noqa: E731
+    return largest(high), largest(low)
+
+
 def fit_quantiles(log_ratios, level: float = LEVEL) -> dict:
     """The two-sided ``level`` quantiles of log(measured / predicted)."""
     values = np.asarray(log_ratios, dtype=float)

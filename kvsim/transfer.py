@@ -9,10 +9,14 @@ itself. Each law is scaled by the physical quantity it depends on, and its sourc
 - Rates set by the SMs (loads the L2 serves again, torch.topk's radix passes, which run far below
   HBM bandwidth) scale with SM count × clock; a single-block select's time per row with 1/clock,
   and its rows in flight are the device's own SM count.
-- Efficiency curves (achieved fraction of peak against work per kernel) keep their shape, shifted
-  along the work axis by the peak: a small kernel is bound by a fixed latency, so the work that
-  hides it is peak × latency (Little's law). A device with 1.43× the bandwidth needs 1.43× the
-  bytes per kernel to reach the same fraction of its peak; the large-kernel fraction carries over.
+- Efficiency curves (achieved fraction of peak against work per kernel): a kernel of x bytes (or
+  FLOPs) takes x / (peak · e_max), its streaming time at the best fraction the curve reaches, plus
+  the seconds it loses beyond that (launch ramp, tail wave, memory latency). Those seconds are
+  the chip's and carry over; the streaming time scales with the peak. So on a device with r times
+  the peak, 1/e'(x) = 1/e_max + r · (1/e(x) − 1/e_max): the best fraction carries over, and a
+  small kernel, which loses the same seconds in a shorter streaming time, reaches a smaller one.
+  (Shifting the curve along x by r instead is the same law for a loss that does not grow with x;
+  the H100's loss grows from 1 µs at 100 kB to 10 µs at 1 GB per kernel.)
 - The CUDA context and the allocator's reserve are the driver's and the allocator's: carried.
 
 A profile with ``memory.context_bytes`` and ``memory.allocator_reserve_bytes`` and no
@@ -45,8 +49,8 @@ LAWS = {
 }
 RULES = {
     AS_IS: "as measured",
-    "peak": "FLOPs per kernel scaled by the peak ratio {ratio:.3g}",
-    "bandwidth": "bytes per kernel scaled by the bandwidth ratio {ratio:.3g}",
+    "peak": "the seconds a kernel loses beyond the peak rate carried over, peak ratio {ratio:.3g}",
+    "bandwidth": "the seconds a kernel loses beyond the peak rate carried over, bandwidth ratio {ratio:.3g}",
     "sm_rate": "scaled by SM count x clock, ratio {ratio:.3g}",
     "clock": "scaled by the inverse clock ratio {ratio:.3g}",
 }
@@ -91,6 +95,15 @@ def ratios(child: dict, parent: dict) -> dict:
             "clock": _fact(parent, "compute.clock_hz", "clock") / _fact(child, "compute.clock_hz", "clock")}
 
 
+def lost_time_points(points, ratio: float) -> list:
+    """An efficiency curve on a device with ``ratio`` times the peak: a kernel of x bytes takes
+    x / (peak · e_max) plus the time it loses beyond that, and the lost seconds carry over
+    (launch ramp, tail wave, DRAM latency: the chip's, not the peak's), so
+    1/e'(x) = 1/e_max + ratio · (1/e(x) − 1/e_max)."""
+    e_max = max(float(eff) for _, eff in points)
+    return [[float(size), 1.0 / (1.0 / e_max + ratio * (1.0 / float(eff) - 1.0 / e_max))] for size, eff in points]
+
+
 def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str) -> dict:
     if rule == "sm_count":
         sms = _get(child, "compute.sm_count")
@@ -99,7 +112,7 @@ def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str
     how = f"from {parent_name} ({RULES[rule].format(ratio=ratio)}): {value['source']}"
     note = f"transferred {how}" if trust_of(value["source"]) in ("measured", "transferred") else f"assumed, {how}"
     if "points" in value:
-        return {"points": [[float(size) * ratio, float(eff)] for size, eff in value["points"]], "source": note}
+        return {"points": lost_time_points(value["points"], ratio), "source": note}
     return {"value": float(value["value"]) * ratio, "source": note}
 
 
