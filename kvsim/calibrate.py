@@ -92,8 +92,10 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
     """-> (the measured fields to write into the profile, training records, held-out records)."""
     from scipy.optimize import least_squares
 
+    from .validate import in_targets
     hw = load_profile(hw)
-    measured = [r for r in records if r.get("source") == "measured" and r.get("latency_s")]
+    measured = [r for r in records if r.get("source") == "measured" and r.get("latency_s")
+                and r.get("fits") is not False and in_targets(r)]
     train = [r for r in measured if not is_held_out(r, holdout)]
     held = [r for r in measured if is_held_out(r, holdout)]
     if len(train) < len(KNOTS) + 1:
@@ -117,7 +119,7 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
     return fields, train, held
 
 
-INTERVAL_SPLIT = 0.5  # records with sha256 < this are kept for coverage; the rest give the quantiles
+INTERVAL_SPLIT = 0.3  # records with sha256 < this are kept for coverage; the rest give the quantiles
 
 
 def _trained_on(record: dict, hw: HardwareProfile) -> bool:

@@ -221,6 +221,12 @@ def load_file(path: str) -> HardwareProfile:
     return validated(HardwareProfile, resolved_data(str(file)), file)
 
 
+def forget_loaded() -> None:
+    """Drop the cached profiles (after a profile file was rewritten)."""
+    load_file.cache_clear()
+    resolved_data.cache_clear()
+
+
 @lru_cache(maxsize=64)
 def resolved_data(path: str) -> dict:
     """A profile file's mapping with the laws it inherits filled in (kvsim.transfer)."""

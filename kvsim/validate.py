@@ -12,7 +12,6 @@ step latencies inside the predicted 90% interval (kvsim.intervals).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -71,7 +70,6 @@ def model_for(record: dict):
     return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
 
 
-@lru_cache(maxsize=16)
 def record_profile(name: str) -> HardwareProfile:
     """The profile a record's device is predicted on: the shipped one (measured fields where that
     device was measured, laws transferred from a measured device elsewhere)."""

@@ -100,7 +100,7 @@ def run_calibrate(args) -> int:
     import yaml
 
     from ..calibrate import fit, with_fields
-    from ..hardware import load_profile, profile_file
+    from ..hardware import forget_loaded, load_profile, profile_file
     from ..validate import compare, summarize
     from ..yamlfile import read_mapping
 
@@ -108,10 +108,12 @@ def run_calibrate(args) -> int:
     if args.methods:
         records = [r for r in records if r.get("method") in args.methods.split(",")]
     fields, train, held = fit(records, args.hw, list(args.files), args.holdout)
-    out = args.out or str(profile_file(args.hw))
-    data = with_fields(read_mapping(profile_file(args.hw), "hardware profile"), fields)
-    write_whole(out, "# Measured fields carry the file, date and command they come from; "
-                "`kvsim calibrate` rewrites them.\n" + yaml.safe_dump(data, sort_keys=False, width=120))
+    source = profile_file(args.hw)
+    out = args.out or str(source)
+    data = with_fields(read_mapping(source, "hardware profile"), fields)
+    header = "".join(line + "\n" for line in source.read_text().splitlines() if line.startswith("#"))
+    write_whole(out, header + yaml.safe_dump(data, sort_keys=False, width=200, default_flow_style=None))
+    forget_loaded()
     print(f"wrote the measured fields into {out}: fitted on {len(train)} configurations, {len(held)} held out")
     if held:
         print("\nheld-out error with the calibrated profile:\n")
