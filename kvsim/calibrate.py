@@ -177,3 +177,41 @@ def _quantiles(values) -> dict:
 def _split_note() -> str:
     return (f"records with sha256(configuration) >= {INTERVAL_SPLIT} (kvsim.calibrate.is_held_out); the others "
             f"measure coverage: kvsim validate --held-out {INTERVAL_SPLIT}")
+
+
+def patch_profile_text(text: str, fields: dict) -> str:
+    """A profile file's text with ``fields`` (dotted path -> value, at most two levels) written
+    in place, one flow-style line each, so its other lines and comments stay as they are."""
+    import yaml
+
+    lines = text.splitlines()
+    for path, value in fields.items():
+        keys = path.split(".")
+        body = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+        lines = _put(lines, keys, body)
+    return "\n".join(lines) + "\n"
+
+
+def _block(lines: list, key: str, start: int, end: int, indent: int):
+    """(first, last + 1) of ``key``'s lines at ``indent`` within lines[start:end], or None."""
+    head = " " * indent + key + ":"
+    for i in range(start, end):
+        if lines[i].startswith(head) and (len(lines[i]) == len(head) or lines[i][len(head)] in " #"):
+            j = i + 1
+            while j < end and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent):
+                j += 1
+            return i, j
+    return None
+
+
+def _put(lines: list, keys: list, body: str) -> list:
+    start, end, indent = 0, len(lines), 0
+    for key in keys[:-1]:
+        found = _block(lines, key, start, end, indent)
+        if found is None:
+            lines = lines[:end] + [" " * indent + key + ":"] + lines[end:]
+            found = (end, end + 1)
+        start, end, indent = found[0] + 1, found[1], indent + 2
+    found = _block(lines, keys[-1], start, end, indent)
+    new = [" " * indent + keys[-1] + ": " + body]
+    return lines[:found[0]] + new + lines[found[1]:] if found else lines[:end] + new + lines[end:]

@@ -66,7 +66,7 @@ def _by(text: str) -> tuple:
 
 def run_validate(args) -> int:
     from ..calibrate import is_held_out
-    from ..validate import compare, summarize
+    from ..validate import compare, max_batch_checks, summarize
 
     by = _by(args.by)
     records = _load(args.files)
@@ -75,6 +75,7 @@ def run_validate(args) -> int:
     skipped: list = []
     rows = compare(records, args.hw, skipped, transfer_from=args.transfer_from)
     summary = summarize(rows, by)
+    summary["max_batch"] = max_batch_checks(records)
     summary["skipped"] = [{"method": r["method"], "seq": r["seq"], "batch": r["batch"], "why": why}
                           for r, why in skipped]
     if args.format == "json":
@@ -86,6 +87,10 @@ def run_validate(args) -> int:
         print(summary_table(summary))
         for r, why in skipped:
             print(f"skipped {r['method']} S={r['seq']} B={r['batch']}: {why}")
+        for m in summary["max_batch"]:
+            print(f"max batch {m['model']} {m['method']} S={m['seq']} on {m['hw']}: batch {m['ran']} runs, "
+                  f"{m['out_of_memory']} runs out of memory; kvsim fits {m['predicted']} "
+                  f"(allocation at {m['ran']}: {100 * m['allocation_err']:+.1f}%)")
     if args.plot:
         from ..validate import plot
         plot(rows, args.plot)
@@ -97,12 +102,9 @@ def run_calibrate(args) -> int:
         return _write_intervals(args)
     if not args.hw:
         raise KvsimError("kvsim calibrate needs --hw (the device whose profile gets the measured fields)")
-    import yaml
-
-    from ..calibrate import fit, with_fields
+    from ..calibrate import fit, patch_profile_text
     from ..hardware import forget_loaded, load_profile, profile_file
     from ..validate import compare, summarize
-    from ..yamlfile import read_mapping
 
     records = _load(args.files)
     if args.methods:
@@ -110,9 +112,7 @@ def run_calibrate(args) -> int:
     fields, train, held = fit(records, args.hw, list(args.files), args.holdout)
     source = profile_file(args.hw)
     out = args.out or str(source)
-    data = with_fields(read_mapping(source, "hardware profile"), fields)
-    header = "".join(line + "\n" for line in source.read_text().splitlines() if line.startswith("#"))
-    write_whole(out, header + yaml.safe_dump(data, sort_keys=False, width=200, default_flow_style=None))
+    write_whole(out, patch_profile_text(source.read_text(), fields))
     forget_loaded()
     print(f"wrote the measured fields into {out}: fitted on {len(train)} configurations, {len(held)} held out")
     if held:
