@@ -56,6 +56,12 @@ def summary_table(summary: dict, key: str = "groups") -> str:
     return table(rows, header)
 
 
+def _max_batch_text(checks: list) -> str:
+    return "\n".join(f"max batch {m['model']} {m['method']} S={m['seq']} on {m['hw']}: batch {m['ran']} runs, "
+                     f"{m['out_of_memory']} runs out of memory; kvsim fits {m['predicted']} "
+                     f"(kvsim's allocation at {m['ran']}: {100 * m['allocation_err']:+.1f}%)" for m in checks)
+
+
 def _by(text: str) -> tuple:
     from ..validate import GROUP_KEYS
     keys = tuple(k.strip() for k in text.split(",") if k.strip())
@@ -72,10 +78,14 @@ def run_validate(args) -> int:
     records = _load(args.files)
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
+    checks = max_batch_checks(records)
+    if checks and not any(r.get("source") == "measured" for r in records):
+        print(dump_json({"max_batch": checks}) if args.format == "json" else _max_batch_text(checks))
+        return 0
     skipped: list = []
     rows = compare(records, args.hw, skipped, transfer_from=args.transfer_from)
     summary = summarize(rows, by)
-    summary["max_batch"] = max_batch_checks(records)
+    summary["max_batch"] = checks
     summary["skipped"] = [{"method": r["method"], "seq": r["seq"], "batch": r["batch"], "why": why}
                           for r, why in skipped]
     if args.format == "json":
@@ -87,10 +97,8 @@ def run_validate(args) -> int:
         print(summary_table(summary))
         for r, why in skipped:
             print(f"skipped {r['method']} S={r['seq']} B={r['batch']}: {why}")
-        for m in summary["max_batch"]:
-            print(f"max batch {m['model']} {m['method']} S={m['seq']} on {m['hw']}: batch {m['ran']} runs, "
-                  f"{m['out_of_memory']} runs out of memory; kvsim fits {m['predicted']} "
-                  f"(allocation at {m['ran']}: {100 * m['allocation_err']:+.1f}%)")
+        if checks:
+            print(_max_batch_text(checks))
     if args.plot:
         from ..validate import plot
         plot(rows, args.plot)
