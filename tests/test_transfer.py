@@ -161,3 +161,28 @@ def test_predictions_carry_their_interval():
     text = subprocess.run([sys.executable, "-m", "kvsim", "predict", "--hw", "h100", "--seq", "32k"],
                           capture_output=True, text=True, cwd=ROOT).stdout
     assert "–" in next(line for line in text.splitlines() if "latency per step" in line)
+
+
+def test_calibration_writes_its_fields_in_place():
+    from kvsim.calibrate import patch_profile_text
+    text = (ROOT / "hw_profiles" / "h200-sxm.yaml").read_text()
+    fields = {"launch_overhead_s": {"value": 3e-6, "source": "measured x"},
+              "memory.efficiency": {"points": [[1e5, 0.1], [1e9, 0.9]], "source": "measured y"},
+              "calibration": {"measurements": ["f.jsonl"], "date": "2026-11-26", "method": "m"}}
+    patched = patch_profile_text(text, fields)
+    old, new = yaml.safe_load(text), yaml.safe_load(patched)
+    assert new["launch_overhead_s"] == fields["launch_overhead_s"] and new["calibration"]["measurements"] == ["f.jsonl"]
+    assert new["memory"]["efficiency"]["points"] == [[1e5, 0.1], [1e9, 0.9]]
+    assert {k: v for k, v in new["memory"].items() if k != "efficiency"} == {k: v for k, v in old["memory"].items() if k != "efficiency"}
+    assert [line for line in patched.splitlines() if line.startswith("#")] == [line for line in text.splitlines() if line.startswith("#")]
+
+
+def test_max_batch_records_are_checked_against_kvsim():
+    import json
+    from kvsim.validate import max_batch_checks
+    records = [json.loads(line) for name in ("h100-memory.jsonl", "h200-memory.jsonl")
+               for line in (ROOT / "benchmarks" / "results" / name).read_text().splitlines()]
+    checks = max_batch_checks(records)
+    assert len(checks) == 10 and {c["hw"] for c in checks} == {"h100-sxm", "h200-sxm"}
+    for c in checks:  # kvsim allocates less than the runtime: its largest batch is the runtime's or above
+        assert c["ran"] <= c["predicted"] <= c["ran"] + 2 and -0.12 < c["allocation_err"] < 0
