@@ -33,7 +33,15 @@ from kvsim.methods.attention import DENSE_TARGET_PROGRAMS, split_count  # noqa: 
 
 H, HKV, D = 32, 8, 128
 G = H // HKV
-PEAK_BPS = 3.35e12  # H100 SXM datasheet, https://www.nvidia.com/en-us/data-center/h100/
+
+
+def peak_bps() -> float:
+    """The datasheet bandwidth of the GPU this runs on, from its profile (hw_profiles/)."""
+    from kvsim.hardware import load_profile, profile_for_device
+    name = profile_for_device(torch.cuda.get_device_name())
+    if name is None:
+        sys.exit(f"no profile in hw_profiles/ names this GPU ({torch.cuda.get_device_name()}); add its device_names")
+    return load_profile(name).memory.bandwidth_Bps.value
 DT = torch.bfloat16
 
 
@@ -163,10 +171,11 @@ def main() -> None:
         out.write("".join(json.dumps({**env, **r}) + "\n" for r in results))
     print(f"{env['device']}  driver {env['driver']}  torch {env['torch']}  triton {env['triton']}")
     print(f"{'kernel':<30}{'B':>4}{'S':>8}{'ms':>9}{'TB/s':>7}{'%peak':>7}{'sdpa ms':>9}{'vs sdpa':>8}{'x dense':>8}{'ratio':>7}{'frac':>6}")
+    peak = peak_bps()
     for r in results:
         tbps = r.get("ours_TBps")
         print(f"{r['kernel']:<30}{r['batch']:>4}{r['seq']:>8}{r['ours_ms']:>9.3f}"
-              f"{tbps or 0:>7.2f}{100 * (tbps or 0) * 1e12 / PEAK_BPS:>6.0f}%"
+              f"{tbps or 0:>7.2f}{100 * (tbps or 0) * 1e12 / peak:>6.0f}%"
               f"{r.get('sdpa_ms') or 0:>9.3f}{r.get('ours_over_sdpa', 0):>8.2f}"
               f"{r.get('speedup', 0):>8.1f}{r.get('byte_ratio', 0):>7.1f}{r.get('fraction_of_ratio', 0):>6.2f}")
 

@@ -33,7 +33,7 @@ def measure(out_path):
         sets = [(torch.randn(B, H, D, device="cuda", dtype=torch.bfloat16),
                  torch.randn(B, HKV, S, D, device="cuda", dtype=torch.bfloat16),
                  torch.randn(B, HKV, S, D, device="cuda", dtype=torch.bfloat16))
-                for _ in range(copies(kv_bytes, 50 * 2 ** 20))]
+                for _ in range(copies(kv_bytes, torch.cuda.get_device_properties(0).L2_cache_size))]
         times = {}
         for what, heads in (("shared", HKV), ("per_head", H)):
             idx = torch.arange(S, device="cuda", dtype=torch.int32).expand(B, heads, S).contiguous()

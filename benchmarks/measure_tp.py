@@ -138,7 +138,7 @@ def slowest(per_rank: list[list[float]]) -> list[float]:
 
 def record_of(config, args, ranks: list[dict], device: str, hw, extras: dict) -> dict:
     """A kvsim record (runtime/measure.py's fields, ``gpus`` > 1) from every rank's results."""
-    from runtime.measure import L2_FLUSH_BYTES, _record_base
+    from runtime.measure import _record_base, l2_flush_bytes
     from runtime.model import DTYPE_NAMES
     first = ranks[0]
     record = _record_base(config["method"], config["seq"], config["batch"], args.model,
@@ -153,7 +153,7 @@ def record_of(config, args, ranks: list[dict], device: str, hw, extras: dict) ->
         memory_bytes_per_gpu=[r["memory"] for r in ranks], kv_bytes_per_gpu=[r["kv_bytes"] for r in ranks],
         weight_bytes_per_gpu=[r["weight_bytes"] for r in ranks], kv_bytes=max(r["kv_bytes"] for r in ranks),
         weight_bytes=max(r["weight_bytes"] for r in ranks), contexts=first["contexts"], prefill=first["prefill"],
-        steps=args.steps, warmup=args.warmup, l2_flush_bytes=L2_FLUSH_BYTES if device == "cuda" else 0,
+        steps=args.steps, warmup=args.warmup, l2_flush_bytes=l2_flush_bytes(torch.device(device)) if device == "cuda" else 0,
         rank_latency_s=[statistics.median(r["eager"][1::2]) for r in ranks], **extras)
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
     timer = "cuda events" if device == "cuda" else "perf_counter"

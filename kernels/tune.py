@@ -19,7 +19,15 @@ from . import _common
 from .decode import decode_attention
 from .int8kv import decode_attention_int8, quantize_kv
 
-H100_HBM_Bps = 3.35e12  # datasheet (SXM); hw_profiles/h100-sxm.yaml
+
+
+def device_peak_Bps() -> float:
+    """The datasheet HBM bandwidth of the GPU this runs on, from its profile (hw_profiles/)."""
+    from kvsim.hardware import load_profile, profile_for_device
+    name = profile_for_device(torch.cuda.get_device_name())
+    if name is None:
+        raise RuntimeError(f"no profile in hw_profiles/ names {torch.cuda.get_device_name()} (its device_names)")
+    return load_profile(name).memory.bandwidth_Bps.value
 
 
 def _bench(fn, graph=False) -> float:
@@ -63,7 +71,7 @@ def sweep_attention(B, H, Hkv, d, S, configs=None, kind="attention"):
     else:
         run = lambda: decode_attention(q, k, v, seq_lens, num_splits=splits)  # noqa: E731
         nbytes = kv_bytes(B, H, Hkv, d, S)
-    rows = []
+    rows, peak = [], device_peak_Bps()
     saved = dict(_common.CONFIGS[kind])
     try:
         for cfg in configs or _common.CANDIDATES[kind]:
@@ -74,7 +82,7 @@ def sweep_attention(B, H, Hkv, d, S, configs=None, kind="attention"):
                 rows.append(dict(config=cfg, error=repr(e)[:120]))
                 continue
             rows.append(dict(config=cfg, s=t, TBps=nbytes / t / 1e12,
-                             frac_peak=nbytes / t / H100_HBM_Bps))
+                             frac_peak=nbytes / t / peak))
     finally:
         _common.CONFIGS[kind].clear()
         _common.CONFIGS[kind].update(saved)
@@ -83,7 +91,7 @@ def sweep_attention(B, H, Hkv, d, S, configs=None, kind="attention"):
     if kind == "attention":
         t = sdpa_time(q, k, v)
         rows.append(dict(config="sdpa", s=t, TBps=nbytes / t / 1e12,
-                         frac_peak=nbytes / t / H100_HBM_Bps))
+                         frac_peak=nbytes / t / peak))
     return dict(shape=dict(B=B, H=H, Hkv=Hkv, d=d, S=S, splits=splits), rows=rows)
 
 
@@ -169,8 +177,9 @@ def others(B=8, H=32, Hkv=8, d=128, S=131072):
     n_pages = torch.full((B,), P, device=dev, dtype=torch.int32)
     add(f"quest P={P}", lambda: quest_page_scores(q, kmin, kmax, n_pages),
         B * Hkv * P * 2 * d * 2 + B * H * P * 4)
+    peak = device_peak_Bps()
     for name, t, tbps in rows:
-        frac = 100 * tbps * 1e12 / H100_HBM_Bps
+        frac = 100 * tbps * 1e12 / peak
         print(f"  {name:28s} {t * 1e6:9.1f} us {tbps:6.3f} TB/s {frac:5.1f}%",
               flush=True)
     return rows

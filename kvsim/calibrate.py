@@ -15,8 +15,9 @@ import json
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import HardwareProfile, load_profile
+from .hardware import HardwareProfile, load_profile, profile_file, resolved_data
 from .roofline import step_time
+from .transfer import resolve, without_laws
 from .validate import predict_record, step_context
 
 KNOTS = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)  # bytes moved by one kernel
@@ -37,12 +38,36 @@ def _costs(records: list[dict], hw: HardwareProfile) -> list:
     return [predict_record(rec, hw, seq=step_context(rec)).cost for rec in records]
 
 
+def fitted_fields(effs, launch_s: float, note: str) -> dict:
+    """The measured fields a calibration writes: the memory curve and the launch floor."""
+    return {"memory.efficiency": {"points": [[k, float(e)] for k, e in zip(KNOTS, effs)],
+                                  "source": f"measured {note}"},
+            "launch_overhead_s": {"value": float(launch_s), "source": f"measured {note}"}}
+
+
+def with_fields(data: dict, fields: dict) -> dict:
+    out = json.loads(json.dumps(data))
+    for path, value in fields.items():
+        *parents, last = path.split(".")
+        holder = out
+        for key in parents:
+            holder = holder.setdefault(key, {})
+        holder[last] = value
+    return out
+
+
 def with_fit(hw: HardwareProfile, effs, launch_s: float, note: str) -> HardwareProfile:
-    data = hw.model_dump()
-    data["memory"]["efficiency"] = {"points": [[k, float(e)] for k, e in zip(KNOTS, effs)],
-                                    "source": f"fitted: {note}"}
-    data["launch_overhead_s"] = {"value": float(launch_s), "source": f"fitted: {note}"}
-    return HardwareProfile.model_validate(data)
+    return HardwareProfile.model_validate(with_fields(hw.model_dump(), fitted_fields(effs, launch_s, note)))
+
+
+def left_out(device: str, source: str) -> HardwareProfile:
+    """``device``'s profile with none of its own laws: every one transferred from ``source``
+    (leave-one-device-out). Its name says so."""
+    data = without_laws(dict(resolved_data(str(profile_file(device)))))
+    data["inherits"] = source
+    data["name"] = f"{data['name']} from {load_profile(source).name}"
+    data["aliases"] = []
+    return HardwareProfile.model_validate(resolve(data, resolved_data(str(profile_file(source)))))
 
 
 def physical(params) -> np.ndarray:
@@ -64,11 +89,13 @@ def _residuals(params, hw, costs, measured):
 
 
 def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str], holdout: float = 0.3):
-    """-> (calibrated profile, training records, held-out records)."""
+    """-> (the measured fields to write into the profile, training records, held-out records)."""
     from scipy.optimize import least_squares
 
+    from .validate import in_targets
     hw = load_profile(hw)
-    measured = [r for r in records if r.get("source") == "measured" and r.get("latency_s")]
+    measured = [r for r in records if r.get("source") == "measured" and r.get("latency_s")
+                and r.get("fits") is not False and in_targets(r)]
     train = [r for r in measured if not is_held_out(r, holdout)]
     held = [r for r in measured if is_held_out(r, holdout)]
     if len(train) < len(KNOTS) + 1:
@@ -79,15 +106,112 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
     result = least_squares(_residuals, np.clip(start, lower, upper), bounds=(lower, upper),
                            args=(hw, costs, np.array([r["latency_s"] for r in train])), x_scale="jac")
     effs = physical(result.x[:-1])
-    note = (f"{datetime.date.today().isoformat()}, kvsim calibrate on {', '.join(source_files)}: "
-            f"least squares in log space over {len(train)} configurations")
-    data = with_fit(hw, effs, result.x[-1] * 1e-6, note).model_dump()
-    data["name"] = f"{hw.name}.calibrated"
-    data["aliases"] = []
-    data["calibration"] = {"measurements": list(source_files), "date": datetime.date.today().isoformat(),
+    note = (f"{datetime.date.today().isoformat()} (fit): kvsim calibrate {' '.join(source_files)} --hw {hw.name}; "
+            f"least squares in log space over {len(train)} configurations, {len(held)} held out")
+    fields = fitted_fields(effs, result.x[-1] * 1e-6, note)
+    fields["calibration"] = {"measurements": list(source_files), "date": datetime.date.today().isoformat(),
                            "method": "scipy.optimize.least_squares on log(predicted/measured step latency); "
                                      "memory efficiency at knots " + ", ".join(f"{k:.0e}" for k in KNOTS)
                                      + " bytes per kernel, and the launch overhead",
                            "held_out": f"{len(held)} of {len(measured)} configurations, chosen by "
-                                       f"sha256(configuration) < {holdout} (kvsim.calibrate.is_held_out)"}
-    return HardwareProfile.model_validate(data), train, held
+                                       f"sha256(configuration) < {holdout} (kvsim.calibrate.is_held_out)",
+                           "methods": sorted({r["method"] for r in train}), "holdout": holdout}
+    return fields, train, held
+
+
+INTERVAL_SPLIT = 0.3  # records with sha256 < this are kept for coverage; the rest give the quantiles
+
+
+def _trained_on(record: dict, hw: HardwareProfile) -> bool:
+    """Whether the device's own calibration fitted this record (it predicts it too well)."""
+    cal = hw.calibration
+    if cal is None or record.get("method") not in (cal.methods or [record.get("method")]):
+        return False
+    return not is_held_out(record, cal.holdout if cal.holdout is not None else 0.3)
+
+
+def _log_ratios(records: list[dict], profile_of) -> list[float]:
+    out = []
+    for record in records:
+        try:
+            hw = profile_of(record)
+            predicted = predict_record(record, hw, seq=step_context(record)).latency_s
+        except KvsimError:
+            continue
+        if hw is not None and not _trained_on(record, hw):
+            out.append(float(np.log(record["latency_s"] / float(np.max(predicted)))))
+    return out
+
+
+def interval_classes(records: list[dict], files: list[str]) -> dict:
+    """Residual quantiles per trust class from the records that do not hold coverage back:
+    "measured" on each record's own device profile; "same-architecture" on that profile with
+    every law transferred from another measured device of its architecture."""
+    from .validate import in_targets, record_profile
+
+    fit = [r for r in records if r.get("source") == "measured" and r.get("latency_s") and r.get("fits") is not False
+           and in_targets(r) and not is_held_out(r, INTERVAL_SPLIT)]
+    devices = sorted({r["hw"] for r in fit if record_profile(r["hw"]).trust_class == "measured"})
+    mine = [r for r in fit if r["hw"] in devices]
+    classes = {}
+    own = _log_ratios(mine, lambda r: record_profile(r["hw"]))
+    if len(own) >= 5:
+        classes["measured"] = {**_quantiles(own), "records": f"{', '.join(files)}: {', '.join(devices)}, "
+                               "each on its shipped profile, its calibration's training records left out",
+                               "fit": _split_note()}
+    arch = lambda d: record_profile(d).architecture  # noqa: E731
+    pairs = [(d, s) for d in devices for s in devices if s != d and arch(s) and arch(s) == arch(d)]
+    moved = [x for d, s in pairs for x in _log_ratios([r for r in mine if r["hw"] == d], lambda r, s=s: left_out(r["hw"], s))]
+    if len(moved) >= 5:
+        classes["same-architecture"] = {**_quantiles(moved), "records": f"{', '.join(files)}: "
+                                        + "; ".join(f"{d} predicted from {s}'s laws alone" for d, s in pairs),
+                                        "fit": _split_note()}
+    return classes
+
+
+def _quantiles(values) -> dict:
+    from .intervals import fit_quantiles
+    return fit_quantiles(values)
+
+
+def _split_note() -> str:
+    return (f"records with sha256(configuration) >= {INTERVAL_SPLIT} (kvsim.calibrate.is_held_out); the others "
+            f"measure coverage: kvsim validate --held-out {INTERVAL_SPLIT}")
+
+
+def patch_profile_text(text: str, fields: dict) -> str:
+    """A profile file's text with ``fields`` (dotted path -> value, at most two levels) written
+    in place, one flow-style line each, so its other lines and comments stay as they are."""
+    import yaml
+
+    lines = text.splitlines()
+    for path, value in fields.items():
+        keys = path.split(".")
+        body = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False).strip()
+        lines = _put(lines, keys, body)
+    return "\n".join(lines) + "\n"
+
+
+def _block(lines: list, key: str, start: int, end: int, indent: int):
+    """(first, last + 1) of ``key``'s lines at ``indent`` within lines[start:end], or None."""
+    head = " " * indent + key + ":"
+    for i in range(start, end):
+        if lines[i].startswith(head) and (len(lines[i]) == len(head) or lines[i][len(head)] in " #"):
+            j = i + 1
+            while j < end and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent):
+                j += 1
+            return i, j
+    return None
+
+
+def _put(lines: list, keys: list, body: str) -> list:
+    start, end, indent = 0, len(lines), 0
+    for key in keys[:-1]:
+        found = _block(lines, key, start, end, indent)
+        if found is None:
+            lines = lines[:end] + [" " * indent + key + ":"] + lines[end:]
+            found = (end, end + 1)
+        start, end, indent = found[0] + 1, found[1], indent + 2
+    found = _block(lines, keys[-1], start, end, indent)
+    new = [" " * indent + keys[-1] + ": " + body]
+    return lines[:found[0]] + new + lines[found[1]:] if found else lines[:end] + new + lines[end:]

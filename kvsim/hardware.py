@@ -1,8 +1,11 @@
 """Hardware profiles: pydantic models of the YAML files in ``hw_profiles/``.
 
-Every number is a ``{value, source}`` pair. Datasheet peaks (``peak_flops``, ``bandwidth_Bps``)
-and achieved efficiencies (``efficiency`` curves) are separate fields, so a calibration replaces
-only the latter. Units are SI base units named in the key.
+Every number is a ``{value, source}`` pair, and its source says how much to trust it: a
+datasheet figure, ``measured`` on this device (file, date, command), ``transferred`` from a
+measured device (kvsim.transfer: a profile that ``inherits`` another takes the chip-level laws
+it does not measure itself, scaled by its own datasheet facts), or ``assumed``. Datasheet peaks
+(``peak_flops``, ``bandwidth_Bps``) and achieved efficiencies (``efficiency`` curves) are separate
+fields, so a calibration replaces only the latter. Units are SI base units named in the key.
 """
 from __future__ import annotations
 
@@ -22,9 +25,28 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TRUST_LEVELS = ("datasheet", "measured", "transferred", "assumed")
+
+
+def trust_of(source: str) -> str:
+    """How a source was obtained, from the word it starts with ("measured"/"fitted",
+    "transferred", "assumed"); anything else is a datasheet or vendor figure."""
+    head = source.strip().lower()
+    if head.startswith(("measured", "fitted")):
+        return "measured"
+    for level in ("transferred", "assumed"):
+        if head.startswith(level):
+            return level
+    return "datasheet"
+
+
 class Sourced(_Frozen):
     value: float = Field(ge=0, allow_inf_nan=False)
     source: str = Field(min_length=3)
+
+    @property
+    def trust(self) -> str:
+        return trust_of(self.source)
 
 
 class Curve(_Frozen):
@@ -45,6 +67,10 @@ class Curve(_Frozen):
             raise ValueError("efficiencies must lie in (0, 1]")
         return points
 
+    @property
+    def trust(self) -> str:
+        return trust_of(self.source)
+
     def at(self, size):
         sizes, effs = zip(*self.points)
         log_size = np.log10(np.maximum(np.asarray(size, dtype=float), 1.0))
@@ -55,7 +81,8 @@ class Compute(_Frozen):
     peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
     efficiency: Curve  # by FLOPs per kernel
     tile_rows: Optional[Sourced] = None  # a GEMM's rows run in whole tiles of this many, where measured
-    sm_count: Optional[Sourced] = None  # streaming multiprocessors (compute units on AMD)
+    sm_count: Optional[Sourced] = None  # streaming multiprocessors: the kernels' launch policy, L2 and select rates
+    clock_hz: Optional[Sourced] = None  # boost clock of the SMs
 
     def peak(self, dtype: str) -> float:
         if dtype in self.peak_flops:
@@ -73,6 +100,8 @@ class Memory(_Frozen):
     efficiency: Curve  # by bytes per kernel
     gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
     reread_Bps: Optional[Sourced] = None  # loads of rows several programs read at once (L2 serves repeats)
+    context_bytes: Optional[Sourced] = None  # CUDA context and loaded modules, outside the allocator
+    allocator_reserve_bytes: Optional[Sourced] = None  # reserved by the caching allocator beyond its peak allocation
 
 
 class Link(_Frozen):
@@ -171,6 +200,14 @@ class Calibration(_Frozen):
     date: str
     method: str
     held_out: str = ""
+    methods: list[str] = []  # the methods whose records it fitted (all where empty)
+    holdout: Optional[float] = None  # the hold-out fraction (kvsim.calibrate.is_held_out)
+
+
+class Origin(_Frozen):
+    """Where a profile's transferred laws come from (filled in by kvsim.transfer)."""
+    profile: str
+    architecture: Optional[str] = None
 
 
 # per part of a profile: the fields kvsim divides by (the peaks of compute.peak_flops too)
@@ -185,9 +222,13 @@ RATES = {"compute": ("tile_rows",),
 class HardwareProfile(_Frozen):
     name: str
     aliases: list[str] = []
+    device_names: list[list[str]] = []  # words of the name the GPU reports (torch.cuda.get_device_name)
     kind: Literal["gpu", "cpu"]
     vendor: str
     description: str
+    architecture: Optional[str] = None  # e.g. hopper: devices of one architecture share chip-level laws
+    inherits: Optional[str] = None  # the measured profile whose laws this one takes where it has none
+    transferred_from: Optional[Origin] = None
     compute: Compute
     memory: Memory
     launch_overhead_s: Sourced
@@ -219,6 +260,18 @@ class HardwareProfile(_Frozen):
     def preferred_dtype(self) -> str:
         return "bf16" if "bf16" in self.compute.peak_flops else "fp16"
 
+    @property
+    def trust_class(self) -> str:
+        """Which validation residuals bound this profile's predictions (kvsim.intervals): its
+        memory curve measured on this device, laws transferred within an architecture or
+        across architectures, or nothing measured at all."""
+        if self.memory.efficiency.trust == "measured":
+            return "measured"
+        origin = self.transferred_from
+        if origin is not None and origin.architecture and origin.architecture == self.architecture:
+            return "same-architecture"
+        return "other-architecture" if origin is not None else "assumed"
+
 
 def shipped_dir() -> Path:
     """The profiles inside the installed wheel, or beside the package in a source checkout."""
@@ -242,7 +295,27 @@ def _profile_files() -> list[Path]:
 @lru_cache(maxsize=64)
 def load_file(path: str) -> HardwareProfile:
     file = Path(path)
-    return validated(HardwareProfile, read_mapping(file, "hardware profile"), file)
+    return validated(HardwareProfile, resolved_data(str(file)), file)
+
+
+def forget_loaded() -> None:
+    """Drop the cached profiles (after a profile file was rewritten)."""
+    load_file.cache_clear()
+    resolved_data.cache_clear()
+
+
+@lru_cache(maxsize=64)
+def resolved_data(path: str) -> dict:
+    """A profile file's mapping with the laws it inherits filled in (kvsim.transfer)."""
+    from .transfer import resolve
+
+    data = read_mapping(Path(path), "hardware profile")
+    parent = data.get("inherits")
+    if not parent:
+        return resolve(data, None)
+    if parent in _names_in(Path(path)):
+        raise KvsimError(f"{path}: a profile cannot inherit from itself")
+    return resolve(data, resolved_data(str(profile_file(str(parent)))))
 
 
 def _names_in(path: Path) -> set[str]:
@@ -260,22 +333,38 @@ def list_profiles() -> list[HardwareProfile]:
     return profiles
 
 
-def load_profile(name: str) -> HardwareProfile:
-    """By path (``my-gpu.yaml``), or by name/alias in KVSIM_HW_PATH then the shipped profiles."""
-    if isinstance(name, HardwareProfile):
-        return name
+def profile_file(name: str) -> Path:
+    """The file of a profile given by path, or by name/alias in KVSIM_HW_PATH then the shipped ones."""
     if name.endswith((".yaml", ".yml")) or os.sep in name:
         if Path(name).exists() and not Path(name).is_file():
             raise KvsimError(f"hardware profile {name} is not a regular file")
         if not Path(name).is_file():
             raise KvsimError(f"hardware profile file {name} does not exist")
-        return load_file(str(Path(name)))
+        return Path(name)
     files = _profile_files()
     for file in files:
         if file.stem == name:
-            return load_file(str(file))
+            return file
     for file in files:
         if name in _names_in(file):
-            return load_file(str(file))
+            return file
     names = sorted({n for f in files for n in _names_in(f) if n})
     raise KvsimError(f"unknown hardware '{name}'; choose one of: {', '.join(names)} (or a YAML path)")
+
+
+def load_profile(name: str) -> HardwareProfile:
+    """By path (``my-gpu.yaml``), or by name/alias in KVSIM_HW_PATH then the shipped profiles."""
+    if isinstance(name, HardwareProfile):
+        return name
+    return load_file(str(profile_file(name)))
+
+
+def profile_for_device(device_name: str) -> Optional[str]:
+    """The profile whose ``device_names`` words all occur in the name a GPU reports (the entry
+    with the most words wins: "H100 PCIe" before "H100")."""
+    best, best_words = None, 0
+    for profile in list_profiles():
+        for words in profile.device_names:
+            if len(words) > best_words and all(w.lower() in device_name.lower() for w in words):
+                best, best_words = profile.name, len(words)
+    return best

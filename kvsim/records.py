@@ -21,8 +21,9 @@ from .errors import KvsimError
 
 CONFIG_KEYS = ("hw", "model", "method", "params", "batch", "seq", "gen", "dtype", "kv_dtype")
 CSV_COLUMNS = CONFIG_KEYS + (
-    "gpus", "offload", "latency_s", "tokens_per_s", "flops", "hbm_bytes", "pcie_bytes", "memory_bytes",
-    "host_memory_bytes", "kv_bytes", "gpu_capacity_bytes", "fits", "beyond_trained_context", "attention_latency_s",
+    "gpus", "offload", "latency_s", "latency_low_s", "latency_high_s", "tokens_per_s", "flops", "hbm_bytes",
+    "pcie_bytes", "memory_bytes", "host_memory_bytes", "kv_bytes", "gpu_capacity_bytes", "fits",
+    "beyond_trained_context", "attention_latency_s",
     "attention_hbm_bytes", "attention_flops", "ttft_s", "total_s", "gen_tokens_per_s")
 
 
@@ -59,7 +60,9 @@ def _record(pred, index, breakdown) -> dict:
         "batch": int(at(pred.workload.batch)), "seq": int(at(pred.workload.seq)),
         "gen": pred.workload.gen, "dtype": pred.workload.dtype, "kv_dtype": pred.workload.kv_dtype,
         "gpus": pred.gpus, "offload": pred.offload,
-        "latency_s": at(pred.latency_s), "tokens_per_s": at(pred.tokens_per_s),
+        "latency_s": at(pred.latency_s), "latency_low_s": at(pred.latency_interval[0]),
+        "latency_high_s": at(pred.latency_interval[1]), "interval_from": pred.interval_class,
+        "tokens_per_s": at(pred.tokens_per_s),
         "flops": at(pred.flops), "hbm_bytes": at(pred.hbm_bytes), "pcie_bytes": at(pred.pcie_bytes),
         "memory_bytes": at(pred.memory_bytes), "host_memory_bytes": at(pred.host_memory_bytes),
         "kv_bytes": at(pred.kv_bytes), "gpu_capacity_bytes": pred.gpu_capacity_bytes,

@@ -14,6 +14,14 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def with_interval(pred) -> str:
+    """``12.9 ms (12.5–13.3)``: the step latency and its 90% interval (kvsim.intervals)."""
+    texts = [format_seconds(float(np.max(x))) for x in (pred.latency_s, *pred.latency_interval)]
+    units = {text.rsplit(" ", 1)[-1] for text in texts}
+    low, high = (t.rsplit(" ", 1)[0] if len(units) == 1 else t for t in texts[1:])
+    return f"{texts[0]} ({low}–{high})"
+
+
 def prediction_text(pred, top: int = 8, quality=None) -> str:
     wl, rec = pred.workload, pred
     attn = pred.attention()
@@ -26,7 +34,7 @@ def prediction_text(pred, top: int = 8, quality=None) -> str:
         f"batch {int(wl.batch)}, context {format_tokens(int(wl.seq))}, "
         f"weights {wl.dtype}, KV {wl.kv_dtype}, engine {pred.engine}; {UNITS_NOTE}",
         "",
-        f"  latency per step   {format_seconds(latency)}   ({float(pred.tokens_per_s):.1f} tokens/s)",
+        f"  latency per step   {with_interval(pred)}   ({float(pred.tokens_per_s):.1f} tokens/s)",
         f"  FLOPs per step     {format_count(pred.flops, 'FLOP')}",
         f"  HBM bytes          {format_count(pred.hbm_bytes, 'B')}",
         f"  PCIe bytes         {format_count(pred.pcie_bytes, 'B')}",
@@ -69,7 +77,7 @@ def comparison_text(preds: list, quality: list | None = None) -> str:
     rows = []
     for p in sorted(preds, key=lambda p: float(p.latency_s)):
         attn = p.attention()
-        rows.append([p.method.name, format_seconds(float(p.latency_s)),
+        rows.append([p.method.name, with_interval(p),
                      format_ratio(float(dense.latency_s) / float(p.latency_s)),
                      format_count(attn["hbm_bytes"], "B"), format_count(p.hbm_bytes, "B"),
                      format_bytes(p.kv_bytes), "yes" if bool(p.fits) else "no"]

@@ -23,9 +23,8 @@ from .records import prediction_records
 
 
 def gpu_profiles() -> list[HardwareProfile]:
-    """Every GPU profile kvsim knows (shipped and on KVSIM_HW_PATH): what ``--hw all`` means.
-    Calibrated variants of a profile (``calibration`` set) are left out: name them to use them."""
-    return [p for p in list_profiles() if p.kind == "gpu" and p.calibration is None]
+    """Every GPU profile kvsim knows (shipped and on KVSIM_HW_PATH): what ``--hw all`` means."""
+    return [p for p in list_profiles() if p.kind == "gpu"]
 
 
 def method_params(method: str, params: dict | None) -> dict:

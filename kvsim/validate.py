@@ -5,31 +5,40 @@ profile (``hw``), model, ``n_layers`` (the runtime may cut layers), method, para
 and dtypes (and ``gpus``, tensor-parallel GPUs: bytes and memory per GPU); it is predicted with
 exactly that configuration and the relative errors
 (predicted − measured) / measured of step latency, attention latency, HBM bytes (when Nsight
-Compute counted them) and PCIe bytes are summarised per method and overall. With ``engine``
-"eager" the step and attention latencies are the runtime's eager timings (``record["eager"]``,
-every op issued from the host) against kvsim's eager engine.
+Compute counted them), PCIe bytes and memory (kvsim's allocations, ``memory_bytes`` less the
+workspace, against the runtime's peak ``torch.cuda.max_memory_allocated``) are summarised per
+group (method, and on request model, device and trust class) and overall, with the share of
+step latencies inside the predicted 90% interval (kvsim.intervals).
+With ``engine`` "eager" the step and attention latencies are the runtime's eager timings
+(``record["eager"]``, every op issued from the host) against kvsim's eager engine.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
+from .intervals import interval
 from .models import load_model
 from .predict import predict
 
-QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes")
+QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes", "memory_bytes")
+GROUP_KEYS = ("method", "model", "device", "trust")
 PCIE_FLOOR_BYTES = 1e6  # below this both sides are "no PCIe traffic"
 
 
 @dataclass(frozen=True)
 class Comparison:
     record: dict
-    predicted: dict  # quantity -> value
+    predicted: dict  # quantity -> value, and latency_low / latency_high: the 90% interval
     measured: dict  # quantity -> value or None
+    trust: str = "measured"  # the profile's trust class (kvsim.intervals)
+
+    @property
+    def inside(self) -> bool:
+        return self.predicted["latency_low"] <= self.measured["latency"] <= self.predicted["latency_high"]
 
     def error(self, quantity: str):
         meas, pred = self.measured.get(quantity), self.predicted.get(quantity)
@@ -47,7 +56,19 @@ def measured_values(record: dict, engine: str = "graphs") -> dict:
         eager = record.get("eager") or {}
         latency, attention_latency = eager.get("latency_s"), eager.get("attention_latency_s")
     return {"latency": latency, "attention_latency": attention_latency,
-            "hbm_bytes": record.get("hbm_bytes"), "pcie_bytes": record.get("pcie_bytes")}
+            "hbm_bytes": record.get("hbm_bytes"), "pcie_bytes": record.get("pcie_bytes"),
+            "memory_bytes": record.get("memory_bytes") if record.get("memory_how") == ALLOCATED else None}
+
+
+ALLOCATED = "torch.cuda.max_memory_allocated"
+
+
+def in_targets(record: dict) -> bool:
+    """Rows the latency targets cover: not offloaded, CUDA-graph timed, not ALISA's INT8 path
+    (each has an issue of its own)."""
+    params = record.get("params") or {}
+    int8 = record.get("method") == "alisa" and int(params.get("kv_bits", 16)) == 8
+    return not (record.get("offload") or "eager" in str(record.get("timer", "")) or int8)
 
 
 def model_for(record: dict):
@@ -56,14 +77,10 @@ def model_for(record: dict):
     return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
 
 
-@lru_cache(maxsize=16)
 def record_profile(name: str) -> HardwareProfile:
-    """The profile a record's device is predicted on: its calibrated profile where one ships
-    (``<hw>.calibrated``, fitted to that device's measurements), else the datasheet one."""
-    try:
-        return load_profile(f"{name}.calibrated")
-    except KvsimError:
-        return load_profile(name)
+    """The profile a record's device is predicted on: the shipped one (measured fields where that
+    device was measured, laws transferred from a measured device elsewhere)."""
+    return load_profile(name)
 
 
 def gpus_of(record: dict) -> int:
@@ -71,11 +88,14 @@ def gpus_of(record: dict) -> int:
     return record.get("gpus") or 1
 
 
-def group(record: dict) -> str:
+def group(record: dict, by=("method",), trust: str = "") -> str:
     """The row a record's errors go to: its method, offloaded runs and runs on several
-    tensor-parallel GPUs apart (``sparq offload 0.5``, ``dense x2``)."""
+    tensor-parallel GPUs apart (``sparq offload 0.5``, ``dense x2``), then the model, device
+    (``hw``) and trust class where ``by`` names them."""
     offload, gpus = record.get("offload") or 0.0, gpus_of(record)
-    return record["method"] + (f" x{gpus}" if gpus != 1 else "") + (f" offload {offload:g}" if offload else "")
+    method = record["method"] + (f" x{gpus}" if gpus != 1 else "") + (f" offload {offload:g}" if offload else "")
+    parts = {"method": method, "model": str(record.get("model")), "device": str(record.get("hw")), "trust": trust}
+    return " | ".join(parts[key] for key in by)
 
 
 def predict_record(record: dict, hw: HardwareProfile | str | None = None, seq=None, engine: str = "graphs"):
@@ -113,31 +133,48 @@ def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:
     every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
     latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
     eager = engine == "eager" or "eager" in str(record.get("timer", ""))
-    return {"latency": float(np.median(latency[3:]) if eager else latency[1]),
+    step = float(np.median(latency[3:]) if eager else latency[1])
+    low, high = interval(step, pred.hw.trust_class)
+    return {"latency": step, "latency_low": float(low), "latency_high": float(high),
             "attention_latency": float(np.median(attention[3:]) if eager else attention[2]),
             "hbm_bytes": float(every(pred.hbm_bytes)[0]),
-            "pcie_bytes": float(np.mean(every(pred.pcie_bytes)[3:]))}
+            "pcie_bytes": float(np.mean(every(pred.pcie_bytes)[3:])),
+            "memory_bytes": float(np.max(every(pred.memory_bytes))) - pred.hw.workspace_bytes.value}
 
 
-def compare(records: list[dict], hw=None, skipped: list | None = None, engine: str = "graphs") -> list[Comparison]:
+def _profile_getter(hw, transfer_from):
+    """record -> the profile it is predicted on: ``hw``; its device's with every law from
+    ``transfer_from`` (leave-one-device-out); or its device's shipped profile."""
+    if hw:
+        fixed = load_profile(hw)
+        return lambda record: fixed
+    if transfer_from:
+        from .calibrate import left_out
+        return lambda record: left_out(record["hw"], transfer_from)
+    return lambda record: record_profile(record["hw"])
+
+
+def compare(records: list[dict], hw=None, skipped: list | None = None, transfer_from: str | None = None,
+            engine: str = "graphs") -> list[Comparison]:
     """Comparisons for the measured records that ran (``fits`` not false; with ``engine``
     "eager", those with eager timings); a record kvsim cannot predict (e.g. a method whose
     layer schedule needs more layers than the cut model has) goes to ``skipped`` with the
     reason."""
-    rows = []
+    rows, profile_of = [], _profile_getter(hw, transfer_from)
     for record in records:
         if record.get("source") != "measured" or record.get("fits") is False or not record.get("latency_s"):
             continue
         if engine == "eager" and not measured_values(record, engine)["latency"]:
             continue
         try:
-            predicted = predicted_values(record, hw, engine)
+            profile = profile_of(record)
+            predicted = predicted_values(record, profile, engine)
         except KvsimError as exc:
             if skipped is None:
                 raise
             skipped.append((record, str(exc)))
             continue
-        rows.append(Comparison(record, predicted, measured_values(record, engine)))
+        rows.append(Comparison(record, predicted, measured_values(record, engine), profile.trust_class))
     if not rows and skipped:
         record, why = skipped[0]
         raise KvsimError(f"none of the {len(skipped)} measured records could be predicted; the first "
@@ -160,14 +197,22 @@ def _stats(rows: list[Comparison], quantity: str) -> dict:
             "p90_abs_err": float(np.percentile(magnitudes, 90)), "worst": worst}
 
 
-def summarize(rows: list[Comparison]) -> dict:
-    """{"overall": {...}, "methods": {name: {...}}}, each with n and per-quantity statistics
-    (offloaded runs of a method are a row of their own: their latency is a different question)."""
-    def block(subset):
-        return {"n": len(subset), **{q: _stats(subset, q) for q in QUANTITIES}}
-    methods = sorted({group(r.record) for r in rows})
-    return {"overall": block(rows),
-            "methods": {m: block([r for r in rows if group(r.record) == m]) for m in methods}}
+def _block(subset: list[Comparison]) -> dict:
+    coverage = float(np.mean([r.inside for r in subset])) if subset else None
+    return {"n": len(subset), "interval_coverage": coverage, **{q: _stats(subset, q) for q in QUANTITIES}}
+
+
+def summarize(rows: list[Comparison], by=("method",)) -> dict:
+    """{"overall": {...}, "methods": {name: {...}}, "groups": {key: {...}}}, each with n, the
+    share of latencies inside the 90% interval and per-quantity statistics (offloaded runs of a
+    method are a row of their own: their latency is a different question); "groups" by ``by``
+    (of GROUP_KEYS), "targets" over the rows the latency targets cover (:func:`in_targets`)."""
+    keyed = lambda keys: {r_key: [r for r in rows if group(r.record, keys, r.trust) == r_key]  # noqa: E731
+                          for r_key in sorted({group(r.record, keys, r.trust) for r in rows})}
+    return {"overall": _block(rows),
+            "targets": _block([r for r in rows if in_targets(r.record)]),
+            "methods": {k: _block(v) for k, v in keyed(("method",)).items()},
+            "groups": {k: _block(v) for k, v in keyed(tuple(by)).items()}}
 
 
 def plot(rows: list[Comparison], path: str) -> None:
@@ -204,3 +249,26 @@ def plot(rows: list[Comparison], path: str) -> None:
     fig.tight_layout()
     write_whole_bytes(path, fig)
     plt.close(fig)
+
+
+def max_batch_checks(records: list[dict]) -> list[dict]:
+    """For each ``kind: max_batch`` record (benchmarks/bench_memory.py: the largest batch the
+    runtime ran and the first that ran out of memory), kvsim's largest batch that fits on the
+    device's profile and its allocation error at the batch that ran."""
+    from .hardware import profile_for_device
+    rows = []
+    for rec in (r for r in records if r.get("kind") == "max_batch"):
+        name = rec.get("hw") or profile_for_device(str(rec.get("device", "")))
+        if name is None:
+            continue
+        batches = np.arange(1, 4 * int(rec["first_oom_batch"]) + 1)
+        pred = predict(record_profile(name), method=rec["method"], seq=rec["seq"], batch=batches,
+                       model=model_for(rec), **(rec.get("params") or {}))
+        memory = np.broadcast_to(np.asarray(pred.memory_bytes, dtype=float), batches.shape)
+        fits = batches[memory <= pred.gpu_capacity_bytes]
+        allocated = memory[int(rec["max_batch_ran"]) - 1] - pred.hw.workspace_bytes.value
+        rows.append({"hw": name, "model": rec["model"], "method": rec["method"], "seq": rec["seq"],
+                     "ran": rec["max_batch_ran"], "out_of_memory": rec["first_oom_batch"],
+                     "predicted": int(fits.max()) if fits.size else 0,
+                     "allocation_err": (allocated - rec["peak_allocated_bytes"]) / rec["peak_allocated_bytes"]})
+    return rows

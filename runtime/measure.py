@@ -34,11 +34,24 @@ from .engine import Engine, offload_fraction
 from .launches import LAUNCH_KINDS, LaunchCounter, count_launches  # noqa: F401 - re-exported
 from .model import DTYPE_NAMES
 
-L2_FLUSH_BYTES = 4 * 50 * 2**20  # 4 × the H100's 50 MB L2
+L2_FLUSH_MULTIPLE = 4  # the flush writes 4 × the L2 of the device (its profile's memory.l2_bytes)
+
+
+def l2_flush_bytes(device: torch.device) -> int:
+    """4 × the L2 of this GPU's profile; of the largest L2 among the shipped GPU profiles where
+    none names this GPU."""
+    from kvsim.hardware import list_profiles, load_profile, profile_for_device
+    name = profile_for_device(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    l2 = (load_profile(name).memory.l2_bytes.value if name else
+          max(p.memory.l2_bytes.value for p in list_profiles() if p.kind == "gpu"))
+    return int(L2_FLUSH_MULTIPLE * l2) // 4 * 4
+
+
 class _Timer:
     def __init__(self, device: torch.device, flush: bool):
         self.cuda = device.type == "cuda"
-        self.flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int32, device=device) if self.cuda and flush else None
+        self.flush = (torch.empty(l2_flush_bytes(device) // 4, dtype=torch.int32, device=device)
+                      if self.cuda and flush else None)
         self.pending: list = []
 
     def time(self, fn, *args):
@@ -192,7 +205,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         memory_bytes=memory, memory_how=memory_how, kv_bytes=engine.kv_bytes, host_kv_bytes=engine.host_kv_bytes,
         weight_bytes=engine.model.weight_bytes, contexts=[first, first + steps - 1], prefill=prefill,
         steps=steps, warmup=warmup, launches=launches, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
-        l2_flush_bytes=L2_FLUSH_BYTES if engine.device.type == "cuda" and flush_l2 else 0,
+        l2_flush_bytes=l2_flush_bytes(engine.device) if engine.device.type == "cuda" and flush_l2 else 0,
         backends=ops.backends())
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
     if graphed:  # replays repeat one captured step: its context is the one to predict

@@ -140,7 +140,7 @@ def test_every_profile_loads_with_sources():
     for p in profiles:
         for dtype, peak in p.compute.peak_flops.items():
             assert peak.value > 0 and len(peak.source) > 10, (p.name, dtype)
-        assert p.memory.efficiency.source.startswith(("assumed", "measured", "fitted"))
+        assert p.memory.efficiency.trust in ("assumed", "measured", "transferred"), p.name
 
 
 def test_every_preset_loads():

@@ -11,9 +11,18 @@ from kvsim.roofline import op_time
 from kvsim.workload import Workload
 
 
+def lawless(name: str = "a100-80gb-sxm"):
+    """A profile without the optional laws (tile rows, gather, re-read, top-k): what kvsim does
+    where nothing was measured or transferred."""
+    p = load_profile(name)
+    return p.model_copy(update={"topk": None, "compute": p.compute.model_copy(update={"tile_rows": None}),
+                                "memory": p.memory.model_copy(update={"gather_efficiency": None, "reread_Bps": None})})
+
+
 @pytest.mark.parametrize("slices,size,multi", [
     (64, 65536, True), (8, 131072, True), (1, 104858, True), (256, 4095, True),
     (1024, 255, False), (8, 4096, False), (20, 19999, False), (5000, 400, True), (5000, 399, False)])
+
 def test_multiblock_heuristic(slices, size, multi):
     assert bool(torch_topk_multiblock(slices, size)) is multi
 
@@ -27,7 +36,7 @@ def test_measured_call_cost_is_a_floor_only_where_the_profile_has_it():
     read = 8 * 64 * (65536 - 1024) * 4
     want = 8 * h100.topk.call_s.value + read / h100.topk.throughput_Bps.value
     assert float(t.time_s) == pytest.approx(want) and str(t.bound_names()) == "library"
-    a100 = load_profile("a100-80gb-sxm")  # not measured there: launch and memory floors only
+    a100 = lawless()  # no top-k law: launch and memory floors only
     assert a100.topk is None and float(op_time(op, a100).floors["library"]) == 0.0
     small = topk_op("t", 255, 31, 1024, 8, wl)  # one single-block kernel a call
     assert float(small.topk_calls) == 0 and float(small.topk_single_calls) == 8
@@ -50,7 +59,7 @@ def test_single_block_calls_follow_the_measured_law():
     t = op_time(op, h100)
     assert str(t.bound_names()) == "library" and float(t.time_s) == pytest.approx(8 * law.call_time(1, 14746))
     assert 50e-6 < float(law.call_time(1, 14746)) < 90e-6
-    assert float(op_time(op, load_profile("a100-80gb-sxm")).floors["library"]) == 0.0  # not measured there
+    assert float(op_time(op, lawless()).floors["library"]) == 0.0  # no top-k law
 
 
 def test_single_block_law_grows_with_row_length_and_waves():
@@ -75,7 +84,7 @@ def test_gathered_rows_run_at_the_measured_gather_efficiency():
     h100 = load_profile("h100-sxm")
     ratio = float(op_time(scattered, h100).floors["memory"] / op_time(rows_in_runs, h100).floors["memory"])
     assert ratio == pytest.approx(1 / h100.memory.gather_efficiency.value)
-    a100 = load_profile("a100-80gb-sxm")  # not measured there: same as rows in runs
+    a100 = lawless()  # no gather law: same as rows in runs
     assert a100.memory.gather_efficiency is None
     assert float(op_time(scattered, a100).time_s) == float(op_time(rows_in_runs, a100).time_s)
 
@@ -93,15 +102,14 @@ def test_rows_loaded_again_take_the_measured_reread_rate():
     memory = op_time(pages, h100).floors["memory"]
     assert memory[0] == pytest.approx(loaded / h100.memory.reread_Bps.value)  # overlap: L2 loads bound
     assert memory[1] > loaded / h100.memory.reread_Bps.value  # 64k: the union read from HBM bounds
-    a100 = load_profile("a100-80gb-sxm")  # not measured there: the HBM bytes alone
-    assert a100.memory.reread_Bps is None
+    a100 = lawless()  # no re-read law: the HBM bytes alone
     assert op_time(pages, a100).floors["memory"][0] < loaded / h100.memory.reread_Bps.value
 
 
 def test_gemm_rows_run_in_whole_tiles():
     from kvsim.decoder import layer_ops
     from kvsim.models import load_model
-    h100, a100 = load_profile("h100-sxm"), load_profile("a100-80gb-sxm")
+    h100, a100 = load_profile("h100-sxm"), lawless()
     model = load_model("llama-3.1-8b")
     wl = Workload(seq=4096, batch=32, gen=0, dtype="bf16", kv_dtype="bf16")
     up = next(o for o in layer_ops(model, wl, tokens=9.0) if o.name == "layers/mlp/gate_up")  # 288 rows
@@ -110,7 +118,7 @@ def test_gemm_rows_run_in_whole_tiles():
     eff = h100.compute.efficiency.at(padded / float(up.launches))
     want = padded / (h100.compute.peak("bf16") * eff)
     assert tile == 128 and float(op_time(up, h100).floors["compute"]) == pytest.approx(want)
-    assert a100.compute.tile_rows is None  # not measured there: the FLOPs as they are
+    # without a tile law: the FLOPs as they are
     assert float(op_time(up, a100).floors["compute"]) == pytest.approx(
         float(up.flops) / (a100.compute.peak("bf16") * a100.compute.efficiency.at(float(up.flops) / 32)))
 

@@ -9,8 +9,8 @@ import pytest
 
 from hypothesis import given, settings, strategies as st
 
-from kvsim.calibrate import KNOTS, fit, is_held_out, physical, with_fit
-from kvsim.hardware import load_profile
+from kvsim.calibrate import KNOTS, fit, is_held_out, physical, with_fields, with_fit
+from kvsim.hardware import HardwareProfile, load_profile
 from kvsim.predict import predict
 from kvsim.records import append_jsonl
 from kvsim.validate import compare, summarize
@@ -58,8 +58,12 @@ def test_fitted_curves_never_make_more_bytes_faster(params):
     assert np.all(np.diff(seconds) >= -1e-12 * seconds[1:])
 
 
-def test_shipped_calibrated_profile_is_physical():
-    curve = load_profile(str(ROOT / "hw_profiles" / "h100-sxm.calibrated.yaml")).memory.efficiency
+def test_shipped_measured_profile_is_physical():
+    """--hw h100 is the measured profile (its old twin's name still finds it), and its fitted
+    memory curve never makes more bytes faster."""
+    h100 = load_profile("h100")
+    assert load_profile("h100-sxm.calibrated") is h100 and h100.memory.efficiency.trust == "measured"
+    curve = h100.memory.efficiency
     sizes = np.logspace(4, 11, 2000)
     assert np.all(np.diff(sizes / curve.at(sizes)) >= 0)
 
@@ -67,13 +71,14 @@ def test_shipped_calibrated_profile_is_physical():
 def test_calibration_recovers_held_out_latency(tmp_path):
     truth = with_fit(load_profile("h100"), TRUE_EFFS, 6e-6, "test truth")
     records = _measured(truth, seqs=(1024, 4096, 8192, 16384, 65536, 131072), batches=(1, 2, 8, 32))
-    profile, train, held = fit(records, "h100", ["synthetic.jsonl"], holdout=0.3)
+    fields, train, held = fit(records, "h100", ["synthetic.jsonl"], holdout=0.3)
+    profile = HardwareProfile.model_validate(with_fields(load_profile("h100").model_dump(), fields))
     assert held and train and len(held) + len(train) == len(records)
     assert all(is_held_out(r, 0.3) for r in held)
     errors = [abs(r.error("latency")) for r in compare(held, profile)]
     assert np.median(errors) < 0.03 and max(errors) < 0.08
-    assert profile.memory.efficiency.source.startswith("fitted")
-    assert profile.calibration.measurements == ["synthetic.jsonl"]
+    assert profile.memory.efficiency.trust == "measured" and "synthetic.jsonl" in profile.memory.efficiency.source
+    assert profile.calibration.measurements == ["synthetic.jsonl"] and profile.calibration.methods == ["dense"]
 
 
 def test_validate_cli_json_and_calibrate(tmp_path):
@@ -90,7 +95,9 @@ def test_validate_cli_json_and_calibrate(tmp_path):
     cal = subprocess.run([sys.executable, "-m", "kvsim", "calibrate", str(path), "--hw", "h100",
                           "--out", str(tmp_path / "cal.yaml")], capture_output=True, text=True, cwd=ROOT)
     assert cal.returncode == 0, cal.stderr
-    assert load_profile(str(tmp_path / "cal.yaml")).calibration is not None
+    written = load_profile(str(tmp_path / "cal.yaml"))
+    assert written.calibration.measurements == [str(path)] and written.name == "h100-sxm"
+    assert written.launch_overhead_s.trust == "measured" and written.memory.bandwidth_Bps.value == 3.35e12
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     bad = subprocess.run([sys.executable, "-m", "kvsim", "validate", str(empty)], capture_output=True, text=True, cwd=ROOT)
@@ -124,12 +131,13 @@ def test_latency_is_predicted_at_the_contexts_that_were_timed():
     assert float(at(4106).latency_s) != pytest.approx(float(at(4096).latency_s))  # the case matters
 
 
-def test_records_go_to_their_device_calibrated_profile_and_offload_rows():
+def test_records_go_to_their_device_profile_and_offload_rows():
     from kvsim.validate import group, record_profile
-    assert record_profile("h100-sxm").name == "h100-sxm.calibrated"  # shipped: fitted to that device
-    assert record_profile("a100-80gb-sxm").name == "a100-80gb-sxm"  # none ships: the datasheet one
-    rec = {"method": "sparq", "offload": 0.5}
+    assert record_profile("h100-sxm").trust_class == "measured"  # measured on that device
+    assert record_profile("a100-80gb-sxm").trust_class == "other-architecture"  # laws transferred
+    rec = {"method": "sparq", "offload": 0.5, "model": "m", "hw": "h200-sxm"}
     assert group(rec) == "sparq offload 0.5" and group({"method": "sparq", "offload": 0.0}) == "sparq"
+    assert group(rec, ("method", "device", "trust"), "same-architecture") == "sparq offload 0.5 | h200-sxm | same-architecture"
     truth = with_fit(load_profile("h100"), TRUE_EFFS, 6e-6, "test truth")
     records = _measured(truth, seqs=(4096,), batches=(1,))
     records.append({**records[0], "offload": 0.5})

@@ -1,7 +1,7 @@
 """kvsim hw list | hw show NAME | models | methods."""
 from __future__ import annotations
 
-from ..hardware import list_profiles, load_profile
+from ..hardware import list_profiles, load_profile, trust_of
 from ..methods import METHODS
 from ..models import PRESETS
 from ..report import table
@@ -33,31 +33,43 @@ def run_hw_list(args) -> int:
     return 0
 
 
-SOURCE_WIDTH = 60  # characters of a source per line; longer ones continue on the next rows
+SOURCE_WIDTH = 60  # characters of a model source per line in `kvsim models`
+LINE_WIDTH = 118  # hw show's lines stay under 120 characters
+VALUE_WIDTH = 26
 
 
-def _wrapped(field: str, value: str, source: str) -> list[list[str]]:
-    """One row, its long value or source continued on rows of their own (lines stay < 120 chars)."""
+def _wrapped(rows: list[list[str]]) -> list[list[str]]:
+    """Rows of field, value, trust, source with long values and sources continued on rows of their
+    own, the source column as wide as the line leaves."""
     import textwrap
 
-    values = textwrap.wrap(value, 28) or [""]
-    sources = textwrap.wrap(source, SOURCE_WIDTH, break_long_words=True) or [""]
-    height = max(len(values), len(sources))
-    values += [""] * (height - len(values))
-    sources += [""] * (height - len(sources))
-    return [[field if i == 0 else "", values[i], sources[i]] for i in range(height)]
+    field_width = max(len(r[0]) for r in rows)
+    source_width = max(24, LINE_WIDTH - field_width - VALUE_WIDTH - len("transferred") - 6)
+    out = []
+    for field, value, trust, source in rows:
+        values = textwrap.wrap(value, VALUE_WIDTH) or [""]
+        sources = textwrap.wrap(source, source_width, break_long_words=True) or [""]
+        height = max(len(values), len(sources))
+        values += [""] * (height - len(values))
+        sources += [""] * (height - len(sources))
+        out += [[field if i == 0 else "", values[i], trust if i == 0 else "", sources[i]] for i in range(height)]
+    return out
 
 
 def _walk(prefix: str, value, rows: list) -> None:
+    """Rows of field, value, trust (datasheet / measured / transferred / assumed), source."""
     if isinstance(value, dict) and set(value) == {"value", "source"}:
-        rows += _wrapped(prefix, f"{value['value']:.4g}", value["source"])
+        rows.append([prefix, f"{value['value']:.4g}", trust_of(value["source"]), value["source"]])
+    elif isinstance(value, dict) and set(value) == {"points", "source"}:
+        points = " ".join(f"{s:.1e}:{e:.2f}" for s, e in value["points"])
+        rows.append([prefix, points, trust_of(value["source"]), value["source"]])
     elif isinstance(value, dict):
         for key, item in value.items():
             _walk(f"{prefix}.{key}" if prefix else key, item, rows)
-    elif prefix.endswith("points"):
-        rows += _wrapped(prefix, " ".join(f"{s:.0e}:{e:.2f}" for s, e in value), "")
+    elif len(str(value)) > VALUE_WIDTH:
+        rows.append([prefix, "", "", str(value)])
     else:
-        rows += _wrapped(prefix, "", str(value)) if len(str(value)) > 28 else [[prefix, str(value), ""]]
+        rows.append([prefix, str(value), "", ""])
 
 
 def run_hw_show(args) -> int:
@@ -68,8 +80,9 @@ def run_hw_show(args) -> int:
         return 0
     rows: list = []
     _walk("", data, rows)
-    print(f"{profile.name}: every number in SI base units (bytes, seconds, FLOP/s), with its source\n")
-    print(table(rows, ["field", "value", "source"]))
+    print(f"{profile.name}: every number in SI base units (bytes, seconds, FLOP/s), with its trust and source;\n"
+          f"predictions on it carry the '{profile.trust_class}' interval (kvsim.intervals)\n")
+    print(table(_wrapped(rows), ["field", "value", "trust", "source"]))
     return 0
 
 

@@ -29,11 +29,6 @@ NCU_METRICS = "dram__bytes_read.sum,dram__bytes_write.sum"
 # is, and the runtime records whether it fits); kvsim's memory is within a few % of the runtime's
 CLEARLY_TOO_BIG = 1.25
 CPU_SHARE = 0.8  # on the CPU a run past its RAM is killed, not refused: keep a fifth for the system
-DEVICE_PROFILES = [  # (words in torch.cuda.get_device_name, profile)
-    (("H100", "PCIe"), "h100-pcie"), (("H100",), "h100-sxm"), (("H200",), "h200-sxm"),
-    (("A100", "40GB"), "a100-40gb-sxm"), (("A100",), "a100-80gb-sxm"), (("V100",), "v100-32gb-sxm"),
-    (("3090",), "rtx-3090"), (("4090",), "rtx-4090"), (("L40S",), "l40s"),
-]
 
 
 def register(sub) -> None:
@@ -57,10 +52,9 @@ def register(sub) -> None:
 
 
 def profile_for(device_name: str) -> str | None:
-    for words, profile in DEVICE_PROFILES:
-        if all(word.lower() in device_name.lower() for word in words):
-            return profile
-    return None
+    """The profile whose ``device_names`` match the name the GPU reports (kvsim.hardware)."""
+    from ..hardware import profile_for_device
+    return profile_for_device(device_name)
 
 
 def _runtime():

@@ -20,11 +20,21 @@ import numpy as np
 
 from ..cost import Op
 from ..decoder import ROPE_ARGS
+from ..hardware import load_profile
 from ..models import ModelConfig
 from ..workload import Workload
 
 SPLIT_MIN_ROWS = 256  # the fewest rows one split-K program takes (kernels/decode.py)
-TARGET_PROGRAMS = 528  # programs wanted in flight: 132 H100 SMs x 4 (gathered/windowed/int8 kernels)
+PROGRAMS_PER_SM = 4  # programs the gathered/windowed/int8 kernels want in flight per SM
+
+
+def target_programs(sm_count: float) -> int:
+    """The kernels' launch policy on a GPU with ``sm_count`` SMs (its profile's compute.sm_count)."""
+    return int(PROGRAMS_PER_SM * sm_count)
+
+
+# the policy on the H100 SXM the kernels were tuned on (528 programs); the cost model follows it
+TARGET_PROGRAMS = target_programs(load_profile("h100-sxm").compute.sm_count.value)
 # Dense attention over a contiguous cache: about one wave on 132 SMs. At batch 1 on the H100,
 # 16 splits beat 33/66/132 (within 2% of SDPA instead of 14% slower at 32k); gathered, windowed,
 # int8 and SparQ kernels lose up to 40% with that few (benchmarks/tune_small.py, 2026-11-22).
