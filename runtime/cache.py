@@ -204,22 +204,18 @@ class KVCache:
         """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head); with
         ``logits`` also the lse and the logits [B,H,K] in list order. ``page_size`` > 1: indices
         list pages of that many rows, read in place by the kernel (expanded to rows where the
-        rows are first copied out: int8 or offloaded)."""
-        if page_size > 1:
-            if not (self.int8 or self.layers[layer].offloaded or logits):
-                f, _ = self.layers[layer].gather(indices)
-                return ops.gathered_decode_attention(q, f["k"], f["v"], indices, counts, page_size=page_size)
-            indices = pages_to_rows(indices, page_size)
-        if self.int8:
-            k, v = self.rows_of(layer, indices)
-            B, Hsel, K = indices.shape
-            idx = torch.arange(K, device=q.device, dtype=torch.int32).expand(B, Hsel, K).contiguous()
-        else:
-            f, idx = self.layers[layer].gather(indices)
-            k, v = f["k"], f["v"]
+        rows are first copied out, offloaded, or logits are written)."""
+        store = self.layers[layer]
+        if page_size > 1 and (store.offloaded or logits):  # rows copied out / logits per row
+            indices, page_size = pages_to_rows(indices, page_size), 1
+        f, idx = store.gather(indices)  # in place (device), or a compact copy (offloaded)
+        if self.int8:  # int8 rows dequantized inside the kernel (kernels/int8_probs.py)
+            return ops.gathered_decode_attention_int8(
+                q, f["k"], f["v"], f["k_scale"], f["k_zero"], f["v_scale"], f["v_zero"], idx,
+                counts, logits=logits, page_size=page_size)
         if logits:
-            return ops.decode_attention_with_logits(q, k, v, indices=idx, counts=counts)
-        return ops.gathered_decode_attention(q, k, v, idx, counts)
+            return ops.decode_attention_with_logits(q, f["k"], f["v"], indices=idx, counts=counts)
+        return ops.gathered_decode_attention(q, f["k"], f["v"], idx, counts, page_size=page_size)
 
     @property
     def device_bytes(self) -> int:
