@@ -37,6 +37,7 @@ class Op:
     topk_shape: tuple = (0.0, 0.0)  # (rows, candidates per row) of one single-block call; not scaled
     gemm_rows: object = 0.0  # a matrix product's rows (tokens) per launch, 0 if not one; not scaled
     loaded_bytes: object = 0.0  # bytes its programs load, repeats served by L2 included (0: hbm_read)
+    link_row_bytes: object = 0.0  # contiguous bytes per row a kernel reads over the host link (0: bulk copies); not scaled
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"

@@ -49,20 +49,31 @@ class CacheSpec:
 
 
 class PcieCounter:
-    """Bytes that crossed the host link, per direction, counted where the copies are issued."""
+    """Bytes that crossed the host link, per direction, counted where the copies are issued;
+    a byte count that lives on the device (rows a kernel selected) is summed there, without a
+    sync, and read when the counts are."""
 
     def __init__(self):
         self.h2d = 0
         self.d2h = 0
+        self._on_device: dict[str, torch.Tensor] = {}
 
     def add(self, direction: str, nbytes: int) -> None:
         setattr(self, direction, getattr(self, direction) + int(nbytes))
 
+    def add_on_device(self, direction: str, nbytes: torch.Tensor) -> None:
+        if direction not in self._on_device:
+            self._on_device[direction] = torch.zeros((), dtype=torch.int64, device=nbytes.device)
+        self._on_device[direction].add_(nbytes)
+
     def as_dict(self) -> dict[str, int]:
-        return {"h2d": self.h2d, "d2h": self.d2h}
+        extra = {k: int(t.item()) for k, t in self._on_device.items()}
+        return {k: getattr(self, k) + extra.get(k, 0) for k in ("h2d", "d2h")}
 
     def reset(self) -> None:
         self.h2d = self.d2h = 0
+        for t in self._on_device.values():
+            t.zero_()
 
 
 def tensor_bytes(tensors) -> int:

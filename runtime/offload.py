@@ -5,11 +5,11 @@ With fraction f, the oldest H(L) = min(⌊f·L⌋, L−1) of a layer's L tokens 
 ([H_max, B, Hkv, ...] so a block of positions is one contiguous copy); the rest sit in a device
 ring of ⌈(1−f)·S_max⌉+1 slots, slot = position mod ring. The current token is always on the
 device. As L grows, rows leaving the ring go device→host (d2h: f·2·d·b per step and KV head on
-average); the rows a method selects below H cross host→device each step (h2d: 2·d·b each), on a
-side stream with non_blocking copies. Selected rows are gathered on the host and assembled into a
-compact buffer [B, Hsel, K, ...] that the attention kernel then reads; index lists go to the host
-to plan the fetch (d2h 4 B per host row: the int32 positions). A method that reads every row
-(dense attention) takes the host block [0, H) in one contiguous copy instead (``prefix``).
+average); the rows a method selects below H cross host→device each step (h2d: 2·d·b each): a
+GPU kernel gathers them, reading pinned host memory through its device-visible address, with the
+ring rows of the same list, into a compact buffer [B, Hsel, K, ...] that attention then reads
+(kernels/host_gather.py; no host sync, no positions sent to the host). A method that reads every
+row (dense attention) takes the host block [0, H) in one contiguous copy instead (``prefix``).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import math
 
 import torch
 
+from . import ops
 from .cache import PcieCounter, tensor_bytes
-from .reference import _take
 
 
 class OffloadRows:
@@ -96,33 +96,32 @@ class OffloadRows:
         return self.compact(indices), local
 
     def compact(self, indices: torch.Tensor) -> dict:
-        """Rows indices [B,Hsel,K]: ring rows gathered on the device, host rows fetched (h2d)."""
-        pos = indices.long()
-        out = {name: _take(t, pos % self.ring) for name, t in self.dev.items()}
-        on_host = pos < self.boundary
-        where = on_host.nonzero()  # [N, 3]: b, hsel, j (synchronises: the fetch is planned on the host)
-        if where.shape[0] == 0:
-            return out
-        host_pos = pos[on_host].to(torch.int32)
-        self.counter.add("d2h", tensor_bytes([host_pos]))
-        B, Hkv = self.dev["k"].shape[:2]
-        p, b, h = host_pos.cpu().long(), where[:, 0].cpu(), where[:, 1].cpu() // (indices.shape[1] // Hkv)
-        if self._pending is not None:
-            self._pending.synchronize()  # host rows written by earlier d2h copies
-        flat = (p * B + b) * Hkv + h  # row of the [H_max·B·Hkv, ...] host view
-        for name, host in self.host.items():
-            rows = torch.empty(flat.shape[0], *host.shape[3:], dtype=host.dtype, pin_memory=self.stream is not None)
-            torch.index_select(host.reshape(-1, *host.shape[3:]), 0, flat, out=rows)  # host gather
-            self.counter.add("h2d", tensor_bytes([rows]))
-            out[name][where[:, 0], where[:, 1], where[:, 2]] = self._upload(rows)
+        """Rows indices [B,Hsel,K] as [B,Hsel,K,...]: one GPU gather per field reads host rows
+        over PCIe (zero-copy from pinned memory) and ring rows from HBM (kernels/host_gather.py);
+        no host sync, the positions stay on the device; h2d counted there."""
+        self._wait_d2h()
+        out = {name: ops.gather_host_rows(self.host[name], t, indices, self.boundary)
+               for name, t in self.dev.items()}
+        self.counter.add_on_device("h2d", (indices < self.boundary).sum() * self.row_bytes)
         return out
+
+    def _wait_d2h(self) -> None:
+        """Host rows written by earlier d2h copies are complete before a kernel reads them: a
+        wait on the device (the compute stream after the copy stream), not a host sync."""
+        if self.stream is not None and self._pending is not None:
+            torch.cuda.current_stream(self.device).wait_event(self._pending)
+
+    @property
+    def row_bytes(self) -> int:
+        """One position's row of every field for one (sequence, head)."""
+        return sum(t[0, 0, 0].numel() * t.element_size() for t in self.dev.values())
 
     def prefix(self, n: int) -> dict:
         """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block [0, boundary)
         in one contiguous copy (h2d, no host gather, no positions sent), then the ring rows."""
         slots = torch.arange(self.boundary, n, device=self.device) % self.ring
-        if self.boundary and self._pending is not None:
-            self._pending.synchronize()  # host rows written by earlier d2h copies
+        if self.boundary:
+            self._wait_d2h()
         out = {}
         for name, host in self.host.items():
             ring = self.dev[name].index_select(2, slots)
