@@ -87,3 +87,27 @@ def test_records_list_decode_backends_apart():
                   steps=4, warmup=1, graphs=False)
     assert "attention_with_probs@cuda" in rec["prefill_backends"]  # synthetic prefill scores
     assert not not_a_kernel(rec["backends"]), rec["backends"]
+
+
+@pytest.mark.parametrize("method,params", [("sparq", {"k": 256}), ("quest", {"budget": 512}),
+                                           ("alisa", {}), ("alisa", {"kv_bits": 8})])
+def test_offloaded_rows_gathered_on_the_gpu_change_nothing(method, params, decoder):
+    """Host rows read in place from pinned memory by the gather kernel: the same logits as the
+    cache on the GPU, h2d bytes counted on the device, and no host sync in the step."""
+    def run(**kw):
+        e = Engine(MODEL, method, params, batch=B, max_seq=MAX_SEQ, device="cuda", decoder=decoder, **kw)
+        e.prefill_synthetic(PREFILL)
+        return e, [e.step(torch.tensor([t, t + 7], device="cuda")) for t in range(3)]
+    _, want = run()
+    e, got = run(offload=0.5)
+    for g, w in zip(got, want):
+        assert ((g - w).norm() / w.norm()).item() < 0.02, method
+    e.pcie.reset()
+    tokens = torch.tensor([1, 2], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # a host sync inside the step raises
+    try:
+        e.step(tokens)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert e.pcie_bytes["h2d"] > 0
