@@ -181,7 +181,14 @@ class KVCache:
         self.layers[layer].load(self.encode(k, v), slots)
 
     def put(self, layer: int, slot, k, v) -> None:
-        self.layers[layer].put(slot, self.encode(k, v))
+        store = self.layers[layer]
+        one_per_seq = isinstance(slot, int) or slot.numel() == slot.shape[0] == self.spec.batch
+        if self.int8 and not store.offloaded and one_per_seq:  # quantize and write: one launch
+            t, slot = store.t, slot if isinstance(slot, int) else slot.reshape(-1)
+            k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (k, v))
+            ops.put_rows_int8(t["k"], t["v"], t["k_scale"], t["k_zero"], t["v_scale"], t["v_zero"], slot, k, v)
+            return
+        store.put(slot, self.encode(k, v))
 
     def keys(self, layer: int) -> torch.Tensor:
         """All K rows of a device-resident, 16-bit cache (selection layers read them)."""

@@ -26,6 +26,7 @@ KERNEL_MODULES = {
     "rope": "rope", "put_rows": "rows", "adore_score": "adore", "adore_release": "adore",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
     "gathered_decode_attention_int8": "int8_probs", "gather_host_rows": "host_gather",
+    "put_rows_int8": "int8_rows",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
 # kernels/int8kv.py writes these in plain torch, one function for every device (no *_ref)
@@ -160,6 +161,10 @@ def decode_attention_int8(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens,
 def gathered_decode_attention_int8(q, kq, vq, k_scale, k_zero, v_scale, v_zero, indices, counts, **kw):
     return _call("gathered_decode_attention_int8", q.device, q, kq, vq, k_scale, k_zero, v_scale,
                  v_zero, indices, counts, **kw)
+
+
+def put_rows_int8(kq, vq, ks, kz, vs, vz, slot, k_new, v_new):
+    return _call("put_rows_int8", kq.device, kq, vq, ks, kz, vs, vz, slot, k_new, v_new)
 
 
 def gather_host_rows(host, dev, indices, boundary, out=None):

@@ -19,8 +19,9 @@ INT8 = {"kv_dtype": "int8"}
 
 # torch ops a decode step may call through runtime.ops on purpose, and why
 ALLOWED_TORCH = {
-    # per-row min/max, scale and round of the one new token per layer (kernels/int8kv.py writes
-    # it in torch on every device: a few elementwise ops over B·Hkv·d values)
+    # an offloaded int8 cache quantizes the new token in torch before its ring write
+    # (kernels/int8kv.py, a few elementwise ops over B·Hkv·d values); on the GPU-resident cache
+    # kernels/int8_rows.py quantizes and writes in one launch
     "kernels.int8kv.quantize_kv",
 }
 
@@ -80,6 +81,7 @@ def test_alisa_int8_reads_int8_in_the_kernel(decoder):
     used = ops.backends()
     assert used["gathered_decode_attention_int8@cuda"] == "kernels.int8_probs.gathered_decode_attention_int8"
     assert "dequantize_kv@cuda" not in used and "decode_attention_with_logits@cuda" not in used
+    assert used["put_rows_int8@cuda"] == "kernels.int8_rows.put_rows_int8" and "quantize_kv@cuda" not in used
 
 
 def test_records_list_decode_backends_apart():
