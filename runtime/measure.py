@@ -176,7 +176,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         memory, memory_how = _peak_memory(engine)
         if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
-            graphed, graph_how, replayed = [], "not capturable: offloaded rows are fetched after a host sync", {}
+            graphed, graph_how, replayed = [], "not captured: offloaded steps copy on a side stream", {}
         else:
             graphed, graph_how, replayed = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked", {})
     except torch.cuda.OutOfMemoryError as exc:
