@@ -7,7 +7,7 @@
 #   TAG-pcie.jsonl               bench_pcie.py: pinned copies by size, zero-copy gathers by row size
 #   TAG-alisa-int8.jsonl         ALISA kv_bits=8 step latency, contexts x batches (8 layers)
 #   TAG-alisa-int8-ncu.jsonl     the same under Nsight Compute (HBM bytes), 2 configurations
-#   TAG-offload.jsonl            dense/sparq/quest/alisa at offload 0.25, 0.5, 0.9 (4 layers)
+#   TAG-offload.jsonl            dense/sparq/quest/alisa/tidaldecode at offload 0.25, 0.5, 0.9 (4 layers)
 # and prints, last, kvsim's error against each file (kvsim validate) and the link curves fitted.
 . benchmarks/gpu_setup.sh
 tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
@@ -31,7 +31,7 @@ TAIL=3 sweep 80 python3 benchmarks/measure_sweep.py --ncu --out $OUT/$tag-alisa-
 echo "== offload"
 for f in 0.25 0.5 0.9; do
   TAIL=2 sweep 45 python3 benchmarks/measure_sweep.py --out $OUT/$tag-offload.jsonl \
-    --methods dense,sparq,quest,alisa --offload $f --seqs 16384,65536 --batches 4 --layers 4 --budget-s 30
+    --methods dense,sparq,quest,alisa,tidaldecode --offload $f --seqs 16384,65536 --batches 4 --layers 4 --budget-s 30
 done
 
 echo "== summary"

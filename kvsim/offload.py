@@ -41,7 +41,7 @@ def check_fraction(method, fraction) -> float:
         raise KvsimError(f"offload must be a fraction in [0, 1], got {fraction}")
     if fraction > 0 and not hasattr(method, "host_rows_read"):
         raise KvsimError(f"offload: {method.name} cannot run with KV on the host (its cache is not "
-                         "position-ordered or it reads every key); use dense, sparq, quest or alisa")
+                         "position-ordered or it reads every key); use dense, sparq, quest, alisa or tidaldecode")
     return fraction
 
 

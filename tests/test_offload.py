@@ -15,7 +15,8 @@ from kvsim.predict import predict
 TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=4, d_model=256, n_heads=8, n_kv_heads=2,
                    head_dim=32, ffn_dim=512, vocab=1000, max_context=4096, mlp="swiglu", norm="rmsnorm",
                    source="test")
-OFFLOADABLE = [("dense", {}), ("sparq", {"k": 24}), ("alisa", {}), ("quest", {"page_size": 8, "budget": 32})]
+OFFLOADABLE = [("dense", {}), ("sparq", {"k": 24}), ("alisa", {}), ("quest", {"page_size": 8, "budget": 32}),
+               ("tidaldecode", {"k": 24, "reselect_layer": 3})]
 
 
 def test_dense_offload_by_hand():
@@ -50,6 +51,8 @@ def test_more_on_the_host_never_moves_fewer_bytes(case, seq, f, extra):
 def test_offload_refused_for_methods_the_runtime_cannot_offload():
     with pytest.raises(KvsimError, match="cannot run with KV on the host"):
         predict("h100", method="h2o", seq=4096, offload=0.5)
+    with pytest.raises(KvsimError, match="correction_period=0"):
+        predict("h100", method="tidaldecode", seq=4096, offload=0.5, correction_period=4)
     with pytest.raises(KvsimError, match="fraction"):
         predict("h100", seq=4096, offload=1.5)
     done = subprocess.run([sys.executable, "-m", "kvsim", "predict", "--hw", "h100", "--seq", "4k",

@@ -170,7 +170,7 @@ def test_offload_moves_the_expected_bytes_and_changes_nothing(fraction):
 
 
 @pytest.mark.parametrize("method,params", [("alisa", {}), ("alisa", {"kv_bits": 8}), ("sparq", {"k": 8}),
-                                           ("quest", {"budget": 32})])
+                                           ("quest", {"budget": 32}), ("tidaldecode", {"k": 8})])
 def test_offloaded_sparse_methods_fetch_only_selected_rows(method, params):
     ref, off = engine(method, params), engine(method, params, offload=0.5)
     dense_off = engine(offload=0.5)
@@ -182,10 +182,11 @@ def test_offloaded_sparse_methods_fetch_only_selected_rows(method, params):
     assert 0 < off.pcie_bytes["h2d"] < dense_off.pcie_bytes["h2d"]
 
 
-@pytest.mark.parametrize("method", ["tidaldecode", "h2o", "streamingllm", "duoattention", "adore"])
-def test_offload_refused_where_the_layout_is_not_positional(method):
+@pytest.mark.parametrize("method,params", [("h2o", {}), ("streamingllm", {}), ("duoattention", {}), ("adore", {}),
+                                           ("tidaldecode", {"correction_period": 2})])
+def test_offload_refused_where_the_layout_is_not_positional(method, params):
     with pytest.raises(ValueError, match="offload"):
-        engine(method, offload=True)
+        engine(method, params, offload=True)
 
 
 def test_measure_on_cpu_returns_a_complete_record():

@@ -21,7 +21,7 @@ class RuntimeMethod:
     def __init__(self, spec: CacheSpec, params: dict, rotary, counter: PcieCounter | None = None):
         if spec.offload > 0 and not self.supports_offload:
             raise ValueError(f"{self.name}: offload is not supported (its cache layout is not "
-                             "position-ordered); use dense, sparq, quest or alisa")
+                             "position-ordered); use dense, sparq, quest, alisa or tidaldecode")
         self.spec, self.p, self.rotary = spec, dict(params), rotary
         self.counter = counter or PcieCounter()
         self.n = 0  # tokens cached before the current step (= the current token's position)

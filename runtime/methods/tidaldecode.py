@@ -23,13 +23,16 @@ SELECTION_LAYER = 2  # paper §3.2: layers 0-1 dense, layer 2 selects
 
 class TidalDecode(RuntimeMethod):
     name = "tidaldecode"
-    supports_offload = False  # selection layers read every key
+    supports_offload = True  # dense/selection layers take the host block, sparse ones gather
     kv_dtypes = ("same",)
 
     def check(self) -> None:
         super().check()
         if self.p["k"] < 1 or self.p["correction_period"] < 0:
             raise ValueError(f"tidaldecode: need k >= 1 and correction_period >= 0, got {self.p}")
+        if self.spec.offload > 0 and self.p["correction_period"]:
+            raise ValueError("tidaldecode: offload needs correction_period=0 (the correction rewrites "
+                             "cached rows on the GPU)")
 
     def allocate(self) -> None:
         super().allocate()
