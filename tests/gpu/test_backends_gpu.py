@@ -37,7 +37,7 @@ CASES = [
     ("h2o", {"heavy": 4096, "recent": 4096}, {}),  # not full yet: append
     ("tidaldecode", {"k": 256}, {}), ("tidaldecode", {"k": 256, "reselect_layer": 3}, {}),
     ("tidaldecode", {"k": 256, "correction_period": 2}, {}),  # recompute K/V every 2 steps
-    ("tidaldecode", {"k": 256, "reselect_layer": 3}, OFF),
+    ("tidaldecode", {"k": 256}, OFF),  # layer 3 sparse: gathered rows
     ("duoattention", {}, {}), ("duoattention", {"retrieval_ratio": 1.0}, {}),
     ("duoattention", {"retrieval_ratio": 0.0}, {}),
     ("streamingllm", {"recent": 512}, {}), ("streamingllm", {"recent": 8192}, {}),  # window ≥ context
@@ -94,7 +94,7 @@ def test_records_list_decode_backends_apart():
 
 @pytest.mark.parametrize("method,params", [("sparq", {"k": 256}), ("quest", {"budget": 512}),
                                            ("alisa", {}), ("alisa", {"kv_bits": 8}),
-                                           ("tidaldecode", {"k": 256, "reselect_layer": 3})])
+                                           ("tidaldecode", {"k": 256})])
 def test_offloaded_rows_gathered_on_the_gpu_change_nothing(method, params, decoder):
     """Host rows read in place from pinned memory by the gather kernel: the same logits as the
     cache on the GPU, h2d bytes counted on the device, and no host sync in the step."""
