@@ -34,9 +34,9 @@ for f in 0.25 0.5 0.9; do
     --methods dense,sparq,quest,alisa,tidaldecode --offload $f --seqs 16384,65536 --batches 4 --layers 4 --budget-s 30
 done
 
+ls $OUT
 echo "== summary"
 python3 benchmarks/bench_pcie.py --fit $OUT/$tag-pcie.jsonl --hw $tag 2>&1 | cut -c1-400
 for f in alisa-int8 alisa-int8-ncu offload; do
   [ -s $OUT/$tag-$f.jsonl ] && python3 -m kvsim validate $OUT/$tag-$f.jsonl 2>&1 | tail -8
 done
-ls $OUT
