@@ -25,8 +25,9 @@ BLOCK_R = 16  # rows per program: 16 rows of a 256-B bf16 head row is one 4-KB r
 
 
 @triton.jit
-def _gather_kernel(HOST, DEV, OUT, IDX, boundary, ring, B, HKV, K, s_ib, s_ih, group,
-                   ROW: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+def _gather_kernel(HOST, DEV, OUT, IDX, COUNT, boundary, ring, B, HKV, K, s_ib, s_ih, group,
+                   ROW: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+                   HAS_COUNT: tl.constexpr):
     pid_r = tl.program_id(0)
     pid = tl.program_id(1)  # (sequence, list)
     n_sel = HKV * group
@@ -44,6 +45,8 @@ def _gather_kernel(HOST, DEV, OUT, IDX, boundary, ring, B, HKV, K, s_ib, s_ih, g
     dev_row = ((b * HKV + h) * ring + pos % ring) * ROW
     x = tl.load(HOST + host_row[:, None] + col[None, :], mask=on_host[:, None] & c_mask[None, :], other=0)
     y = tl.load(DEV + dev_row[:, None] + col[None, :], mask=on_dev[:, None] & c_mask[None, :], other=0)
+    if HAS_COUNT:  # rows this program read over the link, for the transfer counters
+        tl.atomic_add(COUNT, tl.sum(on_host.to(tl.int64), 0))
     out_row = ((b * n_sel + hs) * K + j) * ROW
     tl.store(OUT + out_row[:, None] + col[None, :], tl.where(on_host[:, None], x, y),
              mask=j_mask[:, None] & c_mask[None, :])
@@ -61,8 +64,9 @@ def _check(host, dev, indices):
     return B, Hkv, ring
 
 
-def gather_host_rows(host, dev, indices, boundary: int, out=None):
-    """out [B, Hsel, K, *row] (module doc); ``out`` may be given (a staging buffer)."""
+def gather_host_rows(host, dev, indices, boundary: int, out=None, count=None):
+    """out [B, Hsel, K, *row] (module doc); ``out`` may be given (a staging buffer); ``count``
+    (an int64 scalar tensor on the device) gains the number of list entries read from the host."""
     B, Hkv, ring = _check(host, dev, indices)
     Hsel, K = indices.shape[1], indices.shape[2]
     row = 1
@@ -75,15 +79,18 @@ def gather_host_rows(host, dev, indices, boundary: int, out=None):
     idx = indices if indices.stride(-1) == 1 else indices.contiguous()
     grid = (triton.cdiv(K, BLOCK_R), B * Hsel)
     launcher(_gather_kernel, dev)[grid](
-        host, dev, out, idx, int(boundary), ring, B, Hkv, K, idx.stride(0), idx.stride(1),
-        Hsel // Hkv, ROW=row, BLOCK_C=pow2_at_least(row), BLOCK_R=BLOCK_R, num_warps=4,
+        host, dev, out, idx, count if count is not None else idx, int(boundary), ring, B, Hkv, K,
+        idx.stride(0), idx.stride(1), Hsel // Hkv, ROW=row, BLOCK_C=pow2_at_least(row),
+        BLOCK_R=BLOCK_R, HAS_COUNT=count is not None, num_warps=4,
         **({} if interpreting() else {"num_stages": 1}))
     return out
 
 
-def gather_host_rows_ref(host, dev, indices, boundary: int, out=None):
+def gather_host_rows_ref(host, dev, indices, boundary: int, out=None, count=None):
     """Torch reference (and the CPU path): the same rows by indexing."""
     B, Hkv, ring = _check(host, dev, indices)
+    if count is not None:
+        count += (indices < boundary).sum()
     Hsel = indices.shape[1]
     pos = indices.long()
     b = torch.arange(B, device=pos.device)[:, None, None]

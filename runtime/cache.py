@@ -56,24 +56,27 @@ class PcieCounter:
     def __init__(self):
         self.h2d = 0
         self.d2h = 0
-        self._on_device: dict[str, torch.Tensor] = {}
+        self._on_device: list[tuple[str, int, torch.Tensor]] = []
 
     def add(self, direction: str, nbytes: int) -> None:
         setattr(self, direction, getattr(self, direction) + int(nbytes))
 
-    def add_on_device(self, direction: str, nbytes: torch.Tensor) -> None:
-        if direction not in self._on_device:
-            self._on_device[direction] = torch.zeros((), dtype=torch.int64, device=nbytes.device)
-        self._on_device[direction].add_(nbytes)
+    def on_device(self, direction: str, unit_bytes: int, device) -> torch.Tensor:
+        """A count (int64, on ``device``) that kernels add to; it stands for count·unit_bytes."""
+        count = torch.zeros((), dtype=torch.int64, device=device)
+        self._on_device.append((direction, int(unit_bytes), count))
+        return count
 
     def as_dict(self) -> dict[str, int]:
-        extra = {k: int(t.item()) for k, t in self._on_device.items()}
-        return {k: getattr(self, k) + extra.get(k, 0) for k in ("h2d", "d2h")}
+        out = {"h2d": self.h2d, "d2h": self.d2h}
+        for direction, unit, count in self._on_device:
+            out[direction] += int(count.item()) * unit
+        return out
 
     def reset(self) -> None:
         self.h2d = self.d2h = 0
-        for t in self._on_device.values():
-            t.zero_()
+        for _, _, count in self._on_device:
+            count.zero_()
 
 
 def tensor_bytes(tensors) -> int:

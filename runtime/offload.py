@@ -40,6 +40,7 @@ class OffloadRows:
         self.length = 0
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         self._pending = None  # event after the last d2h copy
+        self._host_count = None  # list entries read from the host (counted by the gather kernel)
 
     def _target(self, length: int) -> int:
         return max(0, min(math.floor(self.f * length), length - 1, self.host_rows))
@@ -100,10 +101,11 @@ class OffloadRows:
         over PCIe (zero-copy from pinned memory) and ring rows from HBM (kernels/host_gather.py);
         no host sync, the positions stay on the device; h2d counted there."""
         self._wait_d2h()
-        out = {name: ops.gather_host_rows(self.host[name], t, indices, self.boundary)
-               for name, t in self.dev.items()}
-        self.counter.add_on_device("h2d", (indices < self.boundary).sum() * self.row_bytes)
-        return out
+        if self._host_count is None:
+            self._host_count = self.counter.on_device("h2d", self.row_bytes, self.device)
+        return {name: ops.gather_host_rows(self.host[name], t, indices, self.boundary,
+                                           count=self._host_count if i == 0 else None)
+                for i, (name, t) in enumerate(self.dev.items())}
 
     def _wait_d2h(self) -> None:
         """Host rows written by earlier d2h copies are complete before a kernel reads them: a

@@ -167,8 +167,8 @@ def put_rows_int8(kq, vq, ks, kz, vs, vz, slot, k_new, v_new):
     return _call("put_rows_int8", kq.device, kq, vq, ks, kz, vs, vz, slot, k_new, v_new)
 
 
-def gather_host_rows(host, dev, indices, boundary, out=None):
-    return _call("gather_host_rows", indices.device, host, dev, indices, boundary, out=out)
+def gather_host_rows(host, dev, indices, boundary, out=None, count=None):
+    return _call("gather_host_rows", indices.device, host, dev, indices, boundary, out=out, count=count)
 
 
 def attention_with_probs(q, k, v, seq_lens, **kw):

@@ -37,8 +37,10 @@ def test_gather_matches_indexing(tail, dtype, Hsel_per_kv, fraction):
     Hsel = Hkv * Hsel_per_kv
     idx = torch.stack([torch.stack([torch.randperm(S)[:K] for _ in range(Hsel)]) for _ in range(B)])
     idx = idx.int().to(DEVICE)
-    got = host_gather.gather_host_rows(host, dev, idx, boundary)
-    want = host_gather.gather_host_rows_ref(host, dev, idx, boundary)
+    count, ref_count = (torch.full((), 5, dtype=torch.int64, device=DEVICE) for _ in range(2))
+    got = host_gather.gather_host_rows(host, dev, idx, boundary, count=count)
+    want = host_gather.gather_host_rows_ref(host, dev, idx, boundary, count=ref_count)
+    assert int(count) == int(ref_count) == 5 + int((idx < boundary).sum())
     kvh = torch.arange(Hsel, device=DEVICE) // Hsel_per_kv
     truth = full[torch.arange(B, device=DEVICE)[:, None, None], kvh[None, :, None], idx.long()]
     assert got.shape == (B, Hsel, K, *tail) and got.dtype == dtype
