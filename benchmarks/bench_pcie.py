@@ -9,7 +9,7 @@ stream, as the runtime issues them). Rates are bytes moved / time; efficiencies 
 profile's ``h2d_Bps`` / ``d2h_Bps``. On a CUDA GPU:
     python3 benchmarks/bench_pcie.py --out $OUT/h100-pcie.jsonl [--hw h100]
 Anywhere, the profile curves from such a file:
-    python3 benchmarks/bench_pcie.py --fit benchmarks/results/h100-pcie.jsonl --hw h100
+    python3 benchmarks/bench_pcie.py --fit benchmarks/results/h100-pcie.jsonl --hw h100 [--yaml]
 """
 import argparse
 import json
@@ -96,11 +96,21 @@ def fit(records, hw_name) -> dict:
             "gather_efficiency": [[b, clip(e)] for b, e in sorted(gather.items())], "gather_rows": most}
 
 
+def profile_yaml(fitted: dict, path: str) -> str:
+    """The two host_link fields, ready to paste into a profile."""
+    src = f"measured: benchmarks/bench_pcie.py, {os.path.basename(path)}"
+    return (f"  copy_efficiency: {{points: {fitted['copy_efficiency']}, source: \"{src}: pinned copies, "
+            f"the slower of h2d and d2h by bytes per copy\"}}\n"
+            f"  gather_efficiency: {{points: {fitted['gather_efficiency']}, source: \"{src}: "
+            f"kernels/host_gather.py reading {fitted['gather_rows']} pinned rows, by bytes per row\"}}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="append records to this JSONL file")
     parser.add_argument("--fit", help="print profile curves from this JSONL file")
     parser.add_argument("--hw", default="h100", help="profile whose link peaks the efficiencies use")
+    parser.add_argument("--yaml", action="store_true", help="with --fit: the profile fields as YAML")
     parser.add_argument("--skip-copy", action="store_true")
     args = parser.parse_args()
     if args.fit:
@@ -110,7 +120,8 @@ def main():
         except (OSError, ValueError) as exc:
             print(f"bench_pcie: cannot read {args.fit}: {exc}", file=sys.stderr)
             sys.exit(2)
-        print(json.dumps(fit(records, args.hw)))
+        fitted = fit(records, args.hw)
+        print(json.dumps(fitted) if not args.yaml else profile_yaml(fitted, args.fit))
         return
     import torch
     if not torch.cuda.is_available():

@@ -36,7 +36,7 @@ done
 
 ls $OUT
 echo "== summary"
-python3 benchmarks/bench_pcie.py --fit $OUT/$tag-pcie.jsonl --hw $tag 2>&1 | cut -c1-400
+python3 benchmarks/bench_pcie.py --fit $OUT/$tag-pcie.jsonl --hw $tag --yaml 2>&1 | cut -c1-400
 for f in alisa-int8 alisa-int8-ncu offload; do
   [ -s $OUT/$tag-$f.jsonl ] && python3 -m kvsim validate $OUT/$tag-$f.jsonl 2>&1 | tail -8
 done
