@@ -105,12 +105,33 @@ def profile_yaml(fitted: dict, path: str) -> str:
             f"kernels/host_gather.py reading {fitted['gather_rows']} pinned rows, by bytes per row\"}}")
 
 
+def write_profile(fitted: dict, hw_name: str, out: str, source_file: str) -> None:
+    """The device's profile (its calibrated one where shipped) with the two link curves added,
+    for ``kvsim validate --hw OUT``."""
+    from pathlib import Path
+
+    import yaml
+
+    from kvsim.hardware import load_profile
+    from kvsim.yamlfile import read_mapping
+    name = load_profile(hw_name).name
+    root = Path(__file__).resolve().parents[1] / "hw_profiles"
+    base = root / f"{name}.calibrated.yaml"
+    base = base if base.exists() else root / f"{name}.yaml"
+    data = read_mapping(base, "hardware profile")
+    src = f"measured: benchmarks/bench_pcie.py, {os.path.basename(source_file)}"
+    data["host_link"]["copy_efficiency"] = {"points": fitted["copy_efficiency"], "source": src}
+    data["host_link"]["gather_efficiency"] = {"points": fitted["gather_efficiency"], "source": src}
+    Path(out).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="append records to this JSONL file")
     parser.add_argument("--fit", help="print profile curves from this JSONL file")
     parser.add_argument("--hw", default="h100", help="profile whose link peaks the efficiencies use")
     parser.add_argument("--yaml", action="store_true", help="with --fit: the profile fields as YAML")
+    parser.add_argument("--profile-out", help="with --fit: write --hw's profile with the fitted link curves here")
     parser.add_argument("--skip-copy", action="store_true")
     args = parser.parse_args()
     if args.fit:
@@ -122,6 +143,8 @@ def main():
             sys.exit(2)
         fitted = fit(records, args.hw)
         print(json.dumps(fitted) if not args.yaml else profile_yaml(fitted, args.fit))
+        if args.profile_out:
+            write_profile(fitted, args.hw, args.profile_out, args.fit)
         return
     import torch
     if not torch.cuda.is_available():

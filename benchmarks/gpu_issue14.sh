@@ -36,7 +36,9 @@ done
 
 ls $OUT
 echo "== summary"
-python3 benchmarks/bench_pcie.py --fit $OUT/$tag-pcie.jsonl --hw $tag --yaml 2>&1 | cut -c1-400
+python3 benchmarks/bench_pcie.py --fit $OUT/$tag-pcie.jsonl --hw $tag --yaml --profile-out /tmp/$tag-link.yaml 2>&1 | cut -c1-400
 for f in alisa-int8 alisa-int8-ncu offload; do
   [ -s $OUT/$tag-$f.jsonl ] && python3 -m kvsim validate $OUT/$tag-$f.jsonl 2>&1 | tail -8
 done
+echo "offload, predicted with the link curves just measured:"
+[ -s /tmp/$tag-link.yaml ] && python3 -m kvsim validate --hw /tmp/$tag-link.yaml $OUT/$tag-offload.jsonl 2>&1 | tail -7
