@@ -20,18 +20,18 @@ timeout 130 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_backends_gpu
 grep -E "passed|failed|error" $OUT/$tag-issue14-tests.log | tail -3
 
 echo "== pcie"
-run 45 python3 benchmarks/bench_pcie.py --out $OUT/$tag-pcie.jsonl --hw $tag
+run 40 python3 benchmarks/bench_pcie.py --out $OUT/$tag-pcie.jsonl --hw $tag
 
 echo "== alisa int8"
-sweep 80 python3 benchmarks/measure_sweep.py --out $OUT/$tag-alisa-int8.jsonl --methods alisa \
-  --param kv_bits=8 --seqs 16384,49152,98304 --batches 1,4,8 --layers 8 --budget-s 65
-TAIL=3 sweep 80 python3 benchmarks/measure_sweep.py --ncu --out $OUT/$tag-alisa-int8-ncu.jsonl \
-  --methods alisa --param kv_bits=8 --seqs 49152,98304 --batches 4 --layers 2 --budget-s 45
+sweep 75 python3 benchmarks/measure_sweep.py --out $OUT/$tag-alisa-int8.jsonl --methods alisa \
+  --param kv_bits=8 --seqs 16384,49152,98304 --batches 1,4,8 --layers 8 --budget-s 60
+TAIL=3 sweep 70 python3 benchmarks/measure_sweep.py --ncu --out $OUT/$tag-alisa-int8-ncu.jsonl \
+  --methods alisa --param kv_bits=8 --seqs 49152,98304 --batches 4 --layers 2 --budget-s 40
 
 echo "== offload"
 for f in 0.25 0.5 0.9; do
-  TAIL=2 sweep 45 python3 benchmarks/measure_sweep.py --out $OUT/$tag-offload.jsonl \
-    --methods dense,sparq,quest,alisa,tidaldecode --offload $f --seqs 16384,65536 --batches 4 --layers 4 --budget-s 30
+  TAIL=2 sweep 40 python3 benchmarks/measure_sweep.py --out $OUT/$tag-offload.jsonl \
+    --methods dense,sparq,quest,alisa,tidaldecode --offload $f --seqs 16384,65536 --batches 4 --layers 4 --budget-s 25
 done
 
 ls $OUT
