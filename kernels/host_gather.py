@@ -96,8 +96,12 @@ def gather_host_rows_ref(host, dev, indices, boundary: int, out=None, count=None
     b = torch.arange(B, device=pos.device)[:, None, None]
     h = (torch.arange(Hsel, device=pos.device) // (Hsel // Hkv))[None, :, None]
     on_host = (pos < boundary)[(...,) + (None,) * (dev.dim() - 3)]
-    from_host = host.to(dev.device)[pos.clamp(0, max(host.shape[0] - 1, 0)), b, h] if host.shape[0] else dev[b, h, pos % ring]
-    rows = torch.where(on_host, from_host, dev[b, h, pos % ring])
+    from_dev = dev[b, h, pos % ring]
+    if host.shape[0] == 0:  # nothing on the host yet
+        rows = from_dev
+    else:
+        from_host = host.to(dev.device)[pos.clamp(0, host.shape[0] - 1), b, h]
+        rows = torch.where(on_host, from_host, from_dev)
     if out is None:
         return rows
     out.copy_(rows)

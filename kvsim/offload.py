@@ -12,7 +12,9 @@ Per decode step, summed over layers, with ρ = one row's K and V for one KV head
         efficiency at the bytes of one K (or V) row, d·b_kv
   d2h   f·ρ per (sequence, KV head): rows the boundary passes move to the host (⌊f·(S+1)⌋ −
         ⌊f·S⌋ rows a step, f on average); the positions never leave the device
-  HBM   the fetched rows written into a device buffer that attention then reads (ρ each)
+  HBM   the fetched rows written into a device buffer that attention then reads (ρ each); the
+        gather kernel copies a list's ring rows alongside (read and write ρ each, not charged:
+        the same kernel waits on the link far longer)
 Memory: H·ρ per (layer, sequence, KV head) moves from the GPU to the host.
 Which rows a method reads below H is its ``host_rows_read``: (rows read as whole blocks, rows
 gathered), each summed over layers and lists per sequence; a method without it cannot run
@@ -26,7 +28,6 @@ from .cost import Cost, Op, Resident
 from .errors import KvsimError
 from .models import ModelConfig
 from .workload import Workload
-
 
 
 def host_rows(wl: Workload, fraction: float):
