@@ -4,12 +4,14 @@ placement, arXiv 2303.06865 §4). Fraction f: of each layer's S tokens (the new 
 the oldest H = min(⌊f·S⌋, S − 1) live on the host; the rest, and always the new token, on the GPU.
 
 Per decode step, summed over layers, with ρ = one row's K and V for one KV head (kv_row_bytes):
-  h2d   ρ per row the method reads below H, fetched when its layer attends (no prefetch: the
-        rows are known only then), on the compute stream. A layer that reads every row takes
-        the block [0, H) in one pinned copy per field (K, V; + the int8 scales and zero points),
-        timed by the profile's copy efficiency; selected rows are read in place from pinned
-        memory by a GPU gather kernel (kernels/host_gather.py), timed by the zero-copy gather
-        efficiency at the bytes of one K (or V) row, d·b_kv
+  h2d   ρ per row the method reads below H. A layer that reads every row takes the block
+        [0, H) in one pinned copy per field (K, V; + the int8 scales and zero points), timed by
+        the profile's copy efficiency; dense attention fetches a layer's block while the layer
+        before it runs (copy stream, overlapped), other block readers when the layer attends.
+        Selected rows are read in place from pinned memory by a GPU gather kernel
+        (kernels/host_gather.py) when their layer attends (the rows are known only then), on
+        the compute stream, timed by the zero-copy gather efficiency at the bytes of one K (or
+        V) row, d·b_kv
   d2h   f·ρ per (sequence, KV head): rows the boundary passes move to the host (⌊f·(S+1)⌋ −
         ⌊f·S⌋ rows a step, f on average); the positions never leave the device
   HBM   the fetched rows written into a device buffer that attention then reads (ρ each); the
@@ -56,8 +58,11 @@ def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> C
     fields = 6 if kv_wl.kv_dtype == "int8" else 2  # K, V (+ a scale and a zero point each)
     launches = model.n_layers * fields
     # kind "attention": the rows are fetched inside the layer's attention, which waits for them
+    # a method that knows its blocks ahead (dense) fetches them on the copy stream, overlapped
+    stream = "copy" if getattr(method, "prefetches_blocks", False) else "compute"
     copy = Op("offload/fetch_block", "attention", h2d=block * row, d2h=pairs * fraction * row,
-              hbm_write=block * row, launches=np.where(np.asarray(block) > 0, launches, 0.0))
+              hbm_write=block * row, launches=np.where(np.asarray(block) > 0, launches, 0.0),
+              stream=stream)
     rows = Op("offload/gather_rows", "attention", h2d=gathered * row, hbm_write=gathered * row,
               launches=np.where(np.asarray(gathered) > 0, launches, 0.0), access="gather",
               link_row_bytes=model.head_dim * kv_wl.b_kv)

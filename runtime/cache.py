@@ -221,6 +221,11 @@ class KVCache:
                                              f["v_zero"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n))
         return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n, dense=True))
 
+    def prefetch(self, layer: int) -> None:
+        """Start fetching layer's host rows for a read of every row (offloaded caches only)."""
+        if self.layers[layer].offloaded:
+            self.layers[layer].prefetch()
+
     def attend_indices(self, layer: int, q, indices, counts, logits: bool = False, page_size: int = 1):
         """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head); with
         ``logits`` also the lse and the logits [B,H,K] in list order. ``page_size`` > 1: indices

@@ -41,6 +41,7 @@ class OffloadRows:
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         self._pending = None  # event after the last d2h copy
         self._host_count = None  # list entries read from the host (counted by the gather kernel)
+        self._prefetched = None  # (boundary, length, blocks, event) of a block upload under way
 
     def _target(self, length: int) -> int:
         return max(0, min(math.floor(self.f * length), length - 1, self.host_rows))
@@ -75,6 +76,7 @@ class OffloadRows:
         for name, value in values.items():
             self.dev[name].index_copy_(2, resident % self.ring, value[:, :, H:n])
         self.boundary, self.length = H, n
+        self._prefetched = None
 
     def put(self, slot, values: dict) -> None:
         """Append position ``slot`` (== length): first move rows the boundary passes to the host."""
@@ -118,33 +120,69 @@ class OffloadRows:
         """One position's row of every field for one (sequence, head)."""
         return sum(t[0, 0, 0].numel() * t.element_size() for t in self.dev.values())
 
-    def prefix(self, n: int) -> dict:
-        """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block [0, boundary)
-        in one contiguous copy (h2d, no host gather, no positions sent), then the ring rows."""
-        slots = torch.arange(self.boundary, n, device=self.device) % self.ring
+    def prefetch(self) -> None:
+        """Start the upload of the host block [0, boundary) now, on the side stream: a layer that
+        reads every row knows them before it runs, so the copy overlaps the compute until then.
+        ``prefix`` takes it while at most one token was appended since: the rows the boundary
+        passed in between are still in the ring (the slot the new token took held an older one)."""
+        self._prefetched = None
         if self.boundary:
-            self._wait_d2h()
+            blocks = {name: self._start_upload(host[: self.boundary]) for name, host in self.host.items()}
+            done = self.stream.record_event() if self.stream is not None else None
+            self._prefetched = (self.boundary, self.length, blocks, done)
+
+    def prefix(self, n: int) -> dict:
+        """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block (prefetched, or
+        now) in one contiguous copy per field (h2d, no host gather, no positions sent), then the
+        ring rows past it."""
+        first, blocks = self._take_prefetched()
+        if blocks is None and first:
+            blocks = {name: self._start_upload(host[:first]) for name, host in self.host.items()}
+            self._join(blocks, None)
+        slots = torch.arange(first, n, device=self.device) % self.ring
         out = {}
-        for name, host in self.host.items():
+        for name in self.host:
             ring = self.dev[name].index_select(2, slots)
-            if self.boundary == 0:
-                out[name] = ring
-                continue
-            block = host[: self.boundary]  # [H, B, heads, ...], contiguous in pinned memory
-            self.counter.add("h2d", tensor_bytes([block]))
-            out[name] = torch.cat([self._upload(block).movedim(0, 2), ring], dim=2)
+            out[name] = torch.cat([blocks[name].movedim(0, 2), ring], dim=2) if first else ring
         return out
 
-    def _upload(self, rows: torch.Tensor) -> torch.Tensor:
-        """Host rows (pinned on CUDA) to the device on the side stream, non_blocking."""
+    def _take_prefetched(self):
+        """(rows in the block, blocks) of a usable prefetch, else (boundary, None). Rows the
+        boundary passed since, if they also left the ring (a ring of one slot: f = 1), are
+        fetched now and appended to the block."""
+        pre, self._prefetched = self._prefetched, None
+        if pre is None or not 0 <= self.length - pre[1] <= 1:
+            return self.boundary, None
+        first, blocks = pre[0], pre[2]
+        self._join(blocks, pre[3])
+        if first < self.length - self.ring:  # the ring holds positions [length − ring, length)
+            extra = {name: self._start_upload(host[first:self.boundary]) for name, host in self.host.items()}
+            self._join(extra, None)
+            blocks = {name: torch.cat([blocks[name], extra[name]]) for name in blocks}
+            first = self.boundary
+        return first, blocks
+
+    def _start_upload(self, rows: torch.Tensor) -> torch.Tensor:
+        """Host rows (pinned on CUDA) to the device on the side stream, non_blocking, after the
+        d2h copies that wrote them (same stream); counted as issued."""
+        self.counter.add("h2d", tensor_bytes([rows]))
         if self.stream is None:
-            return rows.to(self.device)
+            return rows.to(self.device, copy=True)
         with torch.cuda.stream(self.stream):
-            moved = rows.to(self.device, non_blocking=True)
+            return rows.to(self.device, non_blocking=True)
+
+    def _join(self, blocks: dict, done) -> None:
+        """The compute stream waits for uploads (``done``: their event; None: all of the side
+        stream) and owns their memory from here."""
+        if self.stream is None:
+            return
         main = torch.cuda.current_stream(self.device)
-        main.wait_stream(self.stream)
-        moved.record_stream(main)
-        return moved
+        if done is not None:
+            main.wait_event(done)
+        else:
+            main.wait_stream(self.stream)
+        for t in blocks.values():
+            t.record_stream(main)
 
     @property
     def device_bytes(self) -> int:

@@ -61,8 +61,11 @@ class RuntimeMethod:
         self.kv.put(layer, pos, k, v)
 
     def read(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        """q [B, H, d] pre-RoPE -> attention output [B, H, d] over the n + 1 cached tokens."""
-        return self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
+        """q [B, H, d] pre-RoPE -> attention output [B, H, d] over the n + 1 cached tokens;
+        offloaded, the next layer's host rows start moving now (it reads them all too)."""
+        o = self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
+        self.kv.prefetch((layer + 1) % self.spec.n_layers)
+        return o
 
     def end_step(self) -> None:
         self.n += 1
