@@ -69,7 +69,20 @@ def grid(args):
             for batch in map(int, args.batches.split(",")):
                 for method in (args.methods.split(",") if args.methods != "all" else list(METHODS)):
                     yield {"method": method, "seq": seq, "batch": batch, "model": model, "layers": args.layers,
-                           "params": cut_model_params(method, args.layers), "offload": args.offload}
+                           "params": {**cut_model_params(method, args.layers), **extra_params(args.param)},
+                           "offload": args.offload}
+
+
+def extra_params(pairs) -> dict:
+    """--param NAME=VALUE (numbers as numbers), given to every method of the main grid."""
+    params = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            params[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            params[name] = value
+    return params
 
 
 def cut_model_params(method: str, layers: int) -> dict:
@@ -189,6 +202,8 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=480)
     parser.add_argument("--offload", type=float, default=0.0,
                         help="oldest fraction of the KV cache in pinned host memory (PCIe validation)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method parameter for every configuration of the main grid (e.g. kv_bits=8)")
     parser.add_argument("--grid", choices=["main", "extended"], default="main",
                         help="main: --models x --seqs x --batches; extended: other models, contexts, batches, params")
     parser.add_argument("--vault", help="file for every --vault-every-th configuration (the untouched held-out part)")

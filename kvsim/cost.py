@@ -52,6 +52,7 @@ class Op:
     triton_launches: object = 0.0  # host: Triton kernel launches (each one of ``launches``)
     triton_args: object = 0.0  # host: runtime arguments passed to those launches, in total
     host_syncs: object = 0.0  # host waits for the device (.item(), data-dependent shapes, fetches)
+    link_row_bytes: object = 0.0  # contiguous bytes per row a kernel reads over the host link (0: bulk copies); not scaled
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"

@@ -109,6 +109,8 @@ class Link(_Frozen):
     h2d_Bps: Sourced
     d2h_Bps: Sourced
     efficiency: Sourced  # achieved fraction for large pinned copies
+    copy_efficiency: Optional[Curve] = None  # pinned copies, by bytes per copy (benchmarks/bench_pcie.py)
+    gather_efficiency: Optional[Curve] = None  # zero-copy kernel reads of pinned rows, by bytes per row
 
 
 class RingLink(_Frozen):

@@ -101,9 +101,21 @@ def _link_time(op: Op, hw: HardwareProfile):
     h2d, d2h = np.asarray(op.h2d, dtype=float), np.asarray(op.d2h, dtype=float)
     if hw.host_link is None:  # a CPU: "transfers" are copies within DRAM
         return _over((h2d + d2h) * 2, hw.memory.bandwidth_Bps.value)
-    eff = hw.host_link.efficiency.value
+    eff = _link_efficiency(op, hw.host_link, h2d + d2h)
     # full duplex: the two directions proceed together
     return np.maximum(_over(h2d, hw.host_link.h2d_Bps.value * eff), _over(d2h, hw.host_link.d2h_Bps.value * eff))
+
+
+def _link_efficiency(op: Op, link, moved):
+    """Fraction of the link's peak: measured curves where the profile has them (pinned copies by
+    bytes per copy; kernels reading pinned rows in place by bytes per row), else its scalar."""
+    eff = np.asarray(link.efficiency.value, dtype=float)
+    if link.copy_efficiency is not None:
+        eff = link.copy_efficiency.at(_per_kernel(moved, op.launches))
+    rows = np.asarray(op.link_row_bytes, dtype=float)
+    if link.gather_efficiency is not None and np.any(rows > 0):
+        eff = np.where(rows > 0, link.gather_efficiency.at(rows), eff)
+    return eff
 
 
 def _interconnect_time(op: Op, hw: HardwareProfile):

@@ -49,20 +49,34 @@ class CacheSpec:
 
 
 class PcieCounter:
-    """Bytes that crossed the host link, per direction, counted where the copies are issued."""
+    """Bytes that crossed the host link, per direction, counted where the copies are issued;
+    a byte count that lives on the device (rows a kernel selected) is summed there, without a
+    sync, and read when the counts are."""
 
     def __init__(self):
         self.h2d = 0
         self.d2h = 0
+        self._on_device: list[tuple[str, int, torch.Tensor]] = []
 
     def add(self, direction: str, nbytes: int) -> None:
         setattr(self, direction, getattr(self, direction) + int(nbytes))
 
+    def on_device(self, direction: str, unit_bytes: int, device) -> torch.Tensor:
+        """A count (int64, on ``device``) that kernels add to; it stands for count·unit_bytes."""
+        count = torch.zeros((), dtype=torch.int64, device=device)
+        self._on_device.append((direction, int(unit_bytes), count))
+        return count
+
     def as_dict(self) -> dict[str, int]:
-        return {"h2d": self.h2d, "d2h": self.d2h}
+        out = {"h2d": self.h2d, "d2h": self.d2h}
+        for direction, unit, count in self._on_device:
+            out[direction] += int(count.item()) * unit
+        return out
 
     def reset(self) -> None:
         self.h2d = self.d2h = 0
+        for _, _, count in self._on_device:
+            count.zero_()
 
 
 def tensor_bytes(tensors) -> int:
@@ -170,7 +184,14 @@ class KVCache:
         self.layers[layer].load(self.encode(k, v), slots)
 
     def put(self, layer: int, slot, k, v) -> None:
-        self.layers[layer].put(slot, self.encode(k, v))
+        store = self.layers[layer]
+        one_per_seq = isinstance(slot, int) or slot.numel() == slot.shape[0] == self.spec.batch
+        if self.int8 and not store.offloaded and one_per_seq:  # quantize and write: one launch
+            t, slot = store.t, slot if isinstance(slot, int) else slot.reshape(-1)
+            k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (k, v))
+            ops.put_rows_int8(t["k"], t["v"], t["k_scale"], t["k_zero"], t["v_scale"], t["v_zero"], slot, k, v)
+            return
+        store.put(slot, self.encode(k, v))
 
     def keys(self, layer: int) -> torch.Tensor:
         """All K rows of a device-resident, 16-bit cache (selection layers read them)."""
@@ -200,26 +221,27 @@ class KVCache:
                                              f["v_zero"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n))
         return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n, dense=True))
 
+    def prefetch(self, layer: int) -> None:
+        """Start fetching layer's host rows for a read of every row (offloaded caches only)."""
+        if self.layers[layer].offloaded:
+            self.layers[layer].prefetch()
+
     def attend_indices(self, layer: int, q, indices, counts, logits: bool = False, page_size: int = 1):
         """Attention over indices[b, hs, :counts[b, hs]] (hs: KV head or query head); with
         ``logits`` also the lse and the logits [B,H,K] in list order. ``page_size`` > 1: indices
         list pages of that many rows, read in place by the kernel (expanded to rows where the
-        rows are first copied out: int8 or offloaded)."""
-        if page_size > 1:
-            if not (self.int8 or self.layers[layer].offloaded or logits):
-                f, _ = self.layers[layer].gather(indices)
-                return ops.gathered_decode_attention(q, f["k"], f["v"], indices, counts, page_size=page_size)
-            indices = pages_to_rows(indices, page_size)
-        if self.int8:
-            k, v = self.rows_of(layer, indices)
-            B, Hsel, K = indices.shape
-            idx = torch.arange(K, device=q.device, dtype=torch.int32).expand(B, Hsel, K).contiguous()
-        else:
-            f, idx = self.layers[layer].gather(indices)
-            k, v = f["k"], f["v"]
+        rows are first copied out, offloaded, or logits are written)."""
+        store = self.layers[layer]
+        if page_size > 1 and (store.offloaded or logits):  # rows copied out / logits per row
+            indices, page_size = pages_to_rows(indices, page_size), 1
+        f, idx = store.gather(indices)  # in place (device), or a compact copy (offloaded)
+        if self.int8:  # int8 rows dequantized inside the kernel (kernels/int8_probs.py)
+            return ops.gathered_decode_attention_int8(
+                q, f["k"], f["v"], f["k_scale"], f["k_zero"], f["v_scale"], f["v_zero"], idx,
+                counts, logits=logits, page_size=page_size)
         if logits:
-            return ops.decode_attention_with_logits(q, k, v, indices=idx, counts=counts)
-        return ops.gathered_decode_attention(q, k, v, idx, counts)
+            return ops.decode_attention_with_logits(q, f["k"], f["v"], indices=idx, counts=counts)
+        return ops.gathered_decode_attention(q, f["k"], f["v"], idx, counts, page_size=page_size)
 
     @property
     def device_bytes(self) -> int:

@@ -9,6 +9,8 @@ steps attend to seq − steps//2 … seq + steps − steps//2 − 1 tokens, so t
 ``seq`` (``contexts``: the first and last). Each timed step follows a timed attention-only call
 at the same context. CUDA-graph replays repeat one captured step and one attention-only call,
 a few tokens past the eager ones: ``timed_contexts`` says at which contexts.
+``backends``: the implementation of each runtime op the timed decode steps called;
+``prefill_backends``: those of the (untimed, synthetic) prefill, listed apart.
 ``gpu_busy_s`` (CUDA only): the summed time of the kernels one step runs (torch.profiler),
 i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
 
@@ -183,13 +185,15 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
     ops.reset()  # so ``backends`` lists what this configuration ran
     try:
         engine, prefill = _engine(method, seq, batch, model, n_layers, params, warmup + steps // 2, **kw)
+        prefill_backends = ops.backends()
+        ops.reset()  # from here: the decode steps' backends, apart from the prefill's
         first = engine.length + warmup + 1
         times, moved = _time_steps(engine, steps, warmup, flush_l2)
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         launches = {"step": count_launches(engine.step), "attention": count_launches(engine.attention_only_step)}
         memory, memory_how = _peak_memory(engine)
         if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
-            graphed, graph_how, replayed = [], "not capturable: offloaded rows are fetched after a host sync", {}
+            graphed, graph_how, replayed = [], "not captured: offloaded steps copy on a side stream", {}
         else:
             graphed, graph_how, replayed = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked", {})
     except torch.cuda.OutOfMemoryError as exc:
@@ -206,7 +210,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         weight_bytes=engine.model.weight_bytes, contexts=[first, first + steps - 1], prefill=prefill,
         steps=steps, warmup=warmup, launches=launches, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
         l2_flush_bytes=l2_flush_bytes(engine.device) if engine.device.type == "cuda" and flush_l2 else 0,
-        backends=ops.backends())
+        backends=ops.backends(), prefill_backends=prefill_backends)
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
     if graphed:  # replays repeat one captured step: its context is the one to predict
         record["latency_s"] = statistics.median(graphed[1::2])
@@ -235,8 +239,11 @@ def run_steps_for_profiling(method: str = "dense", seq: int = 4096, batch: int =
                             kv_dtype: str | None = None, offload=False, seed: int = 0) -> dict:
     """Warm up, then run exactly one decode step (or attention-only step, at context ``seq``)
     between torch.cuda.profiler.start() and stop(); returns what ran."""
+    ops.reset()
     engine, prefill = _engine(method, seq, batch, model, n_layers, params, warmup,
                               device=device, dtype=dtype, kv_dtype=kv_dtype, offload=offload, seed=seed)
+    prefill_backends = ops.backends()
+    ops.reset()  # the profiled steps' backends, apart from the prefill's
     for _ in range(warmup):
         engine.step()
     cuda = engine.device.type == "cuda"
@@ -251,4 +258,5 @@ def run_steps_for_profiling(method: str = "dense", seq: int = 4096, batch: int =
     return {"method": method, "model": engine.cfg.name, "batch": batch, "seq": context,
             "n_layers": engine.model.n_layers, "params": engine.params_record,
             "resolved_params": engine.params, "attention_only": attention_only,
-            "device": _device_name(engine.device), "backends": ops.backends()}
+            "device": _device_name(engine.device), "backends": ops.backends(),
+            "prefill_backends": prefill_backends}

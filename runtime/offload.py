@@ -5,11 +5,11 @@ With fraction f, the oldest H(L) = min(⌊f·L⌋, L−1) of a layer's L tokens 
 ([H_max, B, Hkv, ...] so a block of positions is one contiguous copy); the rest sit in a device
 ring of ⌈(1−f)·S_max⌉+1 slots, slot = position mod ring. The current token is always on the
 device. As L grows, rows leaving the ring go device→host (d2h: f·2·d·b per step and KV head on
-average); the rows a method selects below H cross host→device each step (h2d: 2·d·b each), on a
-side stream with non_blocking copies. Selected rows are gathered on the host and assembled into a
-compact buffer [B, Hsel, K, ...] that the attention kernel then reads; index lists go to the host
-to plan the fetch (d2h 4 B per host row: the int32 positions). A method that reads every row
-(dense attention) takes the host block [0, H) in one contiguous copy instead (``prefix``).
+average); the rows a method selects below H cross host→device each step (h2d: 2·d·b each): a
+GPU kernel gathers them, reading pinned host memory through its device-visible address, with the
+ring rows of the same list, into a compact buffer [B, Hsel, K, ...] that attention then reads
+(kernels/host_gather.py; no host sync, no positions sent to the host). A method that reads every
+row (dense attention) takes the host block [0, H) in one contiguous copy instead (``prefix``).
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import math
 
 import torch
 
+from . import ops
 from .cache import PcieCounter, tensor_bytes
-from .reference import _take
 
 
 class OffloadRows:
@@ -40,6 +40,8 @@ class OffloadRows:
         self.length = 0
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         self._pending = None  # event after the last d2h copy
+        self._host_count = None  # list entries read from the host (counted by the gather kernel)
+        self._prefetched = None  # (boundary, length, blocks, event) of a block upload under way
 
     def _target(self, length: int) -> int:
         return max(0, min(math.floor(self.f * length), length - 1, self.host_rows))
@@ -74,6 +76,7 @@ class OffloadRows:
         for name, value in values.items():
             self.dev[name].index_copy_(2, resident % self.ring, value[:, :, H:n])
         self.boundary, self.length = H, n
+        self._prefetched = None
 
     def put(self, slot, values: dict) -> None:
         """Append position ``slot`` (== length): first move rows the boundary passes to the host."""
@@ -96,54 +99,90 @@ class OffloadRows:
         return self.compact(indices), local
 
     def compact(self, indices: torch.Tensor) -> dict:
-        """Rows indices [B,Hsel,K]: ring rows gathered on the device, host rows fetched (h2d)."""
-        pos = indices.long()
-        out = {name: _take(t, pos % self.ring) for name, t in self.dev.items()}
-        on_host = pos < self.boundary
-        where = on_host.nonzero()  # [N, 3]: b, hsel, j (synchronises: the fetch is planned on the host)
-        if where.shape[0] == 0:
-            return out
-        host_pos = pos[on_host].to(torch.int32)
-        self.counter.add("d2h", tensor_bytes([host_pos]))
-        B, Hkv = self.dev["k"].shape[:2]
-        p, b, h = host_pos.cpu().long(), where[:, 0].cpu(), where[:, 1].cpu() // (indices.shape[1] // Hkv)
-        if self._pending is not None:
-            self._pending.synchronize()  # host rows written by earlier d2h copies
-        flat = (p * B + b) * Hkv + h  # row of the [H_max·B·Hkv, ...] host view
-        for name, host in self.host.items():
-            rows = torch.empty(flat.shape[0], *host.shape[3:], dtype=host.dtype, pin_memory=self.stream is not None)
-            torch.index_select(host.reshape(-1, *host.shape[3:]), 0, flat, out=rows)  # host gather
-            self.counter.add("h2d", tensor_bytes([rows]))
-            out[name][where[:, 0], where[:, 1], where[:, 2]] = self._upload(rows)
-        return out
+        """Rows indices [B,Hsel,K] as [B,Hsel,K,...]: one GPU gather per field reads host rows
+        over PCIe (zero-copy from pinned memory) and ring rows from HBM (kernels/host_gather.py);
+        no host sync, the positions stay on the device; h2d counted there."""
+        self._wait_d2h()
+        if self._host_count is None:
+            self._host_count = self.counter.on_device("h2d", self.row_bytes, self.device)
+        return {name: ops.gather_host_rows(self.host[name], t, indices, self.boundary,
+                                           count=self._host_count if i == 0 else None)
+                for i, (name, t) in enumerate(self.dev.items())}
+
+    def _wait_d2h(self) -> None:
+        """Host rows written by earlier d2h copies are complete before a kernel reads them: a
+        wait on the device (the compute stream after the copy stream), not a host sync."""
+        if self.stream is not None and self._pending is not None:
+            torch.cuda.current_stream(self.device).wait_event(self._pending)
+
+    @property
+    def row_bytes(self) -> int:
+        """One position's row of every field for one (sequence, head)."""
+        return sum(t[0, 0, 0].numel() * t.element_size() for t in self.dev.values())
+
+    def prefetch(self) -> None:
+        """Start the upload of the host block [0, boundary) now, on the side stream: a layer that
+        reads every row knows them before it runs, so the copy overlaps the compute until then.
+        ``prefix`` takes it while at most one token was appended since: the rows the boundary
+        passed in between are still in the ring (the slot the new token took held an older one)."""
+        self._prefetched = None
+        if self.boundary:
+            blocks = {name: self._start_upload(host[: self.boundary]) for name, host in self.host.items()}
+            done = self.stream.record_event() if self.stream is not None else None
+            self._prefetched = (self.boundary, self.length, blocks, done)
 
     def prefix(self, n: int) -> dict:
-        """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block [0, boundary)
-        in one contiguous copy (h2d, no host gather, no positions sent), then the ring rows."""
-        slots = torch.arange(self.boundary, n, device=self.device) % self.ring
-        if self.boundary and self._pending is not None:
-            self._pending.synchronize()  # host rows written by earlier d2h copies
+        """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block (prefetched, or
+        now) in one contiguous copy per field (h2d, no host gather, no positions sent), then the
+        ring rows past it."""
+        first, blocks = self._take_prefetched()
+        if blocks is None and first:
+            blocks = {name: self._start_upload(host[:first]) for name, host in self.host.items()}
+            self._join(blocks, None)
+        slots = torch.arange(first, n, device=self.device) % self.ring
         out = {}
-        for name, host in self.host.items():
+        for name in self.host:
             ring = self.dev[name].index_select(2, slots)
-            if self.boundary == 0:
-                out[name] = ring
-                continue
-            block = host[: self.boundary]  # [H, B, heads, ...], contiguous in pinned memory
-            self.counter.add("h2d", tensor_bytes([block]))
-            out[name] = torch.cat([self._upload(block).movedim(0, 2), ring], dim=2)
+            out[name] = torch.cat([blocks[name].movedim(0, 2), ring], dim=2) if first else ring
         return out
 
-    def _upload(self, rows: torch.Tensor) -> torch.Tensor:
-        """Host rows (pinned on CUDA) to the device on the side stream, non_blocking."""
+    def _take_prefetched(self):
+        """(rows in the block, blocks) of a usable prefetch, else (boundary, None). Rows the
+        boundary passed since, if they also left the ring (a ring of one slot: f = 1), are
+        fetched now and appended to the block."""
+        pre, self._prefetched = self._prefetched, None
+        if pre is None or not 0 <= self.length - pre[1] <= 1:
+            return self.boundary, None
+        first, blocks = pre[0], pre[2]
+        self._join(blocks, pre[3])
+        if first < self.length - self.ring:  # the ring holds positions [length − ring, length)
+            extra = {name: self._start_upload(host[first:self.boundary]) for name, host in self.host.items()}
+            self._join(extra, None)
+            blocks = {name: torch.cat([blocks[name], extra[name]]) for name in blocks}
+            first = self.boundary
+        return first, blocks
+
+    def _start_upload(self, rows: torch.Tensor) -> torch.Tensor:
+        """Host rows (pinned on CUDA) to the device on the side stream, non_blocking, after the
+        d2h copies that wrote them (same stream); counted as issued."""
+        self.counter.add("h2d", tensor_bytes([rows]))
         if self.stream is None:
-            return rows.to(self.device)
+            return rows.to(self.device, copy=True)
         with torch.cuda.stream(self.stream):
-            moved = rows.to(self.device, non_blocking=True)
+            return rows.to(self.device, non_blocking=True)
+
+    def _join(self, blocks: dict, done) -> None:
+        """The compute stream waits for uploads (``done``: their event; None: all of the side
+        stream) and owns their memory from here."""
+        if self.stream is None:
+            return
         main = torch.cuda.current_stream(self.device)
-        main.wait_stream(self.stream)
-        moved.record_stream(main)
-        return moved
+        if done is not None:
+            main.wait_event(done)
+        else:
+            main.wait_stream(self.stream)
+        for t in blocks.values():
+            t.record_stream(main)
 
     @property
     def device_bytes(self) -> int:

@@ -25,6 +25,8 @@ KERNEL_MODULES = {
     "rope_decode_attention": "decode", "positional_decode_attention": "decode", "evict_insert": "evict",
     "rope": "rope", "put_rows": "rows", "adore_score": "adore", "adore_release": "adore",
     "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
+    "gathered_decode_attention_int8": "int8_probs", "gather_host_rows": "host_gather",
+    "put_rows_int8": "int8_rows",
 }
 GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
 # kernels/int8kv.py writes these in plain torch, one function for every device (no *_ref)
@@ -154,6 +156,19 @@ def dequantize_kv(xq, scale, zero, dtype=torch.float32):
 def decode_attention_int8(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens, **kw):
     return _call("decode_attention_int8", q.device, q, kq, vq, k_scale, k_zero, v_scale, v_zero,
                  seq_lens, **kw)
+
+
+def gathered_decode_attention_int8(q, kq, vq, k_scale, k_zero, v_scale, v_zero, indices, counts, **kw):
+    return _call("gathered_decode_attention_int8", q.device, q, kq, vq, k_scale, k_zero, v_scale,
+                 v_zero, indices, counts, **kw)
+
+
+def put_rows_int8(kq, vq, ks, kz, vs, vz, slot, k_new, v_new):
+    return _call("put_rows_int8", kq.device, kq, vq, ks, kz, vs, vz, slot, k_new, v_new)
+
+
+def gather_host_rows(host, dev, indices, boundary, out=None, count=None):
+    return _call("gather_host_rows", indices.device, host, dev, indices, boundary, out=out, count=count)
 
 
 def attention_with_probs(q, k, v, seq_lens, **kw):

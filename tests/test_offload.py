@@ -15,7 +15,8 @@ from kvsim.predict import predict
 TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=4, d_model=256, n_heads=8, n_kv_heads=2,
                    head_dim=32, ffn_dim=512, vocab=1000, max_context=4096, mlp="swiglu", norm="rmsnorm",
                    source="test")
-OFFLOADABLE = [("dense", {}), ("sparq", {"k": 24}), ("alisa", {}), ("quest", {"page_size": 8, "budget": 32})]
+OFFLOADABLE = [("dense", {}), ("sparq", {"k": 24}), ("alisa", {}), ("quest", {"page_size": 8, "budget": 32}),
+               ("tidaldecode", {"k": 24, "reselect_layer": 3})]
 
 
 def test_dense_offload_by_hand():
@@ -24,10 +25,12 @@ def test_dense_offload_by_hand():
     L, Hkv, row = 32, 8, 2 * 128 * 2  # bf16 K and V of one token and KV head
     H = math.floor(f * S)
     fetched = L * B * Hkv * H
-    op = next(o for o in pred.cost.ops if o.name == "offload/fetch_rows")
+    op = next(o for o in pred.cost.ops if o.name == "offload/fetch_block")
     assert float(op.h2d) == fetched * row
     assert float(op.d2h) == L * B * Hkv * f * row  # the boundary's rows; one block: no positions
     assert float(op.host_bytes) == 0  # no host gather either
+    rows = next(o for o in pred.cost.ops if o.name == "offload/gather_rows")
+    assert float(rows.h2d) == 0 and float(rows.launches) == 0  # dense gathers nothing
     assert float(pred.host_memory_bytes) >= L * B * Hkv * H * row
     on_gpu = predict("h100", seq=S, batch=B, model="llama-3.1-8b")
     assert float(on_gpu.memory_bytes - pred.memory_bytes) == pytest.approx(L * B * Hkv * H * row)
@@ -48,6 +51,8 @@ def test_more_on_the_host_never_moves_fewer_bytes(case, seq, f, extra):
 def test_offload_refused_for_methods_the_runtime_cannot_offload():
     with pytest.raises(KvsimError, match="cannot run with KV on the host"):
         predict("h100", method="h2o", seq=4096, offload=0.5)
+    with pytest.raises(KvsimError, match="correction_period=0"):
+        predict("h100", method="tidaldecode", seq=4096, offload=0.5, correction_period=4)
     with pytest.raises(KvsimError, match="fraction"):
         predict("h100", seq=4096, offload=1.5)
     done = subprocess.run([sys.executable, "-m", "kvsim", "predict", "--hw", "h100", "--seq", "4k",
@@ -68,3 +73,23 @@ def test_pcie_bytes_match_the_runtime(method, params):
                    dtype=rec["dtype"], kv_dtype=rec["kv_dtype"], offload=0.5, **params)
     error = abs(float(np.mean(pred.pcie_bytes)) / rec["pcie_bytes"] - 1)
     assert error < (0.02 if method == "dense" else 0.35), (method, error)
+
+
+def test_link_curves_time_copies_and_gathered_rows():
+    """Measured link curves (bench_pcie.py fields): a copy at its bytes per copy, a zero-copy
+    gather at its bytes per row; without them the profile's scalar efficiency."""
+    from kvsim.cost import Op
+    from kvsim.hardware import Curve, load_profile
+    from kvsim.roofline import op_time
+    hw = load_profile("h100")
+    peak = hw.host_link.h2d_Bps.value
+    copy = Op("c", "attention", h2d=1e6, launches=10)  # 100 kB per copy
+    gather = Op("g", "attention", h2d=1e6, launches=2, access="gather", link_row_bytes=256)
+    plain = float(op_time(copy, hw).floors["link"])
+    assert plain == pytest.approx(1e6 / (peak * hw.host_link.efficiency.value))
+    link = hw.host_link.model_copy(update={
+        "copy_efficiency": Curve(points=[(1e4, 0.1), (1e6, 0.5)], source="test"),
+        "gather_efficiency": Curve(points=[(64, 0.2), (1024, 0.6)], source="test")})
+    curved = hw.model_copy(update={"host_link": link})
+    assert float(op_time(copy, curved).floors["link"]) == pytest.approx(1e6 / (peak * 0.3))  # halfway in log size
+    assert float(op_time(gather, curved).floors["link"]) == pytest.approx(1e6 / (peak * 0.4))  # 256 B: halfway from 64 to 1024

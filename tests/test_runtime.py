@@ -162,15 +162,22 @@ def test_offload_moves_the_expected_bytes_and_changes_nothing(fraction):
     host = lambda L: min(math.floor(fraction * L), L - 1)  # noqa: E731  tokens on the host
     contexts = range(PREFILL + 1, PREFILL + steps + 1)
     pairs = TINY.n_layers * B * TINY.n_kv_heads
-    fetched = sum(host(L) for L in contexts)  # dense: every host row, every step
+    # dense: every host row, every step; a layer takes the block prefetched while the layer
+    # before it ran, before its own append (host(L − 1) rows), the rest from the ring unless they
+    # left it (then fetched too), but the first one after the prefill; the last prefetch (the
+    # next step's first layer) counts as issued
+    ring, per_layer = off.method.kv.layers[0].ring, B * TINY.n_kv_heads
+    taken = lambda L: host(L) if host(L - 1) < L - ring else host(L - 1)  # noqa: E731
+    fetched = sum(taken(L) for L in contexts) * TINY.n_layers \
+        + host(PREFILL + 1) - taken(PREFILL + 1) + host(PREFILL + steps)
     moved_out = host(PREFILL + steps) - host(PREFILL)  # rows that left the device ring
-    assert off.pcie_bytes["h2d"] == pairs * fetched * row
+    assert off.pcie_bytes["h2d"] == per_layer * fetched * row
     assert off.pcie_bytes["d2h"] == pairs * moved_out * row  # one block copy: no positions sent
     assert off.host_kv_bytes == pairs * math.floor(fraction * MAX_SEQ) * row
 
 
 @pytest.mark.parametrize("method,params", [("alisa", {}), ("alisa", {"kv_bits": 8}), ("sparq", {"k": 8}),
-                                           ("quest", {"budget": 32})])
+                                           ("quest", {"budget": 32}), ("tidaldecode", {"k": 8})])
 def test_offloaded_sparse_methods_fetch_only_selected_rows(method, params):
     ref, off = engine(method, params), engine(method, params, offload=0.5)
     dense_off = engine(offload=0.5)
@@ -182,10 +189,11 @@ def test_offloaded_sparse_methods_fetch_only_selected_rows(method, params):
     assert 0 < off.pcie_bytes["h2d"] < dense_off.pcie_bytes["h2d"]
 
 
-@pytest.mark.parametrize("method", ["tidaldecode", "h2o", "streamingllm", "duoattention", "adore"])
-def test_offload_refused_where_the_layout_is_not_positional(method):
+@pytest.mark.parametrize("method,params", [("h2o", {}), ("streamingllm", {}), ("duoattention", {}), ("adore", {}),
+                                           ("tidaldecode", {"correction_period": 2})])
+def test_offload_refused_where_the_layout_is_not_positional(method, params):
     with pytest.raises(ValueError, match="offload"):
-        engine(method, offload=True)
+        engine(method, params, offload=True)
 
 
 def test_measure_on_cpu_returns_a_complete_record():

@@ -22,7 +22,9 @@ compression: asymmetric, scale (max−min)/255 and a zero point, new K and V qua
 appended and dequantized as attention reads them. kvsim's KV dtype machinery carries it
 (``Workload.kv_dtype = "int8"``: 1 byte per element + an fp16 scale and zero point per (token,
 head) row, quantize FLOPs in ``kv_append``); the paper groups its scales channel-wise, a
-difference of a few bytes per row that kvsim ignores. The attention kernel adds 2 FLOPs per
+difference of a few bytes per row that kvsim ignores. Per gathered row of K (or V) the runtime's
+kernel reads d int8 + an fp16 scale + an fp16 zero point (kernels/int8_probs.py), the bytes
+``kv_row_bytes`` counts, + the 4-B index. The attention kernel adds 2 FLOPs per
 element read (subtract zero point, multiply scale). ``--param kv_bits=8`` and ``--kv-dtype int8``
 are the same configuration and cost the same; the default kv_bits=16 follows the workload's KV
 dtype; an explicit kv_bits=16 with an 8-bit KV dtype, or kv_bits=8 with fp8, is a contradiction

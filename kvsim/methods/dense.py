@@ -3,6 +3,8 @@ split-K decode). Reads K and V once: 2·S·d·b per KV head and layer, plus q an
 (../shared/METHODS.md, Dense). No parameters."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .base import Method
 
 
@@ -10,6 +12,8 @@ class Dense(Method):
     name = "dense"
     paper = "FlashDecoding (Dao et al. 2023) split-K decode; the baseline"
     summary = "full attention over the whole KV cache"
+
+    prefetches_blocks: ClassVar[bool] = True  # offloaded: a layer's block is fetched while the one before runs
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): every layer reads all H host rows of each KV head, as one

@@ -43,7 +43,9 @@ from pydantic import Field
 
 from ..cost import Op
 from ..decoder import layer_ops
+from ..errors import KvsimError
 from ..models import ModelConfig
+from ..offload import uniform_share
 from ..workload import Workload
 from .attention import (INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, kv_append, query_rope,
                         small_kernels, topk_op)
@@ -96,6 +98,17 @@ class TidalDecode(Method):
                                   kv_heads=Hq, query_heads_per_kv=1,
                                   index_bytes=INDEX_BYTES * picked / rows, gathered=True)
         return [dense_main, dense_combine, topk, glue, *sparse, *self._correction_attention(model, wl)]
+
+    def host_rows_read(self, model, wl, host):
+        """Offloaded (kvsim.offload): the dense and selection layers read [0, H) of every KV head
+        as one block; each query head of a sparse layer gathers its own top-k (the current token
+        is on the GPU), taken as spread evenly over the S − 1 earlier tokens."""
+        if self.correction_period:
+            raise KvsimError("tidaldecode: offload needs correction_period=0 (the correction "
+                             "rewrites cached rows on the GPU)")
+        full = DENSE_LAYERS + SELECTION_LAYERS
+        picked = uniform_share(self.selected(wl), wl.seq - 1.0, host)
+        return full * model.n_kv_heads * host, (model.n_layers - full) * model.n_heads * picked
 
     def _correction_attention(self, model: ModelConfig, wl: Workload) -> list[Op]:
         """Every N steps, N queries per KV-head group attend densely over the cache in every

@@ -6,7 +6,8 @@ attention, summed over all heads (one set per layer and sequence). Attention is 
 2k gathered rows, read in place through the index list (per KV head 4·k·d·b + 2k·4 B), writes
 its logits (H·2k·4 B, kernels/scores.py); one more pass adds the weights summed over all heads
 into the layer's score vector acc [B, S_max] fp32 at the selected positions (read n·4 B for
-the top-k). INT8 rows are dequantized into a compact copy first (KVCache.attend_indices).
+the top-k). INT8 rows are read in place and dequantized inside the kernel (kernels/int8_probs.py:
+per row 2·d + 8 B for K, V and their scale and zero point, + 4 B of index).
 UNVERIFIED: the paper accumulates over the last k steps; keeping k past score vectors costs
 k·S·4 B per layer, so scores here accumulate over all steps (as H2O does).
 kv_bits = 8: INT8 cache, per-row fp16 scale and zero (§5). With ``offload`` (Phase II, §4.3) the

@@ -21,7 +21,7 @@ class RuntimeMethod:
     def __init__(self, spec: CacheSpec, params: dict, rotary, counter: PcieCounter | None = None):
         if spec.offload > 0 and not self.supports_offload:
             raise ValueError(f"{self.name}: offload is not supported (its cache layout is not "
-                             "position-ordered); use dense, sparq, quest or alisa")
+                             "position-ordered); use dense, sparq, quest, alisa or tidaldecode")
         self.spec, self.p, self.rotary = spec, dict(params), rotary
         self.counter = counter or PcieCounter()
         self.n = 0  # tokens cached before the current step (= the current token's position)
@@ -61,8 +61,11 @@ class RuntimeMethod:
         self.kv.put(layer, pos, k, v)
 
     def read(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        """q [B, H, d] pre-RoPE -> attention output [B, H, d] over the n + 1 cached tokens."""
-        return self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
+        """q [B, H, d] pre-RoPE -> attention output [B, H, d] over the n + 1 cached tokens;
+        offloaded, the next layer's host rows start moving now (it reads them all too)."""
+        o = self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
+        self.kv.prefetch((layer + 1) % self.spec.n_layers)
+        return o
 
     def end_step(self) -> None:
         self.n += 1

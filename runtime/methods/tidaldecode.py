@@ -23,13 +23,16 @@ SELECTION_LAYER = 2  # paper §3.2: layers 0-1 dense, layer 2 selects
 
 class TidalDecode(RuntimeMethod):
     name = "tidaldecode"
-    supports_offload = False  # selection layers read every key
+    supports_offload = True  # dense/selection layers take the host block, sparse ones gather
     kv_dtypes = ("same",)
 
     def check(self) -> None:
         super().check()
         if self.p["k"] < 1 or self.p["correction_period"] < 0:
             raise ValueError(f"tidaldecode: need k >= 1 and correction_period >= 0, got {self.p}")
+        if self.spec.offload > 0 and self.p["correction_period"]:
+            raise ValueError("tidaldecode: offload needs correction_period=0 (the correction rewrites "
+                             "cached rows on the GPU)")
 
     def allocate(self) -> None:
         super().allocate()
@@ -81,13 +84,17 @@ class TidalDecode(RuntimeMethod):
         over the cache: T = last − first tokens through projections and MLP)."""
         B, dev = self.spec.batch, self.spec.device
         positions = torch.arange(first, last, device=dev).expand(B, -1)
-        key_pos = torch.arange(last, device=dev)
-        visible = (key_pos[None, None, :] <= positions[:, :, None])  # [B,T,last]
+        Hkv, G, T = self.spec.n_kv_heads, self.spec.group, last - first
+        key_pos = torch.arange(self.kv.rows, device=dev, dtype=torch.int32).expand(B, -1)  # row = position
+        q_pos = positions[:, None, :, None].expand(B, Hkv, T, G).reshape(B, -1)
 
-        def attend(layer, q, k, v):
+        def attend(layer, q, k, v):  # each query sees positions <= its own (kernels/decode.py)
             k = self.rotary(k, positions[..., None])
             self.kv.load(layer, k.transpose(1, 2), v.transpose(1, 2), slots=torch.arange(first, last, device=dev))
-            K, V = self.kv.keys(layer)[:, :, :last], self.kv.values(layer)[:, :, :last]
-            return ops.masked_attention(self.rotary(q, positions[..., None]), [(K, V, visible)])
+            d = q.shape[-1]  # query rows ordered (KV head, token, group member), as the kernel wants
+            rows = self.rotary(q, positions[..., None]).unflatten(2, (Hkv, G)).transpose(1, 2).reshape(B, -1, d)
+            o = ops.positional_decode_attention(rows, self.kv.keys(layer), self.kv.values(layer),
+                                                self.kv.seq_lens(last), q_pos, key_pos)
+            return o.view(B, Hkv, T, G, d).transpose(1, 2).reshape(B, T, Hkv * G, d)
 
         model.forward(self.tokens[:, first:last], positions, attend)
