@@ -1,6 +1,6 @@
 """The KV cache: preallocated per-layer rows [B, Hkv, S_max, d] for K and V, bf16/fp32 or INT8
 with an fp16 scale and zero per row (ALISA §5), on the device or partly in pinned host memory
-(``runtime/offload.py``). Methods add their own side structures (runtime/methods/*.py).
+(``runtime/offload.py``). Methods add their own side structures (kvsim/methods/*/runtime.py).
 
 Bytes per cached token and KV head: 2·d·b (K and V), + 2·(2+2) for INT8 scale and zero.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .cache import CacheSpec, PcieCounter
-from .methods import METHODS, resolve
+from .registry import METHODS, resolve
 from .model import DTYPE_NAMES, Decoder, torch_dtype
 
 

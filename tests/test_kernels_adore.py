@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernel_small import DEVICE
-from kernels.adore import adore_release, adore_release_ref, adore_score, adore_score_ref
+from kvsim.methods.adore.kernels import adore_release, adore_release_ref, adore_score, adore_score_ref
 
 
 def controller(hid=64, seed=0):

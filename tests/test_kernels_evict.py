@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernel_small import DEVICE
-from kernels.evict import evict_insert, evict_insert_ref
+from kvsim.methods.h2o.kernels import evict_insert, evict_insert_ref
 
 
 def state(B=3, H=2, cap=1500, rows=1504, d=32, seed=0, ties=False):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernel_small import DEVICE, GROUPS
-from kernels.sparq_steps import sparq_components, sparq_components_ref, sparq_mix, sparq_mix_ref
+from kvsim.methods.sparq.kernels_steps import sparq_components, sparq_components_ref, sparq_mix, sparq_mix_ref
 
 
 @pytest.mark.parametrize("H,Hkv", GROUPS + [(32, 8)])
@@ -40,7 +40,7 @@ def test_bad_sizes_are_refused():
 def test_mix(H, Hkv, k, block, monkeypatch):
     """One block of i2 (up to MIX_BLOCK, 8 warps past 2048), or several (MIX_BLOCK cut to 512)."""
     if block:
-        monkeypatch.setattr("kernels.sparq_steps.MIX_BLOCK", block)
+        monkeypatch.setattr("kvsim.methods.sparq.kernels_steps.MIX_BLOCK", block)
     torch.manual_seed(k)
     B, d, n = 2, 32, max(1900, k + 100)
     S = n + 100

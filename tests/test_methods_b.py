@@ -11,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_profile
 from kvsim.methods import get_method
-from kvsim.methods.adore import ADORE
-from kvsim.methods.alisa import ALISA
+from kvsim.methods.adore.cost import ADORE
+from kvsim.methods.alisa.cost import ALISA
 from kvsim.predict import predict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from kvsim.records import flat_row
 from runtime import ops
 from runtime.engine import Engine
 from runtime.measure import measure, run_steps_for_profiling
-from runtime.methods import METHODS, RUNTIME_DEFAULTS, resolve
+from runtime.registry import METHODS, resolve
 
 TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=5, d_model=256, n_heads=8, n_kv_heads=2,
                    head_dim=32, ffn_dim=512, vocab=1000, max_context=4096, mlp="swiglu", norm="rmsnorm",
@@ -216,7 +216,7 @@ def test_params_follow_kvsim_defaults():
     for name in METHODS:
         record, values = resolve(name, {}, TINY, context=1600)
         kv = get_method(name, {}).model_dump()
-        assert set(values) == set(kv) == set(RUNTIME_DEFAULTS[name])
+        assert set(values) == set(kv)
         assert record == get_method(name, {}).model_dump(exclude_none=True)
         assert all(values[k] == v for k, v in kv.items() if v is not None)
     assert resolve("sparq", {}, TINY, 1600)[1] == {"r": 4, "k": 100, "local": 25}
