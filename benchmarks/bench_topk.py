@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.bench_kernels import environment  # noqa: E402
-from kvsim.methods.attention import torch_topk_multiblock  # noqa: E402
+from kvsim.kernel_contract import torch_topk_multiblock  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
 SHAPES = [  # (what, rows, n, k)

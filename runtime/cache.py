@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from kvsim.methods.attention import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_count
+from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_count
 
 from . import ops
 from .reference import _take, pages_to_rows

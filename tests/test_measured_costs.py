@@ -6,7 +6,8 @@ import pytest
 
 from kvsim.cost import Op
 from kvsim.hardware import load_profile
-from kvsim.methods.attention import topk_op, torch_topk_multiblock
+from kvsim.kernel_contract import torch_topk_multiblock
+from kvsim.methods.attention import topk_op
 from kvsim.roofline import op_time
 from kvsim.workload import Workload
 

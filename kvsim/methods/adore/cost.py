@@ -34,7 +34,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...cost import Cost, Op, Resident
-from ..attention import INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
+from ..attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
 from ..base import Method, require
 from .spec import ADORESpec
 

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...models import ModelConfig
-from ..attention import split_count
+from ...kernel_contract import split_count
 from ..spec import MethodSpec, require
 
 

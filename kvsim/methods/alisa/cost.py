@@ -41,7 +41,8 @@ import numpy as np
 from ...cost import Cost, Op, Resident
 from ...errors import KvsimError
 from ...offload import uniform_share
-from ..attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, topk_op
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
+from ..attention import decode_attention, full_kv_bytes, topk_op
 from ..base import Method, require
 from .spec import ALISASpec
 

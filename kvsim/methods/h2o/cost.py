@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...cost import Op, Resident
-from ..attention import SCORE_BYTES, contiguous_target, decode_attention, full_kv_bytes
+from ...kernel_contract import SCORE_BYTES
+from ..attention import contiguous_target, decode_attention, full_kv_bytes
 from ..base import Method, require
 from .spec import H2OSpec
 

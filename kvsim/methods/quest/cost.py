@@ -43,8 +43,8 @@ from ...cost import Op, Resident
 from ...models import ModelConfig
 from ...offload import uniform_share
 from ...workload import Workload
-from ..attention import (INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS, contiguous_target, decode_attention,
-                        full_kv_bytes, kv_append, kv_row_bytes, topk_op)
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS
+from ..attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes, topk_op
 from ..base import Method
 from .spec import DENSE_LAYERS, QuestSpec
 

@@ -41,7 +41,8 @@ from ...cost import Op, Resident
 from ...models import ModelConfig
 from ...offload import uniform_share
 from ...workload import Workload
-from ..attention import INDEX_BYTES, SCORE_BYTES, decode_attention, full_kv_bytes, kv_append, topk_op
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
+from ..attention import decode_attention, full_kv_bytes, kv_append, topk_op
 from ..base import Method
 from .spec import SparQSpec
 

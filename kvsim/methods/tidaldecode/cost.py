@@ -43,7 +43,8 @@ from ...cost import Op
 from ...decoder import layer_ops
 from ...models import ModelConfig
 from ...workload import Workload
-from ..attention import INDEX_BYTES, SCORE_BYTES, contiguous_target, decode_attention, kv_append, topk_op
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
+from ..attention import contiguous_target, decode_attention, kv_append, topk_op
 from ..base import Method
 from .spec import DENSE_LAYERS, SELECTION_LAYERS, TidalDecodeSpec
 
