@@ -22,7 +22,6 @@ TINY_OPT = ModelConfig(name="tiny-opt", family="opt", n_layers=2, d_model=256, n
                        tied_embeddings=True, learned_positions=True, source="test")
 B, PREFILL, MAX_SEQ = 2, 70, 96
 THETA = 10000.0  # RoFormer / Llama-2 base; "tiny-llama" matches no family prefix
-BIG = 10**6
 
 
 def engine(method="dense", params=None, cfg=TINY, prefill=PREFILL, **kw):
@@ -93,31 +92,10 @@ def test_decode_steps_match_plain_torch_decoder(cfg):
     assert e.length == PREFILL + 3
 
 
-FULL_BUDGET = {
-    "sparq": {"k": BIG},  # k ≥ S: every row, α = 1
-    "quest": {"budget": BIG},
-    "h2o": {"heavy": BIG, "recent": BIG},
-    "streamingllm": {"recent": BIG},
-    "tidaldecode": {"k": BIG},
-    "duoattention": {"retrieval_ratio": 1.0},
-    "alisa": {"sparsity": 0.0, "kv_bits": 16},
-    "adore": {"m": BIG, "R": 8},
-}
-
-
 @pytest.fixture(scope="module")
 def dense_run():
     e = engine()
     return [e.step(torch.tensor([t, t + 1])) for t in range(3)], e.attention_only_step()
-
-
-@pytest.mark.parametrize("method", sorted(FULL_BUDGET))
-def test_full_budget_equals_dense(method, dense_run):
-    e = engine(method, FULL_BUDGET[method])
-    logits = [e.step(torch.tensor([t, t + 1])) for t in range(3)]
-    for got, want in zip(logits, dense_run[0]):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(e.attention_only_step(), dense_run[1], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("method,params", [("sparq", {"k": 8}), ("quest", {"budget": 32}),

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ...models import ModelConfig
 from ...workload import Workload
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
 from ..spec import MethodSpec, require
 
 COMPRESSION = 8  # sparq-gpt-fast RKForCompressionRatio(ratio=8)
@@ -57,10 +58,13 @@ class SparQSpec(MethodSpec):
         return {"r": model.head_dim, "k": seq}
 
     def overhead_bytes(self, model: ModelConfig, seq, batch):
-        """Per KV head and layer, bf16 (module doc of cost.py): approximate scores, their softmax
-        and group sum, the top-k's candidates and output, α and v̄, q and o, and the indices."""
+        """Per KV head and layer, bf16 K and activations (cost.py's module doc): the approximate
+        scores' reads S·r·b; their fp32 logits, softmax and group sum (3·G + 2)·S·4, read by the
+        top-k; per chosen row its value and index, ŝ of G heads, and the index read twice; q, o,
+        v̄ and the step-1 outputs."""
         G, D, r = model.group, model.head_dim, self.rank(model)
         k = self.rows(Workload(seq=seq))
         n = model.n_layers * batch * model.n_kv_heads
-        return n * (seq * (r * 2 + (3 * G + 2) * 2) + k * (G * 2 + 14) + 3 * G * D * 2 + 10 * D + 8 * G
-                    + r * (10 + 2 * G))
+        per_row = r * 2 + (3 * G + 2) * SCORE_BYTES
+        per_chosen = G * SCORE_BYTES + SCORE_BYTES + 3 * INDEX_BYTES
+        return n * (seq * per_row + k * per_chosen + 3 * G * D * 2 + 10 * D + 8 * G + r * (10 + 2 * G))

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ...models import ModelConfig
 from ...workload import Workload
+from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
 from ..spec import MethodSpec, require
 
 DENSE_LAYERS = 2  # layers 0–1 dense (tidal/models/llama.py)
@@ -43,10 +44,11 @@ class TidalDecodeSpec(MethodSpec):
         return {"k": seq}
 
     def overhead_bytes(self, model: ModelConfig, seq, batch):
-        """bf16: logits written and read by the top-k in the two selection layers, its output;
-        in the sparse layers the union of the G lists beyond S (worst case) and the indices."""
+        """In the two selection layers the fp32 logits written and read by the top-k, its picks
+        (value and index); in the sparse layers, the union of the G lists beyond S (worst case)
+        and the indices. bf16 K/V."""
         G, D, k, L = model.group, model.head_dim, self.k, model.n_layers
         heads = batch * model.n_kv_heads
-        select = SELECTION_LAYERS * heads * (2 * G * seq * 2 + G * k * 6)
+        select = SELECTION_LAYERS * heads * G * (2 * seq * SCORE_BYTES + k * (SCORE_BYTES + INDEX_BYTES))
         beyond = np.maximum(G * (k + 1) - seq, 0)
-        return select + (L - DENSE_LAYERS - SELECTION_LAYERS) * heads * (beyond * 2 * D * 2 + G * k * 4)
+        return select + (L - DENSE_LAYERS - SELECTION_LAYERS) * heads * (beyond * 2 * D * 2 + G * k * INDEX_BYTES)
