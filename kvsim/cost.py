@@ -5,7 +5,7 @@ one Cost describes a whole sweep grid. Op names are paths: ``layers/attn/decode`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,9 +56,6 @@ class Op:
     def scaled(self, factor) -> "Op":
         """Every quantity times ``factor`` (launches too: ``factor`` layers run it)."""
         return replace(self, **{q: np.multiply(getattr(self, q), factor) for q in QUANTITIES})
-
-    def renamed(self, name: str) -> "Op":
-        return replace(self, name=name)
 
 
 @dataclass(frozen=True)
@@ -128,5 +125,3 @@ class Cost:
     def scaled(self, factor) -> "Cost":
         return Cost(tuple(op.scaled(factor) for op in self.ops), self.resident)
 
-
-OP_FIELDS = tuple(f.name for f in fields(Op))

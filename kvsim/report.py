@@ -1,8 +1,6 @@
 """Text tables for people."""
 from __future__ import annotations
 
-import numpy as np
-
 from .units import format_bytes, format_count, format_seconds, format_tokens
 
 
@@ -71,7 +69,3 @@ def comparison_text(preds: list) -> str:
     head = (f"{first.hw.name}: {first.model.name}, batch {int(first.workload.batch)}, "
             f"context {format_tokens(int(first.workload.seq))}\n\n")
     return head + table(rows, ["method", "latency", "vs dense", "attn HBM", "step HBM", "KV memory", "fits"])
-
-
-def as_float(value) -> float:
-    return float(np.asarray(value))

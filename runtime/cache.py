@@ -14,6 +14,7 @@ from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_
 
 from . import ops
 from .reference import _take, pages_to_rows
+from .transfers import PcieCounter, tensor_bytes
 
 
 ROW_ALIGN = 16  # rows allocated in multiples of 16: cuBLAS falls back to slow kernels on odd sizes
@@ -46,27 +47,6 @@ class CacheSpec:
 
     def with_(self, **changes) -> "CacheSpec":
         return replace(self, **changes)
-
-
-class PcieCounter:
-    """Bytes that crossed the host link, per direction, counted where the copies are issued."""
-
-    def __init__(self):
-        self.h2d = 0
-        self.d2h = 0
-
-    def add(self, direction: str, nbytes: int) -> None:
-        setattr(self, direction, getattr(self, direction) + int(nbytes))
-
-    def as_dict(self) -> dict[str, int]:
-        return {"h2d": self.h2d, "d2h": self.d2h}
-
-    def reset(self) -> None:
-        self.h2d = self.d2h = 0
-
-
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class DeviceRows:

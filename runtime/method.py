@@ -13,7 +13,8 @@ import torch
 from kvsim.methods import names_with
 from kvsim.methods.spec import MethodSpec
 
-from .cache import CacheSpec, KVCache, PcieCounter
+from .cache import CacheSpec, KVCache
+from .transfers import PcieCounter
 
 
 class RuntimeMethod:

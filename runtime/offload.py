@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .cache import PcieCounter, tensor_bytes
+from .transfers import PcieCounter, tensor_bytes
 from .reference import _take
 
 

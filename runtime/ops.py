@@ -32,8 +32,6 @@ KERNEL_MODULES = {
 GROUPS = {"kernels.int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
 # kernels/int8kv.py writes these in plain torch, one function for every device (no *_ref)
 TORCH_EVERYWHERE = ("quantize_kv", "dequantize_kv")
-# no kernel in the contract: torch on every device
-RUNTIME_ONLY = ("attention_with_probs", "masked_attention")
 
 _resolved: dict[tuple[str, str], tuple] = {}
 _used: dict[str, str] = {}

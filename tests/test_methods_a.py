@@ -1,4 +1,4 @@
-"""SparQ, TidalDecode, Quest and DuoAttention: bytes and FLOPs by hand (../shared/METHODS.md),
+"""SparQ, TidalDecode, Quest and DuoAttention: bytes and FLOPs by hand (from the papers),
 equivalence with dense at full budget, bigger budgets never cost less, bad parameters, the CLI."""
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""ALISA, ADORE, H2O and StreamingLLM: bytes and FLOPs by hand from ../shared/METHODS.md,
+"""ALISA, ADORE, H2O and StreamingLLM: bytes and FLOPs by hand from the papers,
 full-budget equivalence with dense, bigger budgets never cost less (hypothesis)."""
 import subprocess
 import sys
@@ -41,7 +41,7 @@ def test_alisa_by_hand():
     k, n = 3277, S  # round(32768·0.2/2) = round(3276.8)
     pred = run("alisa")
     decode = op(pred, "layers/attn/decode")
-    kv = L * B * GQA["hkv"] * 4 * k * D_HEAD * BF16  # METHODS.md: 4·k·d·b per KV head
+    kv = L * B * GQA["hkv"] * 4 * k * D_HEAD * BF16  # 4·k·d·b per KV head (2k rows of K and V)
     assert decode.hbm_read == kv + L * B * GQA["hkv"] * 2 * k * 4 + q_bytes(GQA)  # + int32 indices
     assert decode.flops == L * B * GQA["hq"] * 2 * k * (4 * D_HEAD + 5)  # ≈ 8·k·d per head
     scores = op(pred, "layers/attn/score_update")  # n·4 scores each way + H_q·2k·4 weights

@@ -1,6 +1,6 @@
-"""ALISA's three-phase plan (arXiv 2403.17312 Algorithm 2) and its cost at every step.
+"""ALISA's three-phase KV placement (arXiv 2403.17312 Algorithm 2) and its cost at every step.
 
-A plan is (p1, p2, α, β, w). Tokens are numbered by age: the prompt's P tokens first, then one
+A placement is (p1, p2, α, β, w). Tokens are numbered by age: the prompt's P tokens first, then one
 per decode step; at step j the cache holds N_j of them, the newest ``recent_j`` always on the GPU.
   Phase I   (j < p1): every token's K and V on the GPU.
   Phase II  (j >= p1): a fraction α of each token made at step >= p1 (p1 = 0: the prompt's too)
@@ -14,7 +14,7 @@ per decode step; at step j the cache holds N_j of them, the newest ``recent_j`` 
      GPU working set holds 2·(1−wg) layers of weights).
 p1 or p2 = G + 1 means the phase never starts.
 
-Assumptions (the paper gives no equations, ../../shared/METHODS.md marks them UNVERIFIED):
+Assumptions (the paper gives no equations; unverified against its code):
   * selection: the recent window is read every step; the other selected rows (ALISA's global
     top-k) fall uniformly on the older tokens, so a share (CPU tokens)/(older tokens) of them is
     loaded and a share (deleted)/(older) recomputed. Real attention favours a few old tokens
@@ -38,7 +38,7 @@ from .inputs import StepInputs
 
 
 @dataclass(frozen=True)
-class Plan:
+class Placement:
     p1: int
     p2: int
     alpha: float

@@ -1,6 +1,5 @@
 """ADORE, adaptive token release with reconstruction (Zhang et al., ACL Findings 2024,
-arXiv 2407.02328). The code was never published: everything below is from the paper and
-../shared/METHODS.md, and items marked UNVERIFIED are kvsim's choices.
+arXiv 2407.02328). The code was never published: everything below is from the paper, and items marked UNVERIFIED are kvsim's choices.
 
 The KV cache holds ``m`` tokens. A controller scores each token once, when it arrives:
 z_i = GRU(x_i, z_{i−1}) over the token embedding x_i, σ_i = sigmoid(MLP(p_i + z_i)) with p_i
@@ -19,13 +18,13 @@ Extra ops: the controller (GRU step + MLP, weights read once per step), the rele
 the c+1 cached scores, once S > m), the choice of the r to rebuild (top-r of the ρ released
 scores, in a row of the S − 1 earlier positions where the cached ones are −inf).
 
-Defaults: the paper publishes none usable here; m = 2048 and R = 8 as METHODS.md suggests.
+Defaults: the paper publishes none usable here; m = 2048 and R = 8 are kvsim's choice (UNVERIFIED).
 The controller's size is UNVERIFIED: kvsim takes hidden 256 (GRU 3 gates D→256 and 256→256, MLP
 256→256→1, ReLU) and a sinusoidal p_i (no table). UNVERIFIED too: that σ_i is computed once
 (the formula has no dependence on the current step; a relative position would mean rescoring
 all S tokens each step, 2·(h²+h)·S FLOPs and S·h·4 bytes more); that released tokens are rebuilt
 from their embeddings (not from stored hidden states); that the rebuilt K/V are discarded after
-the step; and that every rebuilt query attends to all m+R+1 keys (METHODS.md's count).
+the step; and that every rebuilt query attends to all m+R+1 keys (the paper's count).
 GQA: the controller scores tokens, not heads, so one cached set serves every layer and KV head;
 each KV head is read once for its G·(R+1) queries.
 """
@@ -36,7 +35,7 @@ import numpy as np
 from ...cost import Cost, Op, Resident
 from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
 from ..attention import contiguous_target, decode_attention, full_kv_bytes, kv_append, topk_op
-from ..base import Method, require
+from ..base import Method
 from .spec import ADORESpec
 
 CONTROLLER_HIDDEN = 256  # UNVERIFIED: kvsim's choice of GRU/MLP width

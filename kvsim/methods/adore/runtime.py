@@ -1,5 +1,5 @@
 """ADORE — adaptive token release with reconstruction (arXiv 2407.02328; code never published,
-so everything past METHODS.md's description is UNVERIFIED and chosen here).
+so everything past the paper's description is UNVERIFIED and chosen here).
 
 Cache: m tokens per sequence, [B, Hkv, m, d] per layer, shared by all heads and layers.
 Controller: a GRU over the token embeddings and an MLP of the GRU state plus a sinusoidal

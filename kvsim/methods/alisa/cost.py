@@ -1,6 +1,6 @@
 """ALISA's Sparse Window Attention (SWA) with optional INT8 KV (Zhao et al., ISCA'24,
 arXiv 2403.17312). No public code: everything below is read from the paper (its SWA and KV
-compression sections) and ../shared/METHODS.md. The three-phase GPU/CPU/recompute scheduling is
+compression sections). The three-phase GPU/CPU/recompute scheduling is
 ``kvsim.schedule``'s job, which calls this cost per step; here all KV stays on the GPU.
 
 One decode step, per layer and sequence, current length ``n`` (= ``wl.seq``, the new token
@@ -10,13 +10,13 @@ included), caching ratio ``r = 1 − sparsity``:
   global = top-k of the other n − k tokens by attention weight accumulated over the last k steps,
            summed over all heads -> ONE set per layer (SWA), so under GQA every KV head of a layer
            gathers the same 2k rows; each query head attends to them as usual (G per KV head).
-  attention over the 2k gathered rows: per KV head 2·2k·d·b bytes (= METHODS.md's 4·k·d·b)
+  attention over the 2k gathered rows: per KV head 2·2k·d·b bytes (= 4·k·d·b)
            + 2k·4 int32 indices, FLOPs G·2k·(4d+5) (≈ 8·k·d per query head)
   scores: the n fp32 accumulated scores are read and written back (n·4 each way) and the
            attention kernel writes this step's weights (H_q·2k·4) which the update reads
   top-k:  k of the n − k candidates (read (n−k)·4, write k·8)
 
-Defaults: sparsity 0.8, the paper's throughput setting ("80% KV sparsity", METHODS.md);
+Defaults: sparsity 0.8, the paper's throughput setting ("80% KV sparsity", §6);
 kv_bits 16, i.e. uncompressed KV in the workload's 16-bit dtype. kv_bits = 8 is ALISA's INT8 KV
 compression: asymmetric, scale (max−min)/255 and a zero point, new K and V quantized once when
 appended and dequantized as attention reads them. kvsim's KV dtype machinery carries it
@@ -39,11 +39,10 @@ from dataclasses import replace
 import numpy as np
 
 from ...cost import Cost, Op, Resident
-from ...errors import KvsimError
 from ...offload import uniform_share
 from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
 from ..attention import decode_attention, full_kv_bytes, topk_op
-from ..base import Method, require
+from ..base import Method
 from .spec import ALISASpec
 
 DEQUANT_FLOPS = 2.0  # per int8 element read: (x − zero)·scale (ALISA's INT8 KV)
@@ -53,11 +52,6 @@ class ALISA(ALISASpec, Method):
     def score_bytes(self, model, wl):
         """Accumulated fp32 scores held: n·4 per layer and sequence (one set per layer)."""
         return model.n_layers * wl.batch * wl.seq * SCORE_BYTES
-
-    def selected_kv_bytes(self, model, wl):
-        """KV bytes attention reads per step, all layers: what must be on the GPU (or be loaded)."""
-        wl = self.kv_workload(wl)
-        return full_kv_bytes(model, wl, rows=self.selected_tokens(wl.seq))
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): per KV head and layer, the global rows (top-k of the

@@ -8,7 +8,7 @@ whole).
 
 Defaults:
   retrieval_ratio: 25% for MHA models, 50% for GQA models, the paper's deployment settings
-    (Llama-2-7B-32K and Llama-3-8B; METHODS.md); None picks by ``model.group``.
+    (Llama-2-7B-32K and Llama-3-8B); None picks by ``model.group``.
   sink = 64, recent = 256: the evaluation setting (``--sink_size 64 --recent_size 256`` in
     scripts/longbench.sh); the training config uses 128/256.
 

@@ -6,7 +6,7 @@ makes a deterministic choice: the first ⌈ρ·Hkv⌉ KV heads of every layer re
 (``retrieval_mask`` [layers, Hkv]); their G query heads each are contiguous.
 Cache: retrieval heads [B, Hr, S_max, d]; streaming heads compressed to [B, Hkv−Hr, L+1, d]
 (a ring, runtime/cache.py SinkRing). Bytes per layer: Σ_retrieval 2·S·d·b + Σ_streaming
-2·(L+1)·d·b, L = sink + recent past tokens plus the current one (METHODS.md).
+2·(L+1)·d·b, L = sink + recent past tokens plus the current one.
 """
 from __future__ import annotations
 

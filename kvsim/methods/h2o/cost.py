@@ -12,7 +12,7 @@ and KV head, context S (= ``wl.seq``, the new token included), C = min(heavy + r
           scores (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``), i.e. drops the
           least-scored one; kvsim charges the kernel that finds it and writes the new token in
           its slot (kernels/evict.py): read (C+1)·(4 + 8) scores and int64 positions, write
-          4 + 8; the new K and V are the 2·d·b ``kv_append`` write already counted (METHODS.md).
+          4 + 8; the new K and V are the 2·d·b ``kv_append`` write already counted.
           The reference code instead re-gathers the whole cache with a boolean mask every step (read 2·(C+1)·d·b, write
           2·C·d·b more); kvsim does not model that copy.
 
@@ -28,12 +28,10 @@ set of C rows; per-query-head sets would force a KV head to hold the union, up t
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ...cost import Op, Resident
 from ...kernel_contract import SCORE_BYTES
 from ..attention import contiguous_target, decode_attention, full_kv_bytes
-from ..base import Method, require
+from ..base import Method
 from .spec import H2OSpec
 
 POSITION_BYTES = 8.0  # int64 position held by each slot

@@ -6,9 +6,9 @@ the accuracy reference) and graphcore-research/sparq-gpt-fast (sparq.py, the spe
 Defaults:
   r = d/8 and k = S/16: compression ratio 8 of sparq-gpt-fast ``get_r_k_for_compression_ratio``
     (r = round(d/8), k = round(S/(2·8))); kvsim derives k from each context of the sweep.
-  local = k/4: the local window of the paper's sweeps (METHODS.md; ``local_k`` in
+  local = k/4: the local window of the paper's sweeps (``local_k`` in
     ann_attention.py). It is part of the k rows: the top-k runs over the S − local older tokens.
-  k counts every gathered row, the current token included (METHODS.md's 2·k·d·b; the
+  k counts every gathered row, the current token included (2·k·d·b; the
     accuracy code's k excludes the current token, one row of difference).
 
 GQA: selection is group-shared (both i1 and i2): |q| is summed over the G query heads of a KV
@@ -34,8 +34,6 @@ Cache: K written twice (token-major for the gather, d-major for step 2): 3·d·b
 head instead of 2·d·b; memory +S·d·b per KV head (+50% KV) plus v̄ (d·4).
 """
 from __future__ import annotations
-
-import numpy as np
 
 from ...cost import Op, Resident
 from ...models import ModelConfig

@@ -2,7 +2,7 @@
 
 Cache: K and V [B,Hkv,S_max,d] plus a second, d-major copy of K [B,Hkv,d,S_max] so that step 2
 reads r contiguous rows of S (+S·d·b memory per KV head), and the fp32 running sum of V for v̄
-(METHODS.md SparQ). Per KV head and layer a step reads S·r·b (approximate scores) + 2·k·d·b
+(arXiv 2312.04985 §3, step 6). Per KV head and layer a step reads S·r·b (approximate scores) + 2·k·d·b
 (gathered rows) + 4·d (v̄); the scores stay fp32: G·S·4 written, normalised in place, and their
 group sum S·4 (last ``local`` forced to +inf) written in the same pass and read by the top-k.
 Under GQA the group shares i1 (|q| summed over its G heads) and i2 (ŝ summed over the group).

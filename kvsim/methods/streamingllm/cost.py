@@ -4,11 +4,11 @@ code mit-han-lab/streaming-llm).
 The cache keeps the first ``sink`` tokens and the ``recent`` newest (``StartRecentKVCache`` in
 streaming_llm/kv_cache.py). One decode step, per layer and KV head, context S (= ``wl.seq``, the
 new token included), C = min(sink + recent, S − 1) cached past tokens:
-  attention over C + 1 rows: read 2·(C+1)·d·b, FLOPs G·(C+1)·(4d+5)   (METHODS.md)
+  attention over C + 1 rows: read 2·(C+1)·d·b, FLOPs G·(C+1)·(4d+5)
   re-rotation (RoPE models): keys are cached before RoPE and rotated to their position *in the
       cache* every step (pos_shift/modify_llama.py: ``apply_rotary_pos_emb_single(key_states,
       ..., arange(kv_seq_len))``), x·cos + rotate_half(x)·sin: 3 FLOPs per element, 3·C·d per KV
-      head. The reference materializes the rotated keys (METHODS.md: one more read of the C keys,
+      head. The reference materializes the rotated keys (one more read of the C keys,
       and a write); kvsim charges the kernel that rotates each key as attention loads it
       (kernels/decode.py ``rope_decode_attention``, measured on the H100): no extra K traffic,
       only the C slot positions (4 B each) and their cos/sin rows (d·b_a) once per layer, and
@@ -19,18 +19,16 @@ GQA: the window is positional, identical for every head, so KV heads need nothin
 
 Defaults: sink 4 and recent 2000 from examples/run_streaming_llama.py (``--start_size 4
 --recent_size 2000``). The reference trims the cache to sink + recent after each token
-(eval_long_ppl.py), so the next token attends to sink + recent + 1 rows, METHODS.md's C + 1.
+(eval_long_ppl.py), so the next token attends to sink + recent + 1 rows, C + 1.
 A window of S or more is not an error: attention then equals dense (plus the re-rotation).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from ...cost import Op, Resident
 from ..attention import contiguous_target, decode_attention, full_kv_bytes
-from ..base import Method, require
+from ..base import Method
 from .spec import StreamingLLMSpec
 
 ROTATE_FLOPS = 3.0  # x·cos + rotate_half(x)·sin per element

@@ -12,7 +12,7 @@ Defaults:
     paper's examples use 128 and 256 (its accuracy runs go up to 4096).
   reselect_layer = 13: ``--correction_layer 13`` in examples/run_tidal_llama.sh,
     experiments/LongBench/run_longbench.sh and the AIME scripts. The efficient model hard-codes
-    12 (METHODS.md); the cost is the same for any layer in range.
+    12; the cost is the same for any layer in range.
   correction_period = 0 (off): KV-cache correction is described in the paper; the repository only
     has an experiment script (experiments/reasoning/aime_pass_1/eval_aime_cache_correction.py,
     stride 128) that re-prefills the whole context. kvsim models the paper's form: every N steps
