@@ -1,4 +1,6 @@
-"""One split-K decode-attention kernel behind decode, windowed, gathered and int8 attention.
+"""The split-K decode-attention kernel over 16-bit K/V behind dense, windowed, gathered,
+logit-writing, RoPE-on-load and position-masked attention (int8 K/V has its own kernel,
+kernels/int8kv.py; both share the prologue and epilogue in _attention_parts.py and the combine).
 
 Grid ``(splits, B·NH)``: a program takes one (sequence, head slot) and one split of that slot's
 rows.
@@ -12,11 +14,8 @@ up to ``BLOCK_N``; logical row ``r`` maps to a cache row by MODE:
   DENSE  r                      (r < seq_len)
   WINDOW r if r < sink else r + seq_len - recent - sink   (all rows when the head is full)
   GATHER indices[b, slot, r]    (r < counts[b, slot])
-Per block: read BLOCK_N·2·d·b bytes of K and V (+ BLOCK_N·4·2 for int8 scale and zero point),
-FLOPs 4·BLOCK_G·BLOCK_N·d. Softmax in base 2 (scores pre-multiplied by scale·log2 e).
-INT8: rows stay int8 up to the dots: int8 -> fp16 exactly (a bit trick, four values at a time),
-fp16 dots with fp32 accumulation, q rounded to fp16; per-row scale s and zero z applied outside:
-q·k_n = s_n·(q·kq_n − z_n·Σq), Σ_n p_n·s_n·(vq_n − z_n) = (p⊙s)·vq − Σ_n p_n·s_n·z_n.
+Per block: read BLOCK_N·2·d·b bytes of K and V, FLOPs 4·BLOCK_G·BLOCK_N·d. Softmax in base 2
+(scores pre-multiplied by scale·log2 e).
 LOGITS (optional): the natural-log logits q·k·scale of every row, fp32, at [b, head, r] (r the
 logical row): 4·G·n bytes more per (sequence, head slot), for methods that keep or rank the
 attention weights (H2O, ALISA, TidalDecode); weights are exp(logit − lse).
@@ -38,23 +37,21 @@ import torch
 import triton
 import triton.language as tl
 
-from ._attention_parts import _i8_to_f16, _rope_scores
+from ._attention_parts import _LN2, _rope_scores, _split_bounds, _store_result
 from ._common import LOG2E, cast, interpreting, launch_options, launcher, pow2_at_least
 
 DENSE, WINDOW, GATHER = 0, 1, 2  # MODE values for launchers
 _WINDOW: tl.constexpr = tl.constexpr(WINDOW)  # the same, readable inside kernels
 _GATHER: tl.constexpr = tl.constexpr(GATHER)
-_LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
 def _attn_split_kernel(
-        Q, K, V, KS, KZ, VS, VZ, SEQ, IDX, CNT, FULL, O, LSE, PART, LOGITS, POS, COS, SIN,
+        Q, K, V, SEQ, IDX, CNT, FULL, O, LSE, PART, LOGITS, POS, COS, SIN,
         QPOS, KPOS, s_lh, s_rope, s_qpb, s_kpb, qk_scale, sqb, sqh, skb, skh, skn, svb, svh, svn,
-        sksb, sksh, sksn, svsb, svsh, svsn, sib, sih, sik, scb, sch,
-        sink, recent, num_splits, n_parts, NH, H,
+        sib, sih, sik, scb, sch, sink, recent, num_splits, n_parts, NH, H,
         G: tl.constexpr, HPP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-        D: tl.constexpr, MODE: tl.constexpr, HAS_FULL: tl.constexpr, INT8: tl.constexpr,
+        D: tl.constexpr, MODE: tl.constexpr, HAS_FULL: tl.constexpr,
         SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
         ROPE: tl.constexpr, POS_MASK: tl.constexpr, PAGE: tl.constexpr, UPCAST: tl.constexpr):
     pid_s = tl.program_id(0)
@@ -78,9 +75,7 @@ def _attn_split_kernel(
         shift = tl.where(full, 0, seq - recent - sink)
     else:
         n = tl.load(SEQ + b)
-    split_len = ((n + num_splits - 1) // num_splits + BLOCK_N - 1) // BLOCK_N * BLOCK_N
-    start = pid_s * split_len
-    end = tl.minimum(start + split_len, n)
+    start, end = _split_bounds(n, num_splits, pid_s, BLOCK_N)
 
     offs_g = tl.arange(0, BLOCK_G)
     offs_d = tl.arange(0, D)
@@ -90,11 +85,7 @@ def _attn_split_kernel(
     k_base = K + b64 * skb + kvh64 * skh
     v_base = V + b64 * svb + kvh64 * svh
 
-    if INT8:  # dots in fp16 on the raw int8 values; scale and zero point applied around them
-        q_dot = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
-        q_sum = tl.sum(q_dot.to(tl.float32), 1)
-    else:
-        q_dot = q
+    q_dot = q
     if UPCAST:  # the interpreter's tl.dot mishandles bf16: same math in fp32
         q_dot = q_dot.to(tl.float32)
     if ROPE:
@@ -123,17 +114,7 @@ def _attn_split_kernel(
             row = r
         if not ROPE:
             k = tl.load(k_base + row[:, None] * skn + offs_d[None, :], mask=r_mask[:, None], other=0)
-        if INT8:  # q·k_n = scale_n·(q·kq_n − zero_n·Σq); int8 -> fp16 exactly by a bit trick
-            ks = tl.load(KS + b64 * sksb + kvh64 * sksh + row * sksn, mask=r_mask, other=0.0)
-            kz = tl.load(KZ + b64 * sksb + kvh64 * sksh + row * sksn, mask=r_mask, other=0.0)
-            if UPCAST:
-                k = ((k.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True) - 1152.0).to(tl.float32)
-            else:
-                k = _i8_to_f16(k)
-            s = tl.dot(q_dot, tl.trans(k))
-            s = (s - q_sum[:, None] * kz.to(tl.float32)[None, :]) \
-                * (ks.to(tl.float32) * qk_scale)[None, :]
-        elif ROPE:
+        if ROPE:
             s = _rope_scores(q_lo, q_hi, k_base + row[:, None] * skn + offs_h[None, :], row, r_mask,
                              POS, COS, SIN, s_rope, D // 2) * qk_scale
         else:
@@ -156,45 +137,21 @@ def _attn_split_kernel(
         p = tl.exp2(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + row[:, None] * svn + offs_d[None, :], mask=r_mask[:, None], other=0)
-        if INT8:  # Σ p_n·scale_n·(vq_n − zero_n) = (p·scale)·vq − Σ p_n·scale_n·zero_n
-            vs = tl.load(VS + b64 * svsb + kvh64 * svsh + row * svsn, mask=r_mask, other=0.0)
-            vz = tl.load(VZ + b64 * svsb + kvh64 * svsh + row * svsn, mask=r_mask, other=0.0)
-            pv = (p * vs.to(tl.float32)[None, :]).to(tl.float16)
-            if UPCAST:
-                pv = pv.to(tl.float32)
-                v = ((v.to(tl.int16) + 0x6480).to(tl.float16, bitcast=True) - 1152.0).to(tl.float32)
+        if UPCAST:  # p rounded to q's dtype as on the GPU (inline: helper calls are slow)
+            if q.dtype == tl.bfloat16:
+                bits = p.to(tl.uint32, bitcast=True)
+                p = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32,
+                                                                            bitcast=True)
             else:
-                v = _i8_to_f16(v)
-            shift_v = tl.sum(pv.to(tl.float32) * vz.to(tl.float32)[None, :], 1)
-            acc = acc * alpha[:, None] + tl.dot(pv, v) - shift_v[:, None]
+                p = p.to(q.dtype).to(tl.float32)
+            v = v.to(tl.float32)
         else:
-            if UPCAST:  # p rounded to q's dtype as on the GPU (inline: helper calls are slow)
-                if q.dtype == tl.bfloat16:
-                    bits = p.to(tl.uint32, bitcast=True)
-                    p = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32,
-                                                                                bitcast=True)
-                else:
-                    p = p.to(q.dtype).to(tl.float32)
-                v = v.to(tl.float32)
-            else:
-                p = p.to(q.dtype)  # bf16/fp16 probabilities, as flash-attention does
-            acc = acc * alpha[:, None] + tl.dot(p, v)
+            p = p.to(q.dtype)  # bf16/fp16 probabilities, as flash-attention does
+        acc = acc * alpha[:, None] + tl.dot(p, v)
         m_i = m_new
 
-    heads = h0 + offs_g
-    if SINGLE:
-        l_safe = tl.where(l_i > 0, l_i, 1.0)
-        out = acc / l_safe[:, None]
-        tl.store(O + (b64 * H + heads)[:, None] * D + offs_d[None, :],
-                 cast(out, O.dtype.element_ty, UPCAST), mask=g_mask[:, None])
-        if WRITE_LSE:
-            tl.store(LSE + b64 * H + heads, (m_i + tl.log2(l_safe)) * _LN2,
-                     mask=g_mask)
-    else:  # PART = [acc: n_parts·D | max: n_parts | sum: n_parts], part = (b, h, split)
-        part = (b64 * H + heads) * num_splits + pid_s
-        tl.store(PART + part[:, None] * D + offs_d[None, :], acc, mask=g_mask[:, None])
-        tl.store(PART + n_parts * D + part, m_i, mask=g_mask)
-        tl.store(PART + n_parts * (D + 1) + part, l_i, mask=g_mask)
+    _store_result(acc, m_i, l_i, O, LSE, PART, b64, h0 + offs_g, g_mask, offs_d, pid_s, num_splits,
+                  n_parts, H, D, SINGLE, WRITE_LSE, UPCAST)
 
 
 @triton.jit
@@ -229,29 +186,43 @@ def _combine_kernel(PART, O, LSE, num_splits, n_parts, D: tl.constexpr,
         tl.store(LSE + pid, (m_run + tl.log2(l_safe)) * _LN2)
 
 
+def outputs(q, splits: int, return_lse: bool):
+    """o [B,H,d] in q's dtype, lse [B,H] fp32 (o itself when not wanted), and with several splits
+    the fp32 partials (acc, max, sum) of every (sequence, query head, split) in one allocation."""
+    B, H, d = q.shape
+    o = torch.empty((B, H, d), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, H), device=q.device, dtype=torch.float32) if return_lse else o
+    n_parts = B * H * splits
+    part = o if splits == 1 else torch.empty(n_parts * (d + 2), device=q.device, dtype=torch.float32)
+    return o, lse, part, n_parts
+
+
+def combine(q, o, lse, part, splits: int, n_parts: int, return_lse: bool) -> None:
+    """Merge the splits' partials into o (and lse): nothing to do with one split."""
+    if splits == 1:
+        return
+    B, H, d = q.shape
+    cblocks, copts = launch_options("combine")
+    cblocks["BLOCK_S"] = min(cblocks["BLOCK_S"], pow2_at_least(splits, 2))
+    launcher(_combine_kernel, q)[(B * H,)](
+        part, o, lse, splits, n_parts, D=d, WRITE_LSE=return_lse, UPCAST=interpreting(),
+        **cblocks, **copts)
+
+
 def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=None,
-                  indices=None, counts=None, full=None, sink=0, recent=0, int8=None,
+                  indices=None, counts=None, full=None, sink=0, recent=0,
                   return_lse=False, logits=None, rope=None, positions=None, page=1):
-    """Launch the split kernel (+ combine when splits > 1). ``int8`` = (ks, kz, vs, vz) or None;
-    ``logits`` a [B, H, >= rows] fp32 buffer (last dim contiguous) the kernel fills; ``rope`` =
-    (positions [rows] int32, cos, sin [P, d/2] with unit last stride and a shared row stride);
-    ``positions`` = (query positions [B, H] int32, key positions [B, rows] int32, −1 = empty):
-    query row h sees key row j iff 0 ≤ kpos[j] ≤ qpos[h] (ADORE's chunk attention); ``page`` > 1:
-    ``indices`` list pages of that many rows (Quest), ``counts`` stay in rows.
+    """Launch the split kernel (+ combine when splits > 1). ``logits`` a [B, H, >= rows] fp32
+    buffer (last dim contiguous) the kernel fills; ``rope`` = (positions [rows] int32, cos, sin
+    [P, d/2] with unit last stride and a shared row stride); ``positions`` = (query positions
+    [B, H] int32, key positions [B, rows] int32, −1 = empty): query row h sees key row j iff
+    0 ≤ kpos[j] ≤ qpos[h] (ADORE's chunk attention); ``page`` > 1: ``indices`` list pages of that
+    many rows (Quest), ``counts`` stay in rows.
     Returns o[B,H,d] in q's dtype, and lse[B,H] fp32 (natural log) when ``return_lse``."""
     B, H, d = q.shape
     G = H // k.shape[1]
-    kind = "attention_int8" if int8 is not None else "attention"
-    blocks, opts = launch_options(kind)
-    o = torch.empty((B, H, d), device=q.device, dtype=q.dtype)
-    lse = torch.empty((B, H), device=q.device, dtype=torch.float32) if return_lse else o
-    single = splits == 1
-    n_parts = B * H * splits
-    # fp32 partials (acc, max, sum) of every (sequence, query head, split), one allocation
-    part = o if single else torch.empty(n_parts * (d + 2), device=q.device, dtype=torch.float32)
-    ks, kz, vs, vz = int8 if int8 is not None else (q, q, q, q)
-    sk_s = ks.stride() if int8 is not None else (0, 0, 0)
-    sv_s = vs.stride() if int8 is not None else (0, 0, 0)
+    blocks, opts = launch_options("attention")
+    o, lse, part, n_parts = outputs(q, splits, return_lse)
     idx = indices if indices is not None else q
     cnt = counts if counts is not None else q
     si = indices.stride() if indices is not None else (0, 0, 0)
@@ -263,26 +234,20 @@ def run_attention(q, k, v, *, mode, scale, splits, prog_heads, hpp, seq_lens=Non
     qpos, kpos = positions if positions is not None else (q, q)
     if rope is not None and (cos.stride(-1) != 1 or sin.stride(-1) != 1 or cos.stride(0) != sin.stride(0)):
         raise ValueError("rope cos/sin tables need a unit last stride and the same row stride")
-    grid = (splits, B * prog_heads)
-    launcher(_attn_split_kernel, q)[grid](
-        q, k, v, ks, kz, vs, vz, seq, idx, cnt, fl, o, lse, part, lg, pos, cos, sin, qpos, kpos,
+    launcher(_attn_split_kernel, q)[(splits, B * prog_heads)](
+        q, k, v, seq, idx, cnt, fl, o, lse, part, lg, pos, cos, sin, qpos, kpos,
         lg.stride(1) if logits is not None else 0, cos.stride(0) if rope is not None else 0,
         qpos.stride(0) if positions is not None else 0, kpos.stride(0) if positions is not None else 0,
         scale * LOG2E, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), *sk_s, *sv_s, *si, *sc,
+        v.stride(0), v.stride(1), v.stride(2), *si, *sc,
         sink, recent, splits, n_parts, prog_heads, H,
         G=G, HPP=hpp, BLOCK_G=pow2_at_least(hpp, 16), D=d, MODE=mode,
-        HAS_FULL=full is not None, INT8=int8 is not None, SINGLE=single,
+        HAS_FULL=full is not None, SINGLE=splits == 1,
         WRITE_LSE=return_lse, WRITE_LOGITS=logits is not None, ROPE=rope is not None,
         POS_MASK=positions is not None, PAGE=page,
         UPCAST=interpreting(), **blocks, **opts)
-    if not single:
-        cblocks, copts = launch_options("combine")
-        cblocks["BLOCK_S"] = min(cblocks["BLOCK_S"], pow2_at_least(splits, 2))
-        launcher(_combine_kernel, q)[(B * H,)](
-            part, o, lse, splits, n_parts, D=d, WRITE_LSE=return_lse, UPCAST=interpreting(),
-            **cblocks, **copts)
+    combine(q, o, lse, part, splits, n_parts, return_lse)
     return (o, lse) if return_lse else o
 
 
-__all__ = ["run_attention", "DENSE", "WINDOW", "GATHER"]
+__all__ = ["run_attention", "outputs", "combine", "DENSE", "WINDOW", "GATHER"]

@@ -1,7 +1,41 @@
-"""Device helpers of the split-K attention kernel (kernels/_attention.py): exact int8 -> fp16
-conversion, and scores of keys cached before RoPE, rotated as they load."""
+"""Device helpers of the split-K attention kernels (kernels/_attention.py, kernels/int8kv.py):
+a program's rows, its output or partials, exact int8 -> fp16 conversion, and scores of keys
+cached before RoPE, rotated as they load."""
 import triton
 import triton.language as tl
+
+from ._common import cast
+
+_LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _split_bounds(n, num_splits, pid_s, BLOCK_N: tl.constexpr):
+    """Rows [start, end) of split ``pid_s``: ceil(n/splits) rounded up to BLOCK_N each."""
+    split_len = ((n + num_splits - 1) // num_splits + BLOCK_N - 1) // BLOCK_N * BLOCK_N
+    start = pid_s * split_len
+    end = tl.minimum(start + split_len, n)
+    return start, end
+
+
+@triton.jit
+def _store_result(acc, m_i, l_i, O, LSE, PART, b64, heads, g_mask, offs_d, pid_s, num_splits, n_parts,
+                  H, D: tl.constexpr, SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, UPCAST: tl.constexpr):
+    """One split: o = acc / l (and lse) for the program's query heads; several: the fp32 partials
+    PART = [acc: n_parts·D | max: n_parts | sum: n_parts], part = (b, h, split)."""
+    if SINGLE:
+        l_safe = tl.where(l_i > 0, l_i, 1.0)
+        out = acc / l_safe[:, None]
+        tl.store(O + (b64 * H + heads)[:, None] * D + offs_d[None, :],
+                 cast(out, O.dtype.element_ty, UPCAST), mask=g_mask[:, None])
+        if WRITE_LSE:
+            tl.store(LSE + b64 * H + heads, (m_i + tl.log2(l_safe)) * _LN2,
+                     mask=g_mask)
+    else:
+        part = (b64 * H + heads) * num_splits + pid_s
+        tl.store(PART + part[:, None] * D + offs_d[None, :], acc, mask=g_mask[:, None])
+        tl.store(PART + n_parts * D + part, m_i, mask=g_mask)
+        tl.store(PART + n_parts * (D + 1) + part, l_i, mask=g_mask)
 
 
 @triton.jit

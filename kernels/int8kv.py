@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from ._attention import DENSE, run_attention
+from ._attention_int8 import run_attention_int8
 from ._common import (check_decode_args, default_scale, last_dim_contiguous, max_len,
                       splits_for)
 from ._reference import attend, group_view
@@ -74,8 +74,7 @@ def decode_attention_int8(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens,
     seq_lens = seq_lens.to(torch.int32)
     rows = max_len(seq_lens) if num_splits is None else 0
     splits = splits_for(B, Hkv, rows, num_splits)
-    return run_attention(q, kq, vq, mode=DENSE, scale=default_scale(d, scale), splits=splits,
-                         prog_heads=Hkv, hpp=G, seq_lens=seq_lens, int8=(ks, kz, vs, vz))
+    return run_attention_int8(q, kq, vq, ks, kz, vs, vz, seq_lens, scale=default_scale(d, scale), splits=splits)
 
 
 def decode_attention_int8_ref(q, kq, vq, k_scale, k_zero, v_scale, v_zero, seq_lens, *,
