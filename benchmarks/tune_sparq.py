@@ -1,4 +1,4 @@
-"""SparQ step 2 (approximate scores + their group sum, kernels/sparq.py): time launch configs of
+"""SparQ step 2 (approximate scores + their group sum, kvsim/methods/sparq/kernels.py): time launch configs of
 the logits and normalising kernels by CUDA-graph replay over rotated inputs (cold L2), and the
 fraction of HBM peak each reaches. On a CUDA GPU:
     python3 benchmarks/tune_sparq.py [--out $OUT/h100-sparq-tune.jsonl]

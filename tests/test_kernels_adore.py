@@ -1,4 +1,4 @@
-"""kernels/adore.py (ADORE's token score: position encoding, MLP and sigmoid in one launch)
+"""kvsim/methods/adore/kernels.py (ADORE's token score: position encoding, MLP and sigmoid in one launch)
 against the eager controller formula in float64 and its torch reference; written into a
 strided column of a score table, nothing else touched. CPU: Triton's interpreter (or CUDA)."""
 import pytest

@@ -1,4 +1,4 @@
-"""kernels/evict.py (H2O's eviction + insertion in one launch) against its torch reference:
+"""kvsim/methods/h2o/kernels.py (H2O's eviction + insertion in one launch) against its torch reference:
 the same slot (ties: the lowest), the last `recent` positions never evicted, nothing else
 touched. CPU: Triton's interpreter (or CUDA when the process has it)."""
 import pytest

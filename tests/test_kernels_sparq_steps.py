@@ -1,4 +1,4 @@
-"""kernels/sparq_steps.py against its torch references: step 1 (top-r components of |q|, ties to
+"""kvsim/methods/sparq/kernels_steps.py against its torch references: step 1 (top-r components of |q|, ties to
 the lower component, and τ) and steps 4+6 (α over i2 and the mix with the mean of V).
 CPU: Triton's interpreter (or CUDA when the process has it)."""
 import pytest

@@ -48,7 +48,7 @@ def test_sparq_by_hand(model):
     reads = {  # per KV head and layer, bf16 KV and activations
         "layers/attn/sparq_topr": G * D * 2,
         "layers/attn/sparq_score_approx": S * r * 2 + G * r * 2 + r * 4,  # K[:, i1] from the d-major copy
-        "layers/attn/sparq_softmax": G * S * 4,  # fp32 scores (kernels/sparq.py)
+        "layers/attn/sparq_softmax": G * S * 4,  # fp32 scores (kvsim/methods/sparq/kernels.py)
         "layers/attn/sparq_topk": S * 4,
         "layers/attn/sparq_gather": 2 * k * D * 2 + k * 4 + G * D * 2,  # 2·k·d·b + indices + q
         "layers/attn/sparq_mix": G * k * 4 + k * 4 + G * D * 2 + D * 4,  # α and the mix, Σv fp32

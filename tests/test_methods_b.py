@@ -88,7 +88,7 @@ def test_h2o_by_hand(m):
     scores = op(pred, "layers/attn/score_update")
     assert scores.hbm_read == pairs * (m["g"] * rows * 4 + (rows - 1) * 4)
     assert scores.hbm_write == pairs * (m["g"] * rows * 4 + rows * 4)
-    evict = op(pred, "layers/attn/evict")  # kernels/evict.py: C+1 scores (4 B) and positions (8 B)
+    evict = op(pred, "layers/attn/evict")  # kvsim/methods/h2o/kernels.py: C+1 scores (4 B) and positions (8 B)
     assert evict.hbm_read == pairs * rows * (4 + 8) and evict.hbm_write == pairs * (4 + 8)
     assert pred.kv_bytes == pairs * rows * (2 * D_HEAD * BF16 + 4)
 

@@ -51,7 +51,7 @@ class Controller:
 
     def score(self, z: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """σ of the prompt's states z [B, T, h] at ``pos`` [T], in torch on every device: kernel and
-        reference runs then keep the same m prompt tokens (the step's kernel, kernels/adore.py,
+        reference runs then keep the same m prompt tokens (the step's kernel, kvsim/methods/adore/kernels.py,
         rounds in fp32 and would flip near-ties in that top-m)."""
         angle = pos.float()[..., None] * self.freq
         p = torch.cat([angle.sin(), angle.cos()], -1).to(z.dtype)
@@ -130,7 +130,7 @@ class ADORE(RuntimeMethod):
         if tokens is not None:  # in place: a captured graph reads and writes this one buffer
             self.h.copy_(h)
             self.tokens[:, n] = tokens
-            c = self.ctrl  # σ straight into the score table, one kernel (kernels/adore.py)
+            c = self.ctrl  # σ straight into the score table, one kernel (kvsim/methods/adore/kernels.py)
             ops.adore_score(h, self.kv.seq_lens(n), c.freq, c.w1, c.w2, self.score[:, n])
         R = min(self.p["R"], n - self.count)  # released tokens so far: n − count
         rebuilt = self.rebuild_score.topk(R, dim=-1, sorted=False).indices  # [B,R] positions, any order
@@ -169,7 +169,7 @@ class ADORE(RuntimeMethod):
             raise ValueError(f"context {self.n + 1} exceeds max_seq {self.spec.max_seq}")
         chunk = self.prepare(tokens)
         logits = model.forward(chunk, self.chunk_pos, self.attend_chunk)
-        if self.count == self.m:  # release, insert and the next slot: one kernel (kernels/adore.py)
+        if self.count == self.m:  # release, insert and the next slot: one kernel (kvsim/methods/adore/kernels.py)
             ops.adore_release(self.slot_pos, self.slot_score, self.rebuild_score, self.score,
                               self.insert, self.n)
         else:  # a free slot: the cache is still filling

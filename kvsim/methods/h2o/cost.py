@@ -11,7 +11,7 @@ and KV head, context S (= ``wl.seq``, the new token included), C = min(heavy + r
   eviction, once S > heavy + recent: the reference keeps the top-``heavy`` of the older
           scores (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``), i.e. drops the
           least-scored one; kvsim charges the kernel that finds it and writes the new token in
-          its slot (kernels/evict.py): read (C+1)·(4 + 8) scores and int64 positions, write
+          its slot (kernels.py here): read (C+1)·(4 + 8) scores and int64 positions, write
           4 + 8; the new K and V are the 2·d·b ``kv_append`` write already counted.
           The reference code instead re-gathers the whole cache with a boolean mask every step (read 2·(C+1)·d·b, write
           2·C·d·b more); kvsim does not model that copy.
@@ -53,7 +53,7 @@ class H2O(H2OSpec, Method):
 
     def _evict(self, model, wl, rows) -> Op:
         """Once the cache is full, per (sequence, KV head) and layer: the least-scored slot
-        outside the last ``recent`` positions takes the new token (kernels/evict.py, one
+        outside the last ``recent`` positions takes the new token (kvsim/methods/h2o/kernels.py, one
         launch): read the C+1 fp32 scores and int64 positions, write the position and a zeroed
         score (the new K and V are ``kv_append``'s bytes)."""
         heavy, recent = self.budgets(wl.seq)

@@ -5,7 +5,7 @@ Per (sequence, KV head) a compact cache of C = heavy + recent past tokens plus t
 G query heads of the group, as kvsim's cost model does under GQA). Once full, the new token
 overwrites, in place, the slot with the least accumulated attention among the heavy + 1 tokens
 older than the last ``recent`` (= keeping the top-heavy, ``_update_hh_score`` + topk in
-h2o_hf/utils_real_drop/modify_llama.py; one launch, kernels/evict.py: read the C scores and
+h2o_hf/utils_real_drop/modify_llama.py; one launch, kvsim/methods/h2o/kernels.py: read the C scores and
 positions, write 2·d·b; the reference re-gathers the cache).
 Attention writes its logits (G·(C+1)·4 B per KV head, kernels/scores.py) and one more pass
 adds the weights exp(logit − lse), summed over the group, into acc (read them, read and write

@@ -74,7 +74,7 @@ class Quest(QuestSpec, Method):
         return ops + [self._estimate(model, wl, heads).scaled(sparse_layers * on), topk.scaled(on)]
 
     def _estimate(self, model: ModelConfig, wl: Workload, heads) -> Op:
-        # read 2·⌈S/P⌉·d·b + G·d·b_a ; write G·⌈S/P⌉·4 (fp32 scores, kernels/quest.py) ; FLOPs G·⌈S/P⌉·4·d
+        # read 2·⌈S/P⌉·d·b + G·d·b_a ; write G·⌈S/P⌉·4 (fp32 scores, kernels.py here) ; FLOPs G·⌈S/P⌉·4·d
         G, d, n = model.group, model.head_dim, self.pages(wl)
         return Op("layers/attn/quest_estimate", "attention", flops=heads * G * n * 4 * d,
                   hbm_read=heads * (2 * n * d * wl.b_kv + G * d * wl.b_a),

@@ -18,14 +18,14 @@ step-2 read at S·r·b and the gather at 2·k·d·b per KV head; a per-query-hea
 up to G times as much. α stays per query head (its own softmax mass at i2).
 
 Bytes per KV head and layer (G query heads, b KV bytes, b_a activation bytes, 4-byte indices):
-  step 1   read G·d·b_a (q) ; write r·4 (i1) + G·4 (τ), one kernel (kernels/sparq_steps.py)
+  step 1   read G·d·b_a (q) ; write r·4 (i1) + G·4 (τ), one kernel (kvsim/methods/sparq/kernels_steps.py)
   step 2   read S·r·b (K[:, i1] from the d-major copy of K) + G·r·b_a + r·4 ; write G·S·4
-           (approximate logits in fp32, as kernels/sparq.py keeps them; sparq-gpt-fast's
+           (approximate logits in fp32, as kvsim/methods/sparq/kernels.py keeps them; sparq-gpt-fast's
            ``QK_hat`` is in the activation dtype, 2 bytes less per score)
   softmax  read G·S·4 ; write G·S·4 (ŝ) + S·4 (their group sum, the last l forced in, written
            by the same pass)
   top-k    read S·4 ; write k·8: the whole group row, the last l at +inf so they are among
-           the k (kernels/sparq.py); the same choice as a top-(k−l) over the S−l older ones
+           the k (kvsim/methods/sparq/kernels.py); the same choice as a top-(k−l) over the S−l older ones
   gather   2·k·d·b + k·4 + q and o (kvsim.methods.attention.decode_attention)
   α, mix   one kernel: read G·k·4 (ŝ at i2) + k·4 (i2) + y G·d·b_a + Σv d·4 ; write out G·d·b_a
   Σv       with the cache append: read Σv d·4 + v d·b_a ; write Σv d·4 (the fp32 running sum
@@ -60,7 +60,7 @@ class SparQ(SparQSpec, Method):
 
     def _step1(self, model, wl, heads) -> Op:
         # top-r of |q| summed over the group and τ per query head, one kernel
-        # (kernels/sparq_steps.py): read G·d·b_a ; write r·4 (i1) + G·4 (τ) ; d² rank compares
+        # (kvsim/methods/sparq/kernels_steps.py): read G·d·b_a ; write r·4 (i1) + G·4 (τ) ; d² rank compares
         G, d, r = model.group, model.head_dim, self.rank(model)
         return Op("layers/attn/sparq_topr", "attention", flops=heads * (2 * G * d + d * d),
                   hbm_read=heads * G * d * wl.b_a, hbm_write=heads * (r * INDEX_BYTES + G * 4.0), dtype="fp32")
@@ -79,7 +79,7 @@ class SparQ(SparQSpec, Method):
 
     def _mix(self, model, wl, heads) -> Op:
         # α = Σ_{i∈i2} ŝ_i per query head, then out = α·y + (1−α)·Σv/n, one kernel
-        # (kernels/sparq_steps.py): read G·k·4 (ŝ at i2) + k·4 (i2) + G·d·b_a (y) + d·4 (Σv) ;
+        # (kvsim/methods/sparq/kernels_steps.py): read G·k·4 (ŝ at i2) + k·4 (i2) + G·d·b_a (y) + d·4 (Σv) ;
         # write G·d·b_a
         G, d, k = model.group, model.head_dim, self.rows(wl)
         return Op("layers/attn/sparq_mix", "attention", flops=heads * G * (k + 3 * d),

@@ -9,7 +9,7 @@ chunk of S. Per (sequence, KV head): read S·r·b (+ G·r·b of q), write G·S·
 G·S_max·4 probabilities (0 beyond seq_len) and writes their sum over the group, S_max·4, with
 the ``local`` newest positions forced to +inf for the top-k (:func:`sparq_scores_and_group`).
 Step 5 is :func:`kernels.gather.gathered_decode_attention`; steps 1, 4 and 6 are in
-kernels/sparq_steps.py.
+kvsim/methods/sparq/kernels_steps.py.
 """
 from __future__ import annotations
 

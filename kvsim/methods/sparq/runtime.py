@@ -6,7 +6,7 @@ reads r contiguous rows of S (+S·d·b memory per KV head), and the fp32 running
 (gathered rows) + 4·d (v̄); the scores stay fp32: G·S·4 written, normalised in place, and their
 group sum S·4 (last ``local`` forced to +inf) written in the same pass and read by the top-k.
 Under GQA the group shares i1 (|q| summed over its G heads) and i2 (ŝ summed over the group).
-Step 1 (i1 and τ), and α with the mix (steps 4, 6), are one kernel each (kernels/sparq_steps.py).
+Step 1 (i1 and τ), and α with the mix (steps 4, 6), are one kernel each (kvsim/methods/sparq/kernels_steps.py).
 """
 from __future__ import annotations
 
