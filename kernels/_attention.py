@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._attention_parts import _LN2, _rope_scores, _split_bounds, _store_result
+from ._attention_parts import _LN2, _head_slot, _query, _rope_scores, _split_bounds, _store_result
 from ._common import LOG2E, cast, interpreting, launch_options, launcher, pow2_at_least
 
 DENSE, WINDOW, GATHER = 0, 1, 2  # MODE values for launchers
@@ -55,13 +55,7 @@ def _attn_split_kernel(
         SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, WRITE_LOGITS: tl.constexpr,
         ROPE: tl.constexpr, POS_MASK: tl.constexpr, PAGE: tl.constexpr, UPCAST: tl.constexpr):
     pid_s = tl.program_id(0)
-    pid = tl.program_id(1)
-    b = pid // NH
-    slot = pid % NH
-    kvh = slot * HPP // G
-    h0 = slot * HPP
-    b64 = b.to(tl.int64)
-    kvh64 = kvh.to(tl.int64)
+    b, slot, kvh, h0, b64, kvh64 = _head_slot(NH, G, HPP)
 
     shift = 0
     if MODE == _GATHER:
@@ -77,11 +71,7 @@ def _attn_split_kernel(
         n = tl.load(SEQ + b)
     start, end = _split_bounds(n, num_splits, pid_s, BLOCK_N)
 
-    offs_g = tl.arange(0, BLOCK_G)
-    offs_d = tl.arange(0, D)
-    g_mask = offs_g < HPP
-    q = tl.load(Q + b64 * sqb + (h0 + offs_g)[:, None] * sqh + offs_d[None, :],
-                mask=g_mask[:, None], other=0.0)
+    q, offs_g, offs_d, g_mask = _query(Q, b64, h0, sqb, sqh, HPP, BLOCK_G, D)
     k_base = K + b64 * skb + kvh64 * skh
     v_base = V + b64 * svb + kvh64 * svh
 

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ._attention import combine, outputs
-from ._attention_parts import _i8_to_f16, _split_bounds, _store_result
+from ._attention_parts import _head_slot, _i8_to_f16, _query, _split_bounds, _store_result
 from ._common import LOG2E, interpreting, launch_options, launcher, pow2_at_least
 
 
@@ -26,20 +26,10 @@ def _attn_int8_kernel(
         G: tl.constexpr, HPP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
         D: tl.constexpr, SINGLE: tl.constexpr, WRITE_LSE: tl.constexpr, UPCAST: tl.constexpr):
     pid_s = tl.program_id(0)
-    pid = tl.program_id(1)
-    b = pid // NH
-    slot = pid % NH
-    kvh = slot * HPP // G
-    h0 = slot * HPP
-    b64 = b.to(tl.int64)
-    kvh64 = kvh.to(tl.int64)
+    b, _slot, _kvh, h0, b64, kvh64 = _head_slot(NH, G, HPP)
     start, end = _split_bounds(tl.load(SEQ + b), num_splits, pid_s, BLOCK_N)
 
-    offs_g = tl.arange(0, BLOCK_G)
-    offs_d = tl.arange(0, D)
-    g_mask = offs_g < HPP
-    q = tl.load(Q + b64 * sqb + (h0 + offs_g)[:, None] * sqh + offs_d[None, :],
-                mask=g_mask[:, None], other=0.0)
+    q, offs_g, offs_d, g_mask = _query(Q, b64, h0, sqb, sqh, HPP, BLOCK_G, D)
     k_base = K + b64 * skb + kvh64 * skh
     v_base = V + b64 * svb + kvh64 * svh
     # dots in fp16 on the raw int8 values; scale and zero point applied around them

@@ -10,6 +10,29 @@ _LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
+def _head_slot(NH, G: tl.constexpr, HPP: tl.constexpr):
+    """This program's sequence b and head slot (axis 1 of the grid), the slot's KV head, its first
+    query head h0, and b and the KV head as int64 for addressing."""
+    pid = tl.program_id(1)
+    b = pid // NH
+    slot = pid % NH
+    kvh = slot * HPP // G
+    return b, slot, kvh, slot * HPP, b.to(tl.int64), kvh.to(tl.int64)
+
+
+@triton.jit
+def _query(Q, b64, h0, sqb, sqh, HPP: tl.constexpr, BLOCK_G: tl.constexpr, D: tl.constexpr):
+    """The slot's HPP query rows, padded with zeros to BLOCK_G: (q, row offsets, dim offsets,
+    row mask)."""
+    offs_g = tl.arange(0, BLOCK_G)
+    offs_d = tl.arange(0, D)
+    g_mask = offs_g < HPP
+    q = tl.load(Q + b64 * sqb + (h0 + offs_g)[:, None] * sqh + offs_d[None, :],
+                mask=g_mask[:, None], other=0.0)
+    return q, offs_g, offs_d, g_mask
+
+
+@triton.jit
 def _split_bounds(n, num_splits, pid_s, BLOCK_N: tl.constexpr):
     """Rows [start, end) of split ``pid_s``: ceil(n/splits) rounded up to BLOCK_N each."""
     split_len = ((n + num_splits - 1) // num_splits + BLOCK_N - 1) // BLOCK_N * BLOCK_N

@@ -3,31 +3,15 @@
 cost model share one set of defaults."""
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 
-from kvsim.methods import REGISTRY, module_of, spec_of
+from kvsim.methods import REGISTRY, Faces, spec_of
 from kvsim.models import ModelConfig
 
 from .method import RuntimeMethod
 
 
-class _Methods(Mapping):
-    """name -> RuntimeMethod subclass, importing each module on first use."""
-
-    def __getitem__(self, name: str) -> type[RuntimeMethod]:
-        if name not in REGISTRY:
-            raise KeyError(name)
-        return getattr(importlib.import_module(module_of(name, "runtime")), REGISTRY[name])
-
-    def __iter__(self):
-        return iter(REGISTRY)
-
-    def __len__(self) -> int:
-        return len(REGISTRY)
-
-
-METHODS: Mapping[str, type[RuntimeMethod]] = _Methods()
+METHODS: Mapping[str, type[RuntimeMethod]] = Faces("runtime")  # name -> RuntimeMethod subclass
 
 
 def resolve(name: str, params: dict | None, cfg: ModelConfig, context: int) -> tuple[dict, dict]:

@@ -41,24 +41,17 @@ def check_name(name: str) -> None:
         raise KvsimError(f"unknown method '{name}'; choose one of: {', '.join(REGISTRY)}")
 
 
-def spec_of(name: str) -> type[MethodSpec]:
-    """The method's spec class (parameters and capabilities, no cost model)."""
-    check_name(name)
-    return getattr(importlib.import_module(module_of(name, "spec")), REGISTRY[name] + "Spec")
+class Faces(Mapping):
+    """name -> one face of every registered method: the class ``<Class><suffix>`` of its
+    ``part``.py ("spec", "cost" or "runtime"), imported on first use."""
 
+    def __init__(self, part: str, suffix: str = ""):
+        self.part, self.suffix = part, suffix
 
-def names_with(capability: str) -> list[str]:
-    """Registered methods whose spec sets ``capability`` (e.g. "offload")."""
-    return [name for name in REGISTRY if getattr(spec_of(name), capability)]
-
-
-class _Methods(Mapping):
-    """name -> Method subclass (the cost model), importing each module on first use."""
-
-    def __getitem__(self, name: str) -> type[Method]:
+    def __getitem__(self, name: str):
         if name not in REGISTRY:
             raise KeyError(name)
-        return getattr(importlib.import_module(module_of(name, "cost")), REGISTRY[name])
+        return getattr(importlib.import_module(module_of(name, self.part)), REGISTRY[name] + self.suffix)
 
     def __iter__(self):
         return iter(REGISTRY)
@@ -67,7 +60,19 @@ class _Methods(Mapping):
         return len(REGISTRY)
 
 
-METHODS: Mapping[str, type[Method]] = _Methods()
+SPECS: Mapping[str, type[MethodSpec]] = Faces("spec", "Spec")
+METHODS: Mapping[str, type[Method]] = Faces("cost")  # the cost models
+
+
+def spec_of(name: str) -> type[MethodSpec]:
+    """The method's spec class (parameters and capabilities, no cost model)."""
+    check_name(name)
+    return SPECS[name]
+
+
+def names_with(capability: str) -> list[str]:
+    """Registered methods whose spec sets ``capability`` (e.g. "offload")."""
+    return [name for name in REGISTRY if getattr(spec_of(name), capability)]
 
 
 def get_method(name: str, params: dict | None = None) -> Method:

@@ -61,11 +61,6 @@ class Controller:
 class ADORE(RuntimeMethod):
     spec_class = ADORESpec
 
-    def check(self) -> None:
-        super().check()
-        if self.p["m"] < 1 or self.p["R"] < 0:
-            raise ValueError(f"adore: need m >= 1 and R >= 0, got {self.p}")
-
     def allocate(self) -> None:
         s = self.spec
         self.m = m = min(self.p["m"], s.max_seq)  # rows ever cached

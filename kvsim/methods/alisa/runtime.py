@@ -36,11 +36,6 @@ class ALISA(RuntimeMethod):
             spec = spec.with_(kv_dtype="int8")
         super().__init__(spec, params, rotary, counter)
 
-    def check(self) -> None:
-        super().check()
-        if not 0.0 <= self.p["sparsity"] < 1.0:
-            raise ValueError(f"alisa: sparsity must be in [0, 1), got {self.p['sparsity']}")
-
     def allocate(self) -> None:
         super().allocate()
         s = self.spec

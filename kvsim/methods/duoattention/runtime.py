@@ -23,11 +23,6 @@ from .spec import DuoAttentionSpec
 class DuoAttention(RuntimeMethod):
     spec_class = DuoAttentionSpec
 
-    def check(self) -> None:
-        super().check()
-        if not 0.0 <= self.p["retrieval_ratio"] <= 1.0:
-            raise ValueError(f"duoattention: retrieval_ratio must be in [0, 1], got {self.p['retrieval_ratio']}")
-
     def allocate(self) -> None:
         s = self.spec
         self.n_retrieval = min(s.n_kv_heads, math.ceil(self.p["retrieval_ratio"] * s.n_kv_heads - 1e-9))

@@ -27,11 +27,6 @@ from .spec import H2OSpec
 class H2O(RuntimeMethod):
     spec_class = H2OSpec
 
-    def check(self) -> None:
-        super().check()
-        if self.p["heavy"] < 0 or self.p["recent"] < 0:
-            raise ValueError(f"h2o: need heavy >= 0 and recent >= 0, got {self.p}")
-
     def allocate(self) -> None:
         s = self.spec
         self.cap = min(self.p["heavy"] + self.p["recent"] + 1, s.max_seq)  # rows ever used

@@ -21,11 +21,6 @@ from .spec import DENSE_LAYERS, QuestSpec
 class Quest(RuntimeMethod):
     spec_class = QuestSpec
 
-    def check(self) -> None:
-        super().check()
-        if self.p["page_size"] < 1 or self.p["budget"] < 1:
-            raise ValueError(f"quest: page_size and budget must be >= 1, got {self.p}")
-
     def allocate(self) -> None:
         super().allocate()
         s, P = self.spec, self.p["page_size"]

@@ -24,11 +24,6 @@ from .spec import SELECTION_LAYER, TidalDecodeSpec
 class TidalDecode(RuntimeMethod):
     spec_class = TidalDecodeSpec
 
-    def check(self) -> None:
-        super().check()
-        if self.p["k"] < 1 or self.p["correction_period"] < 0:
-            raise ValueError(f"tidaldecode: need k >= 1 and correction_period >= 0, got {self.p}")
-
     def allocate(self) -> None:
         super().allocate()
         self.selected = None  # (indices [B,H,k+1] int32, counts [B,H]) from the last selection layer
