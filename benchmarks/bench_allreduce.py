@@ -32,6 +32,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from kvsim.commands.measure import _driver, profile_for  # noqa: E402
+from kvsim.fits import allreduce_fit as fit, allreduce_profile_time as profile_time  # noqa: E402
 from kvsim.hardware import load_profile  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
@@ -83,21 +84,6 @@ def measure_size(nbytes: int, args, device: str) -> dict:
         graph = statistics.median(timed_calls(replay, args.iters, cuda)) / args.inner
     return {"bytes": x.numel() * x.element_size(), "dtype": str(dtype).replace("torch.", ""),
             "eager_s": eager, "graph_s": graph}
-
-
-def fit(sent: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """(latency_s, effective_Bps) of seconds = latency + sent / effective, least squares of the
-    relative error (each size weighs the same, as the 10% target reads)."""
-    design = np.stack([np.ones_like(sent), sent], 1) / seconds[:, None]
-    (latency, per_byte), *_ = np.linalg.lstsq(design, np.ones_like(seconds), rcond=None)
-    return float(latency), float(1.0 / per_byte) if per_byte > 0 else float("inf")
-
-
-def profile_time(hw, nbytes: int, gpus: int) -> float:
-    """kvsim's time for one all-reduce of ``nbytes`` (kvsim.decoder.allreduce, roofline op time)."""
-    from kvsim.decoder import allreduce
-    from kvsim.roofline import op_time
-    return float(op_time(allreduce("allreduce", float(nbytes), gpus), hw).time_s)
 
 
 def summarize(rows: list[dict], gpus: int, hw_name: str | None, base: dict) -> list[dict]:

@@ -16,6 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from kvsim.fits import reread_fit  # noqa: E402
+
 SHAPES = ((1, 4096), (8, 4096), (32, 4096), (8, 16384), (32, 16384), (1, 65536), (8, 65536))  # (B, rows)
 H, HKV, D = 32, 8, 128
 
@@ -53,13 +55,6 @@ def measure(out_path):
         append_jsonl(out_path, rows)
 
 
-def fit(records) -> dict:
-    import numpy as np
-    rates = np.array([r["loaded_bytes"] / r["per_head_s"] for r in records])
-    return {"reread_Bps": float(np.median(rates)), "min": float(rates.min()), "max": float(rates.max()),
-            "shapes": len(rates)}
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
@@ -67,7 +62,7 @@ def main():
     args = ap.parse_args()
     if args.fit:
         with open(args.fit) as f:
-            print(fit([json.loads(line) for line in f if line.strip()]))
+            print(reread_fit([json.loads(line) for line in f if line.strip()]))
         return
     measure(args.out)
 

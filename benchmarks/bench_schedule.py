@@ -82,7 +82,7 @@ def paper_check() -> list[dict]:
                         fg = result.baselines["flexgen"]
                         row.update(flexgen=fg.throughput_tok_s, vllm=result.baselines["vllm"].throughput_tok_s,
                                    flexgen_pcie_kv=fg.details.get("throughput_by_attention", {}).get("pcie kv", 0.0),
-                                   plan=result.best.plan(0))
+                                   plan=result.best.placement(0))
                 rows.append(row)
     return rows
 

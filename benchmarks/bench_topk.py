@@ -17,7 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.bench_kernels import environment  # noqa: E402
-from kvsim.methods.attention import torch_topk_multiblock  # noqa: E402
+from kvsim.kernel_contract import torch_topk_multiblock  # noqa: E402
+from kvsim.fits import topk_single_block_fit as fit_single_block  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
 SHAPES = [  # (what, rows, n, k)
@@ -37,23 +38,6 @@ def single_block_shapes():
     shapes = [(f"single rows={r} n={n}", r, n, n // 8) for r in SINGLE_ROWS for n in SINGLE_SIZES
               if not torch_topk_multiblock(r, n)]
     return shapes + [(f"single rows=32 n=8192 k={k}", 32, 8192, k) for k in (128, 2730)]
-
-
-def fit_single_block(records, sms: int) -> dict:
-    """Least squares in log space of call_s + row_s·(n/1024)^a·⌈rows/sms⌉^b to the unsorted
-    single-block times (kvsim.hardware.SingleBlockTopK); returns the fields and the errors."""
-    import numpy as np
-    from scipy.optimize import least_squares
-    picked = [r for r in records if r.get("path") == "single-block"]
-    n = np.array([r["n"] for r in picked], float) / 1024.0
-    waves = np.ceil(np.array([r["rows"] for r in picked], float) / sms)
-    t = np.array([r["torch_unsorted_us"] for r in picked]) * 1e-6
-    law = lambda p: p[0] + p[1] * n ** p[2] * waves ** p[3]  # noqa: E731
-    p = least_squares(lambda p: np.log(law(p) / t), x0=[5e-6, 7e-6, 0.8, 0.9], bounds=(0, np.inf)).x
-    err = np.abs(law(p) / t - 1)
-    return {"call_s": p[0], "row_s": p[1], "size_exponent": p[2], "rows_exponent": p[3],
-            "concurrent_rows": sms, "shapes": len(picked), "median_err": float(np.median(err)),
-            "max_err": float(err.max())}
 
 
 def timed(fn, sets) -> float:

@@ -1,4 +1,4 @@
-"""SparQ step 2 (approximate scores + their group sum, kernels/sparq.py): time launch configs of
+"""SparQ step 2 (approximate scores + their group sum, kvsim/methods/sparq/kernels.py): time launch configs of
 the logits and normalising kernels by CUDA-graph replay over rotated inputs (cold L2), and the
 fraction of HBM peak each reaches. On a CUDA GPU:
     python3 benchmarks/tune_sparq.py [--out $OUT/h100-sparq-tune.jsonl]
@@ -14,7 +14,7 @@ from triton.testing import do_bench_cudagraph
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.bench_kernels import environment  # noqa: E402
 from kernels import _common  # noqa: E402
-from kernels.sparq import sparq_scores_and_group  # noqa: E402
+from kvsim.methods.sparq.kernels import sparq_scores_and_group  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
 PEAK_Bps = 3.35e12  # H100 SXM datasheet (hw_profiles/h100-sxm.yaml)

@@ -18,10 +18,9 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from kvsim.methods.attention import split_count
+from kvsim.kernel_contract import split_count
 
 LOG2E = 1.4426950408889634  # log2(e): softmaxes run in base 2 (exp2 is one instruction)
-LN2 = 0.6931471805599453
 
 # Defaults chosen for an H100 at memory-bound decode sizes; tune with CANDIDATES on the GPU.
 CONFIGS: dict[str, dict] = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kvsim.methods.attention import DENSE_TARGET_PROGRAMS
+from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
 
 from ._attention import DENSE, WINDOW, run_attention
 from ._common import (check_decode_args, default_scale, last_dim_contiguous, max_len,

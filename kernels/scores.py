@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.methods.attention import DENSE_TARGET_PROGRAMS
+from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
 
 from ._attention import DENSE, GATHER, run_attention
 from ._common import (check_decode_args, default_scale, interpreting, last_dim_contiguous, launcher,

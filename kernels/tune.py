@@ -141,8 +141,8 @@ def overhead(B=1, H=32, Hkv=8, d=128, S=4096, calls=200):
 def others(B=8, H=32, Hkv=8, d=128, S=131072):
     """Time the other kernels at one decode shape; bandwidth over the bytes each must move."""
     from .gather import gathered_decode_attention
-    from .quest import quest_page_scores
-    from .sparq import sparq_approx_scores
+    from kvsim.methods.quest.kernels import quest_page_scores
+    from kvsim.methods.sparq.kernels import sparq_approx_scores
     q, k, v, seq_lens = decode_inputs(B, H, Hkv, d, S)
     dev, rows = q.device, []
 

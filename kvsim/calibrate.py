@@ -15,9 +15,8 @@ import json
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import HardwareProfile, load_profile, profile_file, resolved_data
+from .hardware import HardwareProfile, left_out, load_profile
 from .roofline import step_time
-from .transfer import resolve, without_laws
 from .validate import predict_record, step_context
 
 KNOTS = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)  # bytes moved by one kernel
@@ -58,16 +57,6 @@ def with_fields(data: dict, fields: dict) -> dict:
 
 def with_fit(hw: HardwareProfile, effs, launch_s: float, note: str) -> HardwareProfile:
     return HardwareProfile.model_validate(with_fields(hw.model_dump(), fitted_fields(effs, launch_s, note)))
-
-
-def left_out(device: str, source: str) -> HardwareProfile:
-    """``device``'s profile with none of its own laws: every one transferred from ``source``
-    (leave-one-device-out). Its name says so."""
-    data = without_laws(dict(resolved_data(str(profile_file(device)))))
-    data["inherits"] = source
-    data["name"] = f"{data['name']} from {load_profile(source).name}"
-    data["aliases"] = []
-    return HardwareProfile.model_validate(resolve(data, resolved_data(str(profile_file(source)))))
 
 
 def physical(params) -> np.ndarray:

@@ -5,7 +5,7 @@ one Cost describes a whole sweep grid. Op names are paths: ``layers/attn/decode`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -93,9 +93,6 @@ class Op:
                             if (value := getattr(self, q)) is not None})
         return op
 
-    def renamed(self, name: str) -> "Op":
-        return replace(self, name=name)
-
 
 @dataclass(frozen=True)
 class Resident:
@@ -166,5 +163,3 @@ class Cost:
     def scaled(self, factor) -> "Cost":
         return Cost(tuple(op.scaled(factor) for op in self.ops), self.resident)
 
-
-OP_FIELDS = tuple(f.name for f in fields(Op))

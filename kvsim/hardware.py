@@ -18,26 +18,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import KvsimError
+from .trust import TRUST_LEVELS, trust_of  # noqa: F401 (TRUST_LEVELS: for readers of profiles)
 from .yamlfile import read_mapping, validated
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-TRUST_LEVELS = ("datasheet", "measured", "transferred", "assumed")
-
-
-def trust_of(source: str) -> str:
-    """How a source was obtained, from the word it starts with ("measured"/"fitted",
-    "transferred", "assumed"); anything else is a datasheet or vendor figure."""
-    head = source.strip().lower()
-    if head.startswith(("measured", "fitted")):
-        return "measured"
-    for level in ("transferred", "assumed"):
-        if head.startswith(level):
-            return level
-    return "datasheet"
 
 
 class Sourced(_Frozen):
@@ -370,3 +356,14 @@ def profile_for_device(device_name: str) -> Optional[str]:
             if len(words) > best_words and all(w.lower() in device_name.lower() for w in words):
                 best, best_words = profile.name, len(words)
     return best
+
+
+def left_out(device: str, source: str) -> HardwareProfile:
+    """``device``'s profile with none of its own laws: every one transferred from ``source``
+    (leave-one-device-out). Its name says so."""
+    from .transfer import resolve, without_laws
+    data = without_laws(dict(resolved_data(str(profile_file(device)))))
+    data["inherits"] = source
+    data["name"] = f"{data['name']} from {load_profile(source).name}"
+    data["aliases"] = []
+    return HardwareProfile.model_validate(resolve(data, resolved_data(str(profile_file(source)))))

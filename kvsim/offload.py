@@ -42,9 +42,10 @@ def check_fraction(method, fraction) -> float:
     fraction = float(fraction)
     if not 0.0 <= fraction <= 1.0:
         raise KvsimError(f"offload must be a fraction in [0, 1], got {fraction}")
-    if fraction > 0 and not hasattr(method, "host_rows_read"):
+    if fraction > 0 and not method.offload:
+        from .methods import names_with
         raise KvsimError(f"offload: {method.name} cannot run with KV on the host (its cache is not "
-                         "position-ordered or it reads every key); use dense, sparq, quest, alisa or tidaldecode")
+                         f"position-ordered or it reads every key); use {', '.join(names_with('offload'))}")
     return fraction
 
 

@@ -102,7 +102,3 @@ def _trained_note(pred) -> str:
         return ""
     return (f"note: {pred.model.name} was trained for {format_tokens(pred.model.max_context)} tokens; "
             f"context {format_tokens(int(np.max(pred.workload.seq)))} is beyond it")
-
-
-def as_float(value) -> float:
-    return float(np.asarray(value))

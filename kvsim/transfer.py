@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 
 from .errors import KvsimError
+from .trust import trust_of
 
 AS_IS = "as measured"
 # law path -> how it scales ("as measured", "peak", "bandwidth", "sm_rate", "clock", "sm_count")
@@ -108,7 +109,6 @@ def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str
     if rule == "sm_count":
         sms = _get(child, "compute.sm_count")
         return {"value": sms["value"], "source": f"{sms['source']} (one row's block per SM at a time)"}
-    from .hardware import trust_of
     how = f"from {parent_name} ({RULES[rule].format(ratio=ratio)}): {value['source']}"
     note = f"transferred {how}" if trust_of(value["source"]) in ("measured", "transferred") else f"assumed, {how}"
     if "points" in value:
@@ -136,7 +136,6 @@ def _workspace(data: dict) -> None:
     context, reserve = _get(data, "memory.context_bytes"), _get(data, "memory.allocator_reserve_bytes")
     if "workspace_bytes" in data or context is None or reserve is None:
         return
-    from .hardware import trust_of
     levels = {trust_of(s["source"]) for s in (context, reserve)}
     word = next(w for w in ("assumed", "transferred", "measured", "datasheet") if w in levels or w == "datasheet")
     data["workspace_bytes"] = {"value": float(context["value"]) + float(reserve["value"]),

@@ -149,7 +149,7 @@ def _profile_getter(hw, transfer_from):
         fixed = load_profile(hw)
         return lambda record: fixed
     if transfer_from:
-        from .calibrate import left_out
+        from .hardware import left_out
         return lambda record: left_out(record["hw"], transfer_from)
     return lambda record: record_profile(record["hw"])
 

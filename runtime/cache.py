@@ -1,6 +1,6 @@
 """The KV cache: preallocated per-layer rows [B, Hkv, S_max, d] for K and V, bf16/fp32 or INT8
 with an fp16 scale and zero per row (ALISA §5), on the device or partly in pinned host memory
-(``runtime/offload.py``). Methods add their own side structures (runtime/methods/*.py).
+(``runtime/offload.py``). Methods add their own side structures (kvsim/methods/*/runtime.py).
 
 Bytes per cached token and KV head: 2·d·b (K and V), + 2·(2+2) for INT8 scale and zero.
 """
@@ -10,10 +10,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from kvsim.methods.attention import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_count
+from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS, TARGET_PROGRAMS, split_count
 
 from . import ops
 from .reference import _take, pages_to_rows
+from .transfers import PcieCounter, tensor_bytes
 
 
 ROW_ALIGN = 16  # rows allocated in multiples of 16: cuBLAS falls back to slow kernels on odd sizes
@@ -46,41 +47,6 @@ class CacheSpec:
 
     def with_(self, **changes) -> "CacheSpec":
         return replace(self, **changes)
-
-
-class PcieCounter:
-    """Bytes that crossed the host link, per direction, counted where the copies are issued;
-    a byte count that lives on the device (rows a kernel selected) is summed there, without a
-    sync, and read when the counts are."""
-
-    def __init__(self):
-        self.h2d = 0
-        self.d2h = 0
-        self._on_device: list[tuple[str, int, torch.Tensor]] = []
-
-    def add(self, direction: str, nbytes: int) -> None:
-        setattr(self, direction, getattr(self, direction) + int(nbytes))
-
-    def on_device(self, direction: str, unit_bytes: int, device) -> torch.Tensor:
-        """A count (int64, on ``device``) that kernels add to; it stands for count·unit_bytes."""
-        count = torch.zeros((), dtype=torch.int64, device=device)
-        self._on_device.append((direction, int(unit_bytes), count))
-        return count
-
-    def as_dict(self) -> dict[str, int]:
-        out = {"h2d": self.h2d, "d2h": self.d2h}
-        for direction, unit, count in self._on_device:
-            out[direction] += int(count.item()) * unit
-        return out
-
-    def reset(self) -> None:
-        self.h2d = self.d2h = 0
-        for _, _, count in self._on_device:
-            count.zero_()
-
-
-def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class DeviceRows:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from .cache import CacheSpec, PcieCounter
-from .methods import METHODS, resolve
+from .cache import CacheSpec
 from .model import DTYPE_NAMES, Decoder, torch_dtype
+from .registry import METHODS, resolve
+from .transfers import PcieCounter
 
 
 def offload_fraction(offload) -> float:

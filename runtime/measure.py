@@ -1,7 +1,7 @@
 """Measurement harness: decode-step and attention-only latency, PCIe bytes and peak memory of one
 method on the synthetic decoder, as a kvsim record (kvsim/records.py) with source "measured".
 
-Timing (DESIGN.md convention 7, after triton.testing.do_bench): ``warmup`` untimed steps, then
+Timing (after triton.testing.do_bench): ``warmup`` untimed steps, then
 ``steps`` timed ones, median reported; on CUDA each timed call is bracketed by CUDA events and
 preceded by a write of a buffer of 4× L2 (so no cache rows or weights stay in L2; the flush is
 outside the events); on CPU time.perf_counter. The context grows one token per step: the timed

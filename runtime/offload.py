@@ -18,7 +18,7 @@ import math
 import torch
 
 from . import ops
-from .cache import PcieCounter, tensor_bytes
+from .transfers import PcieCounter, tensor_bytes
 
 
 class OffloadRows:

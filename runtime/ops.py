@@ -1,4 +1,4 @@
-"""Attention ops for the runtime: the Triton kernels (``kernels.<mod>.<name>``) on CUDA, their
+"""Attention ops for the runtime: the Triton kernels (``KERNEL_MODULES``) on CUDA, their
 ``<name>_ref`` torch references on CPU, and ``runtime.reference`` where kernels/ lacks a
 function. ``KVSIM_RUNTIME_REFERENCE=1`` forces torch references everywhere (the runtime's own,
 else the kernels module's ``*_ref``).
@@ -16,23 +16,24 @@ import torch
 
 from . import reference
 
-# op name -> kernels module (the contract in the kernels/ brief)
+# op name -> the module of its Triton kernel and torch reference
 KERNEL_MODULES = {
-    "decode_attention": "decode", "gathered_decode_attention": "gather",
-    "sparq_scores_and_group": "sparq",
-    "sparq_components": "sparq_steps", "sparq_mix": "sparq_steps", "quest_page_scores": "quest",
-    "decode_attention_with_logits": "scores", "accumulate_weights": "scores",
-    "rope_decode_attention": "decode", "positional_decode_attention": "decode", "evict_insert": "evict",
-    "rope": "rope", "put_rows": "rows", "adore_score": "adore", "adore_release": "adore",
-    "quantize_kv": "int8kv", "dequantize_kv": "int8kv", "decode_attention_int8": "int8kv",
-    "gathered_decode_attention_int8": "int8_probs", "gather_host_rows": "host_gather",
-    "put_rows_int8": "int8_rows",
+    "decode_attention": "kernels.decode", "gathered_decode_attention": "kernels.gather",
+    "decode_attention_with_logits": "kernels.scores", "accumulate_weights": "kernels.scores",
+    "rope_decode_attention": "kernels.decode", "positional_decode_attention": "kernels.decode",
+    "rope": "kernels.rope", "put_rows": "kernels.rows",
+    "quantize_kv": "kernels.int8kv", "dequantize_kv": "kernels.int8kv", "decode_attention_int8": "kernels.int8kv",
+    # kernels one method uses sit beside it
+    "sparq_scores_and_group": "kvsim.methods.sparq.kernels",
+    "sparq_components": "kvsim.methods.sparq.kernels_steps", "sparq_mix": "kvsim.methods.sparq.kernels_steps",
+    "quest_page_scores": "kvsim.methods.quest.kernels", "evict_insert": "kvsim.methods.h2o.kernels",
+    "adore_score": "kvsim.methods.adore.kernels", "adore_release": "kvsim.methods.adore.kernels",
+    "gathered_decode_attention_int8": "kernels.int8_probs", "gather_host_rows": "kernels.host_gather",
+    "put_rows_int8": "kernels.int8_rows",
 }
-GROUPS = {"int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
+GROUPS = {"kernels.int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
 # kernels/int8kv.py writes these in plain torch, one function for every device (no *_ref)
 TORCH_EVERYWHERE = ("quantize_kv", "dequantize_kv")
-# no kernel in the contract: torch on every device
-RUNTIME_ONLY = ("attention_with_probs", "masked_attention")
 
 _resolved: dict[tuple[str, str], tuple] = {}
 _used: dict[str, str] = {}
@@ -40,13 +41,13 @@ _used: dict[str, str] = {}
 
 def _kernel_attr(module: str, name: str, device_type: str):
     try:
-        mod = importlib.import_module(f"kernels.{module}")
+        mod = importlib.import_module(module)
     except ImportError:
         return None, None
     attr = name if device_type == "cuda" else f"{name}_ref"
     if not hasattr(mod, attr) and name in TORCH_EVERYWHERE:
         attr = name
-    return getattr(mod, attr, None), f"kernels.{module}.{attr}"
+    return getattr(mod, attr, None), f"{module}.{attr}"
 
 
 def _resolve(name: str, device_type: str) -> tuple:
@@ -62,8 +63,8 @@ def _resolve(name: str, device_type: str) -> tuple:
     if fn is None and hasattr(reference, f"{name}_ref"):
         fn, where = getattr(reference, f"{name}_ref"), f"runtime.reference.{name}_ref"
     if fn is None:  # no runtime copy: the kernels module's own torch reference
-        fn = getattr(importlib.import_module(f"kernels.{module}"), f"{name}_ref")
-        where = f"kernels.{module}.{name}_ref"
+        fn = getattr(importlib.import_module(module), f"{name}_ref")
+        where = f"{module}.{name}_ref"
     _resolved[key] = (fn, where)
     return fn, where
 

@@ -180,7 +180,7 @@ class TPEngine(Engine):
         """Engine.prefill_synthetic's draws at the full model's shapes, this rank's heads kept."""
         if not 1 <= seq < self.max_seq:
             raise ValueError(f"prefill length must be 1..{self.max_seq - 1} (max_seq − 1), got {seq}")
-        from .methods import resolve
+        from .registry import resolve
         self.params_record, self.params = resolve(self.method_name, self.user_params, self.cfg,
                                                   seq + 1 if context is None else context)
         self.method = None

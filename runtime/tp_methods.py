@@ -32,7 +32,7 @@ import math
 import torch
 
 from . import ops
-from .methods import METHODS
+from .registry import METHODS
 
 SCORES_FUNCTION = "synthetic_scores"  # the name a method's store_prefill calls for prompt scores
 

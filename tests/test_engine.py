@@ -1,6 +1,8 @@
 """The eager engine: host issue and GPU streams (kvsim.roofline), and each method's host calls
 in the cost model against what the reference runtime issues, counted under the Triton
 interpreter (runtime/launches.py LaunchCounter), on small shapes."""
+from dataclasses import replace
+
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
@@ -82,7 +84,7 @@ def layered(host_calls: float, gpu_bytes: float, layers: int = 4, syncs: float =
     """Two ops per layer and one after the layers; each op ``host_calls`` Triton launches."""
     op = Op("layers/x", "attention", hbm_read=gpu_bytes).issued(triton=host_calls, syncs=syncs)
     tail = Op("tail", "linear", hbm_read=gpu_bytes).issued(triton=host_calls)
-    return Cost((op.scaled(layers), op.renamed("layers/y").scaled(layers), tail))
+    return Cost((op.scaled(layers), replace(op, name="layers/y").scaled(layers), tail))
 
 
 def test_graphs_is_the_default_and_ignores_host_calls():

@@ -13,7 +13,7 @@ from kernel_checks import ATOL, assert_close, poison  # noqa: F401 (autouse fixt
 from kernel_small import (DEVICE, DTYPES, GROUPS, check_dense, make_kv, rand, seq,
                           small_blocks)  # noqa: F401 (fixture)
 from kernels import _common, decode, gather
-from kvsim.methods.attention import split_count
+from kvsim.kernel_contract import split_count
 
 
 # ---------------------------------------------------------------- dense decode

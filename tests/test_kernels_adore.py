@@ -1,11 +1,11 @@
-"""kernels/adore.py (ADORE's token score: position encoding, MLP and sigmoid in one launch)
+"""kvsim/methods/adore/kernels.py (ADORE's token score: position encoding, MLP and sigmoid in one launch)
 against the eager controller formula in float64 and its torch reference; written into a
 strided column of a score table, nothing else touched. CPU: Triton's interpreter (or CUDA)."""
 import pytest
 import torch
 
 from kernel_small import DEVICE
-from kernels.adore import adore_release, adore_release_ref, adore_score, adore_score_ref
+from kvsim.methods.adore.kernels import adore_release, adore_release_ref, adore_score, adore_score_ref
 
 
 def controller(hid=64, seed=0):

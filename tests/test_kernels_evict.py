@@ -1,11 +1,11 @@
-"""kernels/evict.py (H2O's eviction + insertion in one launch) against its torch reference:
+"""kvsim/methods/h2o/kernels.py (H2O's eviction + insertion in one launch) against its torch reference:
 the same slot (ties: the lowest), the last `recent` positions never evicted, nothing else
 touched. CPU: Triton's interpreter (or CUDA when the process has it)."""
 import pytest
 import torch
 
 from kernel_small import DEVICE
-from kernels.evict import evict_insert, evict_insert_ref
+from kvsim.methods.h2o.kernels import evict_insert, evict_insert_ref
 
 
 def state(B=3, H=2, cap=1500, rows=1504, d=32, seed=0, ties=False):

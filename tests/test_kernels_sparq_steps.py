@@ -1,11 +1,11 @@
-"""kernels/sparq_steps.py against its torch references: step 1 (top-r components of |q|, ties to
+"""kvsim/methods/sparq/kernels_steps.py against its torch references: step 1 (top-r components of |q|, ties to
 the lower component, and τ) and steps 4+6 (α over i2 and the mix with the mean of V).
 CPU: Triton's interpreter (or CUDA when the process has it)."""
 import pytest
 import torch
 
 from kernel_small import DEVICE, GROUPS
-from kernels.sparq_steps import sparq_components, sparq_components_ref, sparq_mix, sparq_mix_ref
+from kvsim.methods.sparq.kernels_steps import sparq_components, sparq_components_ref, sparq_mix, sparq_mix_ref
 
 
 @pytest.mark.parametrize("H,Hkv", GROUPS + [(32, 8)])
@@ -40,7 +40,7 @@ def test_bad_sizes_are_refused():
 def test_mix(H, Hkv, k, block, monkeypatch):
     """One block of i2 (up to MIX_BLOCK, 8 warps past 2048), or several (MIX_BLOCK cut to 512)."""
     if block:
-        monkeypatch.setattr("kernels.sparq_steps.MIX_BLOCK", block)
+        monkeypatch.setattr("kvsim.methods.sparq.kernels_steps.MIX_BLOCK", block)
     torch.manual_seed(k)
     B, d, n = 2, 32, max(1900, k + 100)
     S = n + 100

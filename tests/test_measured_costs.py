@@ -6,7 +6,8 @@ import pytest
 
 from kvsim.cost import Op
 from kvsim.hardware import load_profile
-from kvsim.methods.attention import topk_op, torch_topk_multiblock
+from kvsim.kernel_contract import torch_topk_multiblock
+from kvsim.methods.attention import topk_op
 from kvsim.roofline import op_time
 from kvsim.workload import Workload
 
@@ -126,17 +127,16 @@ def test_gemm_rows_run_in_whole_tiles():
 def test_profile_numbers_come_from_the_committed_measurements():
     """The measured fields of the H100 profile are what the benchmark scripts' fits give."""
     import json
-    import sys
     from pathlib import Path
+
+    from kvsim.fits import reread_fit, topk_single_block_fit
     root = Path(__file__).parent.parent
-    sys.path.insert(0, str(root))
-    from benchmarks import bench_reread, bench_topk
     results = root / "benchmarks" / "results"
     h100 = load_profile("h100-sxm")
     read = lambda name: [json.loads(line) for line in (results / name).read_text().splitlines()]  # noqa: E731
-    reread = bench_reread.fit(read("h100-reread.jsonl"))["reread_Bps"]
+    reread = reread_fit(read("h100-reread.jsonl"))["reread_Bps"]
     assert h100.memory.reread_Bps.value == pytest.approx(reread, rel=0.01)
-    law = bench_topk.fit_single_block(read("h100-topk-single.jsonl"), sms=132)
+    law = topk_single_block_fit(read("h100-topk-single.jsonl"), sms=132)
     single = h100.topk.single_block
     for field in ("call_s", "row_s", "size_exponent", "rows_exponent"):
         assert getattr(single, field).value == pytest.approx(law[field], rel=0.01), field

@@ -1,5 +1,5 @@
-"""ALISA, ADORE, H2O and StreamingLLM: bytes and FLOPs by hand from ../shared/METHODS.md,
-full-budget equivalence with dense, and the laws (hypothesis)."""
+"""ALISA, ADORE, H2O and StreamingLLM: bytes and FLOPs by hand from the papers,
+full-budget equivalence with dense, bigger budgets never cost less (hypothesis)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import load_profile
 from kvsim.methods import get_method
-from kvsim.methods.adore import ADORE
-from kvsim.methods.alisa import ALISA
+from kvsim.methods.adore.cost import ADORE
+from kvsim.methods.alisa.cost import ALISA
 from kvsim.predict import predict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +41,7 @@ def test_alisa_by_hand():
     k, n = 3277, S  # round(32768·0.2/2) = round(3276.8)
     pred = run("alisa")
     decode = op(pred, "layers/attn/decode")
-    kv = L * B * GQA["hkv"] * 4 * k * D_HEAD * BF16  # METHODS.md: 4·k·d·b per KV head
+    kv = L * B * GQA["hkv"] * 4 * k * D_HEAD * BF16  # 4·k·d·b per KV head (2k rows of K and V)
     assert decode.hbm_read == kv + L * B * GQA["hkv"] * 2 * k * 4 + q_bytes(GQA)  # + int32 indices
     assert decode.flops == L * B * GQA["hq"] * 2 * k * (4 * D_HEAD + 5)  # ≈ 8·k·d per head
     scores = op(pred, "layers/attn/score_update")  # n·4 scores each way + H_q·2k·4 weights
@@ -89,7 +88,7 @@ def test_h2o_by_hand(m):
     scores = op(pred, "layers/attn/score_update")
     assert scores.hbm_read == pairs * (m["g"] * rows * 4 + (rows - 1) * 4)
     assert scores.hbm_write == pairs * (m["g"] * rows * 4 + rows * 4)
-    evict = op(pred, "layers/attn/evict")  # kernels/evict.py: C+1 scores (4 B) and positions (8 B)
+    evict = op(pred, "layers/attn/evict")  # kvsim/methods/h2o/kernels.py: C+1 scores (4 B) and positions (8 B)
     assert evict.hbm_read == pairs * rows * (4 + 8) and evict.hbm_write == pairs * (4 + 8)
     assert pred.kv_bytes == pairs * rows * (2 * D_HEAD * BF16 + 4)
 
@@ -172,71 +171,8 @@ def test_sweeps_are_vectorized():
         assert run(name, seq=4096, gpus=2, **params).hbm_bytes > 0
 
 
-# ---- laws -------------------------------------------------------------------------------------
+# ---- budgets (the shared laws are in test_conformance.py) -------------------------------------------------------------------------------------
 MODELS = st.sampled_from(["llama-3.1-8b", "llama-2-7b", "opt-6.7b"])
-METHOD_PARAMS = st.one_of(
-    st.builds(lambda s, b: ("alisa", {"sparsity": s, "kv_bits": b}),
-              st.floats(0.0, 0.99), st.sampled_from([8, 16])),
-    st.builds(lambda m, r: ("adore", {"m": m, "R": r}), st.integers(1, 50000), st.integers(0, 64)),
-    st.builds(lambda h, r: ("h2o", {"heavy": h, "recent": r}),
-              st.one_of(st.none(), st.integers(0, 50000)), st.one_of(st.none(), st.integers(1, 50000))),
-    st.builds(lambda s, r: ("streamingllm", {"sink": s, "recent": r}),
-              st.integers(0, 64), st.integers(1, 50000)))
-
-
-def stated_overhead(name, params, pred, seq, batch):
-    """What METHODS.md says a method adds over dense attention, bounded at rows ≤ S."""
-    mdl = pred.model
-    Lm, hq, hkv, d = mdl.n_layers, mdl.n_heads, mdl.n_kv_heads, mdl.head_dim
-    splits = np.ceil(528 / (batch * hkv))  # the gathered kernel's split policy (an upper bound)
-    partials = 2 * hq * splits * (d + 2) * 4  # fp32 partials written and read back, all query heads
-    if name == "alisa":  # indices, scores in/out, weights in/out, top-k, the wider split-K
-        return Lm * batch * (hkv * seq * 4 + 2 * seq * 4 + 2 * hq * seq * 4 + seq * 12 + partials)
-    if name == "h2o":
-        return Lm * batch * hkv * (2 * mdl.group * seq * 4 + 2 * seq * 4 + seq * 12 + 12)  # + evict write
-    if name == "streamingllm":  # positions, cos/sin rows; each slot's position once a step (94 B)
-        slots = np.ceil(min(params["sink"] + params["recent"] + 1, seq) / 16) * 16
-        return 0 if mdl.learned_positions else Lm * seq * (4 + d * BF16) + 94 * slots
-    # R more queries: q, o and split-K partials each (an upper bound: the dense kernel splits less);
-    # the R+1 outputs reordered from the kernel's rows to the projection's (read and write)
-    per_query = 3 * d * BF16 + 2 * splits * (d + 2) * 4
-    reorder = Lm * batch * hq * (params["R"] + 1) * 2 * d * BF16
-    # the chunk's R+1 K/V rows written for its attention (read and write), and the controller's
-    # GRU step, which the runtime's attention-only step runs too (weights and its state)
-    chunk = 4 * Lm * batch * hkv * (params["R"] + 1) * d * BF16
-    gru = (3 * 256 * (mdl.d_model + 256) + 6 * 256) * BF16 + batch * (mdl.d_model * BF16 + 256 * 8)
-    return (Lm * batch * hq * params["R"] * per_query + batch * (seq * 4 + params["R"] * 8) + reorder
-            + chunk + gru)
-
-
-@settings(max_examples=30, deadline=None)
-@given(MODELS, METHOD_PARAMS, st.integers(1, 200000), st.integers(1, 64))
-def test_sparse_attention_is_at_most_dense_plus_its_overhead(model, method, seq, batch):
-    name, params = method
-    kv = "int8" if params.get("kv_bits") == 8 else "bf16"
-    pred = run(name, seq=seq, batch=batch, model=model, kv_dtype=kv, **params)
-    dense = run("dense", seq=seq, batch=batch, model=model, kv_dtype=kv)
-    assert attn_bytes(pred) <= attn_bytes(dense) + stated_overhead(name, params, pred, seq, batch)
-    extra_queries = pred.model.n_layers * batch * pred.model.n_heads * params.get("R", 0) * D_HEAD * BF16
-    if name == "streamingllm":  # RoPE on load: the position and cos/sin tables ride with the KV read
-        extra_queries += stated_overhead(name, params, pred, seq, batch)
-    # the KV read itself never exceeds dense's (ALISA adds a 4-byte index per row)
-    assert op(pred, "layers/attn/decode").hbm_read <= op(dense, "layers/attn/decode").hbm_read * (
-        1 + 4 / (2 * D_HEAD)) + extra_queries
-
-
-@settings(max_examples=30, deadline=None)
-@given(MODELS, METHOD_PARAMS, st.integers(1, 200000), st.integers(0, 100000), st.integers(1, 32))
-def test_bytes_never_fall_as_context_grows(model, method, s1, grow, batch):
-    """Latency too, but on the profile without torch.topk's measured costs: torch switches to its
-    multi-block select at 20000 candidates a row, which is faster than the single-block select
-    just below (h100-topk-single.jsonl: 83 us at 19999; h100-topk.jsonl: ~50 us past 20000)."""
-    name, params = method
-    pred = run(name, seq=np.array([s1, s1 + grow]), batch=batch, model=model, **params)
-    no_topk = load_profile("h100").model_copy(update={"topk": None})
-    smooth = predict(no_topk, method=name, seq=np.array([s1, s1 + grow]), batch=batch, model=model, **params)
-    for quantity in (pred.hbm_bytes, attn_bytes(pred), pred.flops, pred.kv_bytes, smooth.latency_s):
-        assert quantity[0] <= quantity[1] * (1 + 1e-12)
 
 
 FULL = 2 * 10 ** 4 + 1000 + 64  # past every H2O budget and ADORE m (+ R) drawn below

@@ -1,5 +1,5 @@
 """Each sparse method's attention with a real (smaller than S) budget against the same selection
-computed here, in plain torch, from a dense cache holding the same rows (METHODS.md rules)."""
+computed here, in plain torch, from a dense cache holding the same rows (the papers' rules)."""
 import math
 
 import pytest

@@ -93,7 +93,7 @@ def test_capacity_is_never_exceeded(squeeze, cpu, pcie, model, method, batch, pr
     assert best.feasible[0] and best.throughput[0] > 0
     assert np.all(best.gpu_bytes <= gpu) and np.all(best.cpu_bytes <= cpu)
     assert np.all(best.cpu_kv >= 0) and np.all(best.gpu_kv > 0) and np.all(best.step_s > 0)
-    plan = best.plan(0)
+    plan = best.placement(0)
     assert 0 <= plan.alpha <= 1 and 0 <= plan.beta < 1 and 0 <= plan.weights_gpu <= 1
     assert plan.p1 <= plan.p2 or plan.beta == 0
 
@@ -102,7 +102,7 @@ def test_infinite_gpu_memory_keeps_phase_one_throughout():
     G = 64
     for method in ("alisa", "dense"):
         inp = inputs(hw=machine(gpu=1e18), method=method, batch=64, prompt=512, gen=G)
-        plan = optimize(inp).best.plan(0)
+        plan = optimize(inp).best.placement(0)
         assert (plan.p1, plan.p2, plan.alpha, plan.beta, plan.weights_gpu) == (G + 1, G + 1, 0.0, 0.0, 1.0)
     result = schedule(machine(gpu=1e18), "opt-6.7b", "dense", batch=64, prompt=512, gen=G)
     assert float(result.best.cpu_bytes.max()) == 0.0
@@ -113,7 +113,7 @@ def test_infinite_gpu_memory_keeps_phase_one_throughout():
 def test_zero_cpu_memory_never_offloads():
     inp = tight(gen=32, squeeze=0.2, cpu=0.0)  # OPT: x is half a K/V row, so deletion frees room
     best = optimize(inp).best
-    plan = best.plan(0)
+    plan = best.placement(0)
     assert plan.alpha == 0 and plan.weights_gpu == 1 and plan.beta > 0
     assert float(best.cpu_bytes.max()) == 0 and float(best.h2d.sum()) == 0
     with pytest.raises(KvsimError, match="does not fit"):  # and with more to hold, nothing fits
@@ -123,10 +123,10 @@ def test_zero_cpu_memory_never_offloads():
 def test_no_pcie_bandwidth_recomputes_instead_of_offloading():
     slow = dict(pcie=1e-3)  # bytes/s: the limit PCIe -> 0
     best = optimize(tight(gen=32, squeeze=0.2, **slow)).best
-    assert best.plan(0).alpha == 0 and best.plan(0).beta > 0 and float(best.h2d.sum()) == 0
+    assert best.placement(0).alpha == 0 and best.placement(0).beta > 0 and float(best.h2d.sum()) == 0
     hw = machine(gpu=float(tight(gen=32, squeeze=0.2).gpu_capacity), **slow)
     auto = schedule(hw, "opt-6.7b", "alisa", batch="auto", prompt=128, gen=32, baselines=False, max_batch=64)
-    assert auto.best.plan(0).alpha == 0 and float(auto.best.h2d.sum()) == 0
+    assert auto.best.placement(0).alpha == 0 and float(auto.best.h2d.sum()) == 0
     fast = schedule(machine(gpu=hw.memory.capacity_bytes.value), "opt-6.7b", "alisa", batch="auto",
                     prompt=128, gen=32, baselines=False, max_batch=64)
     assert fast.throughput >= auto.throughput
@@ -136,7 +136,7 @@ def test_int8_kv_needs_less_offload():
     hw = tight(gen=32, squeeze=0.3).hw
     fp16 = optimize(inputs(hw=hw, gen=32)).best
     int8 = optimize(inputs(hw=hw, gen=32, kv_dtype="int8")).best
-    assert float(int8.cpu_kv.max()) < float(fp16.cpu_kv.max()) or int8.plan(0).p1 == 33
+    assert float(int8.cpu_kv.max()) < float(fp16.cpu_kv.max()) or int8.placement(0).p1 == 33
     assert int8.throughput[0] >= fp16.throughput[0] * 0.99
 
 

@@ -98,14 +98,15 @@ def test_duoattention_retrieval_heads_are_dealt_over_the_ranks(ratio, want):
 def test_allreduce_fit_recovers_latency_and_bandwidth():
     """benchmarks/bench_allreduce.py's fit on times made from a known link: 12 µs + bytes / 300 GB/s."""
     import numpy as np
-    from benchmarks.bench_allreduce import fit, profile_time
+    from kvsim.fits import allreduce_fit as fit, allreduce_profile_time as profile_time
     from kvsim.hardware import load_profile
     sent = np.array([2.0**p for p in range(10, 29, 2)])
     latency, effective = fit(sent, 12e-6 + sent / 300e9)
     assert latency == pytest.approx(12e-6, rel=1e-6) and effective == pytest.approx(300e9, rel=1e-6)
     h200 = load_profile("h200")  # kvsim's own time: sent bytes over bandwidth × efficiency + latency
     link = h200.interconnect
-    want = 2 * (3 / 4) * 2**26 / (link.bandwidth_Bps.value * link.efficiency.value) + link.latency_s.value
+    want = (2 * (3 / 4) * 2**26 / (link.bandwidth_Bps.value * link.efficiency.value) + link.latency_s.value
+            + 2 * (4 - 1) * link.step_latency_s.value)  # the ring's 2·(N−1) steps (kvsim.topology)
     assert profile_time(h200, 2**26, 4) == pytest.approx(want, rel=1e-9)
 
 
@@ -113,7 +114,7 @@ def test_tp_record_takes_the_slowest_rank_and_graph_replays():
     """benchmarks/measure_tp.py's record from two ranks' results: per call the slower rank, the
     median over calls; graph replays where every rank has them; memory the largest rank's."""
     from argparse import Namespace
-    from benchmarks.measure_tp import record_of
+    from runtime.tp_record import record_of
     args = Namespace(gpus=2, model="llama-3.1-8b", layers=2, steps=3, warmup=1)
     rank = {"eager": [1.0, 10.0, 1.0, 12.0, 1.0, 11.0], "graphed": [], "how": "not asked", "replayed": {},
             "memory": 100, "memory_how": "torch.cuda.max_memory_allocated", "kv_bytes": 40, "weight_bytes": 50,

@@ -104,7 +104,7 @@ def test_a_profile_of_its_own_keeps_its_fields_and_bad_inheritance_is_one_line(t
 
 
 def test_leaving_a_device_out_removes_every_law_it_measured():
-    from kvsim.calibrate import left_out
+    from kvsim.hardware import left_out
     from kvsim.transfer import LAWS
     moved = left_out("h100-sxm", "h200-sxm")
     assert moved.name == "h100-sxm from h200-sxm" and moved.trust_class == "same-architecture"

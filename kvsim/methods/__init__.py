@@ -1,5 +1,14 @@
-"""Method registry: adding a method is one file here and one line below. Modules are imported
-when a method is first looked up, so `kvsim predict --method dense` loads only what it runs."""
+"""Method registry. A method is one folder, ``kvsim/methods/<name>/``:
+
+  spec.py     its parameters with defaults (derived ones too), capabilities, budgets, paper
+  cost.py     its cost model (numpy ops), a subclass of its spec and ``base.Method``
+  runtime.py  the reference runtime's cache and step (torch; imported by the runtime only)
+  kernels*.py Triton kernels only this method uses, each with its torch reference
+
+Adding a method is its folder and one line below: name -> class name (``<Class>Spec`` in
+spec.py, ``<Class>`` in cost.py and runtime.py). Modules are imported when a method is first
+looked up, so ``kvsim predict --method dense`` loads only what it runs.
+"""
 from __future__ import annotations
 
 import importlib
@@ -7,40 +16,67 @@ from collections.abc import Mapping
 
 from ..errors import KvsimError
 from .base import Method
+from .spec import MethodSpec
 
-_REGISTRY: dict[str, tuple[str, str]] = {  # name -> (module in kvsim.methods, class)
-    "dense": ("dense", "Dense"),
-    "sparq": ("sparq", "SparQ"),
-    "tidaldecode": ("tidaldecode", "TidalDecode"),
-    "quest": ("quest", "Quest"),
-    "duoattention": ("duoattention", "DuoAttention"),
-    "alisa": ("alisa", "ALISA"),
-    "adore": ("adore", "ADORE"),
-    "h2o": ("h2o", "H2O"),
-    "streamingllm": ("streamingllm", "StreamingLLM"),
+REGISTRY: dict[str, str] = {
+    "dense": "Dense",
+    "sparq": "SparQ",
+    "tidaldecode": "TidalDecode",
+    "quest": "Quest",
+    "duoattention": "DuoAttention",
+    "alisa": "ALISA",
+    "adore": "ADORE",
+    "h2o": "H2O",
+    "streamingllm": "StreamingLLM",
 }
 
 
-class _Methods(Mapping):
-    """name -> Method subclass, importing each module on first use."""
+def module_of(name: str, part: str) -> str:
+    """The dotted module of a method's ``part`` ("spec", "cost", "runtime"), not imported."""
+    return f"{__name__}.{name}.{part}"
 
-    def __getitem__(self, name: str) -> type[Method]:
-        module, cls = _REGISTRY[name]
-        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+def check_name(name: str) -> None:
+    if name not in REGISTRY:
+        raise KvsimError(f"unknown method '{name}'; choose one of: {', '.join(REGISTRY)}")
+
+
+class Faces(Mapping):
+    """name -> one face of every registered method: the class ``<Class><suffix>`` of its
+    ``part``.py ("spec", "cost" or "runtime"), imported on first use."""
+
+    def __init__(self, part: str, suffix: str = ""):
+        self.part, self.suffix = part, suffix
+
+    def __getitem__(self, name: str):
+        if name not in REGISTRY:
+            raise KeyError(name)
+        return getattr(importlib.import_module(module_of(name, self.part)), REGISTRY[name] + self.suffix)
 
     def __iter__(self):
-        return iter(_REGISTRY)
+        return iter(REGISTRY)
 
     def __len__(self) -> int:
-        return len(_REGISTRY)
+        return len(REGISTRY)
 
 
-METHODS: Mapping[str, type[Method]] = _Methods()
+SPECS: Mapping[str, type[MethodSpec]] = Faces("spec", "Spec")
+METHODS: Mapping[str, type[Method]] = Faces("cost")  # the cost models
+
+
+def spec_of(name: str) -> type[MethodSpec]:
+    """The method's spec class (parameters and capabilities, no cost model)."""
+    check_name(name)
+    return SPECS[name]
+
+
+def names_with(capability: str) -> list[str]:
+    """Registered methods whose spec sets ``capability`` (e.g. "offload")."""
+    return [name for name in REGISTRY if getattr(spec_of(name), capability)]
 
 
 def get_method(name: str, params: dict | None = None) -> Method:
     if isinstance(name, Method):
         return name
-    if name not in _REGISTRY:
-        raise KvsimError(f"unknown method '{name}'; choose one of: {', '.join(_REGISTRY)}")
+    check_name(name)
     return METHODS[name].from_params(params or {})

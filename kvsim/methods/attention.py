@@ -1,5 +1,6 @@
 """Costs of the attention kernels methods share: decode attention of each query head over a
-set of cached rows, the split-K combine, and the KV-cache append. Mirrors ``kernels/decode.py``.
+set of cached rows, the split-K combine, and the KV-cache append. Mirrors ``kernels/decode.py``; the split policy and the index and score
+widths are the kernel contracts (kvsim.kernel_contract).
 
 Per KV head and layer, with r rows read, G query heads per KV head, d head dim:
   read  2·r·d·b_kv (K and V rows, + 2·r·4 for int8 scale/zero) + G·d·b_a (q) + r·b_i (indices)
@@ -7,7 +8,7 @@ Per KV head and layer, with r rows read, G query heads per KV head, d head dim:
   FLOPs G·r·(4·d + 5)   (q·k, p·v, and ~5 for the online softmax)
 
 What ``attention`` covers (the ops of kind "attention", the runtime's attention-only step,
-runtime/methods/base.py ``attention_only``): for the current query in every layer, its RoPE,
+runtime/method.py ``attention_only``): for the current query in every layer, its RoPE,
 the method's scoring and selection work (scores, top-k, page or token lists), the gathers and
 the attention over the chosen rows with its split-K combine, and work a method does per step to
 prepare the rows (reconstruction, re-rotation); not the projections, the new token's K/V write
@@ -20,36 +21,14 @@ import numpy as np
 
 from ..cost import Op
 from ..decoder import ROPE_ARGS
-from ..hardware import load_profile
+from ..kernel_contract import (DENSE_TARGET_PROGRAMS, INDEX_BYTES, SCORE_BYTES, TARGET_PROGRAMS, split_count,
+                               torch_topk_multiblock)
 from ..models import ModelConfig
 from ..workload import Workload
 
-SPLIT_MIN_ROWS = 256  # the fewest rows one split-K program takes (kernels/decode.py)
-PROGRAMS_PER_SM = 4  # programs the gathered/windowed/int8 kernels want in flight per SM
-
-
-def target_programs(sm_count: float) -> int:
-    """The kernels' launch policy on a GPU with ``sm_count`` SMs (its profile's compute.sm_count)."""
-    return int(PROGRAMS_PER_SM * sm_count)
-
-
-# the policy on the H100 SXM the kernels were tuned on (528 programs); the cost model follows it
-TARGET_PROGRAMS = target_programs(load_profile("h100-sxm").compute.sm_count.value)
-# Dense attention over a contiguous cache: about one wave on 132 SMs. At batch 1 on the H100,
-# 16 splits beat 33/66/132 (within 2% of SDPA instead of 14% slower at 32k); gathered, windowed,
-# int8 and SparQ kernels lose up to 40% with that few (benchmarks/tune_small.py, 2026-11-22).
-DENSE_TARGET_PROGRAMS = 128
-INDEX_BYTES = 4.0  # int32 token indices
 # runtime arguments of a launch (the host pays per argument): the split-K attention kernel and
 # its combine (kernels/_attention.py run_attention)
 ATTENTION_ARGS, COMBINE_ARGS = 50, 5
-SCORE_BYTES = 4.0  # fp32 scores
-
-
-def split_count(batch, kv_heads, rows, target=TARGET_PROGRAMS):
-    """Split-K factor: about ``target`` programs, each over at least SPLIT_MIN_ROWS rows."""
-    wanted = np.ceil(target / (np.asarray(batch) * kv_heads))
-    return np.clip(wanted, 1.0, np.maximum(np.ceil(np.asarray(rows) / SPLIT_MIN_ROWS), 1.0))
 
 
 def contiguous_target(wl: Workload) -> int:
@@ -118,7 +97,7 @@ def kv_append(model: ModelConfig, wl: Workload, layers=None, tokens=1.0, copies=
     kv = model.kv_dim
     quant_flops = rows * 2 * kv * 4.0 if wl.kv_dtype == "int8" else 0.0  # min/max, scale, round
     # host: K and V stored one torch call each; the token's q, k, v picked out of the
-    # projections and attention's output put back (four views, runtime/methods/base.py attend)
+    # projections and attention's output put back (four views, runtime/method.py attend)
     return Op("layers/attn/kv_append", "cache", flops=quant_flops,
               hbm_read=rows * 2 * kv * wl.b_a,
               hbm_write=rows * model.n_kv_heads * kv_row_bytes(model, wl) * copies,
@@ -131,17 +110,6 @@ def full_kv_bytes(model: ModelConfig, wl: Workload, rows=None, layers=None, kv_h
     layers = model.n_layers if layers is None else layers
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     return layers * wl.batch * kv_heads * rows * kv_row_bytes(model, wl)
-
-
-def torch_topk_multiblock(slices, size):
-    """Whether torch.topk takes its multi-block radix select (about 20 kernels) for ``slices``
-    rows of ``size``: PyTorch aten/src/ATen/native/cuda/TensorTopK.cu ``should_use_multiblock``
-    (the CUB scan-by-key branch); otherwise one single-block kernel per call."""
-    n, s = np.asarray(slices, dtype=float), np.asarray(size, dtype=float)
-    return (((n <= 20) & (s >= 20000)) | ((n > 20) & (n <= 40) & (s >= 10000))
-            | ((n > 40) & (n <= 80) & (s >= 8000)) | ((n > 80) & (n < 200) & (s >= 5000))
-            | ((n >= 200) & (n < 800) & (s >= 3000)) | ((n >= 800) & (n <= 4000) & (s >= 800))
-            | ((n > 4000) & (s >= 400)))
 
 
 def topk_op(name: str, candidates, picked, groups, layers, wl: Workload,

@@ -1,4 +1,4 @@
-"""The interface every method shares: a frozen pydantic model of its parameters with ``cost``.
+"""The cost interface every method shares: its spec (kvsim.methods.spec) with ``cost``.
 
 A method overrides ``attention_ops`` (attention over the cache, with its selection and scoring
 work), ``cache_ops`` (per-step cache maintenance), and ``kv_resident`` (what it keeps, where);
@@ -9,43 +9,20 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
 from ..cost import Cost, Op, Resident
 from ..decoder import activation_bytes, layer_ops, model_ops, weight_bytes
-from ..errors import KvsimError
 from ..hardware import HardwareProfile
 from ..models import ModelConfig
-from ..units import UnitError, parse_tokens
 from ..workload import Workload
+from .spec import MethodSpec, require  # noqa: F401 (require: for the methods)
 from .attention import (contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes,
                         query_rope)
 
 
-class Method(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: ClassVar[str] = ""
-    paper: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _token_sizes(cls, value, info):
-        """Integer parameters accept token sizes: k=2k means 2048."""
-        annotation = str(cls.model_fields[info.field_name].annotation)
-        if isinstance(value, str) and "int" in annotation and value[-1:].lower() in "km":
-            try:
-                return parse_tokens(value)
-            except UnitError:
-                return value
-        return value
+class Method(MethodSpec):
+    """A method's cost: its spec's parameters with the ops of one decode step."""
 
     # ---- what a method overrides -------------------------------------------------------------
-    def check(self, model: ModelConfig, wl: Workload) -> None:
-        """Raise KvsimError when a parameter does not suit this model or context."""
-
     def kv_workload(self, wl: Workload) -> Workload:
         """The workload whose KV element type the method stores (ALISA kv_bits=8: int8)."""
         return wl
@@ -108,28 +85,3 @@ class Method(BaseModel):
         """Processing a ``wl.seq``-token prompt (dense, flash-attention style, causal)."""
         from .prefill import dense_prefill
         return dense_prefill(self, model, hw, wl)
-
-    @classmethod
-    def parameters(cls) -> list[tuple[str, object, str]]:
-        """(name, default, description) of each parameter, for ``kvsim methods``."""
-        return [(name, "derived" if f.default is None else f.default, f.description or "")
-                for name, f in cls.model_fields.items()]
-
-    @classmethod
-    def from_params(cls, params: dict) -> "Method":
-        unknown = sorted(set(params) - set(cls.model_fields))
-        if unknown:
-            valid = ", ".join(cls.model_fields) or "none"
-            raise KvsimError(f"{cls.name}: unknown parameter '{unknown[0]}'; valid: {valid}")
-        try:
-            return cls(**params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(map(str, err["loc"]))
-            raise KvsimError(f"{cls.name}: parameter {field}={params.get(field, '')!r}: {err['msg']}") from None
-
-
-def require(condition, message: str) -> None:
-    """Raise a person-facing error unless ``condition`` holds everywhere (arrays allowed)."""
-    if not np.all(condition):
-        raise KvsimError(message)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..roofline import op_time
 from .inputs import StepInputs
-from .plan import Plan, cpu_bytes_linear, geometry, gpu_bytes_linear, new_offloads, step_ops
+from .placement import Placement, cpu_bytes_linear, geometry, gpu_bytes_linear, new_offloads, step_ops
 
 ALPHA_SLACK = 1e-9  # α is raised by this relative margin so rounding never overfills the GPU
 
@@ -39,8 +39,8 @@ class Evaluation:
     total_s: np.ndarray
     throughput: np.ndarray  # generated tokens per second; 0 where the plan does not fit
 
-    def plan(self, index: int = 0) -> Plan:
-        return Plan(int(self.p1[index]), int(self.p2[index]), float(self.alpha[index]),
+    def placement(self, index: int = 0) -> Placement:
+        return Placement(int(self.p1[index]), int(self.p2[index]), float(self.alpha[index]),
                     float(self.beta[index]), float(self.weights_gpu))
 
 
@@ -62,14 +62,6 @@ def _linear_bytes(inp: StepInputs, geo, weights_gpu):
     U, V = gpu_bytes_linear(inp, geo, weights_gpu)
     C0, C1 = cpu_bytes_linear(inp, geo, weights_gpu)
     return np.broadcast_arrays(U, V, C0, C1)
-
-
-def alpha_needed(inp: StepInputs, p1, p2, beta, weights_gpu: float) -> np.ndarray:
-    """The least α that keeps the GPU within capacity at every step, or inf where no α in [0, 1]
-    does or where that α overfills CPU memory. Time never falls as α grows (every α-term is a
-    PCIe byte), so this α is the best one for the given (p1, p2, β)."""
-    geo = geometry(inp, _column(p1, int), _column(p2, int), _column(beta))
-    return _least_alpha(inp, *_linear_bytes(inp, geo, weights_gpu))
 
 
 def _snap(alpha: np.ndarray, alphas) -> np.ndarray:

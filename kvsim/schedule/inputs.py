@@ -3,7 +3,7 @@
 Steps are j = 0 (prefill of the P-token prompt) and j = 1..G (decode; the cache holds
 n_j = P + j tokens, the new one included, as in ``kvsim.predict``). Every array has G + 1 entries.
 The method's own Cost (``kvsim.predict.step_cost``, all KV on the GPU) gives the GPU compute and
-HBM time per step; the schedule adds its transfers and recomputation on top (``plan.py``).
+HBM time per step; the schedule adds its transfers and recomputation on top (``placement.py``).
 
 Per-token byte counts, summed over layers L and the batch B:
   rho  KV of one token:        L·B·H_kv·row   (row = 2·d·b_kv, + 4 B scale/zero per row for int8)
@@ -23,15 +23,6 @@ from ..models import ModelConfig
 from ..predict import step_cost
 from ..roofline import step_time
 from ..workload import Workload
-
-# Methods whose rows are known before the step's attention runs, so a copy stream can prefetch
-# them layer by layer while the previous layer computes (FlexGen §4.1 overlaps the loads of layer
-# l+1 with the compute of layer l): dense, StreamingLLM, DuoAttention and ADORE read every row they
-# hold (fixed windows, or a cache the controller chose the step before); ALISA's global set is the
-# top-k of scores accumulated over the previous k steps (arXiv 2403.17312 §4), H2O's heavy
-# hitters likewise. SparQ, Quest and TidalDecode choose rows from the current query: their loads
-# wait for it (serialized with compute).
-PREFETCHABLE = frozenset({"dense", "alisa", "streamingllm", "duoattention", "adore", "h2o"})
 
 
 @dataclass(frozen=True)
@@ -122,4 +113,4 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
         weights=float(weights), layer_weights=float(model.layer_params * wl.b_w),
         gpu_capacity=hw.memory.capacity_bytes.value,
         cpu_capacity=hw.host.memory_bytes.value if hw.host else 0.0,
-        prefetchable=method.name in PREFETCHABLE)
+        prefetchable=method.prefetchable)

@@ -3,7 +3,7 @@
 Exact on its candidate set: every (p1, p2, β) of the grid is scored, and α is not searched but
 solved: GPU bytes fall linearly in α and step time never falls as α grows (every α-term is PCIe
 traffic), so the best α for a given (p1, p2, β) is the least one that fits the GPU at every
-step (``alpha_needed``; with an α grid, the least grid value above it). Phase I throughout is
+step (``evaluate.best_alpha_times``; with an α grid, the least grid value above it). Phase I throughout is
 optimal whenever it fits (any other plan only adds transfers or recomputation).
 Then, unless the grid says not to, a local refinement that can only improve: p1 and p2 at single
 steps around the best, and β continuously by scipy's bounded Brent search.
@@ -23,7 +23,7 @@ from ..errors import DoesNotFit, KvsimError
 from ..units import format_bytes
 from .evaluate import Evaluation, best_alpha_times, evaluate
 from .inputs import StepInputs
-from .plan import geometry, gpu_bytes_linear
+from .placement import geometry, gpu_bytes_linear
 
 BETAS = (0.0, 0.2, 0.4, 0.6, 0.8)  # then refined continuously around the best
 FULL_RESOLUTION_STEPS = 64  # up to this many generated tokens every step is a candidate

@@ -23,7 +23,7 @@ def _draw(result: ScheduleResult, figure) -> None:
                              label=f"Phase {name}" if axis is kv_axis else None)
         axis.grid(alpha=0.3)
     kv_axis.legend(fontsize=7, loc="upper left")
-    inp, plan = result.inputs, result.best.plan(0)
+    inp, plan = result.inputs, result.best.placement(0)
     kv_axis.set_title(f"{inp.method.name} on {inp.hw.name}: {inp.model.name}, batch {inp.batch}; "
                       f"alpha={plan.alpha:.2f} beta={plan.beta:.2f}, {result.throughput:.0f} tok/s", fontsize=8)
 

@@ -16,7 +16,7 @@ OVERLAP = {True: "selected rows are prefetched on a copy stream while the previo
 def phase_steps(result: ScheduleResult) -> dict:
     """First and last decode step of each phase (None: the phase is empty). Step 0 is prefill;
     with p1 = 0 the prompt's K/V is already offloaded after prefill."""
-    plan, G = result.best.plan(0), result.inputs.gen
+    plan, G = result.best.placement(0), result.inputs.gen
     end_two = min(plan.p2, G + 1) - 1
     spans = {"I": (1, min(plan.p1, plan.p2) - 1),
              "II": (max(plan.p1, 1), end_two) if plan.alpha > 0 else (1, 0),
@@ -42,7 +42,7 @@ def _baseline_dict(baseline) -> dict:
 
 
 def to_dict(result: ScheduleResult) -> dict:
-    inp, best, plan = result.inputs, result.best, result.best.plan(0)
+    inp, best, plan = result.inputs, result.best, result.best.placement(0)
     speedup = {f"over_{name}": (result.throughput / b.throughput_tok_s if b.throughput_tok_s > 0 else None)
                for name, b in result.baselines.items()}
     return {

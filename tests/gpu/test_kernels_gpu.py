@@ -15,7 +15,9 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from kernel_checks import ATOL, assert_close, padded_kv, poison  # noqa: E402,F401 (autouse fixture)
-from kernels import _common, decode, gather, int8kv, quest, sparq  # noqa: E402
+from kernels import _common, decode, gather, int8kv  # noqa: E402
+from kvsim.methods.quest import kernels as quest  # noqa: E402
+from kvsim.methods.sparq import kernels as sparq  # noqa: E402
 
 if _common.interpreting():
     pytest.skip("triton runs in interpreter mode in this process; run `pytest tests/gpu` alone",

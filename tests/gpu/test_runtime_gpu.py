@@ -84,7 +84,7 @@ def test_measure_records_on_gpu():
     assert rec["dtype"] == "bf16" and rec["kv_dtype"] == "bf16" and rec["contexts"] == [8187, 8196]
     assert 0 < rec["attention"]["latency_s"] < rec["latency_s"] < 1.0
     assert rec["memory_bytes"] > rec["kv_bytes"] + rec["weight_bytes"] * 0.99
-    assert rec["backends"]["sparq_scores_and_group@cuda"] == "kernels.sparq.sparq_scores_and_group"
+    assert rec["backends"]["sparq_scores_and_group@cuda"] == "kvsim.methods.sparq.kernels.sparq_scores_and_group"
     offloaded = measure("alisa", seq=4096, batch=1, model=MODEL, n_layers=2, steps=5, warmup=2, offload=True)
     assert offloaded["pcie"]["h2d"] > 0 and offloaded["pcie"]["d2h"] > 0
 

@@ -1,0 +1,44 @@
+"""Fits of microbenchmark records to profile fields: what the benchmark scripts write into a
+profile, and what the tests re-derive from the committed measurements."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def reread_fit(records) -> dict:
+    """memory.reread_Bps: the median rate at which G programs of a KV head load its rows again
+    (benchmarks/bench_reread.py records: loaded bytes over per-head time)."""
+    rates = np.array([r["loaded_bytes"] / r["per_head_s"] for r in records])
+    return {"reread_Bps": float(np.median(rates)), "min": float(rates.min()), "max": float(rates.max()),
+            "shapes": len(rates)}
+
+
+def topk_single_block_fit(records, sms: int) -> dict:
+    """Least squares in log space of call_s + row_s·(n/1024)^a·⌈rows/sms⌉^b to the unsorted
+    single-block times (kvsim.hardware.SingleBlockTopK); returns the fields and the errors."""
+    from scipy.optimize import least_squares
+    picked = [r for r in records if r.get("path") == "single-block"]
+    n = np.array([r["n"] for r in picked], float) / 1024.0
+    waves = np.ceil(np.array([r["rows"] for r in picked], float) / sms)
+    t = np.array([r["torch_unsorted_us"] for r in picked]) * 1e-6
+    law = lambda p: p[0] + p[1] * n ** p[2] * waves ** p[3]  # noqa: E731
+    p = least_squares(lambda p: np.log(law(p) / t), x0=[5e-6, 7e-6, 0.8, 0.9], bounds=(0, np.inf)).x
+    err = np.abs(law(p) / t - 1)
+    return {"call_s": p[0], "row_s": p[1], "size_exponent": p[2], "rows_exponent": p[3],
+            "concurrent_rows": sms, "shapes": len(picked), "median_err": float(np.median(err)),
+            "max_err": float(err.max())}
+
+
+def allreduce_fit(sent: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """All-reduce microbenchmark (benchmarks/bench_allreduce.py): (latency_s, effective_Bps) of seconds = latency + sent / effective, least squares of the
+    relative error (each size weighs the same, as the 10% target reads)."""
+    design = np.stack([np.ones_like(sent), sent], 1) / seconds[:, None]
+    (latency, per_byte), *_ = np.linalg.lstsq(design, np.ones_like(seconds), rcond=None)
+    return float(latency), float(1.0 / per_byte) if per_byte > 0 else float("inf")
+
+
+def allreduce_profile_time(hw, nbytes: int, gpus: int) -> float:
+    """kvsim's time for one all-reduce of ``nbytes`` (kvsim.decoder.allreduce, roofline op time)."""
+    from .decoder import allreduce
+    from .roofline import op_time
+    return float(op_time(allreduce("allreduce", float(nbytes), gpus), hw).time_s)
