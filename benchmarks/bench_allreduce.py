@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from runtime.tp_env import disable_multicast  # noqa: E402  (no torch import)
+from kvsim.runtime.tp_env import disable_multicast  # noqa: E402  (no torch import)
 
 disable_multicast()  # before any process group starts; spawned children inherit it
 
@@ -110,7 +110,7 @@ def summarize(rows: list[dict], gpus: int, hw_name: str | None, base: dict) -> l
 
 
 def work(rank, world, device, args):
-    from runtime.tp_launch import environment, topology
+    from kvsim.runtime.tp_launch import environment, topology
     rows = []
     for nbytes in args.sizes:
         mine = measure_size(nbytes, args, device)
@@ -152,7 +152,7 @@ def main() -> None:
         print("bench_allreduce: need --gpus >= 2, --iters and --inner >= 1, and 2 or more distinct sizes >= 1 "
               "(the fit has two unknowns)", file=sys.stderr)
         sys.exit(2)
-    from runtime.tp_launch import run_ranks
+    from kvsim.runtime.tp_launch import run_ranks
     run_ranks(work, args.gpus, args.device, args=(args,), timeout_s=120)
 
 

@@ -24,9 +24,9 @@ import triton
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from kernels.decode import decode_attention, windowed_decode_attention  # noqa: E402
-from kernels.gather import gathered_decode_attention  # noqa: E402
-from kernels.int8kv import decode_attention_int8, quantize_kv  # noqa: E402
+from kvsim.kernels.decode import decode_attention, windowed_decode_attention  # noqa: E402
+from kvsim.kernels.gather import gathered_decode_attention  # noqa: E402
+from kvsim.kernels.int8kv import decode_attention_int8, quantize_kv  # noqa: E402
 from kvsim.methods.quest.kernels import quest_page_scores  # noqa: E402
 from kvsim.methods.sparq.kernels import sparq_approx_scores  # noqa: E402
 from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS, split_count  # noqa: E402

@@ -44,8 +44,8 @@ def host_time(fn) -> float:
 
 
 def measure(method: str, env: dict) -> list[dict]:
-    from runtime.engine import Engine
-    from runtime.launches import count_launches
+    from kvsim.runtime.engine import Engine
+    from kvsim.runtime.launches import count_launches
     steps = 2 * (REPEATS * CALLS + 40)
     params = {"reselect_layer": 3} if method == "tidaldecode" else None  # a selection layer of 4
     engine = Engine("llama-3.1-8b", method, params, batch=1, max_seq=4096 + steps + 64, n_layers=LAYERS)

@@ -65,7 +65,7 @@ def capacity_record() -> dict:
 def runs(model, layers, method, params, seq, batch) -> tuple[bool, int, int]:
     """Does the runtime hold this batch through prefill and 3 decode steps? And its peaks."""
     import torch
-    from runtime.engine import Engine
+    from kvsim.runtime.engine import Engine
     engine = None
     torch.cuda.reset_peak_memory_stats()
     try:

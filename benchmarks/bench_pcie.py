@@ -59,7 +59,7 @@ def copy_cases(env):
 
 def gather_cases(env):
     import torch
-    from kernels.host_gather import gather_host_rows
+    from kvsim.kernels.host_gather import gather_host_rows
     rows = []
     for row in ROW_BYTES:
         tail = () if row == 2 else (row // 2,)

@@ -27,7 +27,7 @@ def measure(out_path):
     from triton.testing import do_bench_cudagraph
 
     from benchmarks.bench_kernels import copies, environment
-    from kernels.gather import gathered_decode_attention
+    from kvsim.kernels.gather import gathered_decode_attention
     from kvsim.records import append_jsonl
     env, rows = environment(), []
     for B, S in SHAPES:

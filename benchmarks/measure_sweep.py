@@ -136,7 +136,7 @@ def destination(args, index: int) -> str:
 
 def latency_sweep(args, hw) -> None:
     import torch
-    from runtime.measure import measure
+    from kvsim.runtime.measure import measure
 
     from kvsim.commands.measure import _driver
     start, driver = time.time(), _driver()

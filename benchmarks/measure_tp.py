@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from runtime.tp_env import disable_multicast  # noqa: E402  (no torch import)
+from kvsim.runtime.tp_env import disable_multicast  # noqa: E402  (no torch import)
 
 disable_multicast()  # before anything can start a process group; spawned children inherit it
 
@@ -36,7 +36,7 @@ from kvsim.methods import METHODS  # noqa: E402
 from kvsim.models import load_model  # noqa: E402
 from kvsim.predict import predict  # noqa: E402
 from kvsim.records import append_jsonl, read_jsonl  # noqa: E402
-from runtime.tp_record import record_of  # noqa: E402
+from kvsim.runtime.tp_record import record_of  # noqa: E402
 
 
 def grid(args):
@@ -68,7 +68,7 @@ def fits(config, args, hw) -> bool:
 
 
 def capture(fn):
-    """kernels._common.capture_graph with errors confined to this thread: the process group's
+    """kvsim.kernels._common.capture_graph with errors confined to this thread: the process group's
     watchdog thread may query CUDA events while the step's collectives are being captured."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -83,7 +83,7 @@ def capture(fn):
 
 def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]:
     """Replay times [attention, step, ...] of captured graphs when every rank captured both."""
-    from runtime.measure import _Timer
+    from kvsim.runtime.measure import _Timer
     if engine.device.type != "cuda":
         return [], "no CUDA", {}
     gen = torch.Generator(device=engine.device).manual_seed(7)  # the same token ids on every rank
@@ -113,8 +113,8 @@ def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]
 
 def run_config(config, args, comm, device) -> dict:
     """This rank's timings and memory for one configuration."""
-    from runtime.measure import _peak_memory, _time_steps
-    from runtime.tp import TPEngine
+    from kvsim.runtime.measure import _peak_memory, _time_steps
+    from kvsim.runtime.tp import TPEngine
     extra = args.warmup + args.steps // 2
     prefill = max(1, config["seq"] - 1 - extra)
     engine = TPEngine(args.model, config["method"], config["params"], batch=config["batch"],
@@ -133,8 +133,8 @@ def run_config(config, args, comm, device) -> dict:
 
 def work(rank, world, device, args):
     """Every configuration on this rank; rank 0 appends the records."""
-    from runtime.tp import Comm
-    from runtime.tp_launch import environment, topology
+    from kvsim.runtime.tp import Comm
+    from kvsim.runtime.tp_launch import environment, topology
     comm, start = Comm(), time.time()
     hw = args.hw or (profile_for(torch.cuda.get_device_name()) if device == "cuda" else None)
     extras = {**environment(), "topology": topology() if rank == 0 else "", "driver": _driver(),
@@ -185,7 +185,7 @@ def main() -> None:
     if args.gpus < 2:
         print("measure_tp: --gpus must be 2 or more (one GPU: kvsim measure)", file=sys.stderr)
         sys.exit(2)
-    from runtime.tp_launch import run_ranks
+    from kvsim.runtime.tp_launch import run_ranks
     run_ranks(work, args.gpus, args.device, args=(args,), timeout_s=args.timeout_s)
 
 

@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.measure_sweep import cut_model_params  # noqa: E402
 from kvsim.methods import METHODS  # noqa: E402
-from runtime.measure import _engine  # noqa: E402
+from kvsim.runtime.measure import _engine  # noqa: E402
 
 
 def kernel_table(engine, fn, top: int) -> list[dict]:

@@ -8,8 +8,8 @@ import torch
 from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from kernels import _common  # noqa: E402
-from kernels.decode import decode_attention  # noqa: E402
+from kvsim.kernels import _common  # noqa: E402
+from kvsim.kernels.decode import decode_attention  # noqa: E402
 
 
 def run(B, S, sets=8):

@@ -13,7 +13,7 @@ from triton.testing import do_bench_cudagraph
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.bench_kernels import environment  # noqa: E402
-from kernels import _common  # noqa: E402
+from kvsim.kernels import _common  # noqa: E402
 from kvsim.methods.sparq.kernels import sparq_scores_and_group  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 

@@ -4,7 +4,7 @@ decode.py  dense split-K decode, windowed (DuoAttention) decode, RoPE-on-load (S
 gather.py  attention over listed rows (SparQ, Quest, H2O, ALISA, TidalDecode)
 scores.py  attention that also writes its logits; weights accumulated (H2O, ALISA, TidalDecode)
 int8kv.py  per-row asymmetric int8 KV quantization and int8 decode attention
-tune.py    GPU timing and config search (``python -m kernels.tune``); configs in _common.CONFIGS
+tune.py    GPU timing and config search (``python -m kvsim.kernels.tune``); configs in _common.CONFIGS
 Each kernel has a pure-torch ``<name>_ref`` with the same signature. Kernels only one method
 uses sit beside it (kvsim/methods/<name>/kernels*.py: SparQ, Quest, H2O, ADORE).
 """

@@ -1,4 +1,4 @@
-"""Time the kernels on a GPU and pick launch configs: ``python -m kernels.tune [--quick]``.
+"""Time the kernels on a GPU and pick launch configs: ``python -m kvsim.kernels.tune [--quick]``.
 
 For each shape, times ``decode_attention`` under every config in ``CANDIDATES["attention"]`` and
 torch SDPA (q of length 1, ``enable_gqa``) by CUDA-graph replay (median; GPU time without Python

@@ -153,7 +153,7 @@ def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str,
     decode steps; a step with a host sync (offload, data-dependent shapes) cannot be captured."""
     if engine.device.type != "cuda":
         return [], "no CUDA", {}
-    from kernels._common import capture_graph as _capture
+    from kvsim.kernels._common import capture_graph as _capture
     tokens = torch.randint(engine.cfg.vocab, (engine.batch,), device=engine.device)  # fixed ids: no RNG in the graph
     torch.cuda.empty_cache()  # hand back the prefill's freed blocks before the graphs allocate their own
     try:

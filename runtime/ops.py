@@ -1,5 +1,5 @@
 """Attention ops for the runtime: the Triton kernels (``KERNEL_MODULES``) on CUDA, their
-``<name>_ref`` torch references on CPU, and ``runtime.reference`` where kernels/ lacks a
+``<name>_ref`` torch references on CPU, and ``kvsim.runtime.reference`` where kernels/ lacks a
 function. ``KVSIM_RUNTIME_REFERENCE=1`` forces torch references everywhere (the runtime's own,
 else the kernels module's ``*_ref``).
 ``backends()`` says which implementation each op used (it goes into measurement records).
@@ -18,20 +18,20 @@ from . import reference
 
 # op name -> the module of its Triton kernel and torch reference
 KERNEL_MODULES = {
-    "decode_attention": "kernels.decode", "gathered_decode_attention": "kernels.gather",
-    "decode_attention_with_logits": "kernels.scores", "accumulate_weights": "kernels.scores",
-    "rope_decode_attention": "kernels.decode", "positional_decode_attention": "kernels.decode",
-    "rope": "kernels.rope", "put_rows": "kernels.rows",
-    "quantize_kv": "kernels.int8kv", "dequantize_kv": "kernels.int8kv", "decode_attention_int8": "kernels.int8kv",
+    "decode_attention": "kvsim.kernels.decode", "gathered_decode_attention": "kvsim.kernels.gather",
+    "decode_attention_with_logits": "kvsim.kernels.scores", "accumulate_weights": "kvsim.kernels.scores",
+    "rope_decode_attention": "kvsim.kernels.decode", "positional_decode_attention": "kvsim.kernels.decode",
+    "rope": "kvsim.kernels.rope", "put_rows": "kvsim.kernels.rows",
+    "quantize_kv": "kvsim.kernels.int8kv", "dequantize_kv": "kvsim.kernels.int8kv", "decode_attention_int8": "kvsim.kernels.int8kv",
     # kernels one method uses sit beside it
     "sparq_scores_and_group": "kvsim.methods.sparq.kernels",
     "sparq_components": "kvsim.methods.sparq.kernels_steps", "sparq_mix": "kvsim.methods.sparq.kernels_steps",
     "quest_page_scores": "kvsim.methods.quest.kernels", "evict_insert": "kvsim.methods.h2o.kernels",
     "adore_score": "kvsim.methods.adore.kernels", "adore_release": "kvsim.methods.adore.kernels",
-    "gathered_decode_attention_int8": "kernels.int8_probs", "gather_host_rows": "kernels.host_gather",
-    "put_rows_int8": "kernels.int8_rows",
+    "gathered_decode_attention_int8": "kvsim.kernels.int8_probs", "gather_host_rows": "kvsim.kernels.host_gather",
+    "put_rows_int8": "kvsim.kernels.int8_rows",
 }
-GROUPS = {"kernels.int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
+GROUPS = {"kvsim.kernels.int8kv": ("quantize_kv", "dequantize_kv", "decode_attention_int8")}
 # kernels/int8kv.py writes these in plain torch, one function for every device (no *_ref)
 TORCH_EVERYWHERE = ("quantize_kv", "dequantize_kv")
 
@@ -61,7 +61,7 @@ def _resolve(name: str, device_type: str) -> tuple:
         if all(f is not None for f, _ in found):
             fn, where = _kernel_attr(module, name, device_type)
     if fn is None and hasattr(reference, f"{name}_ref"):
-        fn, where = getattr(reference, f"{name}_ref"), f"runtime.reference.{name}_ref"
+        fn, where = getattr(reference, f"{name}_ref"), f"kvsim.runtime.reference.{name}_ref"
     if fn is None:  # no runtime copy: the kernels module's own torch reference
         fn = getattr(importlib.import_module(module), f"{name}_ref")
         where = f"{module}.{name}_ref"

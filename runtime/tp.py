@@ -148,7 +148,7 @@ class TPDecoder(Decoder):
 
 
 class TPEngine(Engine):
-    """``runtime.engine.Engine`` on one rank: same interface, ``cfg`` the full model's (token ids
+    """``kvsim.runtime.engine.Engine`` on one rank: same interface, ``cfg`` the full model's (token ids
     over the whole vocabulary), the cache and the method on this rank's KV heads."""
 
     def __init__(self, model_name="llama-3.1-8b", method: str = "dense", params: dict | None = None,

@@ -14,8 +14,8 @@ def slowest(per_rank: list[list[float]]) -> list[float]:
 
 def record_of(config, args, ranks: list[dict], device: str, hw, extras: dict) -> dict:
     """A kvsim record (runtime/measure.py's fields, ``gpus`` > 1) from every rank's results."""
-    from runtime.measure import _record_base, l2_flush_bytes
-    from runtime.model import DTYPE_NAMES
+    from kvsim.runtime.measure import _record_base, l2_flush_bytes
+    from kvsim.runtime.model import DTYPE_NAMES
     first = ranks[0]
     record = _record_base(config["method"], config["seq"], config["batch"], args.model,
                           args.layers, first["params_record"], {"device": device, "offload": False}, hw)

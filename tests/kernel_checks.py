@@ -16,11 +16,12 @@ def use_interpreter_without_gpu() -> None:
     if torch.cuda.is_available():
         return
     os.environ["TRITON_INTERPRET"] = "1"
-    from kernels._common import interpreting
+    from kvsim.kernels._common import interpreting
     if interpreting():
         return
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("triton", "kernels") and "._C" not in name:
+    for name in list(sys.modules):  # triton and every module of kernels (shared or a method's own)
+        kernel_module = name.split(".")[0] in ("triton", "kernels") or ".kernels" in name
+        if kernel_module and "._C" not in name:
             del sys.modules[name]
 
 

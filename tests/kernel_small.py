@@ -7,7 +7,7 @@ from kernel_checks import assert_close, padded_kv, use_interpreter_without_gpu
 
 use_interpreter_without_gpu()
 
-from kernels import _common, decode  # noqa: E402
+from kvsim.kernels import _common, decode  # noqa: E402
 
 DEVICE = "cpu" if _common.interpreting() else "cuda"
 DTYPES = [torch.bfloat16, torch.float16]

@@ -32,9 +32,9 @@ KINDS = {"torch": "torch_calls", "torch_gemm": "gemm_calls", "torch_host": "torc
 
 def runtime_counts(method: str) -> tuple[dict, dict]:
     """What the runtime's step and attention-only step issue, Triton kernels forced on CPU."""
-    from runtime import ops
-    from runtime.engine import Engine
-    from runtime.launches import count_launches
+    from kvsim.runtime import ops
+    from kvsim.runtime.engine import Engine
+    from kvsim.runtime.launches import count_launches
     cuda_attr = ops._kernel_attr
     ops._kernel_attr = lambda module, name, device_type: cuda_attr(module, name, "cuda")
     ops.reset()
@@ -174,8 +174,8 @@ def test_cli_engine_flag(tmp_path):
 
 
 def test_measure_records_what_a_step_issues():
-    from runtime.launches import LAUNCH_KINDS
-    from runtime.measure import measure
+    from kvsim.runtime.launches import LAUNCH_KINDS
+    from kvsim.runtime.measure import measure
     rec = measure("dense", seq=40, batch=1, model=SMALL, n_layers=2, steps=2, warmup=1, device="cpu")
     for call in ("step", "attention"):
         assert set(rec["launches"][call]) == set(LAUNCH_KINDS)

@@ -12,7 +12,7 @@ import torch
 from kernel_checks import ATOL, assert_close, poison  # noqa: F401 (autouse fixture)
 from kernel_small import (DEVICE, DTYPES, GROUPS, check_dense, make_kv, rand, seq,
                           small_blocks)  # noqa: F401 (fixture)
-from kernels import _common, decode, gather
+from kvsim.kernels import _common, decode, gather
 from kvsim.kernel_contract import split_count
 
 

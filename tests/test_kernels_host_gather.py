@@ -7,8 +7,8 @@ from kernel_checks import use_interpreter_without_gpu
 
 use_interpreter_without_gpu()
 
-from kernels import host_gather  # noqa: E402
-from kernels._common import interpreting  # noqa: E402
+from kvsim.kernels import host_gather  # noqa: E402
+from kvsim.kernels._common import interpreting  # noqa: E402
 
 DEVICE = "cpu" if interpreting() else "cuda"
 

@@ -6,7 +6,7 @@ import torch
 
 from kernel_checks import assert_close, poison  # noqa: F401 (autouse fixture)
 from kernel_small import DEVICE, GROUPS, make_kv, rand, small_blocks  # noqa: F401 (fixture)
-from kernels import gather, int8_probs, int8kv, scores
+from kvsim.kernels import gather, int8_probs, int8kv, scores
 
 
 def quantized(B, Hkv, S, d, dtype):

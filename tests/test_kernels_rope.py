@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernel_small import DEVICE
-from kernels.rope import rope, rope_ref
+from kvsim.kernels.rope import rope, rope_ref
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
 

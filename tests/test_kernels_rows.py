@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernel_small import DEVICE
-from kernels.rows import put_rows, put_rows_ref
+from kvsim.kernels.rows import put_rows, put_rows_ref
 
 
 @pytest.mark.parametrize("dtype,d", [(torch.bfloat16, 64), (torch.float32, 48)])

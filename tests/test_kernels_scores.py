@@ -6,8 +6,8 @@ import torch
 
 from kernel_checks import assert_close, poison  # noqa: F401 (autouse fixture)
 from kernel_small import DEVICE, GROUPS, make_kv, rand, seq, small_blocks  # noqa: F401 (fixture)
-from kernels import decode, scores
-from runtime.model import Rotary
+from kvsim.kernels import decode, scores
+from kvsim.runtime.model import Rotary
 
 
 def valid_logits(logits, lens):

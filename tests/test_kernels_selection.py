@@ -5,7 +5,7 @@ import torch
 
 from kernel_checks import assert_close, poison  # noqa: F401 (autouse fixture)
 from kernel_small import DEVICE, DTYPES, GROUPS, make_kv, rand, seq, small_blocks  # noqa: F401
-from kernels import decode, int8kv
+from kvsim.kernels import decode, int8kv
 from kvsim.methods.quest import kernels as quest
 from kvsim.methods.sparq import kernels as sparq
 

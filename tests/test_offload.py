@@ -65,7 +65,7 @@ def test_pcie_bytes_match_the_runtime(method, params):
     """Dense is exact up to the averaging over steps; selection methods are modelled as picking
     older rows evenly, which the runtime's data-dependent choices follow only on average."""
     pytest.importorskip("torch")
-    from runtime.measure import measure
+    from kvsim.runtime.measure import measure
     rec = measure(method, seq=200, batch=2, model=TINY, n_layers=4, params=params, steps=6, warmup=1,
                   device="cpu", dtype="bf16", offload=0.5, graphs=False)
     contexts = np.arange(rec["contexts"][0], rec["contexts"][1] + 1)  # the timed steps

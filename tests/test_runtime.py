@@ -9,10 +9,10 @@ import torch
 from kvsim.methods import get_method
 from kvsim.models import ModelConfig
 from kvsim.records import flat_row
-from runtime import ops
-from runtime.engine import Engine
-from runtime.measure import measure, run_steps_for_profiling
-from runtime.registry import METHODS, resolve
+from kvsim.runtime import ops
+from kvsim.runtime.engine import Engine
+from kvsim.runtime.measure import measure, run_steps_for_profiling
+from kvsim.runtime.registry import METHODS, resolve
 
 TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=5, d_model=256, n_heads=8, n_kv_heads=2,
                    head_dim=32, ffn_dim=512, vocab=1000, max_context=4096, mlp="swiglu", norm="rmsnorm",

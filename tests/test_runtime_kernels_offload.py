@@ -8,8 +8,8 @@ from kernel_checks import use_interpreter_without_gpu
 
 use_interpreter_without_gpu()
 
-from kernels._common import interpreting  # noqa: E402
-from runtime import ops  # noqa: E402
+from kvsim.kernels._common import interpreting  # noqa: E402
+from kvsim.runtime import ops  # noqa: E402
 from test_runtime import engine  # noqa: E402
 
 if not interpreting():
@@ -38,7 +38,7 @@ def test_kernels_match_references_in_the_runtime(method, params, options, monkey
         assert ((g - w).norm() / w.norm()).item() < 2e-3  # int8 rounding on the kernel's fp16 dots
     assert got_bytes == want_bytes
     if method == "alisa":
-        assert "kernels.int8_probs.gathered_decode_attention_int8" in used
-        assert "kernels.int8kv.dequantize_kv" not in used
+        assert "kvsim.kernels.int8_probs.gathered_decode_attention_int8" in used
+        assert "kvsim.kernels.int8kv.dequantize_kv" not in used
     if options:
-        assert "kernels.host_gather.gather_host_rows" in used
+        assert "kvsim.kernels.host_gather.gather_host_rows" in used

@@ -182,7 +182,7 @@ def test_adore_releases_and_rebuilds():
 def test_adore_chunk_attention_sees_positions_up_to_its_own():
     """The reconstruction chunk (R rebuilt tokens + the current one) against attention written
     out here: each query over the cached rows and the chunk's rows with a position ≤ its own."""
-    from runtime import ops
+    from kvsim.runtime import ops
     e = engine("adore", {"m": 32, "R": 3})
     for t in range(3):
         e.step(torch.tensor([t, t + 5]))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kvsim.models import ModelConfig
-from runtime.engine import Engine
+from kvsim.runtime.engine import Engine
 
 WORLD, B, PREFILL, MAX_SEQ, STEPS = 2, 2, 70, 96, 3
 TINY = ModelConfig(name="tiny-llama", family="llama", n_layers=4, d_model=128, n_heads=8, n_kv_heads=4,
@@ -42,7 +42,7 @@ def decode(engine, sharded=False):
 
 def _rank(rank, world, device, path):
     """One rank (runtime/tp_launch.py started it, the gloo process group is up)."""
-    from runtime.tp import Comm, TPEngine
+    from kvsim.runtime.tp import Comm, TPEngine
     os.environ["TRITON_INTERPRET"] = "1"
     torch.set_num_threads(1)
     assert os.environ["NCCL_NVLS_ENABLE"] == "0"  # set in every rank before the group started
@@ -57,7 +57,7 @@ def _rank(rank, world, device, path):
 
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-    from runtime.tp_launch import run_ranks
+    from kvsim.runtime.tp_launch import run_ranks
     path = tmp_path_factory.mktemp("tp") / "results.pt"
     run_ranks(_rank, WORLD, "cpu", args=(str(path),), timeout_s=300)
     return torch.load(path)
@@ -86,7 +86,7 @@ def test_sparse_outputs_differ_from_dense(sharded):
 
 @pytest.mark.parametrize("ratio,want", [(0.5, [0.5] * 4), (0.25, [0.5, 0.5, 0.0, 0.0]), (0.75, [1.0, 1.0, 0.5, 0.5])])
 def test_duoattention_retrieval_heads_are_dealt_over_the_ranks(ratio, want):
-    from runtime.tp_methods import kv_head_layout, shard_params
+    from kvsim.runtime.tp_methods import kv_head_layout, shard_params
     cfg = ModelConfig(name="m", family="llama", n_layers=1, d_model=64, n_heads=16, n_kv_heads=8, head_dim=8,
                       ffn_dim=64, vocab=64, max_context=64, mlp="swiglu", norm="rmsnorm", source="test")
     layout = kv_head_layout("duoattention", 8, 4)
@@ -114,7 +114,7 @@ def test_tp_record_takes_the_slowest_rank_and_graph_replays():
     """benchmarks/measure_tp.py's record from two ranks' results: per call the slower rank, the
     median over calls; graph replays where every rank has them; memory the largest rank's."""
     from argparse import Namespace
-    from runtime.tp_record import record_of
+    from kvsim.runtime.tp_record import record_of
     args = Namespace(gpus=2, model="llama-3.1-8b", layers=2, steps=3, warmup=1)
     rank = {"eager": [1.0, 10.0, 1.0, 12.0, 1.0, 11.0], "graphed": [], "how": "not asked", "replayed": {},
             "memory": 100, "memory_how": "torch.cuda.max_memory_allocated", "kv_bytes": 40, "weight_bytes": 50,

@@ -59,7 +59,7 @@ def profile_for(device_name: str) -> str | None:
 
 def _runtime():
     try:
-        from runtime import measure as harness
+        from kvsim.runtime import measure as harness
     except ImportError as exc:
         raise KvsimError(f"kvsim measure needs the runtime extra (pip install '.[runtime]'): {exc}") from None
     return harness

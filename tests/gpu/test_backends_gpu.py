@@ -1,5 +1,5 @@
 """Every method × every code-path option on CUDA: the decode steps call Triton kernels, or a
-torch op listed below on purpose, never a torch reference (``runtime.reference.*`` or a
+torch op listed below on purpose, never a torch reference (``kvsim.runtime.reference.*`` or a
 kernels module's ``*_ref``). The prefill (synthetic scores, prompt loading) is not checked: it
 is outside the timed steps, and measurement records list its backends apart
 (``prefill_backends``). Skipped without CUDA; run on its own: ``pytest tests/gpu``."""
@@ -9,9 +9,9 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
-from runtime import ops  # noqa: E402
-from runtime.engine import Engine  # noqa: E402
-from runtime.measure import measure  # noqa: E402
+from kvsim.runtime import ops  # noqa: E402
+from kvsim.runtime.engine import Engine  # noqa: E402
+from kvsim.runtime.measure import measure  # noqa: E402
 
 MODEL, LAYERS, B, PREFILL, MAX_SEQ = "llama-3.1-8b", 4, 2, 3000, 3072
 OFF = {"offload": 0.5}
@@ -22,7 +22,7 @@ ALLOWED_TORCH = {
     # an offloaded int8 cache quantizes the new token in torch before its ring write
     # (kernels/int8kv.py, a few elementwise ops over B·Hkv·d values); on the GPU-resident cache
     # kernels/int8_rows.py quantizes and writes in one launch
-    "kernels.int8kv.quantize_kv",
+    "kvsim.kernels.int8kv.quantize_kv",
 }
 
 # (method, params, engine options): each option that switches a code path at decode time
@@ -83,9 +83,9 @@ def test_alisa_int8_reads_int8_in_the_kernel(decoder):
     ops.reset()
     e.step(torch.tensor([1, 2], device="cuda"))
     used = ops.backends()
-    assert used["gathered_decode_attention_int8@cuda"] == "kernels.int8_probs.gathered_decode_attention_int8"
+    assert used["gathered_decode_attention_int8@cuda"] == "kvsim.kernels.int8_probs.gathered_decode_attention_int8"
     assert "dequantize_kv@cuda" not in used and "decode_attention_with_logits@cuda" not in used
-    assert used["put_rows_int8@cuda"] == "kernels.int8_rows.put_rows_int8" and "quantize_kv@cuda" not in used
+    assert used["put_rows_int8@cuda"] == "kvsim.kernels.int8_rows.put_rows_int8" and "quantize_kv@cuda" not in used
 
 
 def test_records_list_decode_backends_apart():

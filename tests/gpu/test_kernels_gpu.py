@@ -15,7 +15,7 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from kernel_checks import ATOL, assert_close, padded_kv, poison  # noqa: E402,F401 (autouse fixture)
-from kernels import _common, decode, gather, int8kv  # noqa: E402
+from kvsim.kernels import _common, decode, gather, int8kv  # noqa: E402
 from kvsim.methods.quest import kernels as quest  # noqa: E402
 from kvsim.methods.sparq import kernels as sparq  # noqa: E402
 

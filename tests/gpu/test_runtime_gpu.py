@@ -10,9 +10,9 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from kvsim.models import load_model  # noqa: E402
-from runtime import ops  # noqa: E402
-from runtime.engine import Engine  # noqa: E402
-from runtime.measure import measure, run_steps_for_profiling  # noqa: E402
+from kvsim.runtime import ops  # noqa: E402
+from kvsim.runtime.engine import Engine  # noqa: E402
+from kvsim.runtime.measure import measure, run_steps_for_profiling  # noqa: E402
 
 MODEL, LAYERS, B, PREFILL, MAX_SEQ = "llama-3.1-8b", 5, 2, 3000, 3072
 CFG = load_model(MODEL)
@@ -46,7 +46,7 @@ def test_kernels_match_torch_references(method, decoder, monkeypatch):
     _, fast, attn = run(method, PARAMS[method], decoder)
     used = ops.backends()
     if method in ("dense", "sparq", "quest", "tidaldecode", "duoattention"):
-        assert any(v.startswith("kernels.") and not v.endswith("_ref") for v in used.values()), used
+        assert any(v.startswith("kvsim.kernels.") and not v.endswith("_ref") for v in used.values()), used
     monkeypatch.setenv("KVSIM_RUNTIME_REFERENCE", "1")
     ops.reset()
     _, slow, attn_ref = run(method, PARAMS[method], decoder)

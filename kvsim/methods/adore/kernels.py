@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import launcher, pow2_at_least
+from kvsim.kernels._common import launcher, pow2_at_least
 
 BLOCK_ROWS = 32  # rows of W1 per step of the hidden layer
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from runtime import ops
-from runtime.cache import KVCache, num_splits
-from runtime.method import RuntimeMethod
+from kvsim.runtime import ops
+from kvsim.runtime.cache import KVCache, num_splits
+from kvsim.runtime.method import RuntimeMethod
 
 from .spec import ADORESpec
 

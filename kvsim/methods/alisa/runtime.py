@@ -20,9 +20,9 @@ import math
 
 import torch
 
-from runtime import ops
-from runtime.method import RuntimeMethod
-from runtime.synthetic import synthetic_scores
+from kvsim.runtime import ops
+from kvsim.runtime.method import RuntimeMethod
+from kvsim.runtime.synthetic import synthetic_scores
 
 from .spec import ALISASpec
 

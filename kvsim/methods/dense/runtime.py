@@ -4,7 +4,7 @@ attends to the whole cache; read 2·S·d·b per KV head and layer plus q and o. 
 With offload, FlexGen-style: every host row crosses PCIe every step."""
 from __future__ import annotations
 
-from runtime.method import RuntimeMethod
+from kvsim.runtime.method import RuntimeMethod
 
 from .spec import DenseSpec
 

@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from runtime.cache import KVCache, SinkRing
-from runtime.method import RuntimeMethod
+from kvsim.runtime.cache import KVCache, SinkRing
+from kvsim.runtime.method import RuntimeMethod
 
 from .spec import DuoAttentionSpec
 

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import interpreting, launcher
+from kvsim.kernels._common import interpreting, launcher
 
 BLOCK = 1024  # slots per loop iteration
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from runtime import ops
-from runtime.cache import KVCache
-from runtime.method import RuntimeMethod
-from runtime.synthetic import synthetic_scores
+from kvsim.runtime import ops
+from kvsim.runtime.cache import KVCache
+from kvsim.runtime.method import RuntimeMethod
+from kvsim.runtime.synthetic import synthetic_scores
 
 from .spec import H2OSpec
 

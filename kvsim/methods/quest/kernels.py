@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import interpreting, last_dim_contiguous, launch_options, launcher, pow2_at_least
+from kvsim.kernels._common import interpreting, last_dim_contiguous, launch_options, launcher, pow2_at_least
 
 
 @triton.jit

@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from runtime import ops
-from runtime.method import RuntimeMethod
+from kvsim.runtime import ops
+from kvsim.runtime.method import RuntimeMethod
 
 from .spec import DENSE_LAYERS, QuestSpec
 

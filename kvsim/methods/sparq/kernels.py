@@ -8,7 +8,7 @@ chunk of S. Per (sequence, KV head): read S·r·b (+ G·r·b of q), write G·S·
 (max, sum); the normalising pass (one program per KV head and chunk) reads those, rewrites
 G·S_max·4 probabilities (0 beyond seq_len) and writes their sum over the group, S_max·4, with
 the ``local`` newest positions forced to +inf for the top-k (:func:`sparq_scores_and_group`).
-Step 5 is :func:`kernels.gather.gathered_decode_attention`; steps 1, 4 and 6 are in
+Step 5 is :func:`kvsim.kernels.gather.gathered_decode_attention`; steps 1, 4 and 6 are in
 kvsim/methods/sparq/kernels_steps.py.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import (LOG2E, cast, interpreting, last_dim_contiguous, launch_options, launcher,
+from kvsim.kernels._common import (LOG2E, cast, interpreting, last_dim_contiguous, launch_options, launcher,
                       max_len, pow2_at_least, splits_for)
 
 _LOG2E: tl.constexpr = tl.constexpr(LOG2E)

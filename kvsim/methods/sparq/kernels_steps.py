@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import interpreting, launcher, pow2_at_least
+from kvsim.kernels._common import interpreting, launcher, pow2_at_least
 
 MIX_BLOCK = 8192  # i2 entries per block of the α sum (k = S/16 reaches 8192 at 128k)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from runtime import ops
-from runtime.cache import num_splits
-from runtime.method import RuntimeMethod
+from kvsim.runtime import ops
+from kvsim.runtime.cache import num_splits
+from kvsim.runtime.method import RuntimeMethod
 
 from .spec import SparQSpec
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from runtime import ops
-from runtime.method import RuntimeMethod
+from kvsim.runtime import ops
+from kvsim.runtime.method import RuntimeMethod
 
 from .spec import SELECTION_LAYER, TidalDecodeSpec
 
