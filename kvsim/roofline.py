@@ -225,9 +225,9 @@ def _eager_stream(timed: tuple[OpTime, ...], hw: HardwareProfile, layers: int):
         # a sync in every layer: both streams are level after it, so the segments add up
         level = sum((_costs(seg, hw, 1.0 / layers)[0] for seg in segments), np.asarray(0.0))
         return pre + layers * level + post, pre_h + layers * layer_h + post_h
-    overlapped = np.maximum.reduce([pre + layers * layer_g + post_g,
-                                    pre_h + layer + (layers - 1) * np.maximum(layer_h, layer_g) + post_g,
-                                    pre_h + layers * layer_h + post])
+    overlapped = np.maximum(np.maximum(pre + layers * layer_g + post_g,
+                                       pre_h + layer + (layers - 1) * np.maximum(layer_h, layer_g) + post_g),
+                            pre_h + layers * layer_h + post)
     return overlapped, pre_h + layers * layer_h + post_h
 
 

@@ -182,3 +182,12 @@ def test_measure_records_what_a_step_issues():
     # four projections a layer and the LM head; on CPU the torch references' attention matmuls too
     assert rec["launches"]["step"]["torch_gemm"] == 2 * 4 + 1 + 2 * 2
     assert rec["launches"]["attention"]["torch_gemm"] == 2 * 2 and rec["launches"]["step"]["triton"] == 0
+
+
+def test_eager_takes_contexts_where_some_ops_are_constant():
+    """A context array where a method's ops are partly constant (SparQ with a fixed k: its gather
+    does not grow) gives one eager time per context, finite and positive."""
+    seqs = np.arange(8190.0, 8200.0)
+    pred = predict("h100-sxm", "sparq", seq=seqs, batch=16, model="llama-3.1-8b", k=1024, r=16, engine="eager")
+    latency = np.broadcast_to(pred.latency_s, seqs.shape)
+    assert np.all(np.isfinite(latency)) and np.all(latency > 0)
