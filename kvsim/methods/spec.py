@@ -2,7 +2,7 @@
 (derived ones too), what it can do, an example budget, and its paper.
 
 Each method's ``spec.py`` subclasses ``MethodSpec``; its cost model (``cost.py``) and its runtime
-(``kvsim.runtime.py``) both read that one class, so a default or a capability is written once.
+(each method's runtime.py) both read that one class, so a default or a capability is written once.
 """
 from __future__ import annotations
 
