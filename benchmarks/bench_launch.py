@@ -88,26 +88,20 @@ def eager_time(fn, n=2000) -> float:
 
 def graph_time(fn) -> float | None:
     import torch
+
+    from kvsim.kernels._common import capture_graph
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(BURST):
-                fn()
+        replay = capture_graph(fn, repeat=BURST)
     except Exception:  # noqa: BLE001 - some ops cannot be captured: no device floor then
         torch.cuda.synchronize()
         return None
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     for _ in range(3):
-        graph.replay()
+        replay()
     times = []
     for _ in range(REPEATS):
         start.record()
-        graph.replay()
+        replay()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3 / BURST)

@@ -17,7 +17,12 @@ from kvsim.kernels import _common  # noqa: E402
 from kvsim.methods.sparq.kernels import sparq_scores_and_group  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
-PEAK_Bps = 3.35e12  # H100 SXM datasheet (hw_profiles/h100-sxm.yaml)
+
+
+def peak_Bps() -> float:
+    """The running GPU's datasheet bandwidth, from its profile (the H100's where none matches)."""
+    from kvsim.hardware import load_profile, profile_for_device
+    return load_profile(profile_for_device(torch.cuda.get_device_name()) or "h100-sxm").memory.bandwidth_Bps.value
 LOGITS = list(itertools.product([128, 256, 512, 1024], [4, 8], [2, 3, 4]))  # BLOCK_S, warps, stages
 NORM = list(itertools.product([512, 1024, 2048, 4096], [4, 8]))  # BLOCK, warps
 
@@ -50,14 +55,14 @@ def main():
             _common.set_config("sparq_logits", BLOCK_S=bs, num_warps=w, num_stages=st)
             t = timed(data, splits)
             rows.append({"B": B, "S": S, "logits": [bs, w, st], "norm": dict(_common.CONFIGS["sparq_norm"]),
-                         "s": t, "frac_peak": moved / t / PEAK_Bps})
+                         "s": t, "frac_peak": moved / t / peak_Bps()})
         best = min((x for x in rows if x["B"] == B), key=lambda x: x["s"])
         _common.set_config("sparq_logits", **dict(zip(("BLOCK_S", "num_warps", "num_stages"), best["logits"])))
         for blk, w in NORM:
             _common.set_config("sparq_norm", BLOCK=blk, num_warps=w)
             t = timed(data, splits)
             rows.append({"B": B, "S": S, "logits": best["logits"], "norm": {"BLOCK": blk, "num_warps": w},
-                         "s": t, "frac_peak": moved / t / PEAK_Bps})
+                         "s": t, "frac_peak": moved / t / peak_Bps()})
         for x in sorted((x for x in rows if x["B"] == B), key=lambda x: x["s"])[:6]:
             print(f"B={B} S={S} logits {x['logits']} norm {x['norm']} {x['s'] * 1e6:8.1f} us "
                   f"{100 * x['frac_peak']:5.1f}% of peak", flush=True)
