@@ -10,13 +10,18 @@ Per decode step, summed over layers, with ρ = one row's K and V for one KV head
         before it runs (copy stream, overlapped), other block readers when the layer attends.
         Selected rows are read in place from pinned memory by a GPU gather kernel
         (kernels/host_gather.py) when their layer attends (the rows are known only then), on
-        the compute stream, timed by the zero-copy gather efficiency at the bytes of one K (or
-        V) row, d·b_kv
+        the compute stream, one launch per field, each timed by the zero-copy gather
+        efficiency at its own bytes per row: d·b_kv for K and V, 2 for an int8 scale or zero
   d2h   f·ρ per (sequence, KV head): rows the boundary passes move to the host (⌊f·(S+1)⌋ −
-        ⌊f·S⌋ rows a step, f on average); the positions never leave the device
-  HBM   the fetched rows written into a device buffer that attention then reads (ρ each); the
-        gather kernel copies a list's ring rows alongside (read and write ρ each, not charged:
-        the same kernel waits on the link far longer)
+        ⌊f·S⌋ rows a step, f on average), on the compute stream's critical path (the next
+        ring write waits for it); the positions never leave the device
+  HBM   the fetched rows written into a device buffer that attention then reads (ρ each); a
+        block reader then joins block and ring rows into one [B, heads, S] tensor (the ring
+        rows picked out, then concatenated: (S − H)·2ρ + S·2ρ); the gather kernel copies a
+        list's ring rows alongside (read and write ρ each, not charged: the same kernel waits
+        on the link far longer)
+Host calls (eager engine): each op issues the runtime's calls (runtime/offload.py), counted
+as runtime/launches.py counts them.
 Memory: H·ρ per (layer, sequence, KV head) moves from the GPU to the host.
 Which rows a method reads below H is its ``host_rows_read``: (rows read as whole blocks, rows
 gathered), each summed over layers and lists per sequence; a method without it cannot run
@@ -49,26 +54,71 @@ def check_fraction(method, fraction) -> float:
     return fraction
 
 
+GATHER_ARGS = 13  # runtime arguments of one host-gather launch: HOST, DEV, OUT, IDX, COUNT,
+# boundary, ring, B, HKV, K and two index strides, group (kernels/host_gather.py)
+
+
 def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> Cost:
     """The transfers and memory move of one decode step (module doc)."""
     H = host_rows(wl, fraction)
     row = method.row_bytes(model, wl)
     block, gathered = (wl.batch * rows for rows in method.host_rows_read(model, wl, H))
     pairs = model.n_layers * wl.batch * model.n_kv_heads
-    kv_wl = method.kv_workload(wl)
-    fields = 6 if kv_wl.kv_dtype == "int8" else 2  # K, V (+ a scale and a zero point each)
-    launches = model.n_layers * fields
-    # kind "attention": the rows are fetched inside the layer's attention, which waits for them
-    # a method that knows its blocks ahead (dense) fetches them on the copy stream, overlapped
-    stream = "copy" if getattr(method, "prefetches_blocks", False) else "compute"
-    copy = Op("offload/fetch_block", "attention", h2d=block * row, d2h=pairs * fraction * row,
-              hbm_write=block * row, launches=np.where(np.asarray(block) > 0, launches, 0.0),
-              stream=stream)
-    rows = Op("offload/gather_rows", "attention", h2d=gathered * row, hbm_write=gathered * row,
-              launches=np.where(np.asarray(gathered) > 0, launches, 0.0), access="gather",
-              link_row_bytes=model.head_dim * kv_wl.b_kv)
+    fields = 6 if method.kv_workload(wl).kv_dtype == "int8" else 2  # K, V (+ a scale and a zero point each)
     moved = pairs * H * row
-    return Cost((copy, rows), (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),))
+    b_kv = method.kv_workload(wl).b_kv
+    ops = (*_block_ops(method, model, wl, H, block, row, fields), *_gather_ops(model, wl, gathered, row, fields, b_kv),
+           _evict_op(model, pairs, fraction, row, fields))
+    return Cost(ops, (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),))
+
+
+def _block_layers(model, block):
+    """Layers that read their host block whole (0 where no block is read)."""
+    return np.where(np.asarray(block) > 0, model.n_layers, 0.0)
+
+
+def _block_ops(method, model, wl, H, block, row, fields):
+    """A block-reading layer: one pinned copy per field of [0, H) (``.to``: an allocation and a
+    copy; dense fetches it on the copy stream while the layer before runs, others when the layer
+    attends), then on the compute stream the ring rows [H, S) are picked (index_select: read and
+    write each) and joined behind the block (cat: read and write all S rows); slot indices:
+    an arange and a modulo per layer (runtime/offload.py ``prefix``)."""
+    layers = _block_layers(model, block)
+    stream = "copy" if getattr(method, "prefetches_blocks", False) else "compute"
+    fetch = Op("offload/fetch_block", "attention", h2d=block * row, hbm_write=block * row,
+               launches=layers * fields, stream=stream).issued(torch=layers * fields, torch_host=layers * fields)
+    ring = block * (np.asarray(wl.seq, dtype=float) - H) / np.maximum(H, 1.0)  # [H, S) of the same lists
+    joined = block + ring
+    assemble = Op("offload/assemble_block", "attention", hbm_read=(ring + joined) * row,
+                  hbm_write=(ring + joined) * row, launches=layers * (2 + 2 * fields))
+    return fetch, assemble.issued(torch=layers * (2 + 2 * fields), torch_host=layers * fields)  # + movedim views
+
+
+def _gather_ops(model, wl, gathered, row, fields, b_kv):
+    """Selected rows read in place from pinned memory: one gather launch per field and layer
+    into a fresh buffer (an allocation each), each kernel timed at its own bytes per row: K and
+    V rows of d·b_kv; int8 caches add four launches of one fp16 scale or zero point per row."""
+    kv = 2 * model.head_dim * b_kv  # the K and V bytes of ``row``
+    on = np.asarray(gathered) > 0
+    ops = []
+    for name, nbytes, count in (("offload/gather_rows", kv, 2), ("offload/gather_scales", row - kv, fields - 2)):
+        if count == 0:
+            continue
+        launches = np.where(on, model.n_layers * count, 0.0)
+        op = Op(name, "attention", h2d=gathered * nbytes, hbm_write=gathered * nbytes, launches=launches,
+                access="gather", link_row_bytes=nbytes / count)
+        ops.append(op.issued(triton=launches, torch_host=launches, args=GATHER_ARGS * launches))
+    return tuple(ops)
+
+
+def _evict_op(model, pairs, fraction, row, fields):
+    """Rows the boundary passes go to the host: f of the steps, per layer slot indices (arange,
+    modulo) and per field an index and a contiguous copy (each reads and writes the rows) and the
+    d2h copy (a view between)."""
+    per_step = fraction * model.n_layers
+    return Op("offload/evict_rows", "attention", d2h=pairs * fraction * row, hbm_read=2 * pairs * fraction * row,
+              hbm_write=2 * pairs * fraction * row, launches=per_step * fields).issued(  # launches: the copies
+        torch=per_step * (2 + 3 * fields), torch_host=per_step * fields)
 
 
 def uniform_share(picked, candidates, H):

@@ -10,7 +10,9 @@ workspace, against the runtime's peak ``torch.cuda.max_memory_allocated``) are s
 group (method, and on request model, device and trust class) and overall, with the share of
 step latencies inside the predicted 90% interval (kvsim.intervals).
 With ``engine`` "eager" the step and attention latencies are the runtime's eager timings
-(``record["eager"]``, every op issued from the host) against kvsim's eager engine.
+(``record["eager"]``, every op issued from the host) against kvsim's eager engine; a record
+whose step could not be captured (``timer`` says eager, e.g. offloaded steps) is always compared
+that way: its only timings are eager ones.
 """
 from __future__ import annotations
 
@@ -119,20 +121,33 @@ def step_context(record: dict) -> int:
     return (record.get("timed_contexts") or {}).get("step", record["seq"])
 
 
+def eager_timed(record: dict) -> bool:
+    """The record's only timings are eager ones (its step could not be captured in a graph)."""
+    return "eager" in str(record.get("timer", ""))
+
+
+def _has_eager(record: dict, hw) -> bool:
+    """Whether the profile the record is predicted on has the eager engine's host costs."""
+    profile = load_profile(hw) if hw else record_profile(record["hw"])
+    return profile.host is not None and profile.host.launch_s is not None and profile.host.sync_s is not None
+
+
 def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:
     """Each quantity predicted where the measurement took it, in one vectorized prediction:
     latencies at the replayed step's and attention call's contexts (``timed_contexts``), or the
     median over the eager steps' contexts (``contexts``: first, last) for eager timings; PCIe
     bytes the mean over the eager steps; HBM bytes at ``seq`` (Nsight Compute counts one step
-    there). Eager timings (``engine`` "eager") are always the eager steps'."""
+    there). Eager timings (``engine`` "eager", or a record timed only eagerly) are always the
+    eager steps', predicted on the eager engine (host issue time included) where the profile
+    has its host costs."""
     seq = record["seq"]
     replayed = record.get("timed_contexts") or {}
     first, last = record.get("contexts") or (seq, seq)
     seqs = np.r_[seq, step_context(record), replayed.get("attention", seq), np.arange(first, last + 1)]
-    pred = predict_record(record, hw, seq=seqs, engine=engine)
+    eager = engine == "eager" or eager_timed(record)
+    pred = predict_record(record, hw, seq=seqs, engine="eager" if eager and _has_eager(record, hw) else engine)
     every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
     latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
-    eager = engine == "eager" or "eager" in str(record.get("timer", ""))
     step = float(np.median(latency[3:]) if eager else latency[1])
     low, high = interval(step, pred.hw.trust_class)
     return {"latency": step, "latency_low": float(low), "latency_high": float(high),

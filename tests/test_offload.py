@@ -27,7 +27,9 @@ def test_dense_offload_by_hand():
     fetched = L * B * Hkv * H
     op = next(o for o in pred.cost.ops if o.name == "offload/fetch_block")
     assert float(op.h2d) == fetched * row
-    assert float(op.d2h) == L * B * Hkv * f * row  # the boundary's rows; one block: no positions
+    assert op.stream == "copy" and float(op.launches) == L * 2  # one pinned copy of K, one of V
+    evict = next(o for o in pred.cost.ops if o.name == "offload/evict_rows")
+    assert float(evict.d2h) == L * B * Hkv * f * row  # the boundary's rows; one block: no positions
     assert float(op.host_bytes) == 0  # no host gather either
     rows = next(o for o in pred.cost.ops if o.name == "offload/gather_rows")
     assert float(rows.h2d) == 0 and float(rows.launches) == 0  # dense gathers nothing
@@ -95,3 +97,55 @@ def test_link_curves_time_copies_and_gathered_rows():
     curved = hw.model_copy(update={"host_link": link})
     assert float(op_time(copy, curved).floors["link"]) == pytest.approx(1e6 / (peak * 0.3))  # halfway in log size
     assert float(op_time(gather, curved).floors["link"]) == pytest.approx(1e6 / (peak * 0.4))  # 256 B: halfway from 64 to 1024
+
+
+def _offload_ops(method="dense", **kw):
+    pred = predict("h100", method=method, seq=4096, batch=2, model="llama-3.1-8b", offload=0.5, **kw)
+    return {o.name: o for o in pred.cost.ops if o.name.startswith("offload/")}
+
+
+def test_block_readers_join_block_and_ring_rows_by_hand():
+    """runtime/offload.py prefix: per layer and field a pinned copy (.to: an allocation and a
+    copy), the ring rows picked (index_select: read + write S − H rows) and joined behind the
+    block (cat: read + write S rows), an arange and a modulo for the slots, a view per field."""
+    S, B, L, Hkv, row = 4096, 2, 32, 8, 2 * 128 * 2
+    H = 2048
+    ops = _offload_ops()
+    fetch, join = ops["offload/fetch_block"], ops["offload/assemble_block"]
+    assert fetch.host_calls["torch"] == L * 2 and fetch.host_calls["torch_host"] == L * 2
+    assert join.stream == "compute"
+    per_list = (S - H) + S  # rows read (and written): index_select of the ring, then cat of all
+    assert float(join.hbm_read) == pytest.approx(L * B * Hkv * per_list * row)
+    assert float(join.hbm_write) == pytest.approx(L * B * Hkv * per_list * row)
+    assert join.host_calls["torch"] == L * (2 + 2 * 2) and join.host_calls["torch_host"] == L * 2
+    assert float(ops["offload/gather_rows"].launches) == 0  # dense gathers nothing
+
+
+def test_gathers_issue_their_launches_and_time_each_field_at_its_row_size():
+    """kernels/host_gather.py: one launch (13 runtime arguments, an output allocation) per field
+    and layer; K and V rows of d·b bytes; ALISA's int8 cache adds four fields of one fp16 scale
+    or zero point per row, each gathered at 2 bytes per row."""
+    L, d = 32, 128
+    bf16 = _offload_ops("sparq")["offload/gather_rows"]
+    assert float(bf16.link_row_bytes) == d * 2
+    assert bf16.host_calls["triton"] == L * 2 and bf16.host_calls["torch_host"] == L * 2
+    assert float(bf16.triton_args) == 13 * L * 2
+    int8 = _offload_ops("alisa", kv_bits=8)
+    rows, scales = int8["offload/gather_rows"], int8["offload/gather_scales"]
+    assert float(rows.link_row_bytes) == d and float(scales.link_row_bytes) == 2
+    assert float(scales.h2d) == pytest.approx(float(rows.h2d) * 4 * 2 / (2 * d))  # 8 B of 2·d per row
+    assert scales.host_calls["triton"] == L * 4
+    from kvsim.roofline import op_time
+    from kvsim.hardware import load_profile
+    hw = load_profile("h100")
+    slow = float(op_time(scales, hw).floors["link"])  # 2-byte rows: a small fraction of the link
+    assert slow == pytest.approx(float(scales.h2d) / (hw.host_link.h2d_Bps.value * hw.host_link.gather_efficiency.at(2)))
+
+
+def test_rows_leaving_the_ring_are_issued_on_a_share_of_the_steps():
+    """f of the steps move a row per list to the host: per layer an arange and a modulo, per
+    field an index, a contiguous copy and the d2h copy (and a view)."""
+    L, f = 32, 0.5
+    evict = _offload_ops()["offload/evict_rows"]
+    assert float(evict.launches) == f * L * 2  # the copies
+    assert evict.host_calls["torch"] == f * L * (2 + 3 * 2) and evict.host_calls["torch_host"] == f * L * 2

@@ -113,10 +113,11 @@ def test_latency_is_predicted_at_the_contexts_that_were_timed():
                 "dtype": "bf16", "kv_dtype": "bf16", "latency_s": 1e-3,
                 "attention": {"latency_s": 1e-3}, "pcie_bytes": 0.0, **extra}
 
-    def at(seq):
+    def at(seq, engine="graphs"):
         from kvsim.models import load_model
         model = load_model("llama-3.1-8b").model_copy(update={"n_layers": 4})
-        return predict("h100-sxm.calibrated", method="quest", seq=seq, batch=8, model=model, budget=4096)
+        return predict("h100-sxm.calibrated", method="quest", seq=seq, batch=8, model=model, budget=4096,
+                       engine=engine)
 
     graph = record(timer="cuda events, cuda graph replay", contexts=[4091, 4100],
                    timed_contexts={"step": 4106, "attention": 4105})
@@ -125,7 +126,7 @@ def test_latency_is_predicted_at_the_contexts_that_were_timed():
     rows = compare([graph, eager, old])
     assert rows[0].predicted["latency"] == pytest.approx(float(at(4106).latency_s))
     assert rows[0].predicted["attention_latency"] == pytest.approx(float(at(4105).attention()["latency_s"]))
-    per_step = at(np.arange(4091, 4101)).latency_s
+    per_step = at(np.arange(4091, 4101), engine="eager").latency_s  # eager timings: the eager engine
     assert rows[1].predicted["latency"] == pytest.approx(float(np.median(per_step)))
     assert rows[2].predicted["latency"] == pytest.approx(float(at(4096).latency_s))
     assert float(at(4106).latency_s) != pytest.approx(float(at(4096).latency_s))  # the case matters
