@@ -100,6 +100,14 @@ def weight_bytes(model: ModelConfig, wl: Workload) -> float:
     return model.n_params * wl.b_w + norms * wl.b_w
 
 
+def rope_table_bytes(model: ModelConfig, wl: Workload):
+    """RoPE cos and (sign-folded) sin tables for every position up to the context, one head_dim
+    row each in the activation dtype: 2·S·d·b_a (none with learned positions, in the weights)."""
+    if model.learned_positions:
+        return 0.0 * np.asarray(wl.seq, dtype=float)
+    return 2.0 * np.asarray(wl.seq, dtype=float) * model.head_dim * wl.b_a
+
+
 def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray:
     """Largest live activations of a step: the MLP's intermediate and fp32 logits."""
     rows = wl.batch * tokens

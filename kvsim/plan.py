@@ -260,7 +260,8 @@ def max_batch(hw, method="dense", seq=4096, model=DEFAULT_MODEL, gpus: int = 1,
         wl = Workload(seq=seq[..., None], batch=batch, dtype=dtype, kv_dtype=kv_dtype or dtype)
         cost = step_cost(method, model, hw, wl, gpus)
         shape = np.broadcast_shapes(seq[..., None].shape, np.shape(batch))
-        return np.broadcast_to(cost.gpu_bytes, shape), np.broadcast_to(cost.host_resident_bytes, shape)
+        peak = cost.gpu_bytes + method.prefill_scratch(model.sharded(gpus), wl)  # the prefill's beside the cache
+        return np.broadcast_to(peak, shape), np.broadcast_to(cost.host_resident_bytes, shape)
 
     guess = affine_limit(hw, *memory(np.array([1.0, 2.0])))
     return settle(lambda batch: fits_memory(hw, *memory(batch)), guess)

@@ -48,9 +48,10 @@ class Evaluation:
     """One option at an array of batches: memory and fit at once, the times when asked
     (steady state: from ``cost``, which ``kvsim.plan_time`` can time beside others)."""
 
-    def __init__(self, hw: HardwareProfile, batch: np.ndarray, cost, times, steady: bool):
+    def __init__(self, hw: HardwareProfile, batch: np.ndarray, cost, times, steady: bool, scratch=0.0):
         self.batch, self.cost, self.steady = batch, cost, steady
-        self.gpu_bytes = np.broadcast_to(cost.gpu_bytes, batch.shape)
+        # the step's memory with the prompt's prefill scratch beside the cache (Method.prefill_scratch)
+        self.gpu_bytes = np.broadcast_to(cost.gpu_bytes + scratch, batch.shape)
         self.host_bytes = np.broadcast_to(cost.host_resident_bytes, batch.shape)
         self.fits = fits_memory(hw, self.gpu_bytes, self.host_bytes)
         self._times = times
@@ -86,15 +87,16 @@ class Probe:
         ``request_s`` (TTFT + decode of the batch)."""
         seq, gen = self.shape.seq, self.shape.gen
         cost = self._cost(self.workload(batch, float(seq + gen)), batch)
+        scratch = self.method.prefill_scratch(self.model.sharded(self.gpus), self.workload(batch, float(seq)))
         if not gen:
             return Evaluation(self.hw, batch, cost, lambda: {"tpot_s": step_time(
-                cost, self.hw, self.engine, self.model.n_layers).latency_s}, True)
+                cost, self.hw, self.engine, self.model.n_layers).latency_s}, True, scratch)
 
         def request() -> dict:
             run = generation(self.method, self.model, self.hw, self.workload(batch, float(seq)), self.gpus,
                              exact_steps=REQUEST_EXACT_STEPS, samples=REQUEST_SAMPLES, engine=self.engine)
             return {"tpot_s": run.decode_s / gen, "ttft_s": run.ttft_s, "request_s": run.total_s}
-        return Evaluation(self.hw, batch, cost, request, False)
+        return Evaluation(self.hw, batch, cost, request, False, scratch)
 
     def fits(self, batch) -> np.ndarray:
         return self.evaluate(batch).fits
