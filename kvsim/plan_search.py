@@ -27,6 +27,7 @@ from .hardware import HardwareProfile
 from .methods import Method
 from .models import ModelConfig
 from .plan_memo import CostMemo
+from .intervals import interval
 from .predict import fit_message, fits_memory, generation, step_cost
 from .roofline import step_time
 from .workload import Workload
@@ -187,14 +188,25 @@ def locate(probe: Probe, batch: int | None) -> Located | dict:
     return Located(limit, tried, at)
 
 
+def _chosen(times: dict, size: int, batch: int | None, tpot_s, ttft_s) -> int:
+    """Index of the largest tried batch meeting the objectives; the largest tried when none does
+    (or the one given)."""
+    meets = np.flatnonzero(_meets(times, tpot_s, ttft_s)[:size]) if not batch else np.array([], int)
+    return int(meets[-1]) if meets.size else size - 1
+
+
 def choose(probe: Probe, found: Located, times: dict, batch: int | None, tpot_s: float | None,
            ttft_s: float | None) -> dict:
     """One option's measured columns: fits, max_batch, batch, times, memory, note."""
     tried, at = found.tried, found.at
-    meets = np.flatnonzero(_meets(times, tpot_s, ttft_s)[:tried.size]) if not batch else np.array([], int)
-    i = int(meets[-1]) if meets.size else tried.size - 1
+    i = _chosen(times, tried.size, batch, tpot_s, ttft_s)
+    # the batch chosen where every time is at its 90% interval's slow end, and at its fast end
+    low, high = interval(1.0, probe.hw.trust_class)
+    slow = _chosen({k: v * high for k, v in times.items()}, tried.size, batch, tpot_s, ttft_s)
+    fast = _chosen({k: v * low for k, v in times.items()}, tried.size, batch, tpot_s, ttft_s)
     fits = bool(at.fits[i])
     row = {"max_batch": found.limit, "batch": int(tried[i]), "fits": fits,
+           "batch_low": int(tried[min(i, slow)]), "batch_high": int(tried[max(i, fast)]),
            "memory_bytes": float(at.gpu_bytes[i]), "capacity_bytes": probe.hw.memory.capacity_bytes.value,
            "note": "" if fits else fit_message(probe.hw, at.gpu_bytes[i], at.host_bytes[i])}
     return row | {name: float(value[i]) for name, value in times.items()}
