@@ -100,12 +100,11 @@ def weight_bytes(model: ModelConfig, wl: Workload) -> float:
     return model.n_params * wl.b_w + norms * wl.b_w
 
 
-def rope_table_bytes(model: ModelConfig, wl: Workload):
-    """RoPE cos and (sign-folded) sin tables for every position up to the context, one head_dim
-    row each in the activation dtype: 2·S·d·b_a (none with learned positions, in the weights)."""
-    if model.learned_positions:
-        return 0.0 * np.asarray(wl.seq, dtype=float)
-    return 2.0 * np.asarray(wl.seq, dtype=float) * model.head_dim * wl.b_a
+def rope_table_bytes(model: ModelConfig, wl: Workload, positions):
+    """RoPE cos and (sign-folded) sin tables, one head_dim row per position in the activation
+    dtype: 2·positions·d·b_a (none with learned positions, in the weights)."""
+    positions = np.asarray(positions, dtype=float)
+    return 0.0 * positions if model.learned_positions else 2.0 * positions * model.head_dim * wl.b_a
 
 
 def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray:

@@ -27,14 +27,21 @@ def test_rope_tables_are_resident_and_sized_by_the_context():
     assert residents(opt)["rope_tables"] == 0  # learned positions live in the weights
 
 
-@pytest.mark.parametrize("method, copies", [("dense", 3.0), ("streamingllm", 2.0), ("sparq", 5.0),
-                                            ("quest", 9.0)])
+@pytest.mark.parametrize("method, copies", [("dense", 3.0), ("sparq", 5.0), ("quest", 9.0)])
 def test_prefill_scratch_counts_one_layer_of_the_prompt(method, copies):
     pred = predict("h100", method=method, seq=32768, batch=4, model="llama-3.1-8b")
     layer = prompt_layer_bytes(load_model("llama-3.1-8b"), Workload(seq=32768, batch=4))
     assert layer == 4 * 8 * 32768 * 128 * 2
     assert float(pred.prefill_scratch_bytes) == pytest.approx(copies * layer)
     assert float(pred.peak_gpu_bytes) == pytest.approx(float(pred.memory_bytes) + copies * layer)
+
+
+def test_streamingllm_holds_its_window_not_the_context():
+    pred = predict("h100", method="streamingllm", seq=1_000_000, batch=1, model="llama-3.1-8b")
+    window = 4 + 2000 + 1  # sink + recent + the new token
+    assert residents(pred)["rope_tables"] == 2 * window * 128 * 2
+    one_layer = prompt_layer_bytes(load_model("llama-3.1-8b"), Workload(seq=window, batch=1))
+    assert float(pred.prefill_scratch_bytes) == pytest.approx(2 * one_layer)
 
 
 @pytest.mark.parametrize("name", ["h100-memory.jsonl", "h200-memory.jsonl"])

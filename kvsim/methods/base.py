@@ -83,9 +83,13 @@ class Method(MethodSpec):
 
     def base_resident(self, model, hw, wl, tokens=1.0) -> list[Resident]:
         return [Resident("weights", gpu=weight_bytes(model, wl)),
-                Resident("rope_tables", gpu=rope_table_bytes(model, wl)),
+                Resident("rope_tables", gpu=rope_table_bytes(model, wl, self.rope_positions(wl))),
                 Resident("activations", gpu=activation_bytes(model, wl, tokens)),
                 Resident("workspace", gpu=hw.workspace_bytes.value)]
+
+    def rope_positions(self, wl: Workload):
+        """Positions the RoPE tables cover: every one up to the context."""
+        return wl.seq
 
     def prefill_scratch(self, model: ModelConfig, wl: Workload):
         """Bytes a prefill of ``wl.seq`` prompt tokens holds beside the allocated cache while it
