@@ -100,6 +100,13 @@ def weight_bytes(model: ModelConfig, wl: Workload) -> float:
     return model.n_params * wl.b_w + norms * wl.b_w
 
 
+def rope_table_bytes(model: ModelConfig, wl: Workload, positions):
+    """RoPE cos and (sign-folded) sin tables, one head_dim row per position in the activation
+    dtype: 2·positions·d·b_a (none with learned positions, in the weights)."""
+    positions = np.asarray(positions, dtype=float)
+    return 0.0 * positions if model.learned_positions else 2.0 * positions * model.head_dim * wl.b_a
+
+
 def activation_bytes(model: ModelConfig, wl: Workload, tokens=1.0) -> np.ndarray:
     """Largest live activations of a step: the MLP's intermediate and fp32 logits."""
     rows = wl.batch * tokens

@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import KvsimError
 from .hardware import HardwareProfile, load_profile
+from .intervals import quantiles, scaled_interval
 from .methods import METHODS, get_method
 from .models import DEFAULT_MODEL, load_model
 from .plan_search import MAX_BATCH, Located, Probe, Shape, affine_limit, choose, locate, settle
@@ -146,7 +147,8 @@ def _measured_columns(rows: list[dict], request: bool) -> dict:
     columns = {name: np.array([r.get(name, np.nan) for r in rows], dtype=float) for name in floats}
     columns["fits"] = np.array([r.get("fits", False) for r in rows], dtype=bool)
     columns["max_batch"] = np.array([r["max_batch"] for r in rows], dtype=int)
-    columns["batch"] = np.array([r.get("batch", 0) for r in rows], dtype=int)
+    for name in ("batch", "batch_low", "batch_high"):
+        columns[name] = np.array([r.get(name, 0) for r in rows], dtype=int)
     columns["note"] = np.array([r["note"] for r in rows], dtype=object)
     return columns
 
@@ -168,17 +170,33 @@ def _priced(m: dict, hws, gpus, prices: dict, shape: Shape, objectives) -> dict:
                        for p, e in zip(price, evaluated)], dtype=object)
     out = {"tokens_per_s": rate, "usd_per_hour": hourly, "usd_per_mtok": usd, "meets_slo": meets,
            "price_source": source}
+    out |= _ranges(hws, m["tpot_s"], usd)
     if request is not None:
         out["usd_per_mtok_all"] = usd * shape.gen / (shape.seq + shape.gen)
     return out
 
 
+def _ranges(hws, tpot_s, usd_per_mtok) -> dict:
+    """90% intervals of TPOT and $/M tokens (both proportional to the step latency at the
+    option's batch) from the residuals of each hardware's trust class (kvsim.intervals)."""
+    classes = np.array([hw.trust_class for hw in hws], dtype=object)
+    low, high, used = np.ones(len(hws)), np.ones(len(hws)), np.empty(len(hws), dtype=object)
+    for trust in set(classes):
+        rows = classes == trust
+        low[rows], high[rows] = scaled_interval(1.0, trust)
+        used[rows] = quantiles(trust)[2]
+    return {"tpot_s_low": tpot_s * low, "tpot_s_high": tpot_s * high, "usd_per_mtok_low": usd_per_mtok * low,
+            "usd_per_mtok_high": usd_per_mtok * high, "interval_class": used}
+
+
 def _assemble(hws, gpus, methods, measured: dict, priced: dict) -> OptionTable:
     ordered = {"hw": np.array([hw.name for hw in hws]), "gpus": gpus, "method": np.array(methods),
                "fits": measured["fits"], "max_batch": measured["max_batch"], "batch": measured["batch"],
-               "tpot_s": measured["tpot_s"]}
+               "batch_low": measured["batch_low"], "batch_high": measured["batch_high"],
+               "tpot_s": measured["tpot_s"], "tpot_s_low": priced["tpot_s_low"], "tpot_s_high": priced["tpot_s_high"]}
     ordered |= {name: measured[name] for name in ("ttft_s", "request_s") if name in measured}
-    ordered |= {name: priced[name] for name in ("tokens_per_s", "usd_per_hour", "usd_per_mtok")}
+    ordered |= {name: priced[name] for name in ("tokens_per_s", "usd_per_hour", "usd_per_mtok",
+                                                 "usd_per_mtok_low", "usd_per_mtok_high", "interval_class")}
     ordered |= {"usd_per_mtok_all": priced["usd_per_mtok_all"]} if "usd_per_mtok_all" in priced else {}
     ordered |= {"meets_slo": priced["meets_slo"], "memory_bytes": measured["memory_bytes"],
                 "capacity_bytes": measured["capacity_bytes"], "price_source": priced["price_source"],
@@ -260,7 +278,8 @@ def max_batch(hw, method="dense", seq=4096, model=DEFAULT_MODEL, gpus: int = 1,
         wl = Workload(seq=seq[..., None], batch=batch, dtype=dtype, kv_dtype=kv_dtype or dtype)
         cost = step_cost(method, model, hw, wl, gpus)
         shape = np.broadcast_shapes(seq[..., None].shape, np.shape(batch))
-        return np.broadcast_to(cost.gpu_bytes, shape), np.broadcast_to(cost.host_resident_bytes, shape)
+        peak = cost.gpu_bytes + method.prefill_scratch(model.sharded(gpus), wl)  # the prefill's beside the cache
+        return np.broadcast_to(peak, shape), np.broadcast_to(cost.host_resident_bytes, shape)
 
     guess = affine_limit(hw, *memory(np.array([1.0, 2.0])))
     return settle(lambda batch: fits_memory(hw, *memory(batch)), guess)

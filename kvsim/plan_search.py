@@ -27,6 +27,7 @@ from .hardware import HardwareProfile
 from .methods import Method
 from .models import ModelConfig
 from .plan_memo import CostMemo
+from .intervals import interval
 from .predict import fit_message, fits_memory, generation, step_cost
 from .roofline import step_time
 from .workload import Workload
@@ -48,9 +49,10 @@ class Evaluation:
     """One option at an array of batches: memory and fit at once, the times when asked
     (steady state: from ``cost``, which ``kvsim.plan_time`` can time beside others)."""
 
-    def __init__(self, hw: HardwareProfile, batch: np.ndarray, cost, times, steady: bool):
+    def __init__(self, hw: HardwareProfile, batch: np.ndarray, cost, times, steady: bool, scratch=0.0):
         self.batch, self.cost, self.steady = batch, cost, steady
-        self.gpu_bytes = np.broadcast_to(cost.gpu_bytes, batch.shape)
+        # the step's memory with the prompt's prefill scratch beside the cache (Method.prefill_scratch)
+        self.gpu_bytes = np.broadcast_to(cost.gpu_bytes + scratch, batch.shape)
         self.host_bytes = np.broadcast_to(cost.host_resident_bytes, batch.shape)
         self.fits = fits_memory(hw, self.gpu_bytes, self.host_bytes)
         self._times = times
@@ -86,15 +88,16 @@ class Probe:
         ``request_s`` (TTFT + decode of the batch)."""
         seq, gen = self.shape.seq, self.shape.gen
         cost = self._cost(self.workload(batch, float(seq + gen)), batch)
+        scratch = self.method.prefill_scratch(self.model.sharded(self.gpus), self.workload(batch, float(seq)))
         if not gen:
             return Evaluation(self.hw, batch, cost, lambda: {"tpot_s": step_time(
-                cost, self.hw, self.engine, self.model.n_layers).latency_s}, True)
+                cost, self.hw, self.engine, self.model.n_layers).latency_s}, True, scratch)
 
         def request() -> dict:
             run = generation(self.method, self.model, self.hw, self.workload(batch, float(seq)), self.gpus,
                              exact_steps=REQUEST_EXACT_STEPS, samples=REQUEST_SAMPLES, engine=self.engine)
             return {"tpot_s": run.decode_s / gen, "ttft_s": run.ttft_s, "request_s": run.total_s}
-        return Evaluation(self.hw, batch, cost, request, False)
+        return Evaluation(self.hw, batch, cost, request, False, scratch)
 
     def fits(self, batch) -> np.ndarray:
         return self.evaluate(batch).fits
@@ -185,14 +188,25 @@ def locate(probe: Probe, batch: int | None) -> Located | dict:
     return Located(limit, tried, at)
 
 
+def _chosen(times: dict, size: int, batch: int | None, tpot_s, ttft_s) -> int:
+    """Index of the largest tried batch meeting the objectives; the largest tried when none does
+    (or the one given)."""
+    meets = np.flatnonzero(_meets(times, tpot_s, ttft_s)[:size]) if not batch else np.array([], int)
+    return int(meets[-1]) if meets.size else size - 1
+
+
 def choose(probe: Probe, found: Located, times: dict, batch: int | None, tpot_s: float | None,
            ttft_s: float | None) -> dict:
     """One option's measured columns: fits, max_batch, batch, times, memory, note."""
     tried, at = found.tried, found.at
-    meets = np.flatnonzero(_meets(times, tpot_s, ttft_s)[:tried.size]) if not batch else np.array([], int)
-    i = int(meets[-1]) if meets.size else tried.size - 1
+    i = _chosen(times, tried.size, batch, tpot_s, ttft_s)
+    # the batch chosen where every time is at its 90% interval's slow end, and at its fast end
+    low, high = interval(1.0, probe.hw.trust_class)
+    slow = _chosen({k: v * high for k, v in times.items()}, tried.size, batch, tpot_s, ttft_s)
+    fast = _chosen({k: v * low for k, v in times.items()}, tried.size, batch, tpot_s, ttft_s)
     fits = bool(at.fits[i])
     row = {"max_batch": found.limit, "batch": int(tried[i]), "fits": fits,
+           "batch_low": int(tried[min(i, slow)]), "batch_high": int(tried[max(i, fast)]),
            "memory_bytes": float(at.gpu_bytes[i]), "capacity_bytes": probe.hw.memory.capacity_bytes.value,
            "note": "" if fits else fit_message(probe.hw, at.gpu_bytes[i], at.host_bytes[i])}
     return row | {name: float(value[i]) for name, value in times.items()}

@@ -103,8 +103,17 @@ class Prediction:
         return host_capacity(self.hw)
 
     @property
+    def prefill_scratch_bytes(self):
+        """What the prompt's prefill holds beside the preallocated cache (Method.prefill_scratch)."""
+        return self.method.prefill_scratch(self.model.sharded(self.gpus), self.workload)
+
+    @property
     def peak_gpu_bytes(self):
-        return self.generation.peak_gpu_bytes if self.generation else self.memory_bytes
+        """The step's memory, or the prefill's where larger: the cache is allocated first, then
+        the prompt is written one layer at a time beside it."""
+        if self.generation:
+            return self.generation.peak_gpu_bytes
+        return self.memory_bytes + self.prefill_scratch_bytes
 
     @property
     def peak_host_bytes(self):
@@ -203,7 +212,8 @@ def generation(method: Method, model: ModelConfig, hw: HardwareProfile, wl: Work
     last = wl.with_(seq=prompt + n, batch=batch)
     final = step_cost(method, model, hw, last, gpus, offload=offload)
     return Generation(ttft_s=prefill.latency_s, decode_s=decode_s, total_s=total,
-                      tokens_per_s=batch * n / total, peak_gpu_bytes=final.gpu_bytes,
+                      tokens_per_s=batch * n / total,
+                      peak_gpu_bytes=final.gpu_bytes + method.prefill_scratch(model.sharded(gpus), wl),
                       peak_host_bytes=final.host_resident_bytes, prefill=prefill)
 
 

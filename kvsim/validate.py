@@ -279,7 +279,7 @@ def max_batch_checks(records: list[dict]) -> list[dict]:
         batches = np.arange(1, 4 * int(rec["first_oom_batch"]) + 1)
         pred = predict(record_profile(name), method=rec["method"], seq=rec["seq"], batch=batches,
                        model=model_for(rec), **(rec.get("params") or {}))
-        memory = np.broadcast_to(np.asarray(pred.memory_bytes, dtype=float), batches.shape)
+        memory = np.broadcast_to(np.asarray(pred.peak_gpu_bytes, dtype=float), batches.shape)
         fits = batches[memory <= pred.gpu_capacity_bytes]
         allocated = memory[int(rec["max_batch_ran"]) - 1] - pred.hw.workspace_bytes.value
         rows.append({"hw": name, "model": rec["model"], "method": rec["method"], "seq": rec["seq"],

@@ -100,6 +100,11 @@ def _peak_memory(engine: Engine) -> tuple[int, str]:
         engine.step()
         return engine.model.weight_bytes + engine.kv_bytes, "weights + cache tensor sizes"
     torch.cuda.synchronize()
+    # torch keeps a cuBLAS workspace (32 MiB on Hopper) for every stream that ever ran a GEMM;
+    # the side streams of earlier configurations' graph captures would count here
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
     torch.cuda.reset_peak_memory_stats(engine.device)
     engine.step()
     torch.cuda.synchronize()

@@ -105,13 +105,28 @@ def _money(value, digits=2) -> str:
     return "-" if value is None else f"${value:,.{digits}f}"
 
 
+def _seconds_range(value, low, high) -> str:
+    """``49.9 ms (47.5–52.6)``: the unit once where the bounds share the value's."""
+    texts = [format_seconds(v) for v in (value, low, high)]
+    one_unit = len({t.rsplit(" ", 1)[-1] for t in texts}) == 1
+    return f"{texts[0]} ({'–'.join(t.rsplit(' ', 1)[0] if one_unit else t for t in texts[1:])})"
+
+
+def _money_range(value, low, high) -> str:
+    return _money(value, 3) if value is None else f"{_money(value, 3)} ({low:,.3f}–{high:,.3f})"
+
+
+def _batch_range(o) -> str:
+    return str(o.batch) if o.batch_low == o.batch_high else f"{o.batch} ({o.batch_low}–{o.batch_high})"
+
+
 def _row(o, quality, request: bool) -> list:
     cell = quality[o.method].cell() if o.method in quality else "-"
     ttft = [format_seconds(o.ttft_s)] if request else []
-    return ["*" if o.cheapest else "", o.hw, o.gpus, o.method, o.max_batch, o.batch,
-            format_seconds(o.tpot_s), *ttft, f"{o.tokens_per_s:,.0f}", _money(o.usd_per_hour),
-            _money(o.usd_per_mtok, 3), format_bytes(o.memory_bytes), "yes" if o.meets_slo else "no",
-            cell + ("*" if cell == "unknown" else "")]
+    return ["*" if o.cheapest else "", o.hw, o.gpus, o.method, o.max_batch, _batch_range(o),
+            _seconds_range(o.tpot_s, o.tpot_s_low, o.tpot_s_high), *ttft, f"{o.tokens_per_s:,.0f}",
+            _money(o.usd_per_hour), _money_range(o.usd_per_mtok, o.usd_per_mtok_low, o.usd_per_mtok_high),
+            format_bytes(o.memory_bytes), "yes" if o.meets_slo else "no", cell + ("*" if cell == "unknown" else "")]
 
 
 def _not_fitting(options) -> list[str]:
@@ -158,6 +173,9 @@ def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file:
                      f"{best.batch}: {_money(best.usd_per_mtok, 3)} per million output tokens")
     lines += _not_fitting(options)
     source = f"{prices_file} over kvsim/prices.yaml" if prices_file else "kvsim/prices.yaml"
+    lines += ["ranges: 90% intervals from validation residuals of each profile's trust class (measured, "
+              "same-architecture, other-architecture); batch: the largest meeting the objective at the "
+              "interval's slow and fast ends; --format json has the low/high fields"]
     lines += [f"prices: on-demand USD per GPU-hour from {source} (provider, page and date per GPU: "
               "--format json shows price_source); '-' = no price for that hardware", QUALITY_NOTE]
     if floor is not None:

@@ -10,13 +10,18 @@ from dataclasses import replace
 from typing import ClassVar
 
 from ..cost import Cost, Op, Resident
-from ..decoder import activation_bytes, layer_ops, model_ops, weight_bytes
+from ..decoder import activation_bytes, layer_ops, model_ops, rope_table_bytes, weight_bytes
 from ..hardware import HardwareProfile
 from ..models import ModelConfig
 from ..workload import Workload
 from .spec import MethodSpec, require  # noqa: F401 (require: for the methods)
 from .attention import (contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes,
                         query_rope)
+
+
+def prompt_layer_bytes(model: ModelConfig, wl: Workload):
+    """One layer's keys (or values) of the whole prompt in the activation dtype: B·Hkv·S·d·b_a."""
+    return wl.batch * model.n_kv_heads * wl.seq * model.head_dim * wl.b_a
 
 
 class Method(MethodSpec):
@@ -78,8 +83,21 @@ class Method(MethodSpec):
 
     def base_resident(self, model, hw, wl, tokens=1.0) -> list[Resident]:
         return [Resident("weights", gpu=weight_bytes(model, wl)),
+                Resident("rope_tables", gpu=rope_table_bytes(model, wl, self.rope_positions(wl))),
                 Resident("activations", gpu=activation_bytes(model, wl, tokens)),
                 Resident("workspace", gpu=hw.workspace_bytes.value)]
+
+    def rope_positions(self, wl: Workload):
+        """Positions the RoPE tables cover: every one up to the context."""
+        return wl.seq
+
+    def prefill_scratch(self, model: ModelConfig, wl: Workload):
+        """Bytes a prefill of ``wl.seq`` prompt tokens holds beside the allocated cache while it
+        writes one layer: that layer's pre-RoPE keys, values and rotated keys of the prompt,
+        B·Hkv·S·d·b_a each (1.5 × one layer's K and V). Keys cached before RoPE skip the
+        rotated copy."""
+        copies = 3 if self.rotates_new_keys and not model.learned_positions else 2
+        return copies * prompt_layer_bytes(model, wl)
 
     def prefill_cost(self, model: ModelConfig, hw: HardwareProfile, wl: Workload) -> Cost:
         """Processing a ``wl.seq``-token prompt (dense, flash-attention style, causal)."""

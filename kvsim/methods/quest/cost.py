@@ -46,7 +46,7 @@ from ...offload import uniform_share
 from ...workload import Workload
 from ..attention import (contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes, small_kernels,
                          topk_op)
-from ..base import Method
+from ..base import Method, prompt_layer_bytes
 from .spec import DENSE_LAYERS, QuestSpec
 
 
@@ -110,6 +110,15 @@ class Quest(QuestSpec, Method):
                   hbm_read=heads * 3 * d * wl.b_kv, hbm_write=heads * 2 * d * wl.b_kv, launches=calls,
                   dtype="fp32").issued(torch=calls, torch_host=2)
         return [kv_append(model, wl), meta.scaled(model.n_layers - min(DENSE_LAYERS, model.n_layers))]
+
+    def prefill_scratch(self, model: ModelConfig, wl: Workload):
+        """Beside the shared prompt keys and values: the pages' min and max taken over fp32
+        copies of the rotated keys, one padded copy kept while the other is built from a
+        cast and a padded copy: 3 · B·Hkv·S·d·4 bytes (layers past the dense ones)."""
+        shared = super().prefill_scratch(model, wl)
+        if model.n_layers <= DENSE_LAYERS:
+            return shared
+        return shared + 3 * prompt_layer_bytes(model, wl) * 4 / wl.b_a
 
     def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
         # 2·⌈S/P⌉·d·b per KV head and layer (min and max key of each page)

@@ -41,7 +41,7 @@ from ...offload import uniform_share
 from ...workload import Workload
 from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
 from ..attention import decode_attention, full_kv_bytes, kv_append, small_kernels, topk_op
-from ..base import Method
+from ..base import Method, prompt_layer_bytes
 from .spec import SparQSpec
 
 V_MEAN_BYTES = 4.0  # v̄ kept in fp32 (sparq-gpt-fast RunningVMean)
@@ -106,6 +106,11 @@ class SparQ(SparQSpec, Method):
                    hbm_read=heads * d * (V_MEAN_BYTES + wl.b_a), hbm_write=heads * d * V_MEAN_BYTES,
                    launches=2.0, dtype="fp32").issued(torch=2)  # v to fp32, then the add
         return [kv_append(model, wl, copies=1.5), v_sum.scaled(model.n_layers)]
+
+    def prefill_scratch(self, model: ModelConfig, wl: Workload):
+        """Beside the shared prompt keys and values: the values cast to fp32 for their mean,
+        B·Hkv·S·d·4 bytes."""
+        return super().prefill_scratch(model, wl) + prompt_layer_bytes(model, wl) * 4 / wl.b_a
 
     def kv_resident(self, model: ModelConfig, wl: Workload) -> list[Resident]:
         full = full_kv_bytes(model, wl)

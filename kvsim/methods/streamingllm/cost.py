@@ -30,7 +30,7 @@ import numpy as np
 
 from ...cost import Op, Resident
 from ..attention import contiguous_target, decode_attention, full_kv_bytes
-from ..base import Method
+from ..base import Method, prompt_layer_bytes
 from .spec import StreamingLLMSpec
 
 ROTATE_FLOPS = 3.0  # x·cos + rotate_half(x)·sin per element
@@ -42,6 +42,15 @@ SLOT_ALIGN = 16  # the cache's rows are allocated in multiples of 16 (runtime/ca
 class StreamingLLM(StreamingLLMSpec, Method):
 
     rotates_new_keys = False  # the new key is cached before RoPE
+
+    def rope_positions(self, wl):
+        """Keys are rotated to their position in the cache: the window and the new token."""
+        return self.cached_tokens(wl.seq) + 1.0
+
+    def prefill_scratch(self, model, wl):
+        """The reference feeds its input token by token and trims the cache after each
+        (eval_long_ppl.py): no more than the window's pre-RoPE keys and values of one layer."""
+        return 2 * prompt_layer_bytes(model, wl.with_(seq=np.minimum(wl.seq, self.rope_positions(wl))))
 
     def slot_positions(self, model, wl) -> list[Op]:
         """Each slot's rotary position, once per step for every layer (runtime begin_step): six
