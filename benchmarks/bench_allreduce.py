@@ -33,7 +33,7 @@ import torch.distributed as dist  # noqa: E402
 
 from kvsim.commands.measure import _driver, profile_for  # noqa: E402
 from kvsim.fits import allreduce_fit as fit, allreduce_profile_time as profile_time  # noqa: E402
-from kvsim.hardware import load_profile  # noqa: E402
+from kvsim.profiles import load_profile
 from kvsim.records import append_jsonl  # noqa: E402
 
 DEFAULT_SIZES = [2**p for p in range(10, 29, 2)]  # 1 KiB .. 256 MiB: a decode step's 8 KB to bulk

@@ -64,7 +64,7 @@ def fit(records, hw_name, tiles=(1, 64, 128, 256)):
     import numpy as np
     from scipy.optimize import least_squares
 
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     hw = load_profile(hw_name)
     M = np.array([r["M"] for r in records], float)
     flops = np.array([r["flops"] for r in records], float)

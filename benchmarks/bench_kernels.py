@@ -37,7 +37,7 @@ G = H // HKV
 
 def peak_bps() -> float:
     """The datasheet bandwidth of the GPU this runs on, from its profile (hw_profiles/)."""
-    from kvsim.hardware import load_profile, profile_for_device
+    from kvsim.profiles import load_profile, profile_for_device
     name = profile_for_device(torch.cuda.get_device_name())
     if name is None:
         sys.exit(f"no profile in hw_profiles/ names this GPU ({torch.cuda.get_device_name()}); add its device_names")

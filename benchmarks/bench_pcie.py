@@ -80,7 +80,7 @@ def gather_cases(env):
 def fit(records, hw_name) -> dict:
     """Profile curves: copy efficiency (the slower direction) by bytes per copy; gather
     efficiency by bytes per row at the most rows measured."""
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     link = load_profile(hw_name).host_link
     peak = {"h2d": link.h2d_Bps.value, "d2h": link.d2h_Bps.value}
     copy = {}
@@ -112,7 +112,7 @@ def write_profile(fitted: dict, hw_name: str, out: str, source_file: str) -> Non
 
     import yaml
 
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     from kvsim.yamlfile import read_mapping
     name = load_profile(hw_name).name
     root = Path(__file__).resolve().parents[1] / "hw_profiles"

@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kvsim.hardware import Sourced, load_profile  # noqa: E402
+from kvsim.hardware import Sourced  # noqa: E402
+from kvsim.profiles import load_profile
 from kvsim.methods import get_method  # noqa: E402
 from kvsim.models import load_model  # noqa: E402
 from kvsim.schedule import Grid, flexgen, optimize, schedule, step_inputs, vllm  # noqa: E402

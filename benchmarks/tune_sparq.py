@@ -21,7 +21,7 @@ from kvsim.records import append_jsonl  # noqa: E402
 
 def peak_Bps() -> float:
     """The running GPU's datasheet bandwidth, from its profile (the H100's where none matches)."""
-    from kvsim.hardware import load_profile, profile_for_device
+    from kvsim.profiles import load_profile, profile_for_device
     return load_profile(profile_for_device(torch.cuda.get_device_name()) or "h100-sxm").memory.bandwidth_Bps.value
 LOGITS = list(itertools.product([128, 256, 512, 1024], [4, 8], [2, 3, 4]))  # BLOCK_S, warps, stages
 NORM = list(itertools.product([512, 1024, 2048, 4096], [4, 8]))  # BLOCK, warps

@@ -23,7 +23,7 @@ from .int8kv import decode_attention_int8, quantize_kv
 
 def device_peak_Bps() -> float:
     """The datasheet HBM bandwidth of the GPU this runs on, from its profile (hw_profiles/)."""
-    from kvsim.hardware import load_profile, profile_for_device
+    from kvsim.profiles import load_profile, profile_for_device
     name = profile_for_device(torch.cuda.get_device_name())
     if name is None:
         raise RuntimeError(f"no profile in hw_profiles/ names {torch.cuda.get_device_name()} (its device_names)")

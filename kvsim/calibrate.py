@@ -15,7 +15,8 @@ import json
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import HardwareProfile, left_out, load_profile
+from .hardware import HardwareProfile
+from .profiles import left_out, load_profile
 from .roofline import step_time
 from .validate import predict_record, step_context
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import shipped_dir
+from .profiles import shipped_dir
 from .yamlfile import read_mapping
 
 CLASSES = ("measured", "same-architecture", "other-architecture", "assumed")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hardware import load_profile
+from .profiles import load_profile
 
 SPLIT_MIN_ROWS = 256  # the fewest rows one split-K program takes (kernels/decode.py)
 PROGRAMS_PER_SM = 4  # programs the gathered/windowed/int8 kernels want in flight per SM

@@ -42,7 +42,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import HardwareProfile, load_profile
+from .profiles import load_profile
 from .intervals import quantiles, scaled_interval
 from .methods import METHODS, get_method
 from .models import DEFAULT_MODEL, load_model

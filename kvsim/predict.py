@@ -9,7 +9,8 @@ import numpy as np
 from .cost import Cost
 from .decoder import tensor_parallel_ops
 from .errors import KvsimError
-from .hardware import HardwareProfile, load_profile
+from .hardware import HardwareProfile
+from .profiles import load_profile
 from .methods import Method, get_method
 from .models import DEFAULT_MODEL, ModelConfig, load_model
 from .offload import check_fraction, offload_cost

@@ -15,7 +15,8 @@ from itertools import product
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import HardwareProfile, list_profiles, load_profile
+from .hardware import HardwareProfile
+from .profiles import list_profiles, load_profile
 from .methods import METHODS
 from .models import DEFAULT_MODEL
 from .predict import predict

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import HardwareProfile, load_profile
+from .hardware import HardwareProfile
+from .profiles import load_profile
 from .intervals import interval
 from .models import load_model
 from .predict import predict
@@ -164,7 +165,7 @@ def _profile_getter(hw, transfer_from):
         fixed = load_profile(hw)
         return lambda record: fixed
     if transfer_from:
-        from .hardware import left_out
+        from .profiles import left_out
         return lambda record: left_out(record["hw"], transfer_from)
     return lambda record: record_profile(record["hw"])
 
@@ -270,7 +271,7 @@ def max_batch_checks(records: list[dict]) -> list[dict]:
     """For each ``kind: max_batch`` record (benchmarks/bench_memory.py: the largest batch the
     runtime ran and the first that ran out of memory), kvsim's largest batch that fits on the
     device's profile and its allocation error at the batch that ran."""
-    from .hardware import profile_for_device
+    from .profiles import profile_for_device
     rows = []
     for rec in (r for r in records if r.get("kind") == "max_batch"):
         name = rec.get("hw") or profile_for_device(str(rec.get("device", "")))

@@ -42,7 +42,7 @@ L2_FLUSH_MULTIPLE = 4  # the flush writes 4 × the L2 of the device (its profile
 def l2_flush_bytes(device: torch.device) -> int:
     """4 × the L2 of this GPU's profile; of the largest L2 among the shipped GPU profiles where
     none names this GPU."""
-    from kvsim.hardware import list_profiles, load_profile, profile_for_device
+    from kvsim.profiles import list_profiles, load_profile, profile_for_device
     name = profile_for_device(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     l2 = (load_profile(name).memory.l2_bytes.value if name else
           max(p.memory.l2_bytes.value for p in list_profiles() if p.kind == "gpu"))

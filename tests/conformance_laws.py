@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.kernel_contract import TARGET_PROGRAMS, split_count
 from kvsim.methods import get_method
 from kvsim.models import load_model

@@ -94,7 +94,7 @@ def test_profiles_with_zero_or_infinite_rates_are_refused(tmp_path, field, value
 
 
 def test_roofline_never_divides_zero_by_zero():
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     from kvsim.roofline import _over
     assert float(_over(0.0, 0.0)) == 0.0 and np.isfinite(_over(np.zeros(3), 0.0)).all()
     assert load_profile("h100").memory.bandwidth_Bps.value > 0
@@ -113,7 +113,7 @@ def test_fp32_is_predicted_memory_bound_alike_on_h100_and_h200():
 
 def test_tile_padding_only_for_tensor_core_gemms_of_several_rows():
     from kvsim.decoder import layer_ops
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     from kvsim.models import load_model
     from kvsim.roofline import _tile_padding
     from kvsim.workload import Workload

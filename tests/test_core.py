@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import Curve, list_profiles, load_profile
+from kvsim.hardware import Curve
+from kvsim.profiles import list_profiles, load_profile
 from kvsim.models import PRESETS, load_model
 from kvsim.predict import predict
 from kvsim.roofline import op_time

@@ -12,7 +12,7 @@ import pytest
 
 from kvsim.cost import Cost, Op
 from kvsim.errors import KvsimError
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.models import ModelConfig
 from kvsim.predict import predict
 from kvsim.roofline import step_time

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from kvsim.cost import Op
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.kernel_contract import torch_topk_multiblock
 from kvsim.methods.attention import topk_op
 from kvsim.roofline import op_time

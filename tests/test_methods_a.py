@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.methods import get_method
 from kvsim.models import load_model
 from kvsim.predict import predict

@@ -81,7 +81,8 @@ def test_link_curves_time_copies_and_gathered_rows():
     """Measured link curves (bench_pcie.py fields): a copy at its bytes per copy, a zero-copy
     gather at its bytes per row; without them the profile's scalar efficiency."""
     from kvsim.cost import Op
-    from kvsim.hardware import Curve, load_profile
+    from kvsim.hardware import Curve
+    from kvsim.profiles import load_profile
     from kvsim.roofline import op_time
     shipped = load_profile("h100")  # without its measured curves: the scalar efficiency
     hw = shipped.model_copy(update={"host_link": shipped.host_link.model_copy(
@@ -136,7 +137,7 @@ def test_gathers_issue_their_launches_and_time_each_field_at_its_row_size():
     assert float(scales.h2d) == pytest.approx(float(rows.h2d) * 4 * 2 / (2 * d))  # 8 B of 2·d per row
     assert scales.host_calls["triton"] == L * 4
     from kvsim.roofline import op_time
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     hw = load_profile("h100")
     slow = float(op_time(scales, hw).floors["link"])  # 2-byte rows: a small fraction of the link
     assert slow == pytest.approx(float(scales.h2d) / (hw.host_link.h2d_Bps.value * hw.host_link.gather_efficiency.at(2)))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.plan import MAX_BATCH, PRICES_FILE, evaluate, load_prices, max_batch, plan, settle
 from kvsim.predict import predict
 from kvsim.sweep import gpu_profiles

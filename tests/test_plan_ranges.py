@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kvsim.cli import main
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.intervals import interval, quantiles
 from kvsim.plan import option_table
 

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import Sourced, load_profile
+from kvsim.hardware import Sourced
+from kvsim.profiles import load_profile
 from kvsim.methods import get_method
 from kvsim.models import load_model
 from kvsim.schedule import Grid, evaluate, flexgen, optimize, schedule, step_inputs, vllm

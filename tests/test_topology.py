@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import list_profiles, load_profile
+from kvsim.profiles import list_profiles, load_profile
 from kvsim.methods import METHODS
 from kvsim.models import PRESETS
 from kvsim.plan import evaluate

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import load_profile
+from kvsim.profiles import load_profile
 from kvsim.models import PRESETS
 from kvsim.plan import evaluate, max_batch
 from kvsim.predict import predict

@@ -99,7 +99,7 @@ def test_allreduce_fit_recovers_latency_and_bandwidth():
     """benchmarks/bench_allreduce.py's fit on times made from a known link: 12 µs + bytes / 300 GB/s."""
     import numpy as np
     from kvsim.fits import allreduce_fit as fit, allreduce_profile_time as profile_time
-    from kvsim.hardware import load_profile
+    from kvsim.profiles import load_profile
     sent = np.array([2.0**p for p in range(10, 29, 2)])
     latency, effective = fit(sent, 12e-6 + sent / 300e9)
     assert latency == pytest.approx(12e-6, rel=1e-6) and effective == pytest.approx(300e9, rel=1e-6)

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from kvsim.errors import KvsimError
-from kvsim.hardware import list_profiles, load_profile, profile_for_device, trust_of
+from kvsim.hardware import trust_of
+from kvsim.profiles import list_profiles, load_profile, profile_for_device
 from kvsim.intervals import covered, fit_quantiles, interval, quantiles, scaled_interval
 from kvsim.predict import predict
 
@@ -104,7 +105,7 @@ def test_a_profile_of_its_own_keeps_its_fields_and_bad_inheritance_is_one_line(t
 
 
 def test_leaving_a_device_out_removes_every_law_it_measured():
-    from kvsim.hardware import left_out
+    from kvsim.profiles import left_out
     from kvsim.transfer import LAWS
     moved = left_out("h100-sxm", "h200-sxm")
     assert moved.name == "h100-sxm from h200-sxm" and moved.trust_class == "same-architecture"

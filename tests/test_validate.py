@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvsim.calibrate import KNOTS, fit, is_held_out, physical, with_fields, with_fit
-from kvsim.hardware import HardwareProfile, load_profile
+from kvsim.hardware import HardwareProfile
+from kvsim.profiles import load_profile
 from kvsim.predict import predict
 from kvsim.records import append_jsonl
 from kvsim.validate import compare, summarize

@@ -1,7 +1,8 @@
 """kvsim hw list | hw show NAME | models | methods."""
 from __future__ import annotations
 
-from ..hardware import list_profiles, load_profile, trust_of
+from ..hardware import trust_of
+from ..profiles import list_profiles, load_profile
 from ..methods import METHODS
 from ..models import PRESETS
 from ..report import table

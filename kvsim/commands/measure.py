@@ -53,7 +53,7 @@ def register(sub) -> None:
 
 def profile_for(device_name: str) -> str | None:
     """The profile whose ``device_names`` match the name the GPU reports (kvsim.hardware)."""
-    from ..hardware import profile_for_device
+    from ..profiles import profile_for_device
     return profile_for_device(device_name)
 
 
@@ -87,7 +87,7 @@ def _preflight(args, device: str):
     parameter, --offload for a method without it, --layers beyond the model) is refused before the
     runtime starts, and what clearly does not fit the device's memory is not run.
     -> (the profile or None, "" or why it does not fit)."""
-    from ..hardware import load_profile
+    from ..profiles import load_profile
     from ..models import load_model
     from ..predict import predict
 

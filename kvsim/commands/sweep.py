@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import KvsimError
-from ..hardware import load_profile
+from ..profiles import load_profile
 from ..methods import METHODS
 from .. import outfile
 from ..records import to_csv, write_whole

@@ -139,7 +139,7 @@ def run_calibrate(args) -> int:
     if not args.hw:
         raise KvsimError("kvsim calibrate needs --hw (the device whose profile gets the measured fields)")
     from ..calibrate import fit, patch_profile_text
-    from ..hardware import forget_loaded, load_profile, profile_file
+    from ..profiles import forget_loaded, load_profile, profile_file
     from ..validate import compare, summarize
 
     if args.holdout >= 1:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DoesNotFit, KvsimError
+from ..errors import DoesNotFit
 from ..units import format_bytes
 from .evaluate import Evaluation, best_alpha_times, evaluate
 from .inputs import StepInputs

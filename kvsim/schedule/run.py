@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import KvsimError
-from ..hardware import load_profile
+from ..profiles import load_profile
 from ..methods import get_method
 from ..models import load_model
 from .baselines import Baseline, flexgen, vllm

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvsim.kernels._common import (LOG2E, cast, interpreting, last_dim_contiguous, launch_options, launcher,
+from kvsim.kernels._common import (LOG2E, interpreting, last_dim_contiguous, launch_options, launcher,
                       max_len, pow2_at_least, splits_for)
 
 _LOG2E: tl.constexpr = tl.constexpr(LOG2E)
