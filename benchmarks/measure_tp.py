@@ -67,23 +67,10 @@ def fits(config, args, hw) -> bool:
     return float(pred.memory_bytes) <= 0.9 * pred.gpu_capacity_bytes
 
 
-def capture(fn):
-    """kvsim.kernels._common.capture_graph with errors confined to this thread: the process group's
-    watchdog thread may query CUDA events while the step's collectives are being captured."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        fn()
-    return graph.replay
-
-
 def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]:
     """Replay times [attention, step, ...] of captured graphs when every rank captured both."""
-    from kvsim.runtime.measure import _Timer
+    from kvsim.kernels._common import capture_graph
+    from kvsim.runtime.measure import replay_times
     if engine.device.type != "cuda":
         return [], "no CUDA", {}
     gen = torch.Generator(device=engine.device).manual_seed(7)  # the same token ids on every rank
@@ -91,9 +78,9 @@ def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]
     torch.cuda.empty_cache()
     why = ""
     try:
-        attention = capture(engine.attention_only_step)
+        attention = capture_graph(engine.attention_only_step, error_mode="thread_local")
         contexts = {"attention": engine.length + 1}
-        step = capture(lambda: engine.step(tokens))
+        step = capture_graph(lambda: engine.step(tokens), error_mode="thread_local")
         contexts["step"] = engine.length
     except Exception as exc:  # noqa: BLE001 - the reason goes into the record
         why = f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
@@ -102,13 +89,7 @@ def graph_times(engine, comm, steps: int, flush: bool) -> tuple[list, str, dict]
     comm.all_reduce(captured)
     if int(captured) < comm.world:
         return [], why or "not capturable on another rank", {}
-    timer = _Timer(engine.device, flush)
-    for _ in range(3):
-        attention(), step()
-    for _ in range(steps):
-        timer.time(attention)
-        timer.time(step)
-    return timer.results(), "cuda graph replay", contexts
+    return replay_times(engine.device, attention, step, steps, flush), "cuda graph replay", contexts
 
 
 def run_config(config, args, comm, device) -> dict:

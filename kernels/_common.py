@@ -153,16 +153,18 @@ def last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def capture_graph(fn, repeat: int = 1):
+def capture_graph(fn, repeat: int = 1, error_mode: str = "global"):
     """``fn`` run ``repeat`` times, captured in a CUDA graph after a side-stream warm-up (as
-    torch.cuda.graphs asks); returns the graph's replay. A host sync inside ``fn`` raises."""
+    torch.cuda.graphs asks); returns the graph's replay. A host sync inside ``fn`` raises.
+    ``error_mode`` "thread_local" confines capture errors to this thread (another thread, e.g. a
+    process group's watchdog, may query CUDA events meanwhile)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode=error_mode):
         for _ in range(repeat):
             fn()
     return graph.replay

@@ -74,19 +74,34 @@ class Engine:
         self.method = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        spec = self.spec
-        self.method = METHODS[self.method_name](spec, self.params, self.model.rotary, self.pcie)
+        self.method = self._new_method()
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
         tokens = torch.randint(self.cfg.vocab, (self.batch, seq), generator=gen, device=self.device)
         self.method.begin_prefill(seq, tokens, self.model)
-        shape = (self.batch, spec.n_kv_heads, seq, spec.head_dim)
-        for layer in range(spec.n_layers):
+        self._prefill_layers(seq, gen)
+        self.method.finish_prefill(seq)
+        q = torch.randn(self.batch, self.cfg.n_heads, self.cfg.head_dim, generator=gen, device=self.device,
+                        dtype=self.dtype)
+        self._q = self._own_query_heads(q)
+
+    def _new_method(self):
+        return METHODS[self.method_name](self.spec, self.params, self.model.rotary, self.pcie)
+
+    def _prefill_layers(self, seq: int, gen: torch.Generator) -> None:
+        """Random pre-RoPE K and V for ``seq`` tokens in every layer, drawn at the full model's
+        KV heads (so every rank of a tensor-parallel run draws the same ones)."""
+        shape = (self.batch, self.cfg.n_kv_heads, seq, self.cfg.head_dim)
+        for layer in range(self.model.n_layers):
             k = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
             v = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
-            self.method.prefill(layer, k, v)
-        self.method.finish_prefill(seq)
-        self._q = torch.randn(self.batch, spec.n_heads, spec.head_dim, generator=gen, device=self.device,
-                              dtype=self.dtype)
+            self._prefill_layer(layer, k, v)
+            del k, v
+
+    def _prefill_layer(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.method.prefill(layer, k, v)
+
+    def _own_query_heads(self, q: torch.Tensor) -> torch.Tensor:
+        return q
 
     def _require_cache(self):
         if self.method is None:

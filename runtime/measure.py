@@ -169,13 +169,18 @@ def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str,
     except Exception as exc:  # capture refuses host syncs: report why, keep the eager timings
         torch.cuda.synchronize()
         return [], f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}", {}
-    timer = _Timer(engine.device, flush_l2)
+    return replay_times(engine.device, attention, step, steps, flush_l2), "cuda graph replay", contexts
+
+
+def replay_times(device, attention, step, steps: int, flush_l2: bool) -> list[float]:
+    """[attention-only, step, ...] times of ``steps`` pairs of graph replays, after 3 warm pairs."""
+    timer = _Timer(device, flush_l2)
     for _ in range(3):
         attention(), step()
     for _ in range(steps):
         timer.time(attention)
         timer.time(step)
-    return timer.results(), "cuda graph replay", contexts
+    return timer.results()
 
 
 def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama-3.1-8b",

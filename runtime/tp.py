@@ -175,30 +175,18 @@ class TPEngine(Engine):
         shard = self.model.cfg
         return super().spec.with_(n_heads=shard.n_heads, n_kv_heads=shard.n_kv_heads)
 
-    @torch.no_grad()
-    def prefill_synthetic(self, seq: int, context: int | None = None) -> None:
-        """Engine.prefill_synthetic's draws at the full model's shapes, this rank's heads kept."""
-        if not 1 <= seq < self.max_seq:
-            raise ValueError(f"prefill length must be 1..{self.max_seq - 1} (max_seq − 1), got {seq}")
-        from .registry import resolve
-        self.params_record, self.params = resolve(self.method_name, self.user_params, self.cfg,
-                                                  seq + 1 if context is None else context)
-        self.method = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.method = tp_method(self.method_name, self.spec, self.params, self.model.rotary, self.pcie,
-                                self.comm, self.cfg, self.layout)
-        gen = torch.Generator(device=self.device).manual_seed(self.seed + 2)
-        tokens = torch.randint(self.cfg.vocab, (self.batch, seq), generator=gen, device=self.device)
-        self.method.begin_prefill(seq, tokens, self.model)
-        shape, mine = (self.batch, self.cfg.n_kv_heads, seq, self.cfg.head_dim), self.model.kv_heads
+    # Engine.prefill_synthetic's draws at the full model's shapes, this rank's heads kept
+    def _new_method(self):
+        return tp_method(self.method_name, self.spec, self.params, self.model.rotary, self.pcie,
+                         self.comm, self.cfg, self.layout)
+
+    def _prefill_layers(self, seq: int, gen: torch.Generator) -> None:
         with gathered_prefill_scores(self.method, self.comm, self.layout):
-            for layer in range(self.model.n_layers):
-                k = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
-                v = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
-                self.method.prefill(layer, k[:, mine].contiguous(), v[:, mine].contiguous())
-                del k, v
-        self.method.finish_prefill(seq)
-        q = torch.randn(self.batch, self.cfg.n_heads, self.cfg.head_dim, generator=gen, device=self.device,
-                        dtype=self.dtype)
-        self._q = q[:, self.model.query_heads].contiguous()
+            super()._prefill_layers(seq, gen)
+
+    def _prefill_layer(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        mine = self.model.kv_heads
+        self.method.prefill(layer, k[:, mine].contiguous(), v[:, mine].contiguous())
+
+    def _own_query_heads(self, q: torch.Tensor) -> torch.Tensor:
+        return q[:, self.model.query_heads].contiguous()

@@ -14,7 +14,7 @@ from ..decoder import activation_bytes, layer_ops, model_ops, rope_table_bytes, 
 from ..hardware import HardwareProfile
 from ..models import ModelConfig
 from ..workload import Workload
-from .spec import MethodSpec, require  # noqa: F401 (require: for the methods)
+from .spec import MethodSpec
 from .attention import (contiguous_target, decode_attention, full_kv_bytes, kv_append, kv_row_bytes,
                         query_rope)
 
