@@ -59,9 +59,24 @@ def extended_grid(methods):
                        "params": {**cut_model_params(method, 8), **params}}
 
 
+MEMORY_CASES = [  # (model, layers, context, batch): peak allocation of every method, 4-8 layers
+    ("llama-3.1-8b", 8, 16384, 8), ("llama-2-7b", 4, 65536, 4), ("llama-2-13b", 4, 49152, 4),
+    ("opt-6.7b", 8, 8192, 16), ("llama-3.1-70b", 4, 98304, 2)]
+
+
+def memory_grid(methods):
+    """Every method at one configuration of each model (issue 12: kvsim's memory against the
+    runtime's peak allocation, re-measured with stale cuBLAS workspaces freed)."""
+    for model, layers, seq, batch in MEMORY_CASES:
+        for method in methods:
+            yield {"method": method, "seq": seq, "batch": batch, "model": model, "layers": layers,
+                   "params": cut_model_params(method, layers)}
+
+
 def grid(args):
-    if args.grid == "extended":
-        for config in extended_grid(args.methods.split(",") if args.methods != "all" else list(METHODS)):
+    if args.grid in ("extended", "memory"):
+        cases = extended_grid if args.grid == "extended" else memory_grid
+        for config in cases(args.methods.split(",") if args.methods != "all" else list(METHODS)):
             yield {**config, "offload": args.offload}
         return
     for model in args.models.split(","):
@@ -136,10 +151,9 @@ def destination(args, index: int) -> str:
 
 def latency_sweep(args, hw) -> None:
     import torch
-    from kvsim.runtime.measure import measure
 
     from kvsim.commands.measure import _driver
-    start, driver = time.time(), _driver()
+    start, driver, position = time.time(), _driver(), 0
     done = done_params(args.resume + [args.out] + ([args.vault] if args.vault else []))
     for index, config in enumerate(grid(args)):
         layers = config.pop("layers")
@@ -151,23 +165,51 @@ def latency_sweep(args, hw) -> None:
             print("time budget reached; resume later", flush=True)
             return
         out = destination(args, index)
-        try:
-            record = measure(**config, n_layers=layers, steps=args.steps, warmup=args.warmup, hw=hw)
-        except Exception as exc:  # a CUDA error poisons this process: record it, exit, resume
-            append_jsonl(out, [{"source": "failed", **config, "n_layers": layers,
-                                "error": f"{type(exc).__name__}: {str(exc)[:300]}"}])
-            print(f"failed: {config} {type(exc).__name__}", flush=True)
-            sys.exit(3)
-        record["command"] = "python3 " + " ".join(sys.argv)
-        record["driver"] = driver
+        record = (fresh_record if args.fresh else sweep_record)(args, config, layers, hw, out)
+        record["process"] = "fresh" if args.fresh else f"sweep, after {position} configurations"
+        record["driver"] = record.get("driver") or driver
+        record |= {"note": args.note} if args.note else {}
         append_jsonl(out, [record])
         torch.cuda.empty_cache()
+        position += 1
         if out == args.vault:
             print(f"config {index}: measured into the vault", flush=True)
             continue
         print(f"{config['model']:>14} {config['method']:>13} S={config['seq']:>6} B={config['batch']:>2} "
-              f"step {record.get('latency_s', 0) * 1e3:8.3f} ms  attn {record.get('attention', {}).get('latency_s', 0) * 1e3:8.3f} ms",
-              flush=True)
+              f"step {record.get('latency_s', 0) * 1e3:8.3f} ms  attn {record.get('attention', {}).get('latency_s', 0) * 1e3:8.3f} ms"
+              f"  peak {record.get('memory_bytes', 0) / 2**30:6.2f} GiB", flush=True)
+
+
+def sweep_record(args, config, layers, hw, out) -> dict:
+    """One configuration measured in this process (--memory: one warm step, the peak step, two
+    eager timed steps, no graphs: what the peak allocation needs)."""
+    from kvsim.runtime.measure import measure
+    steps, warmup = (2, 1) if args.memory else (args.steps, args.warmup)
+    try:
+        record = measure(**config, n_layers=layers, steps=steps, warmup=warmup, hw=hw, graphs=not args.memory)
+    except Exception as exc:  # a CUDA error poisons this process: record it, exit, resume
+        append_jsonl(out, [{"source": "failed", **config, "n_layers": layers,
+                            "error": f"{type(exc).__name__}: {str(exc)[:300]}"}])
+        print(f"failed: {config} {type(exc).__name__}", flush=True)
+        sys.exit(3)
+    record["command"] = "python3 " + " ".join(sys.argv)
+    return record
+
+
+def fresh_record(args, config, layers, hw, out) -> dict:
+    """One configuration measured by ``kvsim measure`` in a process of its own: nothing an earlier
+    configuration allocated, captured or cached is left (issue 12: large replays ran 12-15% slow
+    late in a long sweep process, and matched kvsim in a fresh one)."""
+    params = [part for k, v in config["params"].items() for part in ("--param", f"{k}={v}")]
+    params += ["--offload", str(config["offload"])] if config["offload"] else []
+    command = [sys.executable, "-m", "kvsim", "measure", *params, "--method", config["method"], "--seq",
+               str(config["seq"]), "--batch", str(config["batch"]), "--model", config["model"], "--layers",
+               str(layers), "--steps", str(args.steps), "--warmup", str(args.warmup), "--hw", hw, "--no-ncu"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"source": "failed", **config, "n_layers": layers, "error": (done.stderr or done.stdout)[-300:]}
+    return json.loads(lines[-1])
 
 
 def ncu_subset(args, hw) -> None:
@@ -204,11 +246,16 @@ def main() -> None:
                         help="oldest fraction of the KV cache in pinned host memory (PCIe validation)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter for every configuration of the main grid (e.g. kv_bits=8)")
-    parser.add_argument("--grid", choices=["main", "extended"], default="main",
-                        help="main: --models x --seqs x --batches; extended: other models, contexts, batches, params")
+    parser.add_argument("--grid", choices=["main", "extended", "memory"], default="main",
+                        help="main: --models x --seqs x --batches; extended: other models, contexts, batches, "
+                             "params; memory: every method at one configuration per model (MEMORY_CASES)")
     parser.add_argument("--vault", help="file for every --vault-every-th configuration (the untouched held-out part)")
     parser.add_argument("--vault-every", type=int, default=4)
     parser.add_argument("--ncu", action="store_true", help="count HBM bytes under Nsight Compute instead")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak allocation only: one warm step, the peak step, two eager timed steps, no graphs")
+    parser.add_argument("--fresh", action="store_true", help="each configuration in a process of its own (kvsim measure)")
+    parser.add_argument("--note", help="a note stored in every record (why it was measured)")
     args = parser.parse_args()
     import torch
     hw = profile_for(torch.cuda.get_device_name())
