@@ -1,0 +1,47 @@
+"""benchmarks/measure_sweep.py's memory grid and fresh-process measurement (issue 12), without a GPU."""
+import json
+import subprocess
+import types
+
+import benchmarks.measure_sweep as sweep
+from benchmarks.allocator_holes import weight_holes
+from kvsim.methods import METHODS
+
+
+def test_the_memory_grid_has_every_method_at_each_case_and_kvsim_predicts_them():
+    args = types.SimpleNamespace(grid="memory", methods="all", offload=0.0)
+    configs = list(sweep.grid(args))
+    assert len(configs) == len(METHODS) * len(sweep.MEMORY_CASES)
+    assert {c["model"] for c in configs} == {case[0] for case in sweep.MEMORY_CASES}
+    for config in configs:
+        layers = config.pop("layers")
+        assert sweep.fits(config, layers, "h100-sxm"), config
+
+
+def test_a_fresh_record_comes_from_kvsim_measure_in_its_own_process(monkeypatch):
+    calls = []
+
+    def fake_run(command, **kw):
+        calls.append(command)
+        record = {"source": "measured", "latency_s": 1e-3, "command": "kvsim measure ..."}
+        return subprocess.CompletedProcess(command, 0, "progress\n" + json.dumps(record) + "\n", "")
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    args = types.SimpleNamespace(steps=10, warmup=3)
+    config = {"method": "quest", "seq": 65536, "batch": 8, "model": "llama-2-7b", "params": {"budget": 2048},
+              "offload": 0.0}
+    record = sweep.fresh_record(args, config, 8, "h100-sxm", "unused.jsonl")
+    assert record["latency_s"] == 1e-3
+    command = calls[0]
+    assert command[1:4] == ["-m", "kvsim", "measure"] and "--no-ncu" in command
+    assert command[command.index("--param") + 1] == "budget=2048" and command[command.index("--layers") + 1] == "8"
+    monkeypatch.setattr(sweep.subprocess, "run", lambda c, **kw: subprocess.CompletedProcess(c, 1, "", "CUDA error"))
+    failed = sweep.fresh_record(args, config, 8, "h100-sxm", "unused.jsonl")
+    assert failed["source"] == "failed" and "CUDA error" in failed["error"]
+
+
+def test_weight_draws_leave_the_holes_the_max_batch_runs_reserve():
+    # benchmarks/results/h*-memory.jsonl: peak reserved less peak allocated at the largest batch
+    assert 4.9e9 < weight_holes("llama-2-13b") < 5.3e9  # measured 5.05 (H100) and 5.18 GB (H200)
+    assert 2.4e9 < weight_holes("llama-2-7b") < 2.8e9  # 2.59 and 2.52 GB
+    assert weight_holes("llama-3.1-8b") < weight_holes("llama-2-7b")  # 0.94-1.61 GB
