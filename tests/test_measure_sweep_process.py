@@ -45,3 +45,16 @@ def test_weight_draws_leave_the_holes_the_max_batch_runs_reserve():
     assert 4.9e9 < weight_holes("llama-2-13b") < 5.3e9  # measured 5.05 (H100) and 5.18 GB (H200)
     assert 2.4e9 < weight_holes("llama-2-7b") < 2.8e9  # 2.59 and 2.52 GB
     assert weight_holes("llama-3.1-8b") < weight_holes("llama-2-7b")  # 0.94-1.61 GB
+
+
+def test_a_replay_slower_than_its_eager_step_is_measured_again_fresh(monkeypatch):
+    slow = {"source": "measured", "timer": "cuda events, cuda graph replay", "latency_s": 5.2e-3,
+            "eager": {"latency_s": 4.7e-3}}
+    assert sweep.slow_replay(slow)
+    assert not sweep.slow_replay({**slow, "latency_s": 4.5e-3})
+    assert not sweep.slow_replay({**slow, "timer": "cuda events, eager (not asked)"})
+    monkeypatch.setattr(sweep, "fresh_record", lambda *a: {"source": "measured", "latency_s": 4.56e-3})
+    record = sweep.remeasured(None, {}, 8, "h100-sxm", "unused", slow)
+    assert record["latency_s"] == 4.56e-3 and record["in_sweep"]["latency_s"] == 5.2e-3
+    monkeypatch.setattr(sweep, "fresh_record", lambda *a: {"source": "failed"})
+    assert sweep.remeasured(None, {}, 8, "h100-sxm", "unused", slow) is slow
