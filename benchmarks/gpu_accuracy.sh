@@ -30,5 +30,5 @@ done
 
 ls -l $dir
 echo "== summary ($tag)"
-[ -s $dir/$tag-memory-sweep.jsonl ] && python3 -m kvsim validate $dir/$tag-memory-sweep.jsonl --by model 2>&1 | tail -8 | cut -c1-20,120-
-[ -s $dir/$tag-streamingllm-fresh.jsonl ] && python3 -m kvsim validate $dir/$tag-streamingllm-fresh.jsonl --by model 2>&1 | tail -4 | cut -c1-70
+[ -s $dir/$tag-memory-sweep.jsonl ] && python3 -m kvsim validate $dir/$tag-memory-sweep.jsonl --by model 2>&1 | tail -9
+[ -s $dir/$tag-streamingllm-fresh.jsonl ] && python3 -m kvsim validate $dir/$tag-streamingllm-fresh.jsonl --by model 2>&1 | tail -5
