@@ -58,3 +58,19 @@ def test_a_replay_slower_than_its_eager_step_is_measured_again_fresh(monkeypatch
     assert record["latency_s"] == 4.56e-3 and record["in_sweep"]["latency_s"] == 5.2e-3
     monkeypatch.setattr(sweep, "fresh_record", lambda *a: {"source": "failed"})
     assert sweep.remeasured(None, {}, 8, "h100-sxm", "unused", slow) is slow
+
+
+def test_re_measured_records_replace_the_sweeps_and_keep_the_old_times():
+    import pytest
+
+    from benchmarks.replace_records import replaced
+    from kvsim.errors import KvsimError
+    base = {"source": "measured", "model": "llama-2-7b", "n_layers": 8, "method": "streamingllm", "params": {},
+            "batch": 32, "seq": 65536, "dtype": "bf16", "kv_dtype": "bf16"}
+    sweep = [{**base, "latency_s": 5.235e-3, "eager": {"latency_s": 4.75e-3}},
+             {**base, "seq": 16384, "latency_s": 4.569e-3}, {"source": "failed", "seq": 1}]
+    out = replaced(sweep, [{**base, "latency_s": 4.559e-3, "process": "fresh"}])
+    assert out[0]["latency_s"] == 4.559e-3 and out[0]["replaced"]["latency_s"] == 5.235e-3
+    assert out[1:] == sweep[1:]
+    with pytest.raises(KvsimError):
+        replaced(sweep, [{**base, "batch": 7, "latency_s": 1e-3}])
