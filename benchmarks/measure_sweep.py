@@ -27,6 +27,8 @@ from kvsim.methods import METHODS  # noqa: E402
 from kvsim.models import load_model  # noqa: E402
 from kvsim.predict import predict  # noqa: E402
 from kvsim.records import append_jsonl, read_jsonl  # noqa: E402
+from kvsim.runtime.sweep_process import (  # noqa: E402
+    cut_model_params, fresh_record, memory_grid, remeasured, slow_replay)
 
 
 EXTENDED_PAIRS = [(8192, 16), (49152, 4), (98304, 2)]  # contexts off the power-of-two grid
@@ -59,24 +61,11 @@ def extended_grid(methods):
                        "params": {**cut_model_params(method, 8), **params}}
 
 
-MEMORY_CASES = [  # (model, layers, context, batch): peak allocation of every method, 4-8 layers
-    ("llama-3.1-8b", 8, 16384, 8), ("llama-2-7b", 4, 65536, 4), ("llama-2-13b", 4, 49152, 4),
-    ("opt-6.7b", 8, 8192, 16), ("llama-3.1-70b", 4, 98304, 2)]
-
-
-def memory_grid(methods):
-    """Every method at one configuration of each model (issue 12: kvsim's memory against the
-    runtime's peak allocation, re-measured with stale cuBLAS workspaces freed)."""
-    for model, layers, seq, batch in MEMORY_CASES:
-        for method in methods:
-            yield {"method": method, "seq": seq, "batch": batch, "model": model, "layers": layers,
-                   "params": cut_model_params(method, layers)}
-
-
 def grid(args):
     if args.grid in ("extended", "memory"):
-        cases = extended_grid if args.grid == "extended" else memory_grid
-        for config in cases(args.methods.split(",") if args.methods != "all" else list(METHODS)):
+        methods = args.methods.split(",") if args.methods != "all" else list(METHODS)
+        configs = extended_grid(methods) if args.grid == "extended" else memory_grid(methods)
+        for config in configs:
             yield {**config, "offload": args.offload}
         return
     for model in args.models.split(","):
@@ -98,14 +87,6 @@ def extra_params(pairs) -> dict:
         except ValueError:
             params[name] = value
     return params
-
-
-def cut_model_params(method: str, layers: int) -> dict:
-    """TidalDecode re-selects at layer 13 of 32; a model cut to fewer layers re-selects at the
-    same relative depth (at least layer 3, after the selection layer 2)."""
-    if method == "tidaldecode" and layers < 14:
-        return {"reselect_layer": max(3, round(13 * layers / 32))}
-    return {}
 
 
 def fits(config, layers, hw, capacity_fraction=0.9) -> bool:
@@ -196,39 +177,6 @@ def sweep_record(args, config, layers, hw, out) -> dict:
         sys.exit(3)
     record["command"] = "python3 " + " ".join(sys.argv)
     return record
-
-
-def slow_replay(record: dict) -> bool:
-    """A graph replay slower than the same step issued eagerly: the replay runs the same kernels
-    without the host's launch gaps, so this is the process's state, not the step."""
-    eager = (record.get("eager") or {}).get("latency_s")
-    return "graph" in str(record.get("timer", "")) and bool(eager) and record["latency_s"] > eager
-
-
-def remeasured(args, config, layers, hw, out, record: dict) -> dict:
-    """The configuration again in a fresh process; its record, noting the in-sweep times."""
-    again = fresh_record(args, config, layers, hw, out)
-    if again.get("source") != "measured":
-        return record
-    again["in_sweep"] = {"latency_s": record["latency_s"], "eager_latency_s": record["eager"]["latency_s"],
-                         "why": "replay slower than the eager step inside the sweep process: re-measured fresh"}
-    return again
-
-
-def fresh_record(args, config, layers, hw, out) -> dict:
-    """One configuration measured by ``kvsim measure`` in a process of its own: nothing an earlier
-    configuration allocated, captured or cached is left (issue 12: large replays ran 12-15% slow
-    late in a long sweep process, and matched kvsim in a fresh one)."""
-    params = [part for k, v in config["params"].items() for part in ("--param", f"{k}={v}")]
-    params += ["--offload", str(config["offload"])] if config["offload"] else []
-    command = [sys.executable, "-m", "kvsim", "measure", *params, "--method", config["method"], "--seq",
-               str(config["seq"]), "--batch", str(config["batch"]), "--model", config["model"], "--layers",
-               str(layers), "--steps", str(args.steps), "--warmup", str(args.warmup), "--hw", hw, "--no-ncu"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        return {"source": "failed", **config, "n_layers": layers, "error": (done.stderr or done.stdout)[-300:]}
-    return {**json.loads(lines[-1]), "process": "fresh"}
 
 
 def ncu_subset(args, hw) -> None:

@@ -15,27 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kvsim.calibrate import config_key  # noqa: E402
 from kvsim.errors import KvsimError  # noqa: E402
 from kvsim.records import read_jsonl, write_whole  # noqa: E402
-
-
-def replaced(sweep: list[dict], new: list[dict]) -> list[dict]:
-    fresh = {config_key(r): r for r in new if r.get("source") == "measured"}
-    keys = {config_key(r) for r in sweep if r.get("source") == "measured"}
-    missing = [k for k in fresh if k not in keys]
-    if missing:
-        raise KvsimError(f"{len(missing)} new records have no configuration in the sweep, e.g. {missing[0]}")
-    out = []
-    for record in sweep:
-        new_one = fresh.get(config_key(record)) if record.get("source") == "measured" else None
-        if new_one is None:
-            out.append(record)
-            continue
-        old = {"latency_s": record.get("latency_s"), "eager_latency_s": (record.get("eager") or {}).get("latency_s"),
-               "date": record.get("date"), "process": record.get("process", "the sweep's")}
-        out.append({**new_one, "replaced": old})
-    return out
+from kvsim.runtime.sweep_process import replaced  # noqa: E402
 
 
 def main() -> int:

@@ -1,21 +1,24 @@
-"""benchmarks/measure_sweep.py's memory grid and fresh-process measurement (issue 12), without a GPU."""
+"""How a sweep runs its configurations (kvsim.runtime.sweep_process: the memory grid, fresh
+processes, replaced records) and the allocator holes of the runtime's weights, without a GPU."""
 import json
 import subprocess
 import types
 
-import benchmarks.measure_sweep as sweep
-from benchmarks.allocator_holes import weight_holes
+import kvsim.runtime.sweep_process as sweep
 from kvsim.methods import METHODS
+from kvsim.models import load_model
+from kvsim.predict import predict
+from kvsim.runtime.allocator_holes import weight_holes
 
 
 def test_the_memory_grid_has_every_method_at_each_case_and_kvsim_predicts_them():
-    args = types.SimpleNamespace(grid="memory", methods="all", offload=0.0)
-    configs = list(sweep.grid(args))
+    configs = list(sweep.memory_grid(list(METHODS)))
     assert len(configs) == len(METHODS) * len(sweep.MEMORY_CASES)
     assert {c["model"] for c in configs} == {case[0] for case in sweep.MEMORY_CASES}
-    for config in configs:
-        layers = config.pop("layers")
-        assert sweep.fits(config, layers, "h100-sxm"), config
+    for c in configs:
+        model = load_model(c["model"]).model_copy(update={"n_layers": c["layers"]})
+        pred = predict("h100-sxm", method=c["method"], seq=c["seq"], batch=c["batch"], model=model, **c["params"])
+        assert float(pred.memory_bytes) < 0.9 * pred.gpu_capacity_bytes, c
 
 
 def test_a_fresh_record_comes_from_kvsim_measure_in_its_own_process(monkeypatch):
@@ -63,7 +66,7 @@ def test_a_replay_slower_than_its_eager_step_is_measured_again_fresh(monkeypatch
 def test_re_measured_records_replace_the_sweeps_and_keep_the_old_times():
     import pytest
 
-    from benchmarks.replace_records import replaced
+    from kvsim.runtime.sweep_process import replaced
     from kvsim.errors import KvsimError
     base = {"source": "measured", "model": "llama-2-7b", "n_layers": 8, "method": "streamingllm", "params": {},
             "batch": 32, "seq": 65536, "dtype": "bf16", "kv_dtype": "bf16"}
