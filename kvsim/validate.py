@@ -150,7 +150,7 @@ def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:
     every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
     latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
     step = float(np.median(latency[3:]) if eager else latency[1])
-    low, high = interval(step, pred.hw.trust_class)
+    low, high = interval(step, pred.hw.trust_class, pred.hw.name)
     return {"latency": step, "latency_low": float(low), "latency_high": float(high),
             "attention_latency": float(np.median(attention[3:]) if eager else attention[2]),
             "hbm_bytes": float(every(pred.hbm_bytes)[0]),

@@ -173,13 +173,16 @@ def _write_intervals(args) -> int:
     from ..calibrate import interval_classes
     from ..intervals import document, residuals_file
 
-    classes = interval_classes(_load(args.files), list(args.files))
+    _load(args.files)  # refuses files with no measured record
+    classes = interval_classes({path: measured_records([path]) for path in args.files})
     if not classes:
         raise KvsimError("no records of a device with a measured profile in the given files")
     out = args.out or str(residuals_file())
     command = "kvsim calibrate --intervals " + " ".join(args.files)
     write_whole(out, yaml.safe_dump(document(classes, command), sort_keys=False, width=120))
     for name, q in classes.items():
-        print(f"{name}: 90% of log(measured/predicted) in [{q['q_low']:+.3f}, {q['q_high']:+.3f}] over {q['n']} records")
+        for label, part in [(name, q)] + [(f"{name} {d}", v) for d, v in q.get("devices", {}).items()]:
+            print(f"{label}: 90% of log(measured/predicted) in [{part['q_low']:+.3f}, {part['q_high']:+.3f}] "
+                  f"over {part['n']} records" + (f" (no records: {q['from']}'s)" if not part["n"] else ""))
     print(f"wrote {out}")
     return ANSWER
