@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             print(f"skipped {exc}", flush=True)
             continue
         rec = record(policy, pred, run, args.gpu_mem, device)
-        rec.update(driver=driver, command="python3 " + " ".join(sys.argv))
+        rec.update(model=args.model, driver=driver, command="python3 " + " ".join(sys.argv))
         append_jsonl(args.out, [rec])
         del run
         print(f"{policy:>8} B={args.batch} P={args.prompt} G={args.gen} budget {args.gpu_mem / 2**30:.2f} GiB: "

@@ -168,9 +168,11 @@ def _memory(device, decoder, method) -> int:
 
 @torch.no_grad()
 def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, decoder: Decoder | None = None,
-             max_steps: int | None = None) -> dict:
+             max_steps: int | None = None, keep_logits: bool = False) -> dict:
     """Prefill ``pred``'s prompt and generate its ``gen`` tokens greedily under ``policy``
-    (``max_steps``: stop after that many decode steps, e.g. to warm up kernels)."""
+    (``max_steps``: stop after that many decode steps, e.g. to warm up kernels). Returns the
+    step records, the generated tokens [B, steps] (on the CPU) and, with ``keep_logits``, every
+    step's logits [B, steps, V] (on the CPU: B·V·4 B a step would otherwise stay on the GPU)."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -194,10 +196,11 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
             method.end_step()
         latency = clock.stop(begun)
         after = counter.as_dict()
-        out.append(logits)
         tokens = logits.argmax(-1)
+        out.append(logits.cpu() if keep_logits else tokens.cpu())
         steps.append(_step_record(j, pred, policy, latency, before, after, _memory(device, decoder, method), method))
-    return {"steps": steps, "logits": torch.stack(out, 1), "method": method, "decoder": decoder}
+    key = "logits" if keep_logits else "tokens"
+    return {"steps": steps, key: torch.stack(out, 1), "method": method, "decoder": decoder}
 
 
 def _step_record(j, pred, policy, latency, before, after, peak, method) -> dict:

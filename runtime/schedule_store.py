@@ -5,7 +5,8 @@ kvsim.schedule plans it (kvsim/schedule/executed.py: ``token_plan``'s integer co
 or deleted) and its kept layer inputs x (GPU or host) live; it is the same for every layer.
 ``PlannedRows`` holds one layer's rows in pools sized to the plan's peak counts:
   K, V:  [B, Hkv, gpu_rows, d] on the GPU, [host_rows, B, Hkv, d] pinned   (2·d·b per row)
-  x:     [B, 1, x_gpu_rows, D] on the GPU, [x_host_rows, B, 1, D] pinned    (D·b per row)
+  x:     [B, D/d, x_gpu_rows, d] on the GPU, [x_host_rows, B, D/d, d] pinned (D·b per row; split
+         in head-sized pieces so the gather kernel moves it in d-wide tiles, as it moves K/V)
 A selected row is read by one GPU gather (kernels/host_gather.py: host rows over PCIe, GPU rows
 from HBM; the gather index of GPU slot s is ``off`` + s, off a multiple of the pool size); a
 deleted row's K/V is recomputed from its x: K = RoPE(norm1(x)·Wk), V = norm1(x)·Wv
@@ -113,7 +114,8 @@ class PlannedRows:
         host = lambda *shape: torch.zeros(*shape, dtype=dtype, pin_memory=pin)  # noqa: E731
         self.dev = {"k": dev(B, heads, s["gpu_rows"], head_dim), "v": dev(B, heads, s["gpu_rows"], head_dim)}
         self.host = {"k": host(s["host_rows"], B, heads, head_dim), "v": host(s["host_rows"], B, heads, head_dim)}
-        self.xdev, self.xhost = dev(B, 1, s["x_gpu_rows"], d_model), host(s["x_host_rows"], B, 1, d_model)
+        self.xh = d_model // head_dim
+        self.xdev, self.xhost = dev(B, self.xh, s["x_gpu_rows"], head_dim), host(s["x_host_rows"], B, self.xh, head_dim)
         self.row_bytes = 2 * head_dim * self.dev["k"].element_size()  # K + V of one (b, head)
         self.recompute_rows = None  # [B, R] positions to recompute at the next gather (or None)
         self._host_count = self._x_count = None
@@ -125,7 +127,7 @@ class PlannedRows:
         [B, Hkv, n, d] and ``x`` [B, n, D] by position; a decode step's new row is ``put``."""
         for f in self.dev:
             self._move(moves["kv"], self.dev[f], self.host[f], None if values is None else values[f])
-        self._move(moves["x"], self.xdev, self.xhost, None if x is None else x[:, None])
+        self._move(moves["x"], self.xdev, self.xhost, None if x is None else self._pieces(x))
 
     def _move(self, entries, dev, host, src) -> None:
         """New rows from ``src`` by position, and GPU rows leaving for the host (d2h, counted)."""
@@ -152,10 +154,15 @@ class PlannedRows:
         for f, value in values.items():
             self.dev[f][:, :, s] = value
 
+    def _pieces(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, n, D] as [B, D/d, n, d]."""
+        B, n, _ = x.shape
+        return x.reshape(B, n, self.xh, -1).transpose(1, 2)
+
     def put_input(self, pos: int, x: torch.Tensor) -> None:
         """x [B, D] of a new token whose inputs are kept (pos < last)."""
         if pos < self.place.last:
-            self.xdev[:, 0, self.place.x[pos][1]] = x
+            self.xdev[:, :, self.place.x[pos][1]] = self._pieces(x[:, None])[:, :, 0]
 
     def load(self, values: dict, slots=None) -> None:
         raise RuntimeError("a planned cache is filled by apply(); prefill goes through the executor")
@@ -197,11 +204,12 @@ class PlannedRows:
         if self._x_count is None:
             self._x_count = self.counter.on_device("h2d", self.xdev.shape[-1] * self.xdev.element_size(),
                                                    cand.device)
-        x = ops.gather_host_rows(self.xhost, self.xdev, code[:, None, :].int(), self.place.xoff,
-                                 count=self._x_count)[:, 0]  # [B, R, D]
+        B, R = cand.shape
+        pieces = ops.gather_host_rows(self.xhost, self.xdev, code[:, None, :].expand(B, self.xh, R).int(),
+                                      self.place.xoff, count=self._x_count)  # [B, D/d, R, d]
+        x = pieces.transpose(1, 2).reshape(B, R, -1)
         k, v = recompute_kv(self.model, self.layer, x, cand, self.rotary)
         keep = deleted[:, None, :, None]
-        R = cand.shape[1]
         for f, new in (("k", k), ("v", v)):
             out[f][:, :, :R] = torch.where(keep, new.to(out[f].dtype), out[f][:, :, :R])
 

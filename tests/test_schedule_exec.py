@@ -37,7 +37,7 @@ def _decoder(model):
 def runs():
     pred = _pred(LLAMA, PLACE, kv_gpu=0.5)
     dec = _decoder(LLAMA)
-    return pred, dec, {p: generate(p, pred, "cpu", decoder=dec) for p in ("dense", "alisa", "flexgen")}
+    return pred, dec, {p: generate(p, pred, "cpu", decoder=dec, keep_logits=True) for p in ("dense", "alisa", "flexgen")}
 
 
 def test_full_budget_alisa_and_flexgen_equal_dense(runs):
@@ -78,8 +78,8 @@ def test_recomputed_kv_equals_the_original():
     pos = torch.tensor(gone)[None].expand(B, -1)
     for layer, (old, new) in enumerate(zip(before.kv.layers, after.kv.layers)):
         slots = [before.place.kv[p][1] for p in gone]
-        x = torch.stack([new.xdev[:, 0, after.place.x[p][1]] if after.place.x[p][0] == GPU
-                         else new.xhost[after.place.x[p][1], :, 0] for p in gone], 1)
+        x = torch.stack([new.xdev[:, :, after.place.x[p][1]].reshape(B, -1) if after.place.x[p][0] == GPU
+                         else new.xhost[after.place.x[p][1]].reshape(B, -1) for p in gone], 1)
         k, v = recompute_kv(dec, layer, x, pos, dec.rotary)
         torch.testing.assert_close(k, old.dev["k"][:, :, slots], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(v, old.dev["v"][:, :, slots], atol=1e-5, rtol=1e-5)

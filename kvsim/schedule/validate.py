@@ -99,7 +99,7 @@ def text(result: dict) -> str:
     for r in result["rows"]:
         c = r["config"]
         name = (f"{r['policy']} {c['model']}x{c['n_layers']} B={c['batch']} P={c['prompt']} G={c['gen']} "
-                f"GPU {c['gpu_mem_bytes'] / 2**30:.2f} GiB")
+                f"GPU {c['gpu_mem_bytes'] / 2**30:.3f} GiB")
         t, m, p = r["total"], r["peak_gpu"], r["pcie"]
         lines.append([name, "total (s)", f"{t['predicted']:.4f}", f"{t['measured']:.4f}", _pct(t["err"])])
         for phase, v in r["phase_median"].items():
