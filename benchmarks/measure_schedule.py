@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         append_jsonl(args.out, [rec])
         del run
         print(f"{policy:>8} B={args.batch} P={args.prompt} G={args.gen} budget {args.gpu_mem / 2**30:.2f} GiB: "
-              f"total {rec['total_s']:.3f} s (kvsim {pred[policy]['total_s']:.3f} s), peak "
+              f"total {rec['total_s']:.3f} s (kvsim, eager {pred[policy]['total_s']:.3f} s), peak "
               f"{rec['peak_memory_bytes'] / 2**30:.2f} GiB, PCIe {rec['pcie_bytes'] / 1e9:.2f} GB", flush=True)
     return 0
 

@@ -25,7 +25,7 @@ from ..methods import get_method
 from ..models import load_model
 from ..profiles import load_profile
 from ..units import format_bytes
-from .baselines import _dense_inputs, _solve_lp
+from .baselines import _dense_inputs, _lp_rows, _solve_lp
 from .evaluate import evaluate
 from .inputs import step_inputs
 from .run import schedule
@@ -88,13 +88,19 @@ def token_plan(inp, plan) -> dict:
             "x_gpu_rows": int(np.max(x_held - x_host)), "x_host_rows": int(np.max(x_host))}
 
 
-def _flexgen_pcie(inp) -> dict:
-    """FlexGen-style with its attention over the GPU (K/V streamed): cg, step times, GPU bytes."""
+def _flexgen_pcie(inp, engine: str) -> dict:
+    """FlexGen-style with its attention over the GPU (K/V streamed): the LP's placement (chosen
+    with CUDA-graph step times, as kvsim schedule reports it), its step times on ``engine``
+    (each step the longest of compute, CPU->GPU and GPU->CPU, as the LP's rows say), GPU bytes."""
     dense = _dense_inputs(inp, inp.batch)
     solved = _solve_lp(dense, False)
     if solved is None:
         raise KvsimError("FlexGen-style placement (K/V over PCIe) does not fit this GPU budget")
-    wg, cg, hg = (float(v) for v in solved.x[:3])
+    x = solved.x[:3]
+    wg, cg, hg = (float(v) for v in x)
+    timed = dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine)
+    rows, _ = _lp_rows(timed, False)
+    step = np.max([np.column_stack(three) @ x - rhs for *three, rhs in rows], axis=0)
     L, kv = dense.model.n_layers, dense.rho * dense.n
     staging = 2.0 / L  # the LP's memory row: a 2-layer landing buffer for loaded K/V
     gpu = ((dense.weights - 2 * dense.layer_weights) * wg + 2 * dense.layer_weights + dense.fixed_gpu
@@ -103,8 +109,9 @@ def _flexgen_pcie(inp) -> dict:
     decode = np.arange(dense.steps) > 0
     h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights
     d2h = (1 - cg) * np.where(decode, dense.rho, kv)
-    return {"weights_gpu": wg, "kv_gpu": cg, "activations_gpu": hg, "step_s": solved.x[3:].tolist(),
-            "total_s": float(solved.fun), "gpu_bytes": gpu.tolist(), "pcie": (h2d + d2h).tolist()}
+    return {"weights_gpu": wg, "kv_gpu": cg, "activations_gpu": hg, "step_s": step.tolist(),
+            "total_s": float(step.sum()), "graphs_total_s": float(solved.fun), "gpu_bytes": gpu.tolist(),
+            "pcie": (h2d + d2h).tolist()}
 
 
 def plan_prediction(inp, best) -> dict:
@@ -118,20 +125,25 @@ def plan_prediction(inp, best) -> dict:
 
 
 def prediction(hw, model, layers, batch: int, prompt: int, gen: int, gpu_mem=None,
-               params: dict | None = None, placement=None) -> dict:
-    """kvsim's plan for the emulated GPU and what it predicts for ALISA's plan and for FlexGen.
+               params: dict | None = None, placement=None, engine: str = "eager") -> dict:
+    """kvsim's plan for the emulated GPU (as ``kvsim schedule --gpu-mem`` chooses it: CUDA-graph
+    step times) and what kvsim predicts for running it with steps timed on ``engine`` (the
+    executor issues every op eagerly: "eager"), for ALISA's plan and for FlexGen's.
     ``placement`` (p1, p2, α, β): that plan instead of the best one (tests force phases so)."""
     hw, model = with_gpu_memory(hw, gpu_mem), cut_model(model, layers)
     if placement is None:
         result = schedule(hw, model, method="alisa", batch=batch, prompt=prompt, gen=gen, params=params,
                           baselines=False)
-        inp, best = result.inputs, result.best
+        inp, plan = result.inputs, result.best.placement(0)
+        placement = (plan.p1, plan.p2, plan.alpha, plan.beta, plan.weights_gpu)
     else:
-        method = get_method("alisa", params or {})
-        inp = step_inputs(method, model, hw, batch, prompt, gen, hw.preferred_dtype, hw.preferred_dtype)
-        best = evaluate(inp, *placement)
+        inp = step_inputs(get_method("alisa", params or {}), model, hw, batch, prompt, gen,
+                          hw.preferred_dtype, hw.preferred_dtype)
+    timed = inp if engine == "graphs" else step_inputs(inp.method, model, hw, batch, prompt, gen, inp.wl.dtype,
+                                                       inp.wl.kv_dtype, engine)
+    alisa = plan_prediction(timed, evaluate(timed, *placement))
+    alisa["graphs_total_s"] = float(evaluate(inp, *placement).total_s[0])
     return {"hw": hw.name, "model": model.name, "n_layers": model.n_layers, "batch": batch,
-            "prompt": prompt, "gen": gen, "gpu_capacity_bytes": inp.gpu_capacity,
-            "workspace_bytes": hw.workspace_bytes.value,
-            "params": get_method("alisa", params or {}).model_dump(),
-            "alisa": plan_prediction(inp, best), "flexgen": _flexgen_pcie(inp)}
+            "prompt": prompt, "gen": gen, "gpu_capacity_bytes": inp.gpu_capacity, "engine": engine,
+            "workspace_bytes": hw.workspace_bytes.value, "params": inp.method.model_dump(),
+            "alisa": alisa, "flexgen": _flexgen_pcie(inp, engine)}
