@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
+from .offload import OffloadRows
 from .transfers import tensor_bytes
 
 GPU, HOST, GONE = 1, 2, 3
@@ -171,10 +172,7 @@ class PlannedRows:
         raise ValueError("a planned cache is read only through a selection (gather)")
 
     # ---- reads ----------------------------------------------------------------------------------
-    def gather(self, indices: torch.Tensor) -> tuple[dict, torch.Tensor]:
-        B, Hsel, K = indices.shape
-        local = torch.arange(K, device=indices.device, dtype=torch.int32).expand(B, Hsel, K).contiguous()
-        return self.compact(indices), local
+    gather = OffloadRows.gather  # the compact rows and their list positions
 
     def compact(self, indices: torch.Tensor) -> dict:
         """Rows indices [B, Hkv, K] as [B, Hkv, K, d]: GPU and host rows by one gather per
