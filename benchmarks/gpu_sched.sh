@@ -1,18 +1,20 @@
 #!/bin/bash
-# On the device machine (about 90 s): ALISA's three-phase schedule and the FlexGen-style policy
+# On the device machine (about 90-110 s): ALISA's three-phase schedule and the FlexGen-style policy
 # executed on an emulated smaller GPU (a GPU memory budget: kvsim schedule --gpu-mem), against
 # kvsim's plan for that budget (issue 14, "ALISA's schedule executed").
-#   bash benchmarks/gpu_sched.sh 90
-# Writes $OUT/sched/TAG-schedule.jsonl (TAG h100 or h200; one record per policy and budget), then
+#   bash benchmarks/gpu_sched.sh 120
+# Runs tests/gpu/test_schedule_gpu.py first ($OUT/sched/TAG-tests.log). Writes
+# $OUT/sched/TAG-schedule.jsonl (TAG h100 or h200; one record per policy and budget), then
 # prints kvsim validate's table: total generation time, median step per phase, peak GPU memory,
 # PCIe bytes, and the measured ALISA/FlexGen speedup beside kvsim's.
 # opt-6.7b cut to 4 layers, batch 32. Budgets per device (the profiles' workspace differs), so that
 #   A  prompt 128, gen 512:  Phases I -> II; FlexGen runs (its plan keeps every weight on the GPU)
 #   B  prompt 128, gen 512:  Phases II -> III (FlexGen's plan would stream weights: not run)
 #   C  prompt 64, gen 1024:  Phases I -> II -> III (FlexGen: ~22 s of PCIe-bound steps, not run)
-# A CPU check of the script: DEVICE=cpu MODEL=tiny.yaml LAYERS=2 CONFIGS="2 24 16 2.65 alisa,flexgen"
+# A CPU check of the script (a tiny OPT-shaped model YAML; 2.642 GiB: Phase II): DEVICE=cpu
+#   MODEL=tiny.yaml LAYERS=2 EXTRA=--no-warmup CONFIGS="8 16 48 2.64206 alisa,flexgen;8 16 48 2.643 alisa,flexgen"
 #   TAG=cpu bash benchmarks/gpu_sched.sh 600   (rows: batch prompt gen GiB policies, ';'-separated)
-budget=${1:-90}
+budget=${1:-120}
 [ -n "$PYTHONPATH" ] || . benchmarks/gpu_setup.sh
 DEVICE=${DEVICE:-cuda}; MODEL=${MODEL:-opt-6.7b}; LAYERS=${LAYERS:-4}
 TAG=${TAG:-$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")}
@@ -25,6 +27,11 @@ CONFIGS=${CONFIGS:-$DEFAULT}
 out=$OUT/sched/$TAG-schedule.jsonl
 mkdir -p "$OUT/sched"
 start=$(date +%s)
+if [ "$DEVICE" = cuda ]; then  # the executor's CUDA paths against dense attention first (~15 s)
+  echo "== tests/gpu/test_schedule_gpu.py"
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_schedule_gpu.py > $OUT/sched/$TAG-tests.log 2>&1
+  grep -E "passed|failed|error" $OUT/sched/$TAG-tests.log | tail -3
+fi
 IFS=';' read -ra rows <<< "$CONFIGS"
 for row in "${rows[@]}"; do
   read -r batch prompt gen gib policies <<< "$row"
