@@ -104,11 +104,12 @@ def _method(policy: str, pred: dict, decoder: Decoder, batch, max_seq, device, d
     return METHODS["dense"](spec, {}, decoder.rotary, counter)
 
 
-def _forward(decoder: Decoder, method, tokens, positions, attend) -> torch.Tensor:
+def _forward(decoder: Decoder, tokens, positions, attend, layer_input=None) -> torch.Tensor:
+    """Decoder.forward, handing each layer's input x [B, T, D] to ``layer_input(layer, x)``."""
     x = decoder.embed_tokens(tokens, positions)
     for i in range(decoder.n_layers):
-        if hasattr(method, "layer_input"):
-            method.layer_input(i, x)
+        if layer_input is not None:
+            layer_input(i, x)
         x = decoder.layer(i, x, attend)
     return decoder.logits(x[:, -1])
 
@@ -132,8 +133,7 @@ def _prefill(decoder: Decoder, method, tokens: torch.Tensor) -> torch.Tensor:
             method.store_prefill(layer, k.contiguous(), v.contiguous())
         return o.transpose(1, 2)
 
-    hook = type("Hook", (), {"layer_input": staticmethod(lambda i, x: inputs.__setitem__(i, x))})
-    logits = _forward(decoder, hook if moves is not None else None, tokens, positions, attend)
+    logits = _forward(decoder, tokens, positions, attend, inputs.__setitem__ if moves is not None else None)
     method.finish_prefill(P)
     return logits
 
@@ -192,7 +192,7 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
         else:
             method.begin_step(tokens)
             pos = torch.full((B, 1), method.n, dtype=torch.long, device=device)
-            logits = _forward(decoder, method, tokens[:, None], pos, method.attend)
+            logits = _forward(decoder, tokens[:, None], pos, method.attend, getattr(method, "layer_input", None))
             method.end_step()
         latency = clock.stop(begun)
         after = counter.as_dict()
