@@ -13,7 +13,8 @@ from .common import ANSWER, dump_json, fraction
 
 def register(sub) -> None:
     val = sub.add_parser("validate", help="kvsim's prediction error against measured records")
-    val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure")
+    val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure (or, executed schedules, "
+                                             "by benchmarks/measure_schedule.py)")
     val.add_argument("--hw", help="predict on this profile instead of each record's device's shipped profile")
     val.add_argument("--transfer-from", metavar="PROFILE",
                      help="leave one device out: each record's device with every law transferred from PROFILE")
@@ -96,6 +97,13 @@ def run_validate(args) -> int:
     if checks and not measured_records(args.files):
         print(dump_json({"max_batch": checks}) if args.format == "json" else _max_batch_text(checks))
         return ANSWER
+    executed = measured_records(args.files, kind="schedule")
+    if executed:
+        from ..schedule.validate import compare as compare_schedules, text as schedule_text
+        found = compare_schedules(executed)
+        print(dump_json({"schedule": found}) if args.format == "json" else schedule_text(found))
+        if not measured_records(args.files):
+            return ANSWER
     records = _load(args.files)
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
