@@ -1,7 +1,7 @@
 """A held-out set for the eager engine that nobody opens until the model is final: every method
 at configurations off the sweep grid (contexts 8k/24k, batches 2/6, llama-3.1-8b and llama-2-7b
-cut to 4 or 6 layers), each record with the host clock of its eager timings
-(``eager.host_probe_s``). On a CUDA GPU:
+cut to 4 or 6 layers), eager timings only (no graph capture: more configurations in the time),
+each record with the host clock of its eager timings (``eager.host_probe_s``). On a CUDA GPU:
 
     python3 benchmarks/measure_eager_vault.py --out $OUT/eager/h100-eager-vault.jsonl --budget-s 50
 
@@ -48,7 +48,7 @@ def main() -> None:
         if time.time() - start > args.budget_s:
             print("time budget reached", flush=True)
             return
-        record = measure(**config, steps=args.steps, warmup=5, hw=hw)
+        record = measure(**config, steps=args.steps, warmup=5, hw=hw, graphs=False)  # eager timings only
         record.update(command="python3 " + " ".join(sys.argv), driver=driver)
         append_jsonl(args.out, [record])
         torch.cuda.empty_cache()
