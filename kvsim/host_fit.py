@@ -50,12 +50,25 @@ def bare_time(counts: dict, cost: dict):
             + counts.get("sync", 0) * cost["sync"])
 
 
+def _nonnegative(a: np.ndarray, b: np.ndarray) -> tuple[float, ...]:
+    """Least squares a·x ≈ b over x ≥ 0 for two unknowns: the best of the free solution (if it
+    is non-negative) and each unknown alone (the other at 0)."""
+    candidates = [np.linalg.lstsq(a, b, rcond=None)[0]]
+    for keep in range(a.shape[1]):
+        x = np.zeros(a.shape[1])
+        column = a[:, keep]
+        x[keep] = max(float(column @ b) / max(float(column @ column), 1e-300), 0.0)
+        candidates.append(x)
+    feasible = [x for x in candidates if np.all(x >= 0)]
+    best = min(feasible, key=lambda x: float(np.sum((a @ x - b) ** 2)))
+    return tuple(float(v) for v in best)
+
+
 def host_fit(records) -> dict:
     """The host fields (seconds) and the runtime calls' relative residuals under them. The
     runtime's Python per torch call and per Triton launch: non-negative least squares, in relative
     terms, of what the bare costs leave of each runtime call on its torch calls and its Triton
     launches (its steps issue mostly torch calls, its attention-only calls mostly Triton ones)."""
-    from scipy.optimize import nnls
     cost = bare_costs(records)
     runtime = [r for r in records if r.get("kind") == "runtime launch"]
     if not runtime:
@@ -64,7 +77,7 @@ def host_fit(records) -> dict:
     bare = np.array([bare_time(r["counts"], cost) for r in runtime])
     calls = np.array([[sum(r["counts"].get(k, 0) for k in TORCH_KINDS), r["counts"].get("triton", 0)]
                       for r in runtime], dtype=float)
-    cost["python_torch"], cost["python_triton"] = map(float, nnls(calls / times[:, None], (times - bare) / times)[0])
+    cost["python_torch"], cost["python_triton"] = _nonnegative(calls / times[:, None], (times - bare) / times)
     modelled = bare + calls @ np.array([cost["python_torch"], cost["python_triton"]])
     cost["residuals"] = (modelled / times - 1).tolist()
     return cost

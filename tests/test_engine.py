@@ -300,3 +300,13 @@ def test_the_harness_head_start_lies_between_the_gpu_time_and_the_idle_start():
         longer = as_timed(eager, dict(record, l2_flush_bytes=10 * record["l2_flush_bytes"]))[0]
         assert np.all(longer <= step) and flush_time(record, eager.hw) > 0
         assert np.all(as_timed(eager, dict(record, l2_flush_bytes=0))[0] >= step)
+
+
+def test_the_python_fit_never_gives_time_back():
+    """A remainder that falls with Triton launches gives them 0 s, not a negative cost."""
+    from kvsim.host_fit import _nonnegative
+    a = np.array([[10.0, 1.0], [20.0, 3.0], [30.0, 2.0]])
+    b = a @ np.array([2.0, -1.0])
+    x = _nonnegative(a, b)
+    assert x[1] == 0.0 and x[0] > 0
+    assert _nonnegative(a, a @ np.array([2.0, 1.0])) == pytest.approx((2.0, 1.0))
