@@ -1,5 +1,5 @@
 # On the device machine, one call: the split attention kernels (issue 15) checked and timed.
-#   bash benchmarks/gpu_split.sh [BUDGET_S=150]      (BASE=<commit> to pick the baseline kernels)
+#   bash benchmarks/gpu_split.sh [BUDGET_S=120]      (BASE=<commit> to pick the baseline kernels)
 # Writes under $OUT/split/, TAG = h100 or h200:
 #   TAG-tests.log            GPU kernel and backend tests + which kernel each launcher reaches
 #   TAG-kernels.jsonl        bench_kernels.py at B = 1, 8 x 128k with this tree's kernels
@@ -15,7 +15,7 @@
 # committed benchmarks/results files.
 [ -n "$OUT" ] || { echo "gpu_split.sh: set OUT to the output folder"; exit 2; }
 case "$PYTHONPATH" in */tmp/site*) ;; *) . benchmarks/gpu_setup.sh ;; esac
-budget=${1:-150}
+budget=${1:-120}
 base=${BASE:-a15bc8a}
 dir=$OUT/split
 mkdir -p "$dir"
@@ -23,8 +23,8 @@ tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' i
 part() { python3 -c "print(max(10, int($budget * $1)))"; }
 run() { local limit=$1; shift; timeout "$limit" "$@" 2>&1 | grep -v -i warn | tail -${TAIL:-4}; }
 
-echo "== tests ($(part 0.2) s)"
-timeout "$(part 0.2)" python3 -m pytest -q -x -p no:cacheprovider tests/gpu/test_kernels_gpu.py \
+echo "== tests ($(part 0.25) s)"
+timeout "$(part 0.25)" python3 -m pytest -q -x -p no:cacheprovider tests/gpu/test_kernels_gpu.py \
   tests/gpu/test_backends_gpu.py tests/test_kernels_attention_dispatch.py > "$dir/$tag-tests.log" 2>&1
 grep -E "passed|failed|error" "$dir/$tag-tests.log" | tail -3
 
@@ -41,15 +41,15 @@ else
   echo "no git history here: comparing with the committed kernel benchmark only"
 fi
 
-echo "== spot check ($(part 0.3) s)"
+echo "== spot check ($(part 0.27) s)"
 spot="benchmarks/measure_sweep.py --models llama-3.1-8b --seqs 16384 --batches 8 --layers 8"
-TAIL=2 run "$(part 0.23)" python3 $spot --methods dense,streamingllm,adore,quest,duoattention,h2o,tidaldecode \
-  --budget-s "$(part 0.18)" --out "$dir/$tag-spotcheck.jsonl"
-TAIL=2 run "$(part 0.08)" python3 $spot --methods alisa --param kv_bits=8 --steps 8 --warmup 2 \
-  --budget-s "$(part 0.06)" --out "$dir/$tag-spotcheck-int8.jsonl"
+TAIL=2 run "$(part 0.2)" python3 $spot --methods dense,streamingllm,adore,quest,duoattention,h2o,tidaldecode \
+  --budget-s "$(part 0.15)" --out "$dir/$tag-spotcheck.jsonl"
+TAIL=2 run "$(part 0.07)" python3 $spot --methods alisa --param kv_bits=8 --steps 8 --warmup 2 \
+  --budget-s "$(part 0.05)" --out "$dir/$tag-spotcheck-int8.jsonl"
 
-echo "== eager launches ($(part 0.1) s)"
-run "$(part 0.1)" python3 benchmarks/bench_launch_runtime.py --methods dense,streamingllm,adore,alisa \
+echo "== eager launches ($(part 0.08) s)"
+run "$(part 0.08)" python3 benchmarks/bench_launch_runtime.py --methods dense,streamingllm,adore,alisa \
   --out "$dir/$tag-launch-runtime.jsonl"
 
 echo "== summary ($tag): new ms vs the same run's base and the committed results"
