@@ -1,6 +1,7 @@
 """Gathered decode attention over an INT8 cache, optionally writing its logits (ALISA, arXiv
 2403.17312 §4.2 and §5): the listed int8 rows are read in place and dequantized inside the
-split-K kernel (kernels/_attention.py, INT8 and GATHER together), never copied out.
+int8 split-K kernel (kernels/_attention_kernels.py ``_attn_int8_kernel``, gathered rows),
+never copied out.
 
 ``indices[B, Hsel, K]`` int32 with the first ``counts[b, hs]`` valid (Hsel = Hkv: a list shared
 by the G query heads of a KV head; Hsel = H: one list per query head), rows in the int8 format of

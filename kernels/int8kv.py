@@ -13,7 +13,7 @@ from 0 relative to its range). Bytes per row: d (int8) + 4 (scale, zero) instead
 
 ``decode_attention_int8`` is ``decode_attention`` reading int8 rows: read 2·S·(d + 4) bytes per
 (sequence, KV head). The int8 values enter fp16 tensor-core dots unchanged (exact in fp16) and the
-scale and zero point are applied per row around the dots (kernels/_attention.py); q is rounded to
+scale and zero point are applied per row around the dots (kernels/_attention_kernels.py); q is rounded to
 fp16 for them (|q| clamped to 65504), the output is in q's dtype.
 """
 from __future__ import annotations

@@ -26,9 +26,11 @@ from ..kernel_contract import (DENSE_TARGET_PROGRAMS, INDEX_BYTES, SCORE_BYTES, 
 from ..models import ModelConfig
 from ..workload import Workload
 
-# runtime arguments of a launch (the host pays per argument): the split-K attention kernel and
-# its combine (kernels/_attention.py run_attention)
-ATTENTION_ARGS, COMBINE_ARGS = 50, 5
+# runtime arguments of a launch (the host pays per argument): each split-K attention kernel
+# (kernels/_attention_kernels.py: bf16 rows, int8 rows, rope-on-load, position-masked) and their
+# combine (kernels/_attention.py run_attention)
+ATTENTION_ARGS = {"bf16": 32, "int8": 39, "rope": 23, "masked": 23}
+COMBINE_ARGS = 5
 
 
 def contiguous_target(wl: Workload) -> int:
@@ -44,13 +46,14 @@ def kv_row_bytes(model: ModelConfig, wl: Workload) -> float:
 
 def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
                      kv_heads=None, query_heads_per_kv=None, index_bytes=0.0,
-                     target=TARGET_PROGRAMS, gathered: bool = False) -> list[Op]:
+                     target=TARGET_PROGRAMS, gathered: bool = False, kernel=None) -> list[Op]:
     """Attention of every query head over ``rows`` cached tokens per KV head, in ``layers`` layers.
 
     ``kv_heads`` KV heads take part (all by default); ``query_heads_per_kv`` defaults to G.
     ``index_bytes`` per row are read when the rows are gathered through an index list;
     ``target`` is the split policy's program count (DENSE_TARGET_PROGRAMS for a contiguous cache);
-    ``gathered``: the rows are scattered single rows (SparQ, ALISA, TidalDecode), not runs."""
+    ``gathered``: the rows are scattered single rows (SparQ, ALISA, TidalDecode), not runs;
+    ``kernel``: "rope" or "masked", else the cache's ("int8" or "bf16"; ATTENTION_ARGS)."""
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     G = model.group if query_heads_per_kv is None else query_heads_per_kv
     d, B = model.head_dim, wl.batch
@@ -59,10 +62,11 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     splits = split_count(B, kv_heads, rows, target)
     partials = heads * G * splits * (d + 2) * 4.0
     several = splits > 1
+    args = ATTENTION_ARGS[kernel or ("int8" if wl.kv_dtype == "int8" else "bf16")]
     main = Op(name, "attention", flops=heads * G * rows * (4 * d + 5),
               hbm_read=heads * rows * (kv_row_bytes(model, wl) + index_bytes) + q_or_o,
               hbm_write=np.where(several, partials, q_or_o), dtype=wl.compute_dtype,
-              access="gather" if gathered else "contiguous").issued(triton=1, args=ATTENTION_ARGS,
+              access="gather" if gathered else "contiguous").issued(triton=1, args=args,
                                                                     torch_host=1)  # o
     combine = Op(name + "_combine", "attention", flops=np.where(several, partials / 4 * 3, 0.0),
                  hbm_read=np.where(several, partials, 0.0), hbm_write=np.where(several, q_or_o, 0.0),

@@ -71,7 +71,8 @@ class StreamingLLM(StreamingLLMSpec, Method):
     def attention_ops(self, model, wl) -> list[Op]:
         cached = self.cached_tokens(wl.seq)
         ops = decode_attention("layers/attn/decode", model, wl, rows=cached + 1.0, layers=model.n_layers,
-                               target=contiguous_target(wl))
+                               target=contiguous_target(wl),
+                               kernel=None if model.learned_positions else "rope")
         if model.learned_positions:
             return ops
         heads = wl.batch * model.n_kv_heads
