@@ -6,8 +6,9 @@ the oldest H = min(⌊f·S⌋, S − 1) live on the host; the rest, and always t
 Per decode step, summed over layers, with ρ = one row's K and V for one KV head (kv_row_bytes):
   h2d   ρ per row the method reads below H. A layer that reads every row takes the block
         [0, H) in one pinned copy per field (K, V; + the int8 scales and zero points), timed by
-        the profile's copy efficiency; dense attention fetches a layer's block while the layer
-        before it runs (copy stream, overlapped), other block readers when the layer attends.
+        the profile's copy efficiency; dense attention fetches its blocks on a copy stream, each
+        overlapping the layer before (:func:`pipelined_step`), other block readers when the
+        layer attends.
         Selected rows are read in place from pinned memory by a GPU gather kernel
         (kernels/host_gather.py) when their layer attends (the rows are known only then), on
         the compute stream, one launch per field, each timed by the zero-copy gather
@@ -119,6 +120,24 @@ def _evict_op(model, pairs, fraction, row, fields):
     return Op("offload/evict_rows", "attention", d2h=pairs * fraction * row, hbm_read=2 * pairs * fraction * row,
               hbm_write=2 * pairs * fraction * row, launches=per_step * fields).issued(  # launches: the copies
         torch=per_step * (2 + 3 * fields), torch_host=per_step * fields)
+
+
+LAYER_KINDS = ("attention", "cache")  # a method's ops outside ``layers/`` that run in every layer
+
+
+def pipelined_step(compute_ops, compute, copy, layers: int):
+    """A step whose copy stream fetches each layer's block as the runtime does (runtime/method.py
+    ``read``): layer 0's block and layer 1's start when layer 0 attends (both forked there, one
+    after the other on the stream), layer l + 1's when layer l attends, and layer l attends once
+    its block is in. With c = copy / L per layer and g the compute of one layer (``layers/`` ops
+    and a method's per-layer kinds; embedding and LM head outside), layer 0 waits c and each
+    later one max(0, c − g) more: step = compute + c + (L − 1)·max(0, c − g), at least
+    max(compute, copy). No copy: the compute stream's time."""
+    L = max(int(layers), 1)
+    in_layers = sum((t.time_s for t in compute_ops if t.op.name.startswith("layers/") or t.op.kind in LAYER_KINDS),
+                    np.asarray(0.0))
+    c, g = np.asarray(copy, dtype=float) / L, in_layers / L
+    return np.where(c > 0, compute + c + (L - 1) * np.maximum(0.0, c - g), compute)
 
 
 def uniform_share(picked, candidates, H):

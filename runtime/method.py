@@ -72,10 +72,14 @@ class RuntimeMethod:
 
     def read(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """q [B, H, d] pre-RoPE -> attention output [B, H, d] over the n + 1 cached tokens;
-        offloaded, the next layer's host rows start moving now (it reads them all too)."""
-        o = self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
-        self.kv.prefetch((layer + 1) % self.spec.n_layers)
-        return o
+        offloaded, the next layer's host rows start moving now (it reads them all too), behind
+        this layer's own (the first layer starts its own here: a step prefetches nothing for the
+        next one, so every copy it starts ends inside it)."""
+        if layer == 0:
+            self.kv.prefetch(0)
+        if layer + 1 < self.spec.n_layers:
+            self.kv.prefetch(layer + 1)
+        return self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
 
     def end_step(self) -> None:
         self.n += 1

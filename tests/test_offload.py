@@ -150,3 +150,47 @@ def test_rows_leaving_the_ring_are_issued_on_a_share_of_the_steps():
     evict = _offload_ops()["offload/evict_rows"]
     assert float(evict.launches) == f * L * 2  # the copies
     assert evict.host_calls["torch"] == f * L * (2 + 3 * 2) and evict.host_calls["torch_host"] == f * L * 2
+
+
+def _timed(name, kind, seconds):
+    from types import SimpleNamespace
+    return SimpleNamespace(op=SimpleNamespace(name=name, kind=kind), time_s=np.asarray(seconds))
+
+
+@pytest.mark.parametrize("copy,want", [(20.0, 9 + 5 + 3 * (5 - 2)),  # link-bound: every layer waits
+                                        (4.0, 9 + 1),  # c = 1 < g = 2: only layer 0's block shows
+                                        (8.0, 9 + 2),  # c = g: the later blocks hide exactly
+                                        (0.0, 9)])  # nothing offloaded
+def test_block_copies_pipeline_behind_the_layer_before_by_hand(copy, want):
+    """runtime/method.py read: layer 0 fetches its block when it attends (nothing hides it),
+    layer l + 1's starts when layer l attends, so it hides behind one layer's compute g. 4
+    layers of g = 2 (a projection and the method's attention op), an LM head of 1 outside them,
+    c = copy / 4: step = 9 + c + 3·max(0, c − 2)."""
+    from kvsim.offload import pipelined_step
+    ops = [_timed("layers/attn/qkv_proj", "linear", 3.0), _timed("offload/assemble_block", "attention", 5.0),
+           _timed("lm_head", "linear", 1.0)]
+    got = pipelined_step(ops, np.asarray(9.0), np.asarray(copy), 4)
+    assert float(got) == pytest.approx(want)
+    assert float(got) >= max(9.0, copy)
+
+
+def test_one_layer_waits_for_its_whole_block_and_sparse_steps_have_no_copy_stream():
+    from kvsim.offload import pipelined_step
+    assert float(pipelined_step([_timed("layers/mlp", "linear", 2.0)], np.asarray(2.0), np.asarray(3.0), 1)) == 5.0
+    pred = predict("h100", method="sparq", seq=16384, batch=4, model="llama-3.1-8b", offload=0.5)
+    assert float(pred.timing.copy_stream_s) == 0
+    assert float(pred.latency_s) == pytest.approx(float(pred.timing.compute_stream_s))  # gathers on the compute stream
+
+
+def test_dense_offloaded_step_is_the_pipeline_of_its_ops():
+    """Graphs engine: the predicted step is compute + c + (L − 1)·max(0, c − g) with c and g
+    summed from the step's own ops (LM head and embedding outside the layers)."""
+    pred = predict("h100", seq=65536, batch=4, model="llama-3.1-8b", offload=0.25)
+    L, t = 32, pred.timing
+    copy = sum(float(o.time_s) for o in t.ops if o.op.stream == "copy")
+    layers = sum(float(o.time_s) for o in t.ops if o.op.stream == "compute"
+                 and (o.op.name.startswith("layers/") or o.op.kind in ("attention", "cache")))
+    c, g = copy / L, layers / L
+    assert float(t.copy_stream_s) == pytest.approx(copy)
+    assert float(pred.latency_s) == pytest.approx(float(t.compute_stream_s) + c + (L - 1) * max(0.0, c - g))
+    assert float(pred.latency_s) > max(float(t.compute_stream_s), copy)  # layer 0's block never hides
