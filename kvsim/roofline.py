@@ -242,7 +242,7 @@ def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: i
     copy = sum((t.time_s for t in timed if t.op.stream == "copy"), np.asarray(0.0))
     if engine == "graphs":
         compute = sum((t.time_s for t in compute_ops), np.asarray(0.0))
-        return StepTime(timed, pipelined_step(compute_ops, compute, copy, layers), compute, copy)
+        return StepTime(timed, pipelined_step(timed, compute, copy, layers), compute, copy)
     # eager: copy-stream ops are issued from the same host thread, their transfers run beside
     issued = tuple(t if t.op.stream == "compute" else OpTime(t.op, 0.0 * t.time_s, t.bound, t.floors)
                    for t in timed)
