@@ -33,7 +33,7 @@ timeout 15 python3 benchmarks/bench_pcie.py --skip-copy --out $dir/$tag-pcie-gat
 echo "== offloaded steps"
 args="--out $dir/$tag-offload.jsonl --synced-out $dir/$tag-offload-synced.jsonl --steps 6 --warmup 2"
 timeout $(( $(left) - 45 )) python3 benchmarks/measure_offload_synced.py $args --budget-s $(( $(left) - 65 )) 2>&1 | grep -v -i warn
-if [ ${PIPESTATUS[0]} -eq 3 ]; then  # a CUDA error (e.g. a broken capture): the rest without graphs
+if [ ${PIPESTATUS[0]} -eq 3 ]; then  # a CUDA error or a failed capture: the rest without graphs
   echo "-- resuming without graphs"
   timeout $(( $(left) - 45 )) python3 benchmarks/measure_offload_synced.py $args --skip-done --no-graphs \
     --budget-s $(( $(left) - 65 )) 2>&1 | grep -v -i warn

@@ -14,8 +14,8 @@ times as their latencies (``timer`` says so; kvsim predicts them on its eager en
 
 TidalDecode on a cut model re-selects at the same relative depth (``cut_model_params``). A
 configuration that raises (a CUDA error poisons the process) is written as a failed record and
-the script exits with status 3; ``--skip-done`` then resumes after it (with ``--no-graphs``, the
-driver script's fallback when a capture broke the process).
+the script exits with status 3, as after a record whose capture failed (``timer`` says why);
+``--skip-done`` then resumes after it (with ``--no-graphs``: benchmarks/gpu_offload.sh's fallback).
 """
 from __future__ import annotations
 
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
         synced = (rec.get("synced") or {}).get("latency_s", 0)
         print(f"{method:12s} F={fraction:<4} S={seq:6d}: step {rec.get('latency_s', 0) * 1e3:8.3f} ms, "
               f"synced {synced * 1e3:8.3f} ms  [{rec.get('timer', rec.get('error', ''))[:70]}]", flush=True)
+        if "not capturable" in rec.get("timer", ""):  # a failed capture may leave state behind: go on afresh
+            return 3
     return 0
 
 

@@ -47,3 +47,24 @@ def test_offload_script_refuses_cuda_without_a_gpu(tmp_path, capsys):
     from benchmarks import measure_offload_synced as script
     assert script.main(["--out", str(tmp_path / "x.jsonl")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_offload_script_stops_after_a_failed_capture_or_an_error(tmp_path, monkeypatch):
+    """Status 3 after a record whose capture failed, or a configuration that raised (written as
+    a failed record), so benchmarks/gpu_offload.sh resumes the rest in a fresh process."""
+    import kvsim.runtime.measure as harness
+    from benchmarks import measure_offload_synced as script
+    out = tmp_path / "off.jsonl"
+    argv = ["--out", str(out), "--methods", "dense,sparq", "--offload", "0.5", "--seqs", "80", "--device", "cpu"]
+    monkeypatch.setattr(harness, "measure", lambda **kw: {"method": kw["method"], "seq": kw["seq"],
+                                                          "offload": kw["offload"], "batch": 1, "fits": True,
+                                                          "timer": "cuda events, eager (not capturable: X)"})
+    assert script.main(argv) == 3 and [r["method"] for r in _lines(out)] == ["dense"]
+
+    def broken(**kw):
+        raise RuntimeError("CUDA error: an illegal memory access")
+    monkeypatch.setattr(harness, "measure", broken)
+    assert script.main(argv + ["--skip-done"]) == 3
+    failed = _lines(out)[-1]
+    assert failed["source"] == "failed" and failed["method"] == "sparq" and "illegal" in failed["error"]
+    assert script.main(argv + ["--skip-done"]) == 0  # both done now
