@@ -8,6 +8,9 @@ and their runtime arguments, syncs). On a CUDA GPU:
     python3 benchmarks/bench_launch_runtime.py --out $OUT/h100-launch-runtime.jsonl
     python3 benchmarks/bench_launch_runtime.py --fit benchmarks/results/h100-launch-runtime.jsonl
 
+``probe_s``: the host clock beside each timing (runtime/launches.py host_probe).
+benchmarks/bench_host.py uses these calls with bare calls of each kind for the profile's fit.
+
 ``--fit``: least squares of host time = Σ count × cost per kind over the records (relative errors),
 printed as profile values (host.launch_s, host.triton_arg_s) with the fit's residuals. Unlike
 bench_launch.py's bare launches, these costs include the Python around each call (the kernels'
@@ -29,24 +32,28 @@ REPEATS = 15
 LAYERS = 4
 
 
-def host_time(fn) -> float:
-    """Seconds per call: bursts of CALLS calls ending in a sync, the median over REPEATS."""
+def host_time(fn, repeats: int = REPEATS, calls: int = CALLS) -> tuple[float, float]:
+    """(seconds per call, host-clock probe): bursts of ``calls`` calls ending in a sync, each after
+    a probe (runtime/launches.py host_probe), the medians over ``repeats``."""
     import torch
-    times = []
-    for _ in range(REPEATS):
+    from kvsim.runtime.launches import host_probe
+    times, probes = [], []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        probes.append(host_probe("cuda"))
         torch.cuda.synchronize()
         start = time.perf_counter()
-        for _ in range(CALLS):
+        for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) / CALLS)
-    return statistics.median(times)
+        times.append((time.perf_counter() - start) / calls)
+    return statistics.median(times), statistics.median(probes)
 
 
-def measure(method: str, env: dict) -> list[dict]:
+def measure(method: str, env: dict, repeats: int = REPEATS, calls: int = CALLS) -> list[dict]:
     from kvsim.runtime.engine import Engine
     from kvsim.runtime.launches import count_launches
-    steps = 2 * (REPEATS * CALLS + 40)
+    steps = 2 * (repeats * calls + 40)
     params = {"reselect_layer": 3} if method == "tidaldecode" else None  # a selection layer of 4
     engine = Engine("llama-3.1-8b", method, params, batch=1, max_seq=4096 + steps + 64, n_layers=LAYERS)
     engine.prefill_synthetic(4096)
@@ -55,7 +62,8 @@ def measure(method: str, env: dict) -> list[dict]:
     rows = []
     for what, fn in (("step", engine.step), ("attention", engine.attention_only_step)):
         counts = count_launches(fn)
-        rows.append({"kind": "runtime launch", "method": method, "call": what, "host_s": host_time(fn),
+        host_s, probe_s = host_time(fn, repeats, calls)
+        rows.append({"kind": "runtime launch", "method": method, "call": what, "host_s": host_s, "probe_s": probe_s,
                      "counts": counts, "model": "llama-3.1-8b", "n_layers": LAYERS, "seq": 4096, "batch": 1, **env})
         print(f"{method:13} {what:9} {rows[-1]['host_s'] * 1e6:8.1f} us  {counts}")
     return rows

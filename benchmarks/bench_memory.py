@@ -104,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--cases", type=int, default=len(CASES), help="how many of the cases to probe")
+    ap.add_argument("--model", default=None, help="probe only the cases of this model")
     args = ap.parse_args()
     env = environment()
     cap = {**capacity_record(), **env}
@@ -111,6 +112,8 @@ def main() -> None:
     print(f"nvidia-smi {cap['smi_total_mib']} MiB; torch {cap['torch_total_bytes']} B; "
           f"reserve {', '.join(f'{k} {v / 2**20:.0f} MiB' for k, v in cap['reserve_bytes'].items())}", flush=True)
     for model, layers, method, params, seq in CASES[:args.cases]:
+        if args.model not in (None, model):
+            continue
         rec = {**max_batch(model, layers, method, params, seq), **env}
         append_jsonl(args.out, [rec])
         print(f"{model:14} {method:13} S={seq:6}: max batch ran {rec['max_batch_ran']}, OOM at "

@@ -27,6 +27,8 @@ from kvsim.methods import METHODS  # noqa: E402
 from kvsim.models import load_model  # noqa: E402
 from kvsim.predict import predict  # noqa: E402
 from kvsim.records import append_jsonl, read_jsonl  # noqa: E402
+from kvsim.runtime.sweep_process import (  # noqa: E402
+    cut_model_params, fresh_record, memory_grid, remeasured, slow_replay)
 
 
 EXTENDED_PAIRS = [(8192, 16), (49152, 4), (98304, 2)]  # contexts off the power-of-two grid
@@ -60,8 +62,10 @@ def extended_grid(methods):
 
 
 def grid(args):
-    if args.grid == "extended":
-        for config in extended_grid(args.methods.split(",") if args.methods != "all" else list(METHODS)):
+    if args.grid in ("extended", "memory"):
+        methods = args.methods.split(",") if args.methods != "all" else list(METHODS)
+        configs = extended_grid(methods) if args.grid == "extended" else memory_grid(methods)
+        for config in configs:
             yield {**config, "offload": args.offload}
         return
     for model in args.models.split(","):
@@ -83,14 +87,6 @@ def extra_params(pairs) -> dict:
         except ValueError:
             params[name] = value
     return params
-
-
-def cut_model_params(method: str, layers: int) -> dict:
-    """TidalDecode re-selects at layer 13 of 32; a model cut to fewer layers re-selects at the
-    same relative depth (at least layer 3, after the selection layer 2)."""
-    if method == "tidaldecode" and layers < 14:
-        return {"reselect_layer": max(3, round(13 * layers / 32))}
-    return {}
 
 
 def fits(config, layers, hw, capacity_fraction=0.9) -> bool:
@@ -136,10 +132,9 @@ def destination(args, index: int) -> str:
 
 def latency_sweep(args, hw) -> None:
     import torch
-    from kvsim.runtime.measure import measure
 
     from kvsim.commands.measure import _driver
-    start, driver = time.time(), _driver()
+    start, driver, position = time.time(), _driver(), 0
     done = done_params(args.resume + [args.out] + ([args.vault] if args.vault else []))
     for index, config in enumerate(grid(args)):
         layers = config.pop("layers")
@@ -151,23 +146,37 @@ def latency_sweep(args, hw) -> None:
             print("time budget reached; resume later", flush=True)
             return
         out = destination(args, index)
-        try:
-            record = measure(**config, n_layers=layers, steps=args.steps, warmup=args.warmup, hw=hw)
-        except Exception as exc:  # a CUDA error poisons this process: record it, exit, resume
-            append_jsonl(out, [{"source": "failed", **config, "n_layers": layers,
-                                "error": f"{type(exc).__name__}: {str(exc)[:300]}"}])
-            print(f"failed: {config} {type(exc).__name__}", flush=True)
-            sys.exit(3)
-        record["command"] = "python3 " + " ".join(sys.argv)
-        record["driver"] = driver
+        record = (fresh_record if args.fresh else sweep_record)(args, config, layers, hw, out)
+        if not args.fresh and slow_replay(record):
+            record = remeasured(args, config, layers, hw, out, record)
+        record.setdefault("process", f"sweep, after {position} configurations")
+        record["driver"] = record.get("driver") or driver
+        record |= {"note": args.note} if args.note else {}
         append_jsonl(out, [record])
         torch.cuda.empty_cache()
+        position += 1
         if out == args.vault:
             print(f"config {index}: measured into the vault", flush=True)
             continue
         print(f"{config['model']:>14} {config['method']:>13} S={config['seq']:>6} B={config['batch']:>2} "
-              f"step {record.get('latency_s', 0) * 1e3:8.3f} ms  attn {record.get('attention', {}).get('latency_s', 0) * 1e3:8.3f} ms",
-              flush=True)
+              f"step {record.get('latency_s', 0) * 1e3:8.3f} ms  attn {record.get('attention', {}).get('latency_s', 0) * 1e3:8.3f} ms"
+              f"  peak {record.get('memory_bytes', 0) / 2**30:6.2f} GiB", flush=True)
+
+
+def sweep_record(args, config, layers, hw, out) -> dict:
+    """One configuration measured in this process (--memory: one warm step, the peak step, two
+    eager timed steps, no graphs: what the peak allocation needs)."""
+    from kvsim.runtime.measure import measure
+    steps, warmup = (2, 1) if args.memory else (args.steps, args.warmup)
+    try:
+        record = measure(**config, n_layers=layers, steps=steps, warmup=warmup, hw=hw, graphs=not args.memory)
+    except Exception as exc:  # a CUDA error poisons this process: record it, exit, resume
+        append_jsonl(out, [{"source": "failed", **config, "n_layers": layers,
+                            "error": f"{type(exc).__name__}: {str(exc)[:300]}"}])
+        print(f"failed: {config} {type(exc).__name__}", flush=True)
+        sys.exit(3)
+    record["command"] = "python3 " + " ".join(sys.argv)
+    return record
 
 
 def ncu_subset(args, hw) -> None:
@@ -204,11 +213,16 @@ def main() -> None:
                         help="oldest fraction of the KV cache in pinned host memory (PCIe validation)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter for every configuration of the main grid (e.g. kv_bits=8)")
-    parser.add_argument("--grid", choices=["main", "extended"], default="main",
-                        help="main: --models x --seqs x --batches; extended: other models, contexts, batches, params")
+    parser.add_argument("--grid", choices=["main", "extended", "memory"], default="main",
+                        help="main: --models x --seqs x --batches; extended: other models, contexts, batches, "
+                             "params; memory: every method at one configuration per model (MEMORY_CASES)")
     parser.add_argument("--vault", help="file for every --vault-every-th configuration (the untouched held-out part)")
     parser.add_argument("--vault-every", type=int, default=4)
     parser.add_argument("--ncu", action="store_true", help="count HBM bytes under Nsight Compute instead")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak allocation only: one warm step, the peak step, two eager timed steps, no graphs")
+    parser.add_argument("--fresh", action="store_true", help="each configuration in a process of its own (kvsim measure)")
+    parser.add_argument("--note", help="a note stored in every record (why it was measured)")
     args = parser.parse_args()
     import torch
     hw = profile_for(torch.cuda.get_device_name())

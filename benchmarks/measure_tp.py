@@ -103,7 +103,7 @@ def run_config(config, args, comm, device) -> dict:
     engine.prefill_synthetic(prefill, context=config["seq"])
     first = engine.length + args.warmup + 1
     cuda = device == "cuda"
-    eager, _ = _time_steps(engine, args.steps, args.warmup, flush_l2=cuda)
+    eager, _, _ = _time_steps(engine, args.steps, args.warmup, flush_l2=cuda)
     memory, memory_how = _peak_memory(engine)
     graphed, how, replayed = graph_times(engine, comm, args.steps, flush=cuda) if args.graphs else ([], "not asked", {})
     return {"eager": eager, "graphed": graphed, "how": how, "replayed": replayed, "memory": memory,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -112,51 +113,78 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
 INTERVAL_SPLIT = 0.3  # records with sha256 < this are kept for coverage; the rest give the quantiles
 
 
-def _trained_on(record: dict, hw: HardwareProfile) -> bool:
-    """Whether the device's own calibration fitted this record (it predicts it too well)."""
+def _trained_on(record: dict, hw: HardwareProfile, path: str) -> bool:
+    """Whether the device's own calibration fitted this record (it predicts it too well): a
+    record of a file the calibration read, of a method it fitted, outside its hold-out."""
     cal = hw.calibration
     if cal is None or record.get("method") not in (cal.methods or [record.get("method")]):
+        return False
+    if Path(path).name not in {Path(m).name for m in cal.measurements or []}:
         return False
     return not is_held_out(record, cal.holdout if cal.holdout is not None else 0.3)
 
 
-def _log_ratios(records: list[dict], profile_of) -> list[float]:
+def _log_ratios(tagged: list[tuple[str, dict]], profile_of) -> list[float]:
     out = []
-    for record in records:
+    for path, record in tagged:
         try:
             hw = profile_of(record)
             predicted = predict_record(record, hw, seq=step_context(record)).latency_s
         except KvsimError:
             continue
-        if hw is not None and not _trained_on(record, hw):
+        if hw is not None and not _trained_on(record, hw, path):
             out.append(float(np.log(record["latency_s"] / float(np.max(predicted)))))
     return out
 
 
-def interval_classes(records: list[dict], files: list[str]) -> dict:
-    """Residual quantiles per trust class from the records that do not hold coverage back:
-    "measured" on each record's own device profile; "same-architecture" on that profile with
-    every law transferred from another measured device of its architecture."""
+MIN_DEVICE_RECORDS = 20  # fewer cannot place a 5% quantile between two of its records
+
+
+def interval_classes(records_by_file: dict[str, list[dict]]) -> dict:
+    """Residual quantiles per trust class from the records that do not hold coverage back
+    (sha256(configuration) >= INTERVAL_SPLIT, of every file given: the main sweep and the
+    extended grid; the device's calibration's own training records left out).
+    "measured": each record on its own device's shipped profile, quantiles per device (a
+    measured device's interval is its own residuals' spread) and pooled (for a device measured
+    later without residuals of its own); "same-architecture": pooled over every ordered pair of
+    measured devices of one architecture, the first predicted with every law from the second
+    (the class serves devices with no measurement, so no device of its own)."""
     from .validate import in_targets, record_profile
 
-    fit = [r for r in records if r.get("source") == "measured" and r.get("latency_s") and r.get("fits") is not False
+    fit = [(path, r) for path, recs in records_by_file.items() for r in recs
+           if r.get("source") == "measured" and r.get("latency_s") and r.get("fits") is not False
            and in_targets(r) and not is_held_out(r, INTERVAL_SPLIT)]
-    devices = sorted({r["hw"] for r in fit if record_profile(r["hw"]).trust_class == "measured"})
-    mine = [r for r in fit if r["hw"] in devices]
+    devices = sorted({r["hw"] for _, r in fit if record_profile(r["hw"]).trust_class == "measured"})
+    of = lambda d: [(p, r) for p, r in fit if r["hw"] == d]  # noqa: E731
+    files = ", ".join(records_by_file)
     classes = {}
-    own = _log_ratios(mine, lambda r: record_profile(r["hw"]))
-    if len(own) >= 5:
-        classes["measured"] = {**_quantiles(own), "records": f"{', '.join(files)}: {', '.join(devices)}, "
-                               "each on its shipped profile, its calibration's training records left out",
-                               "fit": _split_note()}
+    own = {d: _log_ratios(of(d), lambda r: record_profile(r["hw"])) for d in devices}
+    pooled = [x for v in own.values() for x in v]
+    if len(pooled) >= 5:
+        classes["measured"] = {**_quantiles(pooled), "devices": {d: _quantiles(v) for d, v in own.items()
+                                                                 if len(v) >= MIN_DEVICE_RECORDS},
+                               "records": f"{files}: {', '.join(devices)}, each on its shipped profile, its "
+                                          "calibration's training records left out", "fit": _split_note()}
     arch = lambda d: record_profile(d).architecture  # noqa: E731
     pairs = [(d, s) for d in devices for s in devices if s != d and arch(s) and arch(s) == arch(d)]
-    moved = [x for d, s in pairs for x in _log_ratios([r for r in mine if r["hw"] == d], lambda r, s=s: left_out(r["hw"], s))]
+    moved = [x for d, s in pairs for x in _log_ratios(of(d), lambda r, s=s: left_out(r["hw"], s))]
     if len(moved) >= 5:
-        classes["same-architecture"] = {**_quantiles(moved), "records": f"{', '.join(files)}: "
+        classes["same-architecture"] = {**_quantiles(moved), "records": f"{files}: "
                                         + "; ".join(f"{d} predicted from {s}'s laws alone" for d, s in pairs),
                                         "fit": _split_note()}
+    if classes:
+        classes["other-architecture"] = _unmeasured(classes)
     return classes
+
+
+def _unmeasured(classes: dict) -> dict:
+    """No device of another architecture has been measured: its interval is the widest measured
+    class's, stated as a lower bound, not as a measured 90%."""
+    widest = max(classes, key=lambda c: classes[c]["q_high"] - classes[c]["q_low"])
+    return {"q_low": classes[widest]["q_low"], "q_high": classes[widest]["q_high"], "n": 0, "from": widest,
+            "records": "none: no device of another architecture has been measured",
+            "fit": f"the widest measured class's quantiles ({widest}), a lower bound: laws carried across an "
+                   "architecture through its datasheet facts have never been checked against a measurement"}
 
 
 def _quantiles(values) -> dict:

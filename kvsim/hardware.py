@@ -154,6 +154,13 @@ class Host(_Frozen):
     launch_s: Optional[dict[Literal["torch", "torch_gemm", "torch_host", "triton"], Sourced]] = None
     triton_arg_s: Optional[Sourced] = None
     sync_s: Optional[Sourced] = None
+    # the runtime's own Python around each call it issues, beyond the bare call's cost above:
+    # per torch call (the method's code around it) and per Triton launch (the kernel's wrapper:
+    # checks, strides, grid); and the host-clock probe the costs were measured at
+    # (runtime.launches.host_probe: seconds per tiny torch call), to scale them to a host that
+    # ran faster or slower (kvsim.roofline.at_host_probe)
+    python_s: Optional[dict[Literal["torch", "triton"], Sourced]] = None
+    probe_s: Optional[Sourced] = None
 
 
 class SingleBlockTopK(_Frozen):

@@ -1,11 +1,13 @@
 """Prediction intervals from validation residuals, by how much of a profile was measured.
 
 A prediction on a profile whose memory curve was measured on that device ("measured") is as
-good as kvsim's held-out error there; one whose laws came from another device of the same
-architecture ("same-architecture") as good as the leave-one-device-out error; one from another
-architecture, or from nothing measured, is bounded by the widest class that has residuals (the
-file says which). The residuals are log(measured / predicted) step latency; the 5% and 95%
-quantiles give the 90% interval latency · exp(q). They are data
+good as kvsim's error on that device's own records outside its fit (per device: devices differ
+in spread, and pooling them gave the wider one too narrow an interval); one whose laws came from
+another device of the same architecture ("same-architecture") as good as the leave-one-device-out
+error, pooled over both directions; one from another architecture has no measurement behind it:
+it gets the widest measured class's quantiles, a lower bound (the file says so). The residuals are
+log(measured / predicted) step latency; the 5% and 95% quantiles give the 90% interval
+latency · exp(q). They are data
 (``hw_profiles/residuals/step-latency.yaml``), written by ``kvsim calibrate --intervals`` with the
 records and the fit they come from.
 """
@@ -37,10 +39,13 @@ def _table(path: str) -> dict:
     return read_mapping(file, "residual quantiles")["classes"] if file.is_file() else {}
 
 
-def quantiles(trust_class: str) -> tuple[float, float, str]:
-    """(q_low, q_high, class used): the class's own quantiles, else the nearest wider class's,
-    else the widest any class has."""
+def quantiles(trust_class: str, device: str | None = None) -> tuple[float, float, str]:
+    """(q_low, q_high, class used): the device's own quantiles within its class, else the class's,
+    else the nearest wider class's, else the widest any class has."""
     table = _table(str(residuals_file()))
+    own = (table.get(trust_class) or {}).get("devices", {}).get(device)
+    if own is not None:
+        return float(own["q_low"]), float(own["q_high"]), f"{trust_class} ({device})"
     wanted = trust_class
     while wanted is not None:
         if wanted in table:
@@ -52,17 +57,18 @@ def quantiles(trust_class: str) -> tuple[float, float, str]:
     return float(table[widest]["q_low"]), float(table[widest]["q_high"]), widest
 
 
-def interval(latency, trust_class: str):
-    """Vectorized: (low, high) arrays around ``latency`` (any shape) for a profile's trust class."""
-    q_low, q_high, _ = quantiles(trust_class)
+def interval(latency, trust_class: str, device: str | None = None):
+    """Vectorized: (low, high) arrays around ``latency`` (any shape) for a profile's trust class
+    (and device: a measured device's own quantiles)."""
+    q_low, q_high, _ = quantiles(trust_class, device)
     latency = np.asarray(latency, dtype=float)
     return latency * np.exp(q_low), latency * np.exp(q_high)
 
 
-def scaled_interval(value, trust_class: str, inverse: bool = False):
+def scaled_interval(value, trust_class: str, inverse: bool = False, device: str | None = None):
     """The same relative interval for a quantity proportional to latency (``inverse``: to its
     reciprocal, e.g. tokens/s, or batch that fits a latency budget), vectorized."""
-    low, high = interval(1.0, trust_class)
+    low, high = interval(1.0, trust_class, device)
     value = np.asarray(value, dtype=float)
     return (value / high, value / low) if inverse else (value * low, value * high)
 

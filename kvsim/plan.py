@@ -179,12 +179,12 @@ def _priced(m: dict, hws, gpus, prices: dict, shape: Shape, objectives) -> dict:
 def _ranges(hws, tpot_s, usd_per_mtok) -> dict:
     """90% intervals of TPOT and $/M tokens (both proportional to the step latency at the
     option's batch) from the residuals of each hardware's trust class (kvsim.intervals)."""
-    classes = np.array([hw.trust_class for hw in hws], dtype=object)
+    keys = [(hw.trust_class, hw.name) for hw in hws]
     low, high, used = np.ones(len(hws)), np.ones(len(hws)), np.empty(len(hws), dtype=object)
-    for trust in set(classes):
-        rows = classes == trust
-        low[rows], high[rows] = scaled_interval(1.0, trust)
-        used[rows] = quantiles(trust)[2]
+    for key in set(keys):
+        rows = np.array([k == key for k in keys], dtype=bool)
+        low[rows], high[rows] = scaled_interval(1.0, key[0], device=key[1])
+        used[rows] = quantiles(*key)[2]
     return {"tpot_s_low": tpot_s * low, "tpot_s_high": tpot_s * high, "usd_per_mtok_low": usd_per_mtok * low,
             "usd_per_mtok_high": usd_per_mtok * high, "interval_class": used}
 

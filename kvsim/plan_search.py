@@ -201,7 +201,7 @@ def choose(probe: Probe, found: Located, times: dict, batch: int | None, tpot_s:
     tried, at = found.tried, found.at
     i = _chosen(times, tried.size, batch, tpot_s, ttft_s)
     # the batch chosen where every time is at its 90% interval's slow end, and at its fast end
-    low, high = interval(1.0, probe.hw.trust_class)
+    low, high = interval(1.0, probe.hw.trust_class, probe.hw.name)
     slow = _chosen({k: v * high for k, v in times.items()}, tried.size, batch, tpot_s, ttft_s)
     fast = _chosen({k: v * low for k, v in times.items()}, tried.size, batch, tpot_s, ttft_s)
     fits = bool(at.fits[i])

@@ -57,14 +57,14 @@ class Prediction:
         """(low, high), shaped like latency_s: the 90% interval of the step latency from the
         validation residuals of the profile's trust class (kvsim.intervals)."""
         from .intervals import interval
-        return interval(self.latency_s, self.hw.trust_class)
+        return interval(self.latency_s, self.hw.trust_class, self.hw.name)
 
     @property
     def interval_class(self) -> str:
         """The residuals the interval comes from: the profile's trust class, or the nearest wider
         class that has residuals (kvsim.intervals.quantiles)."""
         from .intervals import quantiles
-        return quantiles(self.hw.trust_class)[2]
+        return quantiles(self.hw.trust_class, self.hw.name)[2]
 
     @property
     def tokens_per_s(self):

@@ -1,7 +1,9 @@
 """Published quality: what a method's setting costs in accuracy, relative to dense attention.
 
-``kvsim/data/quality.yaml`` holds published scores (paper tables, official repositories), each
-beside the dense score of the same table. ``relative`` is score / dense for benchmarks where
+Each method's published scores (paper tables, official repositories) live in its own folder,
+``kvsim/methods/<name>/quality.yaml`` (found through the method registry), one entry per setting,
+each naming a table of ``kvsim/data/quality.yaml``: its source, model, benchmark, context and the
+dense score of the same table. ``relative`` is score / dense for benchmarks where
 higher is better (dense / score where lower is better, e.g. perplexity), so 1.0 means "as good
 as dense" and 0.5 "half the dense accuracy" in both cases.
 
@@ -10,8 +12,10 @@ A configuration's quality is one of:
            dense attention's; dense itself is always exact.
   known    a published entry of the same method, benchmark and model (same weights) whose kept
            share of the context is within BUDGET_FACTOR of this one's, at a context within
-           CONTEXT_FACTOR, with the same non-budget settings (e.g. TidalDecode's re-selection
-           layer): its relative score is reported.
+           CONTEXT_FACTOR, with the same non-budget settings (TidalDecode's re-selection layer,
+           Quest's page size, ALISA's KV bits): its relative score is reported. The kept share is
+           the budget: DuoAttention's retrieval-head ratio plus its streaming heads' sink + recent
+           windows, ALISA's 1 − KV sparsity, the others' tokens over the context.
   unknown  otherwise, with the nearest entry and how far it is.
 Nearest: same method; then same benchmark, same model, same settings, closest kept share
 (|log| of the ratio), closest context (|log| of the ratio), in that order.
@@ -19,114 +23,22 @@ Nearest: same method; then same benchmark, same model, same settings, closest ke
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import KvsimError
-from .methods import METHODS, get_method
+from .methods import get_method
 from .models import load_model
+from .quality_data import Published, load_quality
 from .units import format_tokens
 from .workload import Workload
-from .yamlfile import read_mapping, validated
 
-DATA_FILE = Path(__file__).with_name("data") / "quality.yaml"
 DEFAULT_BENCHMARK = "retrieval"  # long-context use: can the model still find what it was given
 BUDGET_FACTOR = 2.0  # a published setting speaks for kept shares within 2x of its own
 CONTEXT_FACTOR = 2.0  # ... at contexts within 2x of its own
-SETTINGS = {"tidaldecode": ("reselect_layer",), "quest": ("page_size",)}  # compared, not budget
-
-
-class Benchmark(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    description: str = Field(min_length=3)
-    higher_is_better: bool
-
-
-class Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    source: str = Field(min_length=10)
-    model: str = Field(min_length=2)
-    kvsim_model: Optional[str] = None
-    benchmark: str
-    task: str = Field(min_length=3)
-    context: int = Field(gt=0)
-    context_note: str = ""
-    dense: float = Field(gt=0)
-    dense_source: str = ""
-
-
-class Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    table: str
-    method: str
-    budget_tokens: Optional[int] = Field(None, gt=0)
-    budget_fraction: Optional[float] = Field(None, gt=0, le=1)
-    params: dict[str, float] = {}
-    score: float = Field(ge=0)
-
-    @model_validator(mode="after")
-    def _one_budget(self):
-        if (self.budget_tokens is None) == (self.budget_fraction is None):
-            raise ValueError("give exactly one of budget_tokens and budget_fraction")
-        return self
-
-
-@dataclass(frozen=True)
-class Published:
-    """One entry with its table's facts: what ``quality`` matches against."""
-    method: str
-    model: str
-    kvsim_model: Optional[str]
-    benchmark: str
-    task: str
-    context: int
-    fraction: float  # kept share of the context
-    params: dict
-    score: float
-    dense: float
-    relative: float
-    source: str
-    dense_source: str
-    context_note: str = ""
-
-
-def load_quality(path: str | Path | None = None) -> tuple[dict[str, Benchmark], list[Published]]:
-    """(benchmarks, entries) of the shipped file or of ``path`` (same fields)."""
-    return _load(str(path or DATA_FILE))
-
-
-@lru_cache(maxsize=4)
-def _load(path: str):
-    data = read_mapping(Path(path), "quality file")
-    for key, kind in (("benchmarks", dict), ("tables", dict), ("entries", list)):
-        if not isinstance(data.get(key), kind):
-            raise KvsimError(f"{path}: expected '{key}:' as a {'mapping' if kind is dict else 'list'}")
-    marks = {k: validated(Benchmark, v, path, f"benchmarks.{k}.") for k, v in data["benchmarks"].items()}
-    tables = {k: validated(Table, v, path, f"tables.{k}.") for k, v in data["tables"].items()}
-    entries = []
-    for i, raw in enumerate(data["entries"]):
-        entry = validated(Entry, raw, path, f"entries.{i}.")
-        table = tables.get(entry.table)
-        problem = ("unknown table" if table is None else "unknown benchmark" if table.benchmark not in marks
-                   else "unknown method" if entry.method not in METHODS
-                   else "score 0 where lower is better" if not (entry.score or marks[table.benchmark].higher_is_better)
-                   else "")
-        if problem:
-            raise KvsimError(f"{path}: entries.{i}: {problem} ({entry.table}, {entry.method})")
-        entries.append(_published(entry, table, marks[table.benchmark]))
-    return marks, entries
-
-
-def _published(entry: Entry, table: Table, mark: Benchmark) -> Published:
-    fraction = entry.budget_fraction or min(entry.budget_tokens / table.context, 1.0)
-    relative = entry.score / table.dense if mark.higher_is_better else table.dense / entry.score
-    return Published(entry.method, table.model, table.kvsim_model, table.benchmark, table.task,
-                     table.context, fraction, dict(entry.params), entry.score, table.dense, relative,
-                     table.source, table.dense_source, table.context_note)
+SETTINGS = {"tidaldecode": ("reselect_layer",), "quest": ("page_size",),  # compared, not budget
+            "alisa": ("kv_bits",)}
 
 
 # ---- what a configuration keeps ------------------------------------------------------------
@@ -155,7 +67,8 @@ _KEPT = {
     "h2o": lambda m, model, S: _window(sum(m.budgets(S)), S),
     "streamingllm": lambda m, model, S: _window(m.sink + m.recent, S),
     "duoattention": _duo,
-    "alisa": lambda m, model, S: (np.full_like(S, 1.0 - m.sparsity), np.full_like(S, m.sparsity == 0, dtype=bool)),
+    "alisa": lambda m, model, S: (np.full_like(S, 1.0 - m.sparsity),  # INT8 KV is never exact
+                                  np.full_like(S, m.sparsity == 0 and m.kv_bits == 16, dtype=bool)),
     "adore": lambda m, model, S: _window(m.m, S),
 }
 

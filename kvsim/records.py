@@ -191,12 +191,13 @@ def check_measured(record: dict, where: str) -> None:
             raise KvsimError(f"{where}: field '{name}' must be {what}, got {record[name]!r:.60}")
 
 
-def measured_records(paths) -> list[dict]:
-    """The measured records (``source: "measured"``) of JSON-lines files, each checked."""
+def measured_records(paths, kind: str | None = None) -> list[dict]:
+    """The measured records (``source: "measured"``) of JSON-lines files, each checked; those of
+    ``kind`` (None: the per-step records, no ``kind``; "schedule": executed schedules)."""
     records = []
     for path in paths:
         for number, record in enumerate(read_jsonl(path), 1):
-            if record.get("source") == "measured":
+            if record.get("source") == "measured" and record.get("kind") == kind:
                 check_measured(record, f"{path}: record {number}")
                 records.append(record)
     return records

@@ -93,7 +93,7 @@ def comparison_text(preds: list, quality: list | None = None) -> str:
 
 
 QUALITY_NOTE = ("\nquality: published score relative to dense on that benchmark for this model, context and "
-                "budget (kvsim/data/quality.yaml); 'exact': the whole context is kept; 'unknown': no "
+                "budget (kvsim/methods/*/quality.yaml); 'exact': the whole context is kept; 'unknown': no "
                 "close published setting (--method NAME shows the nearest)")
 
 

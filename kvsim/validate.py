@@ -12,7 +12,8 @@ step latencies inside the predicted 90% interval (kvsim.intervals).
 With ``engine`` "eager" the step and attention latencies are the runtime's eager timings
 (``record["eager"]``, every op issued from the host) against kvsim's eager engine; a record
 whose step could not be captured (``timer`` says eager, e.g. offloaded steps) is always compared
-that way: its only timings are eager ones.
+that way: its only timings are eager ones. A record that carries the host clock its eager
+timings ran at (``eager.host_probe_s``) is predicted with the host costs at that clock.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from .profiles import load_profile
 from .intervals import interval
 from .models import load_model
 from .predict import predict
+from .eager_timing import as_timed
+from .roofline import at_host_probe
 
 QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes", "memory_bytes")
 GROUP_KEYS = ("method", "model", "device", "trust")
@@ -133,6 +136,13 @@ def _has_eager(record: dict, hw) -> bool:
     return profile.host is not None and profile.host.launch_s is not None and profile.host.sync_s is not None
 
 
+def on_record_host(record: dict, hw=None) -> HardwareProfile:
+    """The profile ``record`` is predicted on, its host costs at the host clock the record's
+    eager timings ran at (``eager.host_probe_s``, kvsim.roofline.at_host_probe) where it has one."""
+    profile = load_profile(hw) if hw else record_profile(record["hw"])
+    return at_host_probe(profile, (record.get("eager") or {}).get("host_probe_s") or 0.0)
+
+
 def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:
     """Each quantity predicted where the measurement took it, in one vectorized prediction:
     latencies at the replayed step's and attention call's contexts (``timed_contexts``), or the
@@ -140,17 +150,22 @@ def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:
     bytes the mean over the eager steps; HBM bytes at ``seq`` (Nsight Compute counts one step
     there). Eager timings (``engine`` "eager", or a record timed only eagerly) are always the
     eager steps', predicted on the eager engine (host issue time included) where the profile
-    has its host costs."""
+    has its host costs, as the harness times them (kvsim.eager_timing)."""
     seq = record["seq"]
     replayed = record.get("timed_contexts") or {}
     first, last = record.get("contexts") or (seq, seq)
     seqs = np.r_[seq, step_context(record), replayed.get("attention", seq), np.arange(first, last + 1)]
     eager = engine == "eager" or eager_timed(record)
-    pred = predict_record(record, hw, seq=seqs, engine="eager" if eager and _has_eager(record, hw) else engine)
+    if eager and _has_eager(record, hw):
+        hw, engine = on_record_host(record, hw), "eager"
+    pred = predict_record(record, hw, seq=seqs, engine=engine)
     every = lambda x: np.broadcast_to(np.asarray(x, dtype=float), seqs.shape)  # noqa: E731
-    latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
+    if engine == "eager":  # as the harness times eager calls (kvsim.eager_timing)
+        latency, attention = map(every, as_timed(pred, record))
+    else:
+        latency, attention = every(pred.latency_s), every(pred.attention()["latency_s"])
     step = float(np.median(latency[3:]) if eager else latency[1])
-    low, high = interval(step, pred.hw.trust_class)
+    low, high = interval(step, pred.hw.trust_class, pred.hw.name)
     return {"latency": step, "latency_low": float(low), "latency_high": float(high),
             "attention_latency": float(np.median(attention[3:]) if eager else attention[2]),
             "hbm_bytes": float(every(pred.hbm_bytes)[0]),

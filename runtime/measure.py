@@ -14,6 +14,9 @@ a few tokens past the eager ones: ``timed_contexts`` says at which contexts.
 ``gpu_busy_s`` (CUDA only): the summed time of the kernels one step runs (torch.profiler),
 i.e. the latency without the host's launch gaps and syncs of this eager-mode runtime.
 
+``eager["host_probe_s"]``: the host clock during the eager timings (runtime/launches.py
+host_probe, before each timed pair, median): eager times scale with it.
+
 ``launches`` (step and attention-only): what the host issues in one call, counted by
 runtime/launches.py: torch calls that launch kernels, torch calls that only make views or
 allocate, Triton kernel launches, and host syncs (an eager step pays host time for each).
@@ -33,7 +36,7 @@ import torch
 
 from . import ops
 from .engine import Engine, offload_fraction
-from .launches import LAUNCH_KINDS, LaunchCounter, count_launches  # noqa: F401 - re-exported
+from .launches import LAUNCH_KINDS, LaunchCounter, count_launches, host_probe  # noqa: F401 - re-exported
 from .model import DTYPE_NAMES
 
 L2_FLUSH_MULTIPLE = 4  # the flush writes 4 × the L2 of the device (its profile's memory.l2_bytes)
@@ -136,20 +139,23 @@ def _engine(method, seq, batch, model, n_layers, params, extra_steps, spare: int
     return engine, prefill
 
 
-def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tuple[list, dict]:
-    """[attention-only, step, attention-only, step, ...] times, and PCIe bytes of the steps."""
+def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tuple[list, dict, float]:
+    """[attention-only, step, attention-only, step, ...] times, PCIe bytes of the steps, and the
+    median host-clock probe (runtime/launches.py host_probe) taken before each pair, untimed."""
     timer = _Timer(engine.device, flush_l2)
     for _ in range(warmup):
         engine.attention_only_step()
         engine.step()
     moved = {"h2d": 0, "d2h": 0}
+    scratch, probes = torch.zeros(1, device=engine.device), []
     for _ in range(steps):
+        probes.append(host_probe(engine.device, scratch))
         timer.time(engine.attention_only_step)
         before = engine.pcie_bytes
         timer.time(engine.step)
         for key, value in engine.pcie_bytes.items():
             moved[key] += value - before[key]
-    return timer.results(), moved
+    return timer.results(), moved, statistics.median(probes)
 
 
 def synced_times(engine: Engine, steps: int, flush_l2: bool) -> dict:
@@ -229,7 +235,7 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         prefill_backends = ops.backends()
         ops.reset()  # from here: the decode steps' backends, apart from the prefill's
         first = engine.length + warmup + 1
-        times, moved = _time_steps(engine, steps, warmup, flush_l2)
+        times, moved, probe = _time_steps(engine, steps, warmup, flush_l2)
         synced = synced_times(engine, steps, flush_l2) if offload_fraction(offload) else None
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         launches = {"step": count_launches(engine.step), "attention": count_launches(engine.attention_only_step)}
@@ -250,7 +256,8 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         steps=steps, warmup=warmup, launches=launches, timer="cuda events" if engine.device.type == "cuda" else "perf_counter",
         l2_flush_bytes=l2_flush_bytes(engine.device) if engine.device.type == "cuda" and flush_l2 else 0,
         backends=ops.backends(), prefill_backends=prefill_backends)
-    record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
+    record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"],
+                       "host_probe_s": probe}
     if synced:
         record["synced"] = synced
     if graphed:  # replays repeat one captured step: its context is the one to predict

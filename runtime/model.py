@@ -96,8 +96,11 @@ class Decoder:
 
     # ---- weights ------------------------------------------------------------------------------
     def _normal(self, shape, std: float) -> torch.Tensor:
-        w = torch.randn(shape, generator=self._gen, device=self.device, dtype=torch.float32)
-        return (w * std).to(self.dtype)
+        """N(0, std²) drawn in place in the model's dtype: no fp32 temporaries, whose freed blocks
+        would leave holes in torch's caching allocator (2.5–5 GB at max batch on llama-2-7b/13b,
+        benchmarks/allocator_holes.py) that a runtime loading a checkpoint does not have."""
+        w = torch.empty(shape, device=self.device, dtype=self.dtype)
+        return w.normal_(0.0, std, generator=self._gen)
 
     def _linear(self, d_out: int, d_in: int) -> tuple:
         bias = torch.zeros(d_out, device=self.device, dtype=self.dtype) if self.opt else None

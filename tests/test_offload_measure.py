@@ -54,7 +54,8 @@ def test_offload_script_records_synced_times_cut_params_and_resumes(tmp_path):
         assert view["latency_s"] == rec["synced"]["latency_s"] == view["eager"]["latency_s"]
         assert view["attention"]["latency_s"] == rec["synced"]["attention_latency_s"]
         assert view["contexts"] == rec["synced"]["contexts"] and "eager" in view["timer"]
-        assert "timed_contexts" not in view
+        assert "timed_contexts" not in view and view["l2_flush_bytes"] == 0  # flushed before a sync
+        assert view["eager"]["host_probe_s"] == rec["eager"]["host_probe_s"]
     again = _run(tmp_path, *args, "--skip-done")  # everything done: nothing appended
     assert again.returncode == 0 and len(_lines(out)) == 2
 

@@ -39,14 +39,14 @@ def test_a_batch_limited_by_the_objective_has_a_range(table):
 def test_the_interval_follows_the_profiles_trust(table):
     for row in table.rows():
         trust = load_profile(row["hw"]).trust_class
-        assert row["interval_class"] == quantiles(trust)[2]
+        assert row["interval_class"] == quantiles(trust, row["hw"])[2]
         if row["fits"]:
-            low, high = interval(row["tpot_s"], trust)
+            low, high = interval(row["tpot_s"], trust, row["hw"])
             assert row["tpot_s_low"] == pytest.approx(float(low))
             assert row["tpot_s_high"] == pytest.approx(float(high))
     measured = table["hw"] == "h100-sxm"
-    assert set(table["interval_class"][measured]) == {"measured"}
-    assert "measured" not in set(table["interval_class"][table["hw"] == "l40s"])
+    assert set(table["interval_class"][measured]) == {"measured (h100-sxm)"}
+    assert not any(c.startswith("measured") for c in table["interval_class"][table["hw"] == "l40s"])
 
 
 def test_plan_prints_and_writes_the_ranges(capsys):

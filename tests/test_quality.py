@@ -1,4 +1,4 @@
-"""Published quality (kvsim/data/quality.yaml, kvsim.quality) and its use in predict and plan."""
+"""Published quality (kvsim/methods/*/quality.yaml with the tables of kvsim/data/quality.yaml; kvsim.quality) and its use in predict and plan."""
 import json
 
 import numpy as np

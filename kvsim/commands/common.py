@@ -8,7 +8,7 @@ import sys
 
 from ..errors import KvsimError
 from ..models import DEFAULT_MODEL
-from ..units import UnitError, parse_count, parse_token_range
+from ..units import UnitError, parse_bytes, parse_count, parse_token_range
 from ..workload import KV_DTYPES, WEIGHT_DTYPES
 
 
@@ -41,6 +41,17 @@ def count_list(text: str) -> list[int]:
         return parse_token_range(text, "a number")
     except UnitError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def byte_size(text: str) -> float:
+    """A byte size: 12GiB, 8e9; must be positive."""
+    try:
+        value = parse_bytes(text)
+    except UnitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive byte size, got {text!r}")
+    return value
 
 
 def fraction(text: str) -> float:

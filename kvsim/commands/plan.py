@@ -14,7 +14,7 @@ from .common import (ANSWER, NO_FIT, add_engine_arg, add_model_args, dump_json, 
 from .sweep import count_list, hardware_list, method_list
 
 QUALITY_NOTE = ("quality: published score relative to dense on the benchmark for this model, context and "
-                "budget (kvsim/data/quality.yaml; --format json shows the source); 'exact': the whole context "
+                "budget (kvsim/methods/*/quality.yaml; --format json shows the source); 'exact': the whole context "
                 "is kept; 'unknown*': a lossy method with no close published setting (kvsim predict "
                 "--method NAME shows the nearest); --quality-floor F keeps exact and known >= F")
 
@@ -34,7 +34,7 @@ def register(sub) -> None:
     parser.add_argument("--quality-floor", type=parse_floor, metavar="F",
                         help="keep options whose published quality relative to dense is >= F in [0, 1]; unknown is excluded")
     parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
-                        help=f"benchmark the quality column and floor use (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
+                        help=f"benchmark the quality column and floor use (default {DEFAULT_BENCHMARK}; kvsim/methods/*/quality.yaml)")
     add_model_args(parser)
     add_engine_arg(parser)
     parser.add_argument("--format", choices=("table", "json"), default="table")

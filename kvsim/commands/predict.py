@@ -29,7 +29,7 @@ def register(sub) -> None:
     add_engine_arg(parser)
     add_format_arg(parser)
     parser.add_argument("--quality-benchmark", default=DEFAULT_BENCHMARK, type=parse_benchmark,
-                        help=f"benchmark for the published-quality line (default {DEFAULT_BENCHMARK}; kvsim/data/quality.yaml)")
+                        help=f"benchmark for the published-quality line (default {DEFAULT_BENCHMARK}; kvsim/methods/*/quality.yaml)")
     parser.add_argument("--plot", help="roofline, time breakdown, latency and memory against context, PNG")
     parser.set_defaults(run=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import KvsimError
 from ..workload import WEIGHT_DTYPES
-from .common import dump_json, parse_params, positive_int, tokens
+from .common import byte_size, dump_json, parse_params, positive_int, tokens
 
 
 def _batch(text: str):
@@ -21,6 +21,9 @@ def register(sub) -> None:
     parser = sub.add_parser("schedule", help="three-phase GPU/CPU/recompute KV plan (ALISA) vs FlexGen and vLLM")
     parser.add_argument("--hw", required=True, help="GPU profile name, alias or YAML path")
     parser.add_argument("--model", required=True, help="model preset or YAML path")
+    parser.add_argument("--layers", type=positive_int, help="the model's first N layers only (as the runtime cuts it)")
+    parser.add_argument("--gpu-mem", type=byte_size, metavar="BYTES",
+                        help="emulate a smaller GPU: plan for this much GPU memory (e.g. 12GiB), at most the device's")
     parser.add_argument("--method", default="alisa", help="a method name (dense: no sparsity)")
     parser.add_argument("--batch", type=_batch, default=16, help="sequences, or 'auto' to choose it")
     parser.add_argument("--max-batch", type=positive_int, default=256, help="largest batch --batch auto tries")
@@ -38,11 +41,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..outfile import check_plot
     from ..schedule import schedule
+    from ..schedule.executed import cut_model, with_gpu_memory
     from ..schedule.report import text, to_dict
 
     if args.plot:
         check_plot(args.plot)
-    result = schedule(args.hw, args.model, method=args.method, batch=args.batch, prompt=args.prompt,
+    result = schedule(with_gpu_memory(args.hw, args.gpu_mem), cut_model(args.model, args.layers), method=args.method, batch=args.batch, prompt=args.prompt,
                       gen=args.gen, kv_bits=args.kv_bits, dtype=args.dtype,
                       params=parse_params(args.param), baselines=not args.no_baselines,
                       max_batch=args.max_batch)

@@ -13,7 +13,8 @@ from .common import ANSWER, dump_json, fraction
 
 def register(sub) -> None:
     val = sub.add_parser("validate", help="kvsim's prediction error against measured records")
-    val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure")
+    val.add_argument("files", nargs="+", help="JSONL files written by kvsim measure (or, executed schedules, "
+                                             "by benchmarks/measure_schedule.py)")
     val.add_argument("--hw", help="predict on this profile instead of each record's device's shipped profile")
     val.add_argument("--transfer-from", metavar="PROFILE",
                      help="leave one device out: each record's device with every law transferred from PROFILE")
@@ -96,6 +97,13 @@ def run_validate(args) -> int:
     if checks and not measured_records(args.files):
         print(dump_json({"max_batch": checks}) if args.format == "json" else _max_batch_text(checks))
         return ANSWER
+    executed = measured_records(args.files, kind="schedule")
+    if executed:
+        from ..schedule.validate import compare as compare_schedules, text as schedule_text
+        found = compare_schedules(executed)
+        print(dump_json({"schedule": found}) if args.format == "json" else schedule_text(found))
+        if not measured_records(args.files):
+            return ANSWER
     records = _load(args.files)
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
@@ -173,13 +181,16 @@ def _write_intervals(args) -> int:
     from ..calibrate import interval_classes
     from ..intervals import document, residuals_file
 
-    classes = interval_classes(_load(args.files), list(args.files))
+    _load(args.files)  # refuses files with no measured record
+    classes = interval_classes({path: measured_records([path]) for path in args.files})
     if not classes:
         raise KvsimError("no records of a device with a measured profile in the given files")
     out = args.out or str(residuals_file())
     command = "kvsim calibrate --intervals " + " ".join(args.files)
     write_whole(out, yaml.safe_dump(document(classes, command), sort_keys=False, width=120))
     for name, q in classes.items():
-        print(f"{name}: 90% of log(measured/predicted) in [{q['q_low']:+.3f}, {q['q_high']:+.3f}] over {q['n']} records")
+        for label, part in [(name, q)] + [(f"{name} {d}", v) for d, v in q.get("devices", {}).items()]:
+            print(f"{label}: 90% of log(measured/predicted) in [{part['q_low']:+.3f}, {part['q_high']:+.3f}] "
+                  f"over {part['n']} records" + (f" (no records: {q['from']}'s)" if not part["n"] else ""))
     print(f"wrote {out}")
     return ANSWER

@@ -4,6 +4,7 @@
   cost.py     its cost model (numpy ops), a subclass of its spec and ``base.Method``
   runtime.py  the reference runtime's cache and step (torch; imported by the runtime only)
   kernels*.py Triton kernels only this method uses, each with its torch reference
+  quality.yaml its published accuracy, one entry per setting (read by kvsim.quality_data)
 
 Adding a method is its folder and one line below: name -> class name (``<Class>Spec`` in
 spec.py, ``<Class>`` in cost.py and runtime.py). Modules are imported when a method is first
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from pathlib import Path
 
 from ..errors import KvsimError
 from .base import Method
@@ -62,6 +64,13 @@ class Faces(Mapping):
 
 SPECS: Mapping[str, type[MethodSpec]] = Faces("spec", "Spec")
 METHODS: Mapping[str, type[Method]] = Faces("cost")  # the cost models
+
+
+def data_file(name: str, filename: str) -> Path:
+    """A data file in method ``name``'s folder (e.g. "quality.yaml": its published accuracy),
+    found without importing the method."""
+    check_name(name)
+    return Path(__file__).parent / name / filename
 
 
 def spec_of(name: str) -> type[MethodSpec]:

@@ -34,9 +34,10 @@ class Baseline:
     note: str = ""
 
 
-def _dense_inputs(inp: StepInputs, batch: int) -> StepInputs:
+def _dense_inputs(inp: StepInputs, batch: int, engine: str = "graphs") -> StepInputs:
     wl = inp.wl
-    return step_inputs(get_method("dense"), inp.model, inp.hw, batch, inp.prompt, inp.gen, wl.dtype, wl.dtype)
+    return step_inputs(get_method("dense"), inp.model, inp.hw, batch, inp.prompt, inp.gen, wl.dtype, wl.dtype,
+                       engine)
 
 
 def _attention_s(inp: StepInputs) -> np.ndarray:

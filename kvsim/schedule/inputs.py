@@ -81,7 +81,9 @@ def _link_check(hw: HardwareProfile) -> None:
 
 
 def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: int, prompt: int,
-                gen: int, dtype: str, kv_dtype: str) -> StepInputs:
+                gen: int, dtype: str, kv_dtype: str, engine: str = "graphs") -> StepInputs:
+    """``engine``: how the method's own step is timed (kvsim.roofline.ENGINES): CUDA-graph
+    replay (plans), or issued eagerly from the host (to compare with an eager-timed run)."""
     _link_check(hw)
     if gen < 1:
         raise KvsimError(f"schedule: --gen must be at least 1, got {gen}")
@@ -89,7 +91,7 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
     context = prompt + np.arange(gen + 1, dtype=float)
     decode = step_cost(method, model, hw, wl.with_(seq=context[1:]))
     prefill = step_cost(method, model, hw, wl, prefill=True)
-    decode_t, prefill_t = step_time(decode, hw), step_time(prefill, hw)
+    decode_t, prefill_t = (step_time(c, hw, engine, model.n_layers) for c in (decode, prefill))
     rho = model.n_layers * batch * model.n_kv_heads * method.row_bytes(model, wl)
     kv = np.concatenate([[float(prefill.resident_total("gpu", True) + prefill.resident_total("host", True))],
                          decode.resident_total("gpu", True) + decode.resident_total("host", True)])

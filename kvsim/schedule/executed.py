@@ -1,0 +1,149 @@
+"""What the runtime executes of a schedule, and what kvsim predicts for that execution.
+
+A GPU smaller than the device is emulated by a byte budget (``with_gpu_memory``): the plan is
+solved for it, and the runtime (runtime/schedule_exec.py) sizes its GPU pools from the plan's
+token counts, so the plan and the run hold the same rows.
+
+Integer token counts per step j = 0..G (the plan's continuous counts, rounded down), all per
+sequence and the same in every layer (ALISA's placement is by position):
+  deleted_j  tokens [0, deleted_j) have no K/V anywhere (Phase III, j >= p2: ⌊β·N_j⌋ ≤ old_j)
+  last       tokens [0, last) keep their layer inputs x from creation (last = deleted_G)
+  start      Phase-II tokens are positions >= start (= N_{p1-1}; 0 when p1 = 0)
+  old_j      positions < old_j are outside the recent window (N_j − recent_j)
+Position p >= start is in the α-share iff ⌊(p − start + 1)·α⌋ > ⌊(p − start)·α⌋ (evenly spread,
+a share α of them); it moves to CPU memory (K/V, and x if kept) once p < old_j.
+FlexGen-style: the LP's "pcie kv" solution (baselines._solve_lp): a fixed share 1 − cg of every
+layer's KV (the oldest) in CPU memory, all of it streamed to the GPU every step.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import KvsimError
+from ..hardware import Sourced
+from ..methods import get_method
+from ..models import load_model
+from ..profiles import load_profile
+from ..units import format_bytes
+from .baselines import _dense_inputs, _lp_rows, _solve_lp
+from .evaluate import evaluate
+from .inputs import step_inputs
+from .run import schedule
+
+BUDGET_SOURCE = "emulated GPU: a byte budget below the device's memory (kvsim schedule --gpu-mem)"
+
+
+def with_gpu_memory(hw, nbytes: float | None):
+    """The profile with its GPU memory set to ``nbytes`` (None: unchanged); never above the device's."""
+    hw = load_profile(hw)
+    if nbytes is None:
+        return hw
+    have = hw.memory.capacity_bytes.value
+    if not 0 < nbytes <= have:
+        raise KvsimError(f"--gpu-mem must be in (0, {format_bytes(have)}] (the device's memory), "
+                         f"got {format_bytes(nbytes)}")
+    memory = hw.memory.model_copy(update={"capacity_bytes": Sourced(value=float(nbytes), source=BUDGET_SOURCE)})
+    return hw.model_copy(update={"memory": memory})
+
+
+def cut_model(model, layers: int | None):
+    model = load_model(model)
+    if layers is None or layers == model.n_layers:
+        return model
+    if not 1 <= layers <= model.n_layers:
+        raise KvsimError(f"--layers must be 1..{model.n_layers} for {model.name}, got {layers}")
+    return model.model_copy(update={"n_layers": int(layers)})
+
+
+def alpha_count(lo, hi, start: int, alpha: float):
+    """α-share positions in [lo, hi) (lo, hi >= start; arrays allowed)."""
+    lo, hi = np.maximum(lo, start), np.maximum(hi, start)
+    return np.floor((hi - start) * alpha + 1e-9) - np.floor((lo - start) * alpha + 1e-9)
+
+
+def phase_of(j: int, p1: int, p2: int, alpha: float, beta: float) -> str:
+    """The phase step j runs in: prefill (j = 0), I, II (j >= p1, α > 0) or III (j >= p2, β > 0)."""
+    if j == 0:
+        return "prefill"
+    return "III" if beta > 0 and j >= p2 else "II" if alpha > 0 and j >= p1 else "I"
+
+
+def token_plan(inp, plan) -> dict:
+    """The integer counts above for ``plan`` (a Placement) on ``inp`` (StepInputs), and the most
+    rows each pool holds at once: K/V on the GPU and on the host, x on the GPU and on the host."""
+    G, P = inp.gen, inp.prompt
+    n = (P + np.arange(G + 1)).astype(int)
+    recent = np.asarray(inp.recent, dtype=int)
+    old = n - recent
+    deleted = np.where(np.arange(G + 1) >= plan.p2, np.floor(np.clip(plan.beta * n, 0, old) + 1e-9), 0).astype(int)
+    start = 0 if plan.p1 == 0 else int(n[min(plan.p1, G + 1) - 1])
+    alpha = plan.alpha if plan.p1 <= G else 0.0
+    last = int(deleted[-1])
+    host_kv = alpha_count(np.maximum(deleted, start), np.maximum(old, deleted), start, alpha)
+    x_held = np.minimum(last, n)
+    x_host = alpha_count(start, np.maximum(np.minimum(last, old), start), start, alpha)
+    return {"n": n.tolist(), "old": old.tolist(), "deleted": deleted.tolist(), "last": last,
+            "start": start, "alpha": alpha, "p1": plan.p1, "p2": plan.p2, "beta": plan.beta,
+            "gpu_rows": int(np.max(n - deleted - host_kv)), "host_rows": int(np.max(host_kv)),
+            "x_gpu_rows": int(np.max(x_held - x_host)), "x_host_rows": int(np.max(x_host))}
+
+
+def _flexgen_pcie(inp, engine: str) -> dict:
+    """FlexGen-style with its attention over the GPU (K/V streamed): the LP's placement (chosen
+    with CUDA-graph step times, as kvsim schedule reports it), its step times on ``engine``
+    (each step the longest of compute, CPU->GPU and GPU->CPU, as the LP's rows say), GPU bytes."""
+    dense = _dense_inputs(inp, inp.batch)
+    solved = _solve_lp(dense, False)
+    if solved is None:
+        raise KvsimError("FlexGen-style placement (K/V over PCIe) does not fit this GPU budget")
+    x = solved.x[:3]
+    wg, cg, hg = (float(v) for v in x)
+    timed = dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine)
+    rows, _ = _lp_rows(timed, False)
+    step = np.max([np.column_stack(three) @ x - rhs for *three, rhs in rows], axis=0)
+    L, kv = dense.model.n_layers, dense.rho * dense.n
+    staging = 2.0 / L  # the LP's memory row: a 2-layer landing buffer for loaded K/V
+    gpu = ((dense.weights - 2 * dense.layer_weights) * wg + 2 * dense.layer_weights + dense.fixed_gpu
+           + staging * kv + kv * (1 - staging) * cg + hg * dense.eta / L)
+    # PCIe per step: the host share of the KV in (every step) and of each new token's out
+    decode = np.arange(dense.steps) > 0
+    h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights
+    d2h = (1 - cg) * np.where(decode, dense.rho, kv)
+    return {"weights_gpu": wg, "kv_gpu": cg, "activations_gpu": hg, "step_s": step.tolist(),
+            "total_s": float(step.sum()), "graphs_total_s": float(solved.fun), "gpu_bytes": gpu.tolist(),
+            "pcie": (h2d + d2h).tolist()}
+
+
+def plan_prediction(inp, best) -> dict:
+    """The ALISA half of ``prediction`` for one evaluated plan ``best`` (an Evaluation)."""
+    plan = best.placement(0)
+    return {"p1": plan.p1, "p2": plan.p2, "alpha": plan.alpha, "beta": plan.beta,
+            "weights_gpu": plan.weights_gpu, "step_s": best.step_s[0].tolist(),
+            "total_s": float(best.total_s[0]), "gpu_bytes": best.gpu_bytes[0].tolist(),
+            "recompute_rows": (inp.batch * best.recompute_rows[0]).tolist(),
+            "pcie": (best.h2d[0] + best.d2h[0]).tolist(), "tokens": token_plan(inp, plan)}
+
+
+def prediction(hw, model, layers, batch: int, prompt: int, gen: int, gpu_mem=None,
+               params: dict | None = None, placement=None, engine: str = "eager") -> dict:
+    """kvsim's plan for the emulated GPU (as ``kvsim schedule --gpu-mem`` chooses it: CUDA-graph
+    step times) and what kvsim predicts for running it with steps timed on ``engine`` (the
+    executor issues every op eagerly: "eager"), for ALISA's plan and for FlexGen's.
+    ``placement`` (p1, p2, α, β): that plan instead of the best one (tests force phases so)."""
+    hw, model = with_gpu_memory(hw, gpu_mem), cut_model(model, layers)
+    if placement is None:
+        result = schedule(hw, model, method="alisa", batch=batch, prompt=prompt, gen=gen, params=params,
+                          baselines=False)
+        inp, plan = result.inputs, result.best.placement(0)
+        placement = (plan.p1, plan.p2, plan.alpha, plan.beta, plan.weights_gpu)
+    else:
+        inp = step_inputs(get_method("alisa", params or {}), model, hw, batch, prompt, gen,
+                          hw.preferred_dtype, hw.preferred_dtype)
+    timed = inp if engine == "graphs" else step_inputs(inp.method, model, hw, batch, prompt, gen, inp.wl.dtype,
+                                                       inp.wl.kv_dtype, engine)
+    alisa = plan_prediction(timed, evaluate(timed, *placement))
+    alisa["graphs_total_s"] = float(evaluate(inp, *placement).total_s[0])
+    return {"hw": hw.name, "model": model.name, "n_layers": model.n_layers, "batch": batch,
+            "prompt": prompt, "gen": gen, "gpu_capacity_bytes": inp.gpu_capacity, "engine": engine,
+            "workspace_bytes": hw.workspace_bytes.value, "params": inp.method.model_dump(),
+            "alisa": alisa, "flexgen": _flexgen_pcie(inp, engine)}

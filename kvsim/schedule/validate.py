@@ -1,0 +1,122 @@
+"""Executed schedules (records ``kind: schedule``, benchmarks/measure_schedule.py) against kvsim's
+prediction of the same plan on the same emulated GPU (kvsim.schedule.executed.prediction).
+
+Per record: total generation time (prefill + every decode step), the median decode step of each
+phase, the peak GPU memory over the decode steps (kvsim's GPU bytes less the profile's
+workspace, against torch.cuda.max_memory_allocated, as kvsim validate compares memory), PCIe
+bytes; per configuration the ALISA/FlexGen speedup (FlexGen's total over ALISA's), both sides.
+Errors are (predicted − measured) / measured. The executor issues every op from the host
+(eager, timed with CUDA events), so kvsim's side times the plan's steps on its eager engine;
+the CUDA-graph totals (what ``kvsim schedule`` prints) are shown beside them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import KvsimError
+from ..report import table
+from .executed import phase_of, prediction
+
+CONFIG = ("hw", "model", "n_layers", "batch", "prompt", "gen", "gpu_mem_bytes")
+
+
+def _key(record: dict) -> tuple:
+    """The configuration (the plan's ALISA parameters, ``schedule_params``, are the same for
+    both policies of one run of measure_schedule.py)."""
+    missing = [k for k in CONFIG if record.get(k) is None]
+    if missing:
+        raise KvsimError(f"schedule record ({record.get('policy')}) lacks {', '.join(missing)}")
+    return tuple(record[k] for k in CONFIG)
+
+
+def _phases(policy: str, plan: dict, steps: int) -> list[str]:
+    if policy != "alisa":
+        return ["prefill"] + ["static"] * (steps - 1)
+    return [phase_of(j, plan["p1"], plan["p2"], plan["alpha"], plan["beta"]) for j in range(steps)]
+
+
+def _medians(phases: list[str], times) -> dict:
+    times = np.asarray(times, dtype=float)
+    names = [p for p in dict.fromkeys(phases) if p != "prefill"]
+    return {p: float(np.median(times[[i for i, q in enumerate(phases) if q == p]])) for p in names}
+
+
+def _err(pred, meas):
+    return None if pred is None or meas is None or meas <= 0 else (pred - meas) / meas
+
+
+def compare_one(record: dict, pred: dict) -> dict:
+    policy = record.get("policy")
+    if policy not in ("alisa", "flexgen"):
+        raise KvsimError(f"schedule record: policy must be alisa or flexgen, got {policy!r}")
+    side = pred[policy]
+    steps = record["steps"]
+    n = len(steps)
+    if n != len(side["step_s"]):
+        raise KvsimError(f"schedule record ({policy}) has {n} steps, the plan {len(side['step_s'])}")
+    phases = _phases(policy, side, n)
+    measured = [s["latency_s"] for s in steps]
+    pm, mm = _medians(phases, side["step_s"]), _medians(phases, measured)
+    peak_pred = float(np.max(side["gpu_bytes"][1:])) - pred["workspace_bytes"]
+    out = {"policy": policy, "config": dict(zip(CONFIG, _key(record))),
+           "total": {"predicted": float(np.sum(side["step_s"])), "measured": float(np.sum(measured))},
+           "phase_median": {p: {"predicted": pm[p], "measured": mm[p], "err": _err(pm[p], mm[p])} for p in pm},
+           "peak_gpu": {"predicted": peak_pred, "measured": record.get("peak_memory_bytes")},
+           "pcie": {"predicted": float(np.sum(side["pcie"])), "measured": record.get("pcie_bytes")},
+           "recompute_s": record.get("recompute_s"), "graphs_total_s": side["graphs_total_s"]}
+    for name in ("total", "peak_gpu", "pcie"):
+        out[name]["err"] = _err(out[name]["predicted"], out[name]["measured"])
+    return out
+
+
+def compare(records: list[dict]) -> dict:
+    """Every record compared; the speedup per configuration that has both policies."""
+    preds, rows = {}, []
+    for record in records:
+        key = _key(record)
+        params = record.get("schedule_params") or {}
+        if key not in preds:
+            preds[key] = prediction(*key, params=params)
+        rows.append(compare_one(record, preds[key]))
+    speedups = []
+    for key in preds:
+        both = {r["policy"]: r for r in rows if tuple(r["config"].values()) == key}
+        if {"alisa", "flexgen"} <= set(both):
+            a, f = both["alisa"]["total"], both["flexgen"]["total"]
+            speedups.append({"config": dict(zip(CONFIG, key)), "measured": f["measured"] / a["measured"],
+                             "predicted": f["predicted"] / a["predicted"],
+                             "graphs": both["flexgen"]["graphs_total_s"] / both["alisa"]["graphs_total_s"]})
+    return {"rows": rows, "speedups": speedups}
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}%"
+
+
+def _ms(value) -> str:
+    return f"{1e3 * value:.3f}"
+
+
+def text(result: dict) -> str:
+    lines = []
+    for r in result["rows"]:
+        c = r["config"]
+        name = (f"{r['policy']} {c['model']}x{c['n_layers']} B={c['batch']} P={c['prompt']} G={c['gen']} "
+                f"GPU {c['gpu_mem_bytes'] / 2**30:.3f} GiB")
+        t, m, p = r["total"], r["peak_gpu"], r["pcie"]
+        lines.append([name, "total (s)", f"{t['predicted']:.4f}", f"{t['measured']:.4f}", _pct(t["err"])])
+        lines.append(["", "total (s), CUDA graphs", f"{r['graphs_total_s']:.4f}", "-", "-"])
+        for phase, v in r["phase_median"].items():
+            lines.append(["", f"median step, {phase} (ms)", _ms(v["predicted"]), _ms(v["measured"]), _pct(v["err"])])
+        lines.append(["", "peak GPU memory (GiB)", f"{m['predicted'] / 2**30:.3f}",
+                      "-" if m["measured"] is None else f"{m['measured'] / 2**30:.3f}", _pct(m["err"])])
+        lines.append(["", "PCIe (GB)", f"{p['predicted'] / 1e9:.3f}",
+                      "-" if p["measured"] is None else f"{p['measured'] / 1e9:.3f}", _pct(p["err"])])
+    out = table(lines, ["executed schedule", "quantity", "kvsim", "measured", "error"])
+    for s in result["speedups"]:
+        c = s["config"]
+        out += (f"\nALISA/FlexGen speedup, {c['model']}x{c['n_layers']} B={c['batch']} P={c['prompt']} "
+                f"G={c['gen']} GPU {c['gpu_mem_bytes'] / 2**30:.3f} GiB: measured {s['measured']:.2f}x, "
+                f"kvsim {s['predicted']:.2f}x (steps issued eagerly, as run; {s['graphs']:.2f}x with CUDA graphs, "
+                "as kvsim schedule reports)")
+    return out

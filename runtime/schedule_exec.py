@@ -1,0 +1,245 @@
+"""A whole generation of N tokens for a batch, following a kvsim schedule on an emulated GPU.
+
+    pred = kvsim.schedule.executed.prediction("h100", "opt-6.7b", 4, 32, 128, 512, gpu_mem)
+    run = generate("alisa", pred, device="cuda")   # or "flexgen", or "dense" (everything on the GPU)
+    run["steps"]  # per step: phase, latency_s, recompute_s, h2d/d2h bytes, peak_bytes
+
+Policies:
+  alisa    ALISA's sparse attention (kvsim/methods/alisa/runtime.py) over the plan's placement
+           (runtime/schedule_store.py): Phase II rows in pinned host memory, gathered by the GPU
+           when selected; Phase III rows deleted and recomputed from their kept layer inputs.
+  flexgen  dense attention with the oldest share 1 − cg of every layer's KV in pinned host memory,
+           the whole host block streamed to the GPU every step, prefetched one layer ahead
+           (runtime/offload.py), cg from kvsim's FlexGen-style LP (K/V over PCIe).
+  dense    dense attention, every row on the GPU (the reference the others must reproduce).
+Prefill runs the prompt through the decoder (causal attention by torch's SDPA), so every K/V row
+and kept x is what the model computes, and a recomputed row can be checked against the original.
+Both plans must keep every weight on the GPU (weights_gpu = 1): the weight stream is not run.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from kvsim.schedule.executed import phase_of
+
+from .cache import CacheSpec, KVCache
+from .model import DTYPE_NAMES, Decoder, torch_dtype
+from .registry import METHODS, resolve
+from .schedule_store import GPU, HOST, PlannedRows, TokenPlacement
+from .synthetic import synthetic_scores
+from .transfers import PcieCounter
+
+POLICIES = ("alisa", "flexgen", "dense")
+
+
+class ScheduleUnsupported(ValueError):
+    """A plan the executor cannot run (it streams weights)."""
+
+
+class PlannedKV(KVCache):
+    """KVCache whose layers are PlannedRows (every read goes through attend_indices)."""
+
+    def __init__(self, spec: CacheSpec, place: TokenPlacement, counter, model, rotary):
+        self.spec, self.rows, self.int8, self._lens = spec, place.size["gpu_rows"], False, {}
+        self.layers = [PlannedRows(i, place, spec.batch, spec.n_kv_heads, spec.head_dim, model.cfg.d_model,
+                                   spec.dtype, spec.device, counter, model, rotary) for i in range(spec.n_layers)]
+
+
+class ScheduledALISA(METHODS["alisa"]):
+    """ALISA whose cache follows the plan; selections for every layer are made at the start of
+    a step (they depend only on the scores after the previous step), sorted, so the deleted
+    rows among them come first and one host sync per step sizes their recomputation."""
+
+    def __init__(self, spec, params, rotary, counter, place: TokenPlacement, model):
+        self.place, self.model = place, model
+        super().__init__(spec, params, rotary, counter)
+
+    def allocate(self) -> None:
+        s = self.spec
+        self.kv = PlannedKV(s, self.place, self.counter, self.model, self.rotary)
+        self.acc = [torch.zeros(s.batch, s.max_seq, dtype=torch.float32, device=s.device) for _ in range(s.n_layers)]
+
+    def prefill_rows(self, layer: int, moves: dict, k, v, x) -> None:
+        self.kv.layers[layer].apply(moves, {"k": k, "v": v}, x)
+        self.acc[layer][:, : k.shape[2]] = synthetic_scores(k, self.spec.group, seed=layer, sum_heads=True)
+
+    def begin_step(self, tokens) -> None:
+        n = self.n + 1
+        moves = self.place.advance(n - self.place.p["n"][0])
+        for store in self.kv.layers:
+            store.apply(moves)
+        k = self.window(n)
+        self._sel = [torch.cat([super(ScheduledALISA, self).select(layer, n)[:, :-k].sort(-1).values,
+                                torch.arange(n - k, n, device=self.spec.device).expand(self.spec.batch, k)], -1)
+                     for layer in range(self.spec.n_layers)]
+        R = [0] * self.spec.n_layers
+        if self.place.deleted > 0:  # rows to recompute per layer: the most any sequence selected
+            R = torch.stack([(s[:, :-k] < self.place.deleted).sum(-1).max() for s in self._sel]).tolist()
+        for store, sel, r in zip(self.kv.layers, self._sel, R):
+            store.recompute_rows = sel[:, :r] if r > 0 else None
+
+    def select(self, layer: int, n: int) -> torch.Tensor:
+        return self._sel[layer]
+
+    def layer_input(self, layer: int, x: torch.Tensor) -> None:
+        self.kv.layers[layer].put_input(self.n, x[:, 0])
+
+
+def _method(policy: str, pred: dict, decoder: Decoder, batch, max_seq, device, dtype, counter):
+    cfg = decoder.cfg
+    plan = pred["alisa"] if policy == "alisa" else pred["flexgen"]
+    if policy != "dense" and plan["weights_gpu"] < 1 - 1e-6:
+        raise ScheduleUnsupported(f"{policy}: the plan streams {100 * (1 - plan['weights_gpu']):.1f}% of the "
+                                  "weights over PCIe, which the executor does not run (raise --gpu-mem)")
+    offload = 1.0 - plan["kv_gpu"] if policy == "flexgen" else 0.0
+    spec = CacheSpec(decoder.n_layers, batch, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, max_seq, device,
+                     dtype, "same", offload if offload > 1e-6 else 0.0)
+    if policy == "alisa":
+        _, params = resolve("alisa", pred["params"], cfg, max_seq)
+        place = TokenPlacement(plan["tokens"], device)
+        return ScheduledALISA(spec, params, decoder.rotary, counter, place, decoder)
+    return METHODS["dense"](spec, {}, decoder.rotary, counter)
+
+
+def _forward(decoder: Decoder, tokens, positions, attend, layer_input=None) -> torch.Tensor:
+    """Decoder.forward, handing each layer's input x [B, T, D] to ``layer_input(layer, x)``."""
+    x = decoder.embed_tokens(tokens, positions)
+    for i in range(decoder.n_layers):
+        if layer_input is not None:
+            layer_input(i, x)
+        x = decoder.layer(i, x, attend)
+    return decoder.logits(x[:, -1])
+
+
+def _prefill(decoder: Decoder, method, tokens: torch.Tensor) -> torch.Tensor:
+    """The prompt through every layer with causal attention; K/V (after RoPE) and the kept
+    layer inputs go to the method's cache per its plan."""
+    B, P = tokens.shape
+    positions = torch.arange(P, device=tokens.device).expand(B, P)
+    moves = method.place.advance(0) if isinstance(method, ScheduledALISA) else None
+    inputs = {}
+
+    def attend(layer, q, k, v):
+        pos = torch.arange(P, device=q.device)[None, :, None]
+        q, k = decoder.rotary(q, pos), decoder.rotary(k, pos)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, P, d]
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+        if moves is not None:
+            method.prefill_rows(layer, moves, k, v, inputs.pop(layer))
+        else:
+            method.store_prefill(layer, k.contiguous(), v.contiguous())
+        return o.transpose(1, 2)
+
+    logits = _forward(decoder, tokens, positions, attend, inputs.__setitem__ if moves is not None else None)
+    method.finish_prefill(P)
+    return logits
+
+
+class _Clock:
+    """Step latency: CUDA events on the GPU (eager), wall time on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def start(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def stop(self, begun) -> float:
+        if not self.cuda:
+            return time.perf_counter() - begun
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return begun.elapsed_time(end) / 1e3
+
+
+def _memory(device, decoder, method) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return decoder.weight_bytes + method.device_bytes
+
+
+@torch.no_grad()
+def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, decoder: Decoder | None = None,
+             max_steps: int | None = None, keep_logits: bool = False) -> dict:
+    """Prefill ``pred``'s prompt and generate its ``gen`` tokens greedily under ``policy``
+    (``max_steps``: stop after that many decode steps, e.g. to warm up kernels). Returns the
+    step records, the generated tokens [B, steps] (on the CPU) and, with ``keep_logits``, every
+    step's logits [B, steps, V] (on the CPU: B·V·4 B a step would otherwise stay on the GPU)."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch_dtype(dtype or ("bf16" if device.type == "cuda" else "fp32"))
+    B, P, G = pred["batch"], pred["prompt"], pred["gen"]
+    decoder = decoder or Decoder(pred["model"], pred["n_layers"], device, dtype, seed, max_positions=P + G)
+    counter, clock = PcieCounter(), _Clock(device)
+    method = _method(policy, pred, decoder, B, P + G, device, dtype, counter)
+    tokens = torch.randint(decoder.cfg.vocab, (B, P), generator=torch.Generator().manual_seed(seed + 2)).to(device)
+    steps, out = [], []
+    for j in range(min(G, G if max_steps is None else max_steps) + 1):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        before, begun = counter.as_dict(), clock.start()
+        if j == 0:
+            logits = _prefill(decoder, method, tokens)
+        else:
+            method.begin_step(tokens)
+            pos = torch.full((B, 1), method.n, dtype=torch.long, device=device)
+            logits = _forward(decoder, tokens[:, None], pos, method.attend, getattr(method, "layer_input", None))
+            method.end_step()
+        latency = clock.stop(begun)
+        after = counter.as_dict()
+        tokens = logits.argmax(-1)
+        out.append(logits.cpu() if keep_logits else tokens.cpu())
+        steps.append(_step_record(j, pred, policy, latency, before, after, _memory(device, decoder, method), method))
+    key = "logits" if keep_logits else "tokens"
+    return {"steps": steps, key: torch.stack(out, 1), "method": method, "decoder": decoder}
+
+
+def _step_record(j, pred, policy, latency, before, after, peak, method) -> dict:
+    plan = pred["alisa"]
+    phase = phase_of(j, plan["p1"], plan["p2"], plan["alpha"], plan["beta"]) if policy == "alisa" else (
+        "prefill" if j == 0 else "static")
+    record = {"step": j, "phase": phase, "latency_s": latency, "peak_bytes": peak,
+              "h2d": after["h2d"] - before["h2d"], "d2h": after["d2h"] - before["d2h"]}
+    if isinstance(method, ScheduledALISA):
+        rows = [s.recompute_rows for s in method.kv.layers]
+        record["recomputed_rows"] = sum(int(r.numel()) for r in rows if r is not None) if j else 0
+        record["recompute_s"] = sum(s.take_recompute_s() for s in method.kv.layers)
+        record["gpu_rows"], record["host_rows"] = method.place.count(GPU), method.place.count(HOST)
+        record["deleted_rows"] = method.place.deleted
+    return record
+
+
+def record(policy: str, pred: dict, run: dict, gpu_mem, device) -> dict:
+    """The run in kvsim's record schema (``kind: schedule``; kvsim validate compares it with
+    kvsim.schedule.executed.prediction for the same hw, model, layers, batch, prompt, gen, gpu_mem)."""
+    from .measure import _device_name, _versions
+    import datetime
+
+    steps, method = run["steps"], run["method"]
+    decode = steps[1:]
+    plan = pred["alisa"] if policy == "alisa" else pred["flexgen"]
+    keep = ("p1", "p2", "alpha", "beta", "weights_gpu") if policy == "alisa" else ("kv_gpu", "weights_gpu")
+    return {"source": "measured", "kind": "schedule", "policy": policy, "hw": pred["hw"], "model": pred["model"],
+            "n_layers": pred["n_layers"], "method": "alisa" if policy == "alisa" else "dense",
+            "params": pred["params"] if policy == "alisa" else {}, "batch": pred["batch"], "seq": pred["prompt"],
+            "prompt": pred["prompt"], "gen": len(decode), "dtype": DTYPE_NAMES[run["decoder"].dtype],
+            "kv_dtype": DTYPE_NAMES[run["decoder"].dtype], "gpu_mem_bytes": gpu_mem, "schedule_params": pred["params"],
+            "plan": {k: plan[k] for k in keep}, "steps": steps,
+            "total_s": sum(s["latency_s"] for s in steps), "prefill_s": steps[0]["latency_s"],
+            "peak_memory_bytes": max(s["peak_bytes"] for s in decode), "prefill_peak_bytes": steps[0]["peak_bytes"],
+            "memory_how": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "weights + cache tensor sizes",
+            "h2d_bytes": sum(s["h2d"] for s in steps), "d2h_bytes": sum(s["d2h"] for s in steps),
+            "pcie_bytes": sum(s["h2d"] + s["d2h"] for s in steps),
+            "recompute_s": sum(s.get("recompute_s", 0.0) for s in steps), "kv_bytes": method.device_bytes,
+            "host_kv_bytes": method.host_bytes, "device": _device_name(device), **_versions(),
+            "timer": "eager, CUDA events per step" if device.type == "cuda" else "eager, wall clock",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,126 @@
+"""The executed schedule (runtime/schedule_exec.py) on the CPU, fp32, tiny models: it follows the
+plan's phases, deleted rows are gone from the GPU pools and come back exactly by recomputation,
+the PCIe counters equal the bytes the placement moves, and at a full budget ALISA's and
+FlexGen's outputs equal dense attention's."""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from kvsim.runtime.model import Decoder  # noqa: E402
+from kvsim.runtime.schedule_exec import ScheduleUnsupported, generate  # noqa: E402
+from kvsim.runtime.schedule_store import GONE, GPU, HOST, recompute_kv  # noqa: E402
+from kvsim.schedule.executed import alpha_count, prediction  # noqa: E402
+from test_runtime import TINY, TINY_OPT  # noqa: E402
+
+B, P, G = 2, 40, 14
+LLAMA = TINY.model_copy(update={"n_layers": 2})
+PLACE = (0, 6, 0.5, 0.3)  # p1, p2, α, β: Phase II from the prompt on, Phase III from step 6
+PHASES = (3, 8, 0.6, 0.25)  # Phase I, then II from step 3, III from step 8
+
+
+def _pred(model, placement, sparsity=0.0, kv_gpu=None):
+    pred = prediction("h100", model, None, B, P, G, params={"sparsity": sparsity}, placement=placement)
+    if kv_gpu is not None:
+        pred["flexgen"]["kv_gpu"] = kv_gpu
+    return pred
+
+
+def _decoder(model):
+    return Decoder(model, None, "cpu", torch.float32, 0, max_positions=P + G)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    pred = _pred(LLAMA, PLACE, kv_gpu=0.5)
+    dec = _decoder(LLAMA)
+    return pred, dec, {p: generate(p, pred, "cpu", decoder=dec, keep_logits=True) for p in ("dense", "alisa", "flexgen")}
+
+
+def test_full_budget_alisa_and_flexgen_equal_dense(runs):
+    _, _, out = runs
+    assert out["alisa"]["steps"][-1]["deleted_rows"] > 0 and out["alisa"]["steps"][-1]["host_rows"] > 0
+    assert out["flexgen"]["steps"][-1]["h2d"] > 0
+    for policy in ("alisa", "flexgen"):
+        torch.testing.assert_close(out[policy]["logits"], out["dense"]["logits"], atol=2e-4, rtol=1e-4)
+
+
+def test_phase_boundaries_and_deleted_rows_absent():
+    pred = _pred(TINY_OPT, PHASES, sparsity=0.8)
+    tokens = pred["alisa"]["tokens"]
+    run = generate("alisa", pred, "cpu", decoder=_decoder(TINY_OPT))
+    phases = [s["phase"] for s in run["steps"]]
+    assert phases == ["prefill"] + ["I"] * 2 + ["II"] * 5 + ["III"] * (G - 7)
+    for s in run["steps"]:
+        j = s["step"]
+        assert s["deleted_rows"] == tokens["deleted"][j] and (s["deleted_rows"] > 0) == (j >= 8)
+        host = alpha_count(max(tokens["deleted"][j], tokens["start"]), tokens["old"][j], tokens["start"], tokens["alpha"])
+        assert s["host_rows"] == host and s["gpu_rows"] == tokens["n"][j] - tokens["deleted"][j] - host
+        assert (s["recomputed_rows"] > 0) == (j >= 8)
+    place = run["method"].place
+    gone = [p for p, (w, _) in place.kv.items() if w == GONE]
+    assert gone == list(range(tokens["deleted"][-1])) and len(place.kv) == P + G
+    assert max(s["gpu_rows"] for s in run["steps"]) == tokens["gpu_rows"]  # the pool is the plan's peak
+    assert run["method"].kv.layers[0].dev["k"].shape[2] == tokens["gpu_rows"] < P + G
+
+
+def test_recomputed_kv_equals_the_original():
+    """K/V of the deleted positions, recomputed from their kept inputs, equal the rows the model
+    wrote before deletion (RoPE included)."""
+    pred, dec = _pred(LLAMA, PHASES), _decoder(LLAMA)
+    before = generate("alisa", pred, "cpu", decoder=dec, max_steps=7)["method"]  # nothing deleted yet
+    after = generate("alisa", pred, "cpu", decoder=dec, max_steps=8)["method"]
+    gone = [p for p, (w, _) in after.place.kv.items() if w == GONE]
+    assert gone and all(before.place.kv[p][0] == GPU for p in gone)
+    pos = torch.tensor(gone)[None].expand(B, -1)
+    for layer, (old, new) in enumerate(zip(before.kv.layers, after.kv.layers)):
+        slots = [before.place.kv[p][1] for p in gone]
+        x = torch.stack([new.xdev[:, :, after.place.x[p][1]].reshape(B, -1) if after.place.x[p][0] == GPU
+                         else new.xhost[after.place.x[p][1]].reshape(B, -1) for p in gone], 1)
+        k, v = recompute_kv(dec, layer, x, pos, dec.rotary)
+        torch.testing.assert_close(k, old.dev["k"][:, :, slots], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v, old.dev["v"][:, :, slots], atol=1e-5, rtol=1e-5)
+        new.recompute_rows = pos
+        got = new.compact(pos[:, None].expand(B, new.dev["k"].shape[1], -1).int())
+        torch.testing.assert_close(got["k"], old.dev["k"][:, :, slots], atol=1e-5, rtol=1e-5)
+
+
+def test_pcie_counters_equal_the_bytes_the_placement_moves(runs):
+    """Full budget (every row selected): each step reads every host K/V row and the host x of
+    every deleted row (h2d), and writes the rows that left for the host (d2h)."""
+    pred, dec, out = runs
+    tokens, cfg, L, b = pred["alisa"]["tokens"], LLAMA, LLAMA.n_layers, 4
+    kv_row, x_row = L * B * cfg.n_kv_heads * 2 * cfg.head_dim * b, L * B * cfg.d_model * b
+    moved_kv = moved_x = 0
+    for s in out["alisa"]["steps"]:
+        j = s["step"]
+        x_host_deleted = alpha_count(tokens["start"], min(tokens["deleted"][j], tokens["old"][j]),
+                                     tokens["start"], tokens["alpha"])
+        if j:
+            assert s["h2d"] == s["host_rows"] * kv_row + x_host_deleted * x_row
+        old_before = 0 if j == 0 else tokens["old"][j - 1]
+        lo = max(old_before, tokens["deleted"][j])
+        new_kv = alpha_count(lo, max(lo, tokens["old"][j]), tokens["start"], tokens["alpha"])
+        new_x = alpha_count(old_before, max(old_before, min(tokens["old"][j], tokens["last"])),
+                            tokens["start"], tokens["alpha"])
+        assert s["d2h"] == new_kv * kv_row + new_x * x_row
+        moved_kv, moved_x = moved_kv + new_kv, moved_x + new_x
+    assert moved_kv > 0 and moved_x > 0
+    # FlexGen, f = 0.5: ⌊f·m⌋ of a layer's m rows on the host, each layer's block uploaded once a
+    # step: layer 1's while layer 0 computes (before its own new row), layer 0's at the end of the
+    # step for the next one; step 1's layer 0 has no prefetch and uploads its block itself
+    host, unit = (lambda m: int(np.floor(0.5 * m))), kv_row // L
+    for s in out["flexgen"]["steps"][1:]:
+        m = P + s["step"]
+        assert s["h2d"] == (host(m - 1) + host(m) + (host(m) if s["step"] == 1 else 0)) * unit
+        assert s["d2h"] == (host(m) - host(m - 1)) * kv_row
+
+
+def test_weight_streaming_plans_are_refused():
+    pred = _pred(LLAMA, PLACE)
+    pred["alisa"]["weights_gpu"] = 0.9
+    with pytest.raises(ScheduleUnsupported, match="streams 10.0% of the weights"):
+        generate("alisa", pred, "cpu", decoder=_decoder(LLAMA), max_steps=1)

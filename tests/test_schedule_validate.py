@@ -1,0 +1,96 @@
+"""kvsim validate on executed-schedule records (synthetic ones: the prediction scaled), and
+kvsim schedule's emulated GPU (--gpu-mem, --layers). No torch."""
+import json
+
+import numpy as np
+import pytest
+
+from kvsim.cli import main
+from kvsim.schedule.executed import prediction, with_gpu_memory
+from kvsim.schedule.validate import compare, text
+
+CONFIG = dict(hw="h100", model="opt-6.7b", layers=4, batch=32, prompt=128, gen=512)
+GIB = 2**30
+
+
+@pytest.fixture(scope="module")
+def pred():
+    return prediction(**CONFIG, gpu_mem=5.0 * GIB)
+
+
+def _record(pred, policy, time_scale=1.0, memory_scale=1.0):
+    """A record as measure_schedule.py writes it, whose measurements are the prediction scaled."""
+    side = pred[policy]
+    steps = [{"step": j, "latency_s": t * time_scale, "peak_bytes": 1, "h2d": 0, "d2h": 0}
+             for j, t in enumerate(side["step_s"])]
+    peak = (max(side["gpu_bytes"][1:]) - pred["workspace_bytes"]) * memory_scale
+    return {"source": "measured", "kind": "schedule", "policy": policy, "hw": pred["hw"], "model": CONFIG["model"],
+            "n_layers": CONFIG["layers"], "method": "alisa" if policy == "alisa" else "dense", "params": {},
+            "schedule_params": pred["params"], "batch": CONFIG["batch"], "seq": CONFIG["prompt"],
+            "prompt": CONFIG["prompt"], "gen": CONFIG["gen"], "gpu_mem_bytes": 5.0 * GIB, "steps": steps,
+            "peak_memory_bytes": peak, "pcie_bytes": float(np.sum(side["pcie"]))}
+
+
+def test_budget_plan_has_phases_and_a_flexgen_baseline(pred):
+    a = pred["alisa"]
+    assert a["p1"] <= CONFIG["gen"] and a["beta"] > 0 and a["weights_gpu"] == 1.0  # Phases II and III
+    assert pred["gpu_capacity_bytes"] == 5.0 * GIB
+    assert 0 <= pred["flexgen"]["kv_gpu"] < 1 and len(pred["flexgen"]["step_s"]) == CONFIG["gen"] + 1
+
+
+def test_token_plan_pools_are_the_most_rows_held(pred):
+    t = pred["alisa"]["tokens"]
+    n, d = np.array(t["n"]), np.array(t["deleted"])
+    assert t["gpu_rows"] + t["host_rows"] >= n[-1] - d[-1] and t["gpu_rows"] < n[-1]
+    assert d[-1] == t["last"] > 0 and np.all(np.diff(d) >= 0)
+
+
+def test_errors_and_speedup_from_scaled_records(pred):
+    found = compare([_record(pred, "alisa", 1.1, 0.95), _record(pred, "flexgen", 0.8)])
+    alisa, flexgen = found["rows"]
+    assert alisa["total"]["err"] == pytest.approx(1 / 1.1 - 1)
+    assert alisa["peak_gpu"]["err"] == pytest.approx(1 / 0.95 - 1)
+    assert flexgen["total"]["err"] == pytest.approx(1 / 0.8 - 1) and flexgen["pcie"]["err"] == pytest.approx(0)
+    assert set(alisa["phase_median"]) == {"II", "III"} and set(flexgen["phase_median"]) == {"static"}
+    for phase in alisa["phase_median"].values():
+        assert phase["err"] == pytest.approx(1 / 1.1 - 1)
+    (speedup,) = found["speedups"]
+    assert speedup["predicted"] == pytest.approx(pred["flexgen"]["total_s"] / pred["alisa"]["total_s"])
+    assert speedup["measured"] == pytest.approx(speedup["predicted"] * 0.8 / 1.1)
+    assert "ALISA/FlexGen speedup" in text(found)
+
+
+def test_validate_cli_prints_the_schedule_table(pred, tmp_path, capsys):
+    path = tmp_path / "h100-schedule.jsonl"
+    path.write_text("".join(json.dumps(_record(pred, p)) + "\n" for p in ("alisa", "flexgen")))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "median step, III (ms)" in out and "+0.0%" in out and "kvsim" in out
+    assert main(["validate", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schedule"]["speedups"]
+
+
+def test_validate_rejects_a_record_of_another_length(pred, tmp_path, capsys):
+    bad = _record(pred, "alisa")
+    bad["steps"] = bad["steps"][:-1]
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(bad) + "\n")
+    assert main(["validate", str(path)]) == 2
+    assert "steps" in capsys.readouterr().err
+
+
+def test_schedule_cli_gpu_mem(capsys):
+    assert main(["schedule", "--hw", "h100", "--model", "opt-6.7b", "--layers", "4", "--batch", "32",
+                 "--prompt", "128", "--gen", "64", "--gpu-mem", "5GiB", "--format", "json", "--no-baselines"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gpu_capacity_bytes"] == 5 * GIB and out["peak_gpu_bytes"] <= 5 * GIB
+    assert main(["schedule", "--hw", "h100", "--model", "opt-6.7b", "--gpu-mem", "1TB"]) == 2
+    assert "--gpu-mem must be in" in capsys.readouterr().err
+    assert main(["schedule", "--hw", "h100", "--model", "opt-6.7b", "--gpu-mem", "lots"]) == 2
+    assert "cannot read 'lots' as a byte size" in capsys.readouterr().err
+
+
+def test_with_gpu_memory_keeps_the_rest_of_the_profile():
+    hw = with_gpu_memory("h100", 4 * GIB)
+    assert hw.memory.capacity_bytes.value == 4 * GIB and "emulated" in hw.memory.capacity_bytes.source
+    assert hw.memory.bandwidth_Bps == with_gpu_memory("h100", None).memory.bandwidth_Bps
