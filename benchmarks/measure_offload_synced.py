@@ -1,83 +1,64 @@
-"""Offloaded decode steps timed one call at a time, between device syncs, on a CUDA GPU.
+"""Offloaded decode steps timed as users run them (CUDA-graph replay) and one call at a time
+between device syncs, on a CUDA GPU (``--device cpu``: the same code paths, tiny sizes, for tests).
 
-    python3 benchmarks/measure_offload_synced.py --out $OUT/h100-offload-synced.jsonl \
+    python3 benchmarks/measure_offload_synced.py --out $OUT/h100-offload.jsonl \
+        --synced-out $OUT/h100-offload-synced.jsonl \
         --methods dense,sparq,quest,alisa,tidaldecode --offload 0.25,0.5,0.9 --seqs 16384,65536
 
-Why: offloaded steps run block copies on a side stream (runtime/offload.py). The CUDA events of
-runtime/measure.py sit on the compute stream, and the host issues calls ahead of the device, so a
-call's side-stream copies can run inside the previous timed call's window or between timed
-calls (the dense records of h100-offload.jsonl at F = 0.9, 64k: a step of 18 ms that moves 3.9 GB
-over a 64 GB/s link). Here every call starts on an idle device and ends when every stream is
-done (torch.cuda.synchronize() before and after, timed by the host clock): the time from the
-first launch to the last op's end, which kvsim's eager engine predicts. A dense step then
-includes the prefetch of the next call's first layer and not its own (in steady state: one
-layer's block either way).
+Each record is ``kvsim.runtime.measure.measure``'s: the step and attention-only latencies of a
+captured step's replays where the offloaded step could be captured (``timer`` says so, or why
+not: then the eager times), ``eager`` (CUDA events around each call), and ``synced``: every call
+alone between device syncs (torch.cuda.synchronize(), host clock), so the side stream's copies
+count in the call that issued them. ``--synced-out`` writes the same records with the synced
+times as their latencies (``timer`` says so; kvsim predicts them on its eager engine).
 
-Each record is ``kvsim.runtime.measure.measure``'s (bytes, memory, launch counts, backends) with
-its step and attention-only latencies replaced by the synced ones (``timer`` says so;
-``contexts``: the synced steps' first and last).
+TidalDecode on a cut model re-selects at the same relative depth (``cut_model_params``). A
+configuration that raises (a CUDA error poisons the process) is written as a failed record and
+the script exits with status 3, as after a record whose capture failed (``timer`` says why);
+``--skip-done`` then resumes after it (with ``--no-graphs``: benchmarks/gpu_offload.sh's fallback).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.measure_sweep import cut_model_params  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
-TIMER = "perf_counter between device syncs (every stream), eager (offloaded steps copy on a side stream)"
+SYNCED_TIMER = "perf_counter between device syncs (every stream), eager"
 
 
-def synced_times(engine, steps: int, warmup: int) -> tuple[list, list, int]:
-    """(attention-only times, step times, context of the first timed step)."""
-    import torch
-    from kvsim.runtime.measure import l2_flush_bytes
-    flush = torch.empty(l2_flush_bytes(engine.device) // 4, dtype=torch.int32, device=engine.device)
-
-    def timed(fn) -> float:
-        flush.zero_()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    for _ in range(warmup):
-        engine.attention_only_step()
-        engine.step()
-    first = engine.length + 1  # the first timed step attends length + 1 rows
-    attention, step = [], []
-    for _ in range(steps):
-        attention.append(timed(engine.attention_only_step))
-        step.append(timed(engine.step))
-    return attention, step, first
+def synced_view(record: dict) -> dict:
+    """The record with its synced times as its latencies (timed eagerly: kvsim's eager engine).
+    Its L2 flush ran before a device sync, outside the timing, so it gave the call no head start
+    (kvsim.eager_timing): ``l2_flush_bytes`` 0 here."""
+    synced = record["synced"]
+    out = {**record, "latency_s": synced["latency_s"], "contexts": synced["contexts"], "timer": SYNCED_TIMER,
+           "attention": {**record["attention"], "latency_s": synced["attention_latency_s"]}, "l2_flush_bytes": 0,
+           "eager": {**record["eager"], "latency_s": synced["latency_s"],
+                     "attention_latency_s": synced["attention_latency_s"]}}
+    out.pop("timed_contexts", None)
+    out["tokens_per_s"] = record["batch"] / out["latency_s"]
+    return out
 
 
-def measure_synced(method: str, seq: int, batch: int, model: str, layers: int, fraction: float,
-                   steps: int, warmup: int, hw: str | None) -> dict:
-    import torch
-    from kvsim.runtime.measure import _engine, measure
-    record = measure(method, seq=seq, batch=batch, model=model, n_layers=layers, steps=steps,
-                     warmup=warmup, offload=fraction, graphs=False, hw=hw)
-    torch.cuda.empty_cache()
-    if not record.get("fits"):
-        return record
-    engine, _ = _engine(method, seq, batch, model, layers, None, warmup + steps // 2, device=None,
-                        dtype=None, kv_dtype=None, offload=fraction, seed=0)
-    attention, step, first = synced_times(engine, steps, warmup)
-    record.update(latency_s=statistics.median(step), contexts=[first, first + steps - 1], timer=TIMER)
-    record["attention"]["latency_s"] = statistics.median(attention)
-    record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"]}
-    return record
+def done_keys(path: str) -> set:
+    """(method, seq, offload) of the records already in ``path``."""
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["method"], r["seq"], r["offload"]) for r in map(json.loads, filter(str.strip, f))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--synced-out", help="also write the records with their synced times as latencies")
     parser.add_argument("--methods", default="dense,sparq,quest,alisa,tidaldecode")
     parser.add_argument("--offload", default="0.25,0.5,0.9")
     parser.add_argument("--seqs", default="16384,65536")
@@ -86,20 +67,59 @@ def main() -> None:
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
-    args = parser.parse_args()
-    import torch
-    from kvsim.commands.measure import _driver, profile_for
-    hw, driver = profile_for(torch.cuda.get_device_name()), _driver()
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--no-graphs", action="store_true", help="eager and synced timings only")
+    parser.add_argument("--skip-done", action="store_true", help="skip configurations already in --out")
+    parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no configuration after this")
+    return parser.parse_args(argv)
+
+
+def configs(args):
     for fraction in (float(f) for f in args.offload.split(",")):
         for seq in (int(s) for s in args.seqs.split(",")):
             for method in args.methods.split(","):
-                rec = measure_synced(method, seq, args.batch, args.model, args.layers, fraction,
-                                     args.steps, args.warmup, hw)
-                rec.update(command="python3 " + " ".join(sys.argv), driver=driver)
-                append_jsonl(args.out, [rec])
-                torch.cuda.empty_cache()
-                print(f"{method:12s} F={fraction} S={seq}: step {rec.get('latency_s', 0) * 1e3:8.3f} ms", flush=True)
+                yield method, seq, fraction
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import torch
+    from kvsim.commands.measure import _driver, profile_for
+    from kvsim.runtime.measure import measure
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("measure_offload_synced: no CUDA device; use --device cpu", file=sys.stderr)
+        return 2
+    hw, driver = (profile_for(torch.cuda.get_device_name()), _driver()) if cuda else (None, "unavailable")
+    skip, start = done_keys(args.out) if args.skip_done else set(), time.time()
+    for method, seq, fraction in configs(args):
+        if (method, seq, fraction) in skip:
+            continue
+        if time.time() - start > args.budget_s:
+            print("time budget reached; resume with --skip-done", flush=True)
+            return 0
+        config = dict(method=method, seq=seq, batch=args.batch, model=args.model, n_layers=args.layers,
+                      params=cut_model_params(method, args.layers), offload=fraction)
+        try:
+            rec = measure(**config, steps=args.steps, warmup=args.warmup, hw=hw, device=args.device,
+                          graphs=not args.no_graphs)
+        except Exception as exc:  # a CUDA error poisons this process: record it, exit, resume
+            append_jsonl(args.out, [{"source": "failed", **config, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}])
+            print(f"failed: {method} F={fraction} S={seq}: {type(exc).__name__}", flush=True)
+            return 3
+        rec.update(command="python3 " + " ".join(sys.argv), driver=driver)
+        append_jsonl(args.out, [rec])
+        if args.synced_out and rec.get("synced"):
+            append_jsonl(args.synced_out, [synced_view(rec)])
+        if cuda:
+            torch.cuda.empty_cache()
+        synced = (rec.get("synced") or {}).get("latency_s", 0)
+        print(f"{method:12s} F={fraction:<4} S={seq:6d}: step {rec.get('latency_s', 0) * 1e3:8.3f} ms, "
+              f"synced {synced * 1e3:8.3f} ms  [{rec.get('timer', rec.get('error', ''))[:70]}]", flush=True)
+        if "not capturable" in rec.get("timer", ""):  # a failed capture may leave state behind: go on afresh
+            return 3
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

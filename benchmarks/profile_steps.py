@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--model", default="llama-3.1-8b")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--configs", help="SEQxBATCH,...: instead of --seq/--batch, keys 'method SxB'")
+    parser.add_argument("--offload", type=float, default=0.0, help="oldest fraction of the KV cache in pinned host memory")
     args = parser.parse_args()
     configs = ([tuple(int(x) for x in c.split("x")) for c in args.configs.split(",")]
                if args.configs else [(args.seq, args.batch)])
@@ -50,7 +51,7 @@ def main() -> None:
         for seq, batch in configs:
             key = f"{method} {seq}x{batch}" if args.configs else method
             engine, _ = _engine(method, seq, batch, args.model, args.layers,
-                                cut_model_params(method, args.layers), 8)
+                                cut_model_params(method, args.layers), 8, offload=args.offload)
             result[key] = {"step": kernel_table(engine, engine.step, 40),
                            "attention": kernel_table(engine, engine.attention_only_step, 40)}
             for part in ("step", "attention"):

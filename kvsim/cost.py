@@ -56,6 +56,7 @@ class Op:
     access: str = "contiguous"  # "gather": rows read one by one through an index list
     dtype: str = "bf16"
     stream: str = "compute"
+    copy_layers: object = 0.0  # layers whose blocks a "copy" op fetches, one after another (kvsim.offload); not scaled
 
     def __post_init__(self):
         if self.kind not in OP_KINDS:

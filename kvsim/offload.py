@@ -6,8 +6,9 @@ the oldest H = min(⌊f·S⌋, S − 1) live on the host; the rest, and always t
 Per decode step, summed over layers, with ρ = one row's K and V for one KV head (kv_row_bytes):
   h2d   ρ per row the method reads below H. A layer that reads every row takes the block
         [0, H) in one pinned copy per field (K, V; + the int8 scales and zero points), timed by
-        the profile's copy efficiency; dense attention fetches a layer's block while the layer
-        before it runs (copy stream, overlapped), other block readers when the layer attends.
+        the profile's copy efficiency; a method that ``prefetches_blocks`` (dense; Quest's dense
+        layers; TidalDecode's dense and selection layers) fetches them on a copy stream, each
+        overlapping the layer before (:func:`pipelined_step`), others when the layer attends.
         Selected rows are read in place from pinned memory by a GPU gather kernel
         (kernels/host_gather.py) when their layer attends (the rows are known only then), on
         the compute stream, one launch per field, each timed by the zero-copy gather
@@ -72,9 +73,10 @@ def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> C
     return Cost(ops, (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),))
 
 
-def _block_layers(model, block):
-    """Layers that read their host block whole (0 where no block is read)."""
-    return np.where(np.asarray(block) > 0, model.n_layers, 0.0)
+def _block_layers(model, wl, H, block):
+    """Layers that read their host block whole: block rows over B·Hkv·H a layer (0 where none)."""
+    per_layer = wl.batch * model.n_kv_heads * np.asarray(H, dtype=float)
+    return np.where(per_layer > 0, np.asarray(block, dtype=float) / np.maximum(per_layer, 1.0), 0.0)
 
 
 def _block_ops(method, model, wl, H, block, row, fields):
@@ -83,10 +85,11 @@ def _block_ops(method, model, wl, H, block, row, fields):
     attends), then on the compute stream the ring rows [H, S) are picked (index_select: read and
     write each) and joined behind the block (cat: read and write all S rows); slot indices:
     an arange and a modulo per layer (runtime/offload.py ``prefix``)."""
-    layers = _block_layers(model, block)
-    stream = "copy" if getattr(method, "prefetches_blocks", False) else "compute"
-    fetch = Op("offload/fetch_block", "attention", h2d=block * row, hbm_write=block * row,
-               launches=layers * fields, stream=stream).issued(torch=layers * fields, torch_host=layers * fields)
+    layers = _block_layers(model, wl, H, block)
+    copy = getattr(method, "prefetches_blocks", False)
+    fetch = Op("offload/fetch_block", "attention", h2d=block * row, hbm_write=block * row, launches=layers * fields,
+               stream="copy" if copy else "compute", copy_layers=layers if copy else 0.0)
+    fetch = fetch.issued(torch=layers * fields, torch_host=layers * fields)
     ring = block * (np.asarray(wl.seq, dtype=float) - H) / np.maximum(H, 1.0)  # [H, S) of the same lists
     joined = block + ring
     assemble = Op("offload/assemble_block", "attention", hbm_read=(ring + joined) * row,
@@ -119,6 +122,26 @@ def _evict_op(model, pairs, fraction, row, fields):
     return Op("offload/evict_rows", "attention", d2h=pairs * fraction * row, hbm_read=2 * pairs * fraction * row,
               hbm_write=2 * pairs * fraction * row, launches=per_step * fields).issued(  # launches: the copies
         torch=per_step * (2 + 3 * fields), torch_host=per_step * fields)
+
+
+LAYER_KINDS = ("attention", "cache")  # a method's ops outside ``layers/`` that run in every layer
+
+
+def pipelined_step(timed, compute, copy, layers: int):
+    """A step whose copy stream fetches the blocks of N = ``copy_layers`` layers that read every
+    row, as the runtime does (runtime/method.py ``prefetch_blocks``): layer 0's when it attends,
+    a later one's when the layer before it attends (forked there, behind the blocks before it on
+    the stream); a layer attends once its block is in. With c = copy / N a block and g the
+    compute of one of the L layers (``layers/`` ops and a method's per-layer kinds; embedding
+    and LM head outside), layer 0 waits c and each later block layer max(0, c − g) more: step =
+    compute + c + (N − 1)·max(0, c − g), at least max(compute, copy). No copy: the compute
+    stream's time. ``timed``: the step's OpTimes."""
+    n = sum((np.asarray(t.op.copy_layers, dtype=float) for t in timed if t.op.stream == "copy"), np.asarray(0.0))
+    in_layers = sum((t.time_s for t in timed if t.op.stream == "compute" and
+                     (t.op.name.startswith("layers/") or t.op.kind in LAYER_KINDS)), np.asarray(0.0))
+    copy = np.asarray(copy, dtype=float)
+    c, g = copy / np.maximum(n, 1.0), in_layers / max(int(layers), 1)
+    return np.where(copy > 0, compute + c + np.maximum(n - 1.0, 0.0) * np.maximum(0.0, c - g), compute)
 
 
 def uniform_share(picked, candidates, H):

@@ -11,7 +11,8 @@ that stand for torch.topk's radix selects (multi-block: about 20 kernels a call;
 one thread block per row, ~18 passes over it) the profile's measured cost of such calls, where
 it has one. The op takes the largest; its ``bound`` names
 which. Ops on the "compute" stream run one after another;
-"copy" ops run beside them, so the step takes the longer of the two streams.
+"copy" ops run beside them: on graphs as the offloaded runtime pipelines them
+(kvsim.offload.pipelined_step), on the eager engine the step takes the longer of the two streams.
 
 Engines: "graphs" (a CUDA-graph replay) runs the kernels back to back: the step is the sum of
 the op times. "eager" issues every op from the host, as plain PyTorch does: each op costs the
@@ -36,6 +37,7 @@ import numpy as np
 from .cost import Cost, Op
 from .errors import KvsimError
 from .hardware import HardwareProfile
+from .offload import pipelined_step
 from .topology import collective_time
 
 BOUNDS = ("compute", "memory", "link", "interconnect", "host", "latency", "library")
@@ -263,7 +265,7 @@ def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: i
     copy = sum((t.time_s for t in timed if t.op.stream == "copy"), np.asarray(0.0))
     if engine == "graphs":
         compute = sum((t.time_s for t in compute_ops), np.asarray(0.0))
-        return StepTime(timed, np.maximum(compute, copy), compute, copy)
+        return StepTime(timed, pipelined_step(timed, compute, copy, layers), compute, copy)
     # eager: copy-stream ops are issued from the same host thread, their transfers run beside
     issued = tuple(t if t.op.stream == "compute" else OpTime(t.op, 0.0 * t.time_s, t.bound, t.floors)
                    for t in timed)

@@ -129,10 +129,11 @@ def _busy_time(engine: Engine, fn, repeats: int = 3) -> float | None:
     return statistics.median(times)
 
 
-def _engine(method, seq, batch, model, n_layers, params, extra_steps, **kw) -> tuple[Engine, int]:
-    """An engine whose prefill leaves room for ``extra_steps`` decode steps ending past ``seq``."""
+def _engine(method, seq, batch, model, n_layers, params, extra_steps, spare: int = 0, **kw) -> tuple[Engine, int]:
+    """An engine whose prefill leaves room for ``extra_steps`` decode steps ending past ``seq``
+    (and ``spare`` more)."""
     prefill = max(1, seq - 1 - extra_steps)
-    engine = Engine(model, method, params, batch=batch, max_seq=prefill + extra_steps * 2 + 64,
+    engine = Engine(model, method, params, batch=batch, max_seq=prefill + extra_steps * 2 + 64 + spare,
                     n_layers=n_layers, **kw)
     engine.prefill_synthetic(prefill, context=seq)
     return engine, prefill
@@ -157,11 +158,39 @@ def _time_steps(engine: Engine, steps: int, warmup: int, flush_l2: bool) -> tupl
     return timer.results(), moved, statistics.median(probes)
 
 
+def synced_times(engine: Engine, steps: int, flush_l2: bool) -> dict:
+    """Attention-only calls and steps each timed alone: every stream idle before, all done after
+    (torch.cuda.synchronize, host clock; the L2 flush outside), so a side stream's copies count
+    in the call that issued them. Median latencies and the steps' contexts (first, last)."""
+    cuda = engine.device.type == "cuda"
+    flush = (torch.empty(l2_flush_bytes(engine.device) // 4, dtype=torch.int32, device=engine.device)
+             if cuda and flush_l2 else None)
+
+    def timed(fn) -> float:
+        if flush is not None:
+            flush.zero_()
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    first = engine.length + 1  # the first timed step attends length + 1 rows
+    pairs = [(timed(engine.attention_only_step), timed(engine.step)) for _ in range(steps)]
+    return {"latency_s": statistics.median(p[1] for p in pairs), "contexts": [first, first + steps - 1],
+            "attention_latency_s": statistics.median(p[0] for p in pairs),
+            "timer": "perf_counter between device syncs (every stream), eager"}
+
+
 def _graph_times(engine: Engine, steps: int, flush_l2: bool) -> tuple[list, str, dict]:
     """([attention-only, step, ...] replay times of captured graphs, how, {"step", "attention":
     the context each graph replays}), or ([], why not, {}). A replay
     runs the same kernels at the same context without host launch gaps, as serving engines run
-    decode steps; a step with a host sync (offload, data-dependent shapes) cannot be captured."""
+    decode steps; a step with a host sync (data-dependent shapes) cannot be captured. An
+    offloaded step's side-stream copies are forked from and joined to the captured stream
+    inside the step (runtime/offload.py), so they are captured with it."""
     if engine.device.type != "cuda":
         return [], "no CUDA", {}
     from kvsim.kernels._common import capture_graph as _capture
@@ -196,22 +225,22 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
     """Measure one configuration; returns a record (see module docstring). A configuration that
     does not fit in GPU memory returns a record with ``fits: False`` and the error.
     ``latency_s`` is the CUDA-graph replay time where the step can be captured (``timer`` says
-    which), else the eager time; ``eager`` always holds the eager step and attention times."""
+    which), else the eager time; ``eager`` always holds the eager step and attention times;
+    offloaded, ``synced`` holds them timed between device syncs too (:func:`synced_times`)."""
     kw = dict(device=device, dtype=dtype, kv_dtype=kv_dtype, offload=offload, seed=seed)
     ops.reset()  # so ``backends`` lists what this configuration ran
     try:
-        engine, prefill = _engine(method, seq, batch, model, n_layers, params, warmup + steps // 2, **kw)
+        engine, prefill = _engine(method, seq, batch, model, n_layers, params, warmup + steps // 2,
+                                  spare=steps if offload_fraction(offload) else 0, **kw)  # + the synced steps
         prefill_backends = ops.backends()
         ops.reset()  # from here: the decode steps' backends, apart from the prefill's
         first = engine.length + warmup + 1
         times, moved, probe = _time_steps(engine, steps, warmup, flush_l2)
+        synced = synced_times(engine, steps, flush_l2) if offload_fraction(offload) else None
         busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
         launches = {"step": count_launches(engine.step), "attention": count_launches(engine.attention_only_step)}
         memory, memory_how = _peak_memory(engine)
-        if offload_fraction(offload):  # a failed capture would leave the CUDA generator mid-capture
-            graphed, graph_how, replayed = [], "not captured: offloaded steps copy on a side stream", {}
-        else:
-            graphed, graph_how, replayed = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked", {})
+        graphed, graph_how, replayed = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked", {})
     except torch.cuda.OutOfMemoryError as exc:
         return _record_base(method, seq, batch, model, n_layers, params, kw, hw) | {
             "fits": False, "error": f"out of memory: {str(exc).splitlines()[0]}"}
@@ -229,6 +258,8 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         backends=ops.backends(), prefill_backends=prefill_backends)
     record["eager"] = {"latency_s": record["latency_s"], "attention_latency_s": record["attention"]["latency_s"],
                        "host_probe_s": probe}
+    if synced:
+        record["synced"] = synced
     if graphed:  # replays repeat one captured step: its context is the one to predict
         record["latency_s"] = statistics.median(graphed[1::2])
         record["attention"]["latency_s"] = statistics.median(graphed[0::2])

@@ -72,10 +72,24 @@ class RuntimeMethod:
 
     def read(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """q [B, H, d] pre-RoPE -> attention output [B, H, d] over the n + 1 cached tokens;
-        offloaded, the next layer's host rows start moving now (it reads them all too)."""
-        o = self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
-        self.kv.prefetch((layer + 1) % self.spec.n_layers)
-        return o
+        offloaded, the next layer's host rows start moving now (it reads them all too), behind
+        this layer's own (the first layer starts its own here: a step prefetches nothing for the
+        next one, so every copy it starts ends inside it)."""
+        self.prefetch_blocks(layer)
+        return self.kv.attend_all(layer, self.rotary(q, self.n), self.n + 1)
+
+    def reads_every_row(self, layer: int) -> bool:
+        """Whether ``read(layer)`` of the current step attends to every cached row (dense: all)."""
+        return True
+
+    def prefetch_blocks(self, layer: int) -> None:
+        """Offloaded: a layer that reads every row fetches its host block on the copy stream,
+        layer 0's when it attends, a later one's while the layer before it attends (called at
+        the start of every ``read``; the blocks issued are exactly those the step reads)."""
+        if layer == 0 and self.reads_every_row(0):
+            self.kv.prefetch(0)
+        if layer + 1 < self.spec.n_layers and self.reads_every_row(layer + 1):
+            self.kv.prefetch(layer + 1)
 
     def end_step(self) -> None:
         self.n += 1

@@ -46,12 +46,12 @@ class OffloadRows:
     def _target(self, length: int) -> int:
         return max(0, min(math.floor(self.f * length), length - 1, self.host_rows))
 
-    def _to_host(self, first: int, last: int, source: dict | None = None) -> None:
-        """Positions [first, last) to the host, from ``source`` [B,heads,n,...] or the ring."""
+    def _to_host(self, first: int, last: int, source: dict | None = None) -> bool:
+        """Positions [first, last) to the host, from ``source`` [B,heads,n,...] or the ring, on
+        the side stream forked from the compute stream; whether anything moved."""
         if last <= first:
-            return
+            return False
         slots = torch.arange(first, last, device=self.device) % self.ring
-        main = torch.cuda.current_stream(self.device) if self.stream else None
         for name, host in self.host.items():
             rows = source[name][:, :, first:last] if source else self.dev[name][:, :, slots]
             rows = rows.movedim(2, 0).contiguous()  # [n, B, heads, ...]
@@ -59,12 +59,18 @@ class OffloadRows:
             if self.stream is None:
                 host[first:last].copy_(rows)
                 continue
-            self.stream.wait_stream(main)
+            self._fork()
             with torch.cuda.stream(self.stream):
                 host[first:last].copy_(rows, non_blocking=True)
             rows.record_stream(self.stream)
         if self.stream is not None:
             self._pending = self.stream.record_event()
+        return True
+
+    def _fork(self) -> None:
+        """The side stream waits for the compute stream's work issued so far: its copies start no
+        earlier, and inside a CUDA-graph capture they join the captured graph."""
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
     def load(self, values: dict, slots=None) -> None:
         if slots is not None:
@@ -83,9 +89,9 @@ class OffloadRows:
         if not isinstance(slot, int) or slot != self.length:
             raise ValueError(f"offloaded caches append in order: expected position {self.length}, got {slot}")
         new = self._target(slot + 1)
-        self._to_host(self.boundary, new)
-        if self.stream is not None:
+        if self._to_host(self.boundary, new) and self.stream is not None:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)  # ring slot reuse
+            self._pending = None  # the compute stream is past the d2h copies now
         for name, value in values.items():
             self.dev[name][:, :, slot % self.ring] = value
         self.boundary, self.length = new, slot + 1
@@ -111,9 +117,11 @@ class OffloadRows:
 
     def _wait_d2h(self) -> None:
         """Host rows written by earlier d2h copies are complete before a kernel reads them: a
-        wait on the device (the compute stream after the copy stream), not a host sync."""
+        wait on the device (the compute stream after the copy stream), not a host sync. A step
+        waits only on copies it issued (``put`` joins its own), so it can be captured."""
         if self.stream is not None and self._pending is not None:
             torch.cuda.current_stream(self.device).wait_event(self._pending)
+        self._pending = None  # waited once: a captured step never waits on an earlier step's event
 
     @property
     def row_bytes(self) -> int:
@@ -121,10 +129,12 @@ class OffloadRows:
         return sum(t[0, 0, 0].numel() * t.element_size() for t in self.dev.values())
 
     def prefetch(self) -> None:
-        """Start the upload of the host block [0, boundary) now, on the side stream: a layer that
-        reads every row knows them before it runs, so the copy overlaps the compute until then.
-        ``prefix`` takes it while at most one token was appended since: the rows the boundary
-        passed in between are still in the ring (the slot the new token took held an older one)."""
+        """Start the upload of the host block [0, boundary) now, on the side stream (forked from
+        the compute stream here): a layer that reads every row knows them before it runs, so the
+        copy overlaps the compute until then. ``prefix`` takes it while at most one token was
+        appended since: the rows the boundary passed in between are still in the ring (the slot
+        the new token took held an older one). Issued and taken within one step, every copy is
+        joined before the step ends (no event crosses steps: a step can be graph-captured)."""
         self._prefetched = None
         if self.boundary:
             blocks = {name: self._start_upload(host[: self.boundary]) for name, host in self.host.items()}
@@ -164,10 +174,12 @@ class OffloadRows:
 
     def _start_upload(self, rows: torch.Tensor) -> torch.Tensor:
         """Host rows (pinned on CUDA) to the device on the side stream, non_blocking, after the
-        d2h copies that wrote them (same stream); counted as issued."""
+        d2h copies that wrote them (same stream) and the compute stream's work issued so far
+        (fork); counted as issued."""
         self.counter.add("h2d", tensor_bytes([rows]))
         if self.stream is None:
             return rows.to(self.device, copy=True)
+        self._fork()
         with torch.cuda.stream(self.stream):
             return rows.to(self.device, non_blocking=True)
 

@@ -150,3 +150,61 @@ def test_rows_leaving_the_ring_are_issued_on_a_share_of_the_steps():
     evict = _offload_ops()["offload/evict_rows"]
     assert float(evict.launches) == f * L * 2  # the copies
     assert evict.host_calls["torch"] == f * L * (2 + 3 * 2) and evict.host_calls["torch_host"] == f * L * 2
+
+
+
+def _timed(name, kind, seconds, stream="compute", copy_layers=0.0):
+    from types import SimpleNamespace
+    return SimpleNamespace(op=SimpleNamespace(name=name, kind=kind, stream=stream, copy_layers=copy_layers),
+                           time_s=np.asarray(seconds))
+
+
+def _pipelined(copy, blocks, layers=4):
+    from kvsim.offload import pipelined_step
+    ops = [_timed("layers/attn/qkv_proj", "linear", 3.0), _timed("offload/assemble_block", "attention", 5.0),
+           _timed("lm_head", "linear", 1.0), _timed("offload/fetch_block", "attention", copy, "copy", blocks)]
+    return float(pipelined_step(ops, np.asarray(9.0), np.asarray(copy), layers))
+
+
+@pytest.mark.parametrize("copy,want", [(20.0, 9 + 5 + 3 * (5 - 2)),  # link-bound: every layer waits
+                                        (4.0, 9 + 1),  # c = 1 < g = 2: only layer 0's block shows
+                                        (8.0, 9 + 2),  # c = g: the later blocks hide exactly
+                                        (0.0, 9)])  # nothing offloaded
+def test_block_copies_pipeline_behind_the_layer_before_by_hand(copy, want):
+    """runtime/method.py prefetch_blocks: layer 0 fetches its block when it attends (nothing
+    hides it), layer l + 1's starts when layer l attends, so it hides behind one layer's compute
+    g. 4 layers of g = 2 (a projection and the method's attention op), an LM head of 1 outside
+    them, c = copy / 4: step = 9 + c + 3·max(0, c − 2)."""
+    got = _pipelined(copy, 4.0 if copy else 0.0)
+    assert got == pytest.approx(want)
+    assert got >= max(9.0, copy)
+
+
+def test_a_method_with_two_block_layers_waits_for_the_first_and_hides_the_second():
+    """Quest's two dense layers (of 4): c = 6 / 2 = 3 a block, g = 2: 9 + 3 + 1·(3 − 2)."""
+    assert _pipelined(6.0, 2.0) == pytest.approx(9 + 3 + 1)
+    assert _pipelined(6.0, 1.0) == pytest.approx(9 + 6)  # one block layer: nothing hides it
+
+
+def test_sparse_steps_have_no_copy_stream():
+    pred = predict("h100", method="sparq", seq=16384, batch=4, model="llama-3.1-8b", offload=0.5)
+    assert float(pred.timing.copy_stream_s) == 0
+    assert float(pred.latency_s) == pytest.approx(float(pred.timing.compute_stream_s))  # gathers on the compute stream
+
+
+@pytest.mark.parametrize("method,params,blocks", [("dense", {}, 32), ("quest", {}, 2),
+                                                  ("tidaldecode", {"reselect_layer": 13}, 4)])
+def test_offloaded_step_is_the_pipeline_of_its_ops(method, params, blocks):
+    """Graphs engine: the predicted step is compute + c + (N − 1)·max(0, c − g), with N the
+    layers that read every row (dense: 32; Quest: its 2 dense layers; TidalDecode: 2 dense and
+    2 selection layers), c and g summed from the step's own ops (LM head and embedding outside)."""
+    pred = predict("h100", method=method, seq=65536, batch=4, model="llama-3.1-8b", offload=0.25, **params)
+    L, t = 32, pred.timing
+    fetch = next(o for o in t.ops if o.op.name == "offload/fetch_block")
+    assert fetch.op.stream == "copy" and float(fetch.op.copy_layers) == pytest.approx(blocks)
+    assert float(fetch.op.launches) == pytest.approx(blocks * 2)  # K and V, per block layer
+    layers = sum(float(o.time_s) for o in t.ops if o.op.stream == "compute"
+                 and (o.op.name.startswith("layers/") or o.op.kind in ("attention", "cache")))
+    c, g = float(fetch.time_s) / blocks, layers / L
+    assert float(pred.latency_s) == pytest.approx(float(t.compute_stream_s) + c + (blocks - 1) * max(0.0, c - g))
+    assert float(pred.latency_s) > max(float(t.compute_stream_s), float(fetch.time_s))  # layer 0's block never hides

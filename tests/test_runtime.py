@@ -140,14 +140,13 @@ def test_offload_moves_the_expected_bytes_and_changes_nothing(fraction):
     host = lambda L: min(math.floor(fraction * L), L - 1)  # noqa: E731  tokens on the host
     contexts = range(PREFILL + 1, PREFILL + steps + 1)
     pairs = TINY.n_layers * B * TINY.n_kv_heads
-    # dense: every host row, every step; a layer takes the block prefetched while the layer
-    # before it ran, before its own append (host(L − 1) rows), the rest from the ring unless they
-    # left it (then fetched too), but the first one after the prefill; the last prefetch (the
-    # next step's first layer) counts as issued
+    # dense: every host row, every step; the first layer fetches its block after its append
+    # (host(L) rows), a later one takes the block prefetched while the layer before it ran, before
+    # its own append (host(L − 1) rows), the rest from the ring unless they left it (then fetched
+    # too); a step prefetches nothing for the next one
     ring, per_layer = off.method.kv.layers[0].ring, B * TINY.n_kv_heads
     taken = lambda L: host(L) if host(L - 1) < L - ring else host(L - 1)  # noqa: E731
-    fetched = sum(taken(L) for L in contexts) * TINY.n_layers \
-        + host(PREFILL + 1) - taken(PREFILL + 1) + host(PREFILL + steps)
+    fetched = sum(host(L) + taken(L) * (TINY.n_layers - 1) for L in contexts)
     moved_out = host(PREFILL + steps) - host(PREFILL)  # rows that left the device ring
     assert off.pcie_bytes["h2d"] == per_layer * fetched * row
     assert off.pcie_bytes["d2h"] == pairs * moved_out * row  # one block copy: no positions sent

@@ -110,12 +110,12 @@ def test_pcie_counters_equal_the_bytes_the_placement_moves(runs):
         moved_kv, moved_x = moved_kv + new_kv, moved_x + new_x
     assert moved_kv > 0 and moved_x > 0
     # FlexGen, f = 0.5: ⌊f·m⌋ of a layer's m rows on the host, each layer's block uploaded once a
-    # step: layer 1's while layer 0 computes (before its own new row), layer 0's at the end of the
-    # step for the next one; step 1's layer 0 has no prefetch and uploads its block itself
+    # step (runtime/method.py prefetch_blocks): layer 0's when it attends (after its new row),
+    # layer 1's while layer 0 attends (before its own new row); nothing for the next step
     host, unit = (lambda m: int(np.floor(0.5 * m))), kv_row // L
     for s in out["flexgen"]["steps"][1:]:
         m = P + s["step"]
-        assert s["h2d"] == (host(m - 1) + host(m) + (host(m) if s["step"] == 1 else 0)) * unit
+        assert s["h2d"] == (host(m) + host(m - 1)) * unit
         assert s["d2h"] == (host(m) - host(m - 1)) * kv_row
 
 

@@ -72,8 +72,8 @@ def test_offload_over_pinned_memory_counts_bytes(decoder):
     e.step()
     per_layer, row = B * CFG.n_kv_heads, 2 * CFG.head_dim * 2  # bf16 K and V
     host = lambda L: min(math.floor(0.5 * L), L - 1)  # noqa: E731
-    # layers 1.. take blocks prefetched before their append (host(L − 1) rows); the last layer
-    # prefetches the next step's first layer, counted as issued
+    # the first layer fetches its block after its append (host(L) rows); layers 1.. take blocks
+    # prefetched before their append (host(L − 1) rows); nothing is prefetched for the next step
     L = e.length
     assert e.pcie_bytes["h2d"] == per_layer * ((LAYERS - 1) * host(L - 1) + host(L)) * row
 

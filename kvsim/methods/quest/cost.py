@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from typing import ClassVar
+
 import numpy as np
 
 from ...cost import Op, Resident
@@ -51,6 +53,7 @@ from .spec import DENSE_LAYERS, QuestSpec
 
 
 class Quest(QuestSpec, Method):
+    prefetches_blocks: ClassVar[bool] = True  # offloaded: the dense layers' blocks come on the copy stream (kvsim.offload)
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         S, B, P, L = wl.seq, float(self.budget), self.page_size, model.n_layers
         dense_layers = min(DENSE_LAYERS, L)

@@ -55,10 +55,14 @@ class Quest(RuntimeMethod):
         lo.copy_(k if first == 0 else torch.minimum(lo, k))  # read and write 2·d·b
         hi.copy_(k if first == 0 else torch.maximum(hi, k))
 
+    def reads_every_row(self, layer):
+        return self.kmin[layer] is None or self.n + 1 <= self.p["budget"]
+
     def read(self, layer, q):
+        self.prefetch_blocks(layer)  # offloaded: dense layers' blocks on the copy stream
         q = self.rotary(q, self.n)
         n = self.n + 1
-        if self.kmin[layer] is None or n <= self.p["budget"]:
+        if self.reads_every_row(layer):
             return self.kv.attend_all(layer, q, n)  # budget covers the cache: no estimation
         P = self.p["page_size"]
         n_pages = math.ceil(n / P)

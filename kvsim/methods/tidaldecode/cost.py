@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from typing import ClassVar
+
 import numpy as np
 
 from ...cost import Op
@@ -52,6 +54,7 @@ from .spec import DENSE_LAYERS, SELECTION_LAYERS, TidalDecodeSpec
 
 
 class TidalDecode(TidalDecodeSpec, Method):
+    prefetches_blocks: ClassVar[bool] = True  # offloaded: dense and selection layers' blocks on the copy stream (kvsim.offload)
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         L, S, Hq = model.n_layers, wl.seq, model.n_heads
         full = DENSE_LAYERS + SELECTION_LAYERS

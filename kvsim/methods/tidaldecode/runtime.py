@@ -44,7 +44,11 @@ class TidalDecode(RuntimeMethod):
             return "select"
         return "sparse"
 
+    def reads_every_row(self, layer):
+        return self.role(layer) != "sparse"
+
     def read(self, layer, q):
+        self.prefetch_blocks(layer)  # offloaded: dense and selection layers' blocks on the copy stream
         q = self.rotary(q, self.n)
         n = self.n + 1
         role = self.role(layer)
