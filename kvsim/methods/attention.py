@@ -52,7 +52,8 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     ``target`` is the split policy's program count (DENSE_TARGET_PROGRAMS for a contiguous cache);
     ``gathered``: the rows are scattered single rows (SparQ, ALISA, TidalDecode), not runs;
     ``curve``: the kernel family that times its bytes (kvsim.roofline): "attention", the split-K
-    kernel with one query token, or a variant's own (ADORE's several query tokens)."""
+    kernels (ADORE's several query tokens included: its 64k × 8 kernel time is within 4% of
+    this curve, benchmarks/results/h100-profile.json), or a variant's own."""
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     G = model.group if query_heads_per_kv is None else query_heads_per_kv
     d, B = model.head_dim, wl.batch

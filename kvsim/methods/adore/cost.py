@@ -81,10 +81,7 @@ class ADORE(ADORESpec, Method):
         rows = self.cached_tokens(wl.seq) + r + 1.0  # m + R + 1 keys
         attention = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=model.n_layers,
                                      query_heads_per_kv=model.group * (1.0 + r),  # (R+1) queries per head
-                                     target=contiguous_target(wl),  # the m kept tokens are compact
-                                     # R+1 query tokens a KV head (kernels/decode.py positional): not the
-                                     # one-token kernel's measured curve; the fitted one until measured
-                                     curve="positional_attention")
+                                     target=contiguous_target(wl))  # the m kept tokens are compact
         # the kernel's output rows come per (KV head, token, group member); the O projection
         # takes them per (token, head): one copy, read and write (R+1)·H·d·b_a per sequence
         moved = wl.batch * (1.0 + r) * model.n_heads * model.head_dim * wl.b_a
