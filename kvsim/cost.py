@@ -54,6 +54,7 @@ class Op:
     host_syncs: object = 0.0  # host waits for the device (.item(), data-dependent shapes, fetches)
     link_row_bytes: object = 0.0  # contiguous bytes per row a kernel reads over the host link (0: bulk copies); not scaled
     access: str = "contiguous"  # "gather": rows read one by one through an index list
+    curve: str = "memory"  # the kernel family whose measured curve times its bytes (kvsim.roofline)
     dtype: str = "bf16"
     stream: str = "compute"
     copy_layers: object = 0.0  # layers whose blocks a "copy" op fetches, one after another (kvsim.offload); not scaled

@@ -42,3 +42,37 @@ def allreduce_profile_time(hw, nbytes: int, gpus: int) -> float:
     from .decoder import allreduce
     from .roofline import op_time
     return float(op_time(allreduce("allreduce", float(nbytes), gpus), hw).time_s)
+
+
+def kernel_curve_fit(sizes, seconds, bandwidth_Bps: float) -> list:
+    """A kernel family's memory curve (``memory.kernel_efficiency``): bytes over seconds over
+    ``bandwidth_Bps`` per measured kernel, the median over sizes equal within 5%, never falling
+    with size (a bigger kernel is never slower per byte). -> [[bytes, efficiency], ...]"""
+    measured = sorted(zip(np.asarray(sizes, dtype=float), np.asarray(sizes, dtype=float)
+                          / np.asarray(seconds, dtype=float) / bandwidth_Bps))
+    groups: list = []
+    for size, eff in measured:
+        if groups and size <= groups[-1][0][0] * 1.05:
+            groups[-1].append((size, eff))
+        else:
+            groups.append([(size, eff)])
+    sizes = [float(np.median([s for s, _ in g])) for g in groups]
+    effs = np.maximum.accumulate([float(np.median([e for _, e in g])) for g in groups])
+    return [[s, float(min(e, 1.0))] for s, e in zip(sizes, effs)]
+
+
+def split_kernel_seconds(seconds, batch, kv_heads, rows, combine_s: float, target_programs: int):
+    """A split-K decode call's time less its combine kernel (``combine_s``, one launch floor: its
+    partials are a few hundred kB) where the split policy (``target_programs``) splits the rows."""
+    from .kernel_contract import split_count
+    split = split_count(np.asarray(batch, dtype=float), np.asarray(kv_heads, dtype=float), rows, target_programs) > 1
+    return np.asarray(seconds, dtype=float) - combine_s * split
+
+
+def attention_curve_fit(records, bandwidth_Bps: float, combine_s: float, target_programs: int) -> list:
+    """memory.kernel_efficiency.attention from benchmarks/bench_kernels.py's ``kernel: dense``
+    rows (32 query and 8 KV heads, CUDA-graph replays, cold L2), each call less its combine."""
+    dense = [r for r in records if r.get("kernel") == "dense"]
+    seconds = split_kernel_seconds([r["ours_ms"] * 1e-3 for r in dense], [r["batch"] for r in dense], 8,
+                                   [r["seq"] for r in dense], combine_s, target_programs)
+    return kernel_curve_fit([r["bytes"] for r in dense], seconds, bandwidth_Bps)

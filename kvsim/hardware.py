@@ -80,6 +80,10 @@ class Memory(_Frozen):
     bandwidth_Bps: Sourced
     l2_bytes: Sourced
     efficiency: Curve  # by bytes per kernel
+    # measured curves (by bytes per kernel) of kernel families that run unlike the fitted
+    # ``efficiency``: "attention" (the split-K decode kernels, kernels/decode.py) and
+    # "rope_attention" (its variant rotating keys as it loads them); an op's ``curve`` names one
+    kernel_efficiency: dict[str, Curve] = {}
     gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
     reread_Bps: Optional[Sourced] = None  # loads of rows several programs read at once (L2 serves repeats)
     context_bytes: Optional[Sourced] = None  # CUDA context and loaded modules, outside the allocator
@@ -223,6 +227,9 @@ class HardwareProfile(_Frozen):
     compute: Compute
     memory: Memory
     launch_overhead_s: Sourced
+    # one CUDA-graph replay's fixed cost on the device (graph start, first node's launch), paid once
+    # per replayed step or attention-only call beside its kernels' own floors; where measured
+    graph_launch_s: Optional[Sourced] = None
     workspace_bytes: Sourced  # runtime context, allocator slack, kernels' scratch
     host_link: Optional[Link] = None
     interconnect: Optional[Interconnect] = None

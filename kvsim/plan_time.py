@@ -17,7 +17,7 @@ from .cost import QUANTITIES, Cost, Op
 from .hardware import HardwareProfile
 from .roofline import step_time
 
-SLOT_FIELDS = ("name", "kind", "dtype", "access", "stream", "comm_gpus", "comm_steps", "link_row_bytes")
+SLOT_FIELDS = ("name", "kind", "dtype", "access", "curve", "stream", "comm_gpus", "comm_steps", "link_row_bytes")
 COLUMNS = QUANTITIES + ("gemm_rows", "topk_rows", "topk_size")  # the last two: topk_shape
 
 

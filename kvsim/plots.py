@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import KvsimError
 from .records import write_whole_bytes
+from .roofline import graph_replay_time
 from .units import format_tokens
 
 KIND_LABELS = {"attention": "attention over the cache", "linear": "weights (projections, MLP, head)",
@@ -100,6 +101,10 @@ def breakdown_axes(ax, preds) -> None:
                        for p in preds])
         ax.barh(names, ms, left=left, color=colors[kind], label=KIND_LABELS[kind], height=0.6)
         left += ms
+    replay = np.array([graph_replay_time(p.hw) if p.engine == "graphs" else 0.0 for p in preds]) * 1e3
+    if np.any(replay > 0):  # one CUDA-graph replay's fixed cost (kvsim.roofline)
+        ax.barh(names, replay, left=left, color="0.6", label="graph replay", height=0.6)
+        left += replay
     for row, total in enumerate(left):
         ax.annotate(f"{total:.3g} ms", (total, row), xytext=(3, 0), textcoords="offset points",
                     va="center", fontsize=7)

@@ -14,7 +14,7 @@ from .profiles import load_profile
 from .methods import Method, get_method
 from .models import DEFAULT_MODEL, ModelConfig, load_model
 from .offload import check_fraction, offload_cost
-from .roofline import StepTime, step_time
+from .roofline import StepTime, graph_replay_time, step_time
 from .topology import check_gpus
 from .units import format_bytes
 from .workload import Workload
@@ -130,10 +130,11 @@ class Prediction:
 
     def attention(self) -> dict:
         """The attention ops alone (``kvsim.methods.attention`` says what they cover), run as
-        the step runs them: back to back, or issued eagerly on their own."""
+        the step runs them: back to back in a graph replay of their own, or issued eagerly on their own."""
         attn = self.cost.attention()
         if self.engine == "graphs":
-            latency = sum((t.time_s for t in self.timing.ops if t.op.kind == "attention"), np.asarray(0.0))
+            latency = sum((t.time_s for t in self.timing.ops if t.op.kind == "attention"),
+                          np.asarray(graph_replay_time(self.hw)))
         else:
             latency = step_time(attn, self.hw, self.engine, self.model.n_layers).latency_s
         return {"flops": attn.flops, "hbm_bytes": attn.hbm_bytes, "pcie_bytes": attn.pcie_bytes,

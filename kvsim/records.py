@@ -18,6 +18,7 @@ import numpy as np
 
 from . import outfile
 from .errors import KvsimError
+from .roofline import graph_replay_time
 
 CONFIG_KEYS = ("hw", "model", "method", "params", "batch", "seq", "gen", "dtype", "kv_dtype")
 CSV_COLUMNS = CONFIG_KEYS + (
@@ -82,6 +83,10 @@ def _record(pred, index, breakdown) -> dict:
              "hbm_bytes": at(t.op.hbm_bytes), "pcie_bytes": at(t.op.pcie_bytes),
              "launches": at(t.op.launches), "time_s": at(t.time_s), "bound": str(at(t.bound_names()))}
             for t in pred.timing.ops]
+        replay = graph_replay_time(pred.hw) if pred.engine == "graphs" else 0.0
+        if replay > 0:  # one CUDA-graph replay's fixed cost (kvsim.roofline), beside the ops
+            record["breakdown"].append({"name": "graph_replay", "kind": "launch", "flops": 0.0, "hbm_bytes": 0.0,
+                                        "pcie_bytes": 0.0, "launches": 0.0, "time_s": replay, "bound": "latency"})
     return record
 
 

@@ -2,7 +2,8 @@
 
 Per op (all arrays): the compute time (FLOPs over peak × efficiency at the FLOPs per kernel; a
 matrix product's rows padded to whole tiles where the profile measured the tile),
-the memory time (bytes over bandwidth × efficiency at the bytes per kernel, × the profile's
+the memory time (bytes over bandwidth × efficiency at the bytes per kernel, on the op's
+kernel family's own measured curve where the profile has one, × the profile's
 gather efficiency for rows read one by one through an index list; at least the bytes the
 programs load, repeats included, over the measured re-read rate, where the op says so), the host-link time
 per direction, the interconnect time (a ring collective on the node's topology, kvsim.topology),
@@ -15,7 +16,7 @@ which. Ops on the "compute" stream run one after another;
 (kvsim.offload.pipelined_step), on the eager engine the step takes the longer of the two streams.
 
 Engines: "graphs" (a CUDA-graph replay) runs the kernels back to back: the step is the sum of
-the op times. "eager" issues every op from the host, as plain PyTorch does: each op costs the
+the op times and one replay's fixed cost (``graph_replay_time``). "eager" issues every op from the host, as plain PyTorch does: each op costs the
 host its calls (``Op.host_calls``, each kind at the profile's ``host.launch_s``) and syncs
 (``host.sync_s``), and the GPU runs an op once it is issued and the op before it is done. The
 host runs ahead of the GPU, so op j finishes at max over i ≤ j of (host time to issue ops
@@ -89,9 +90,41 @@ def _over(amount, rate):
         return np.where(amount > 0, amount / rate, 0.0)
 
 
+# a kernel family without a curve of its own is timed as the one it varies
+CURVE_FALLBACK = {"rope_attention": "attention"}
+
+
+def _kernel_curve(op: Op, hw: HardwareProfile):
+    curves, name = hw.memory.kernel_efficiency, op.curve
+    while name not in curves and name in CURVE_FALLBACK:
+        name = CURVE_FALLBACK[name]
+    return curves.get(name)
+
+
+def _memory_efficiency(op: Op, hw: HardwareProfile, per_kernel):
+    """Achieved fraction of the peak bandwidth at ``per_kernel`` bytes: the measured curve of
+    the op's kernel family (``memory.kernel_efficiency[op.curve]``, e.g. the split-K decode
+    attention kernels, benchmarks/bench_kernels.py) where the profile has one, else the fitted
+    ``memory.efficiency``. Below a family curve's smallest size the time follows the line
+    through its two smallest points (a fixed ramp plus streaming), never below its intercept."""
+    curve = _kernel_curve(op, hw)
+    if curve is None:
+        return hw.memory.efficiency.at(per_kernel)
+    x = np.maximum(np.asarray(per_kernel, dtype=float), 1.0)
+    if len(curve.points) < 2:
+        return curve.at(x)
+    peak = hw.memory.bandwidth_Bps.value
+    (x0, e0), (x1, e1) = curve.points[:2]
+    t0, t1 = x0 / (peak * e0), x1 / (peak * e1)
+    slope = (t1 - t0) / (x1 - x0)  # seconds per byte past a fixed ramp
+    ramp = max(t0 - slope * x0, 0.0)
+    below = x / (peak * np.maximum(ramp + slope * x, x / peak))  # never above the peak rate
+    return np.where(x < x0, below, curve.at(x))
+
+
 def _memory_time(op: Op, hw: HardwareProfile):
     moved = np.asarray(op.hbm_bytes, dtype=float)
-    eff = hw.memory.efficiency.at(_per_kernel(moved, op.launches))
+    eff = _memory_efficiency(op, hw, _per_kernel(moved, op.launches))
     if op.access == "gather" and hw.memory.gather_efficiency is not None:
         eff = eff * hw.memory.gather_efficiency.value  # rows scattered through the cache
     hbm = _over(moved, hw.memory.bandwidth_Bps.value * eff)
@@ -256,6 +289,13 @@ def _eager_stream(timed: tuple[OpTime, ...], hw: HardwareProfile, layers: int):
     return overlapped, pre_h + layers * layer_h + post_h
 
 
+def graph_replay_time(hw: HardwareProfile) -> float:
+    """The fixed cost of one CUDA-graph replay (the profile's measured ``graph_launch_s``; 0
+    where the profile has none): the device starting the graph and its first node, paid once per
+    replayed step, beside each kernel's own launch floor."""
+    return hw.graph_launch_s.value if hw.graph_launch_s is not None else 0.0
+
+
 def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: int = 1) -> StepTime:
     """The step's time on ``engine`` (ENGINES); ``layers``: the layers the ``layers/`` ops run in."""
     if engine not in ENGINES:
@@ -264,7 +304,7 @@ def step_time(cost: Cost, hw: HardwareProfile, engine: str = "graphs", layers: i
     compute_ops = tuple(t for t in timed if t.op.stream == "compute")
     copy = sum((t.time_s for t in timed if t.op.stream == "copy"), np.asarray(0.0))
     if engine == "graphs":
-        compute = sum((t.time_s for t in compute_ops), np.asarray(0.0))
+        compute = sum((t.time_s for t in compute_ops), np.asarray(0.0)) + graph_replay_time(hw)
         return StepTime(timed, pipelined_step(timed, compute, copy, layers), compute, copy)
     # eager: copy-stream ops are issued from the same host thread, their transfers run beside
     issued = tuple(t if t.op.stream == "compute" else OpTime(t.op, 0.0 * t.time_s, t.bound, t.floors)

@@ -33,9 +33,12 @@ AS_IS = "as measured"
 # law path -> how it scales ("as measured", "peak", "bandwidth", "sm_rate", "clock", "sm_count")
 LAWS = {
     "launch_overhead_s": AS_IS,
+    "graph_launch_s": AS_IS,
     "compute.efficiency": "peak",
     "compute.tile_rows": AS_IS,
     "memory.efficiency": "bandwidth",
+    "memory.kernel_efficiency.attention": "bandwidth",
+    "memory.kernel_efficiency.rope_attention": "bandwidth",
     "memory.gather_efficiency": AS_IS,
     "memory.reread_Bps": "sm_rate",
     "memory.context_bytes": AS_IS,

@@ -9,6 +9,7 @@ from kvsim.kernel_contract import TARGET_PROGRAMS, split_count
 from kvsim.methods import get_method
 from kvsim.models import load_model
 from kvsim.predict import predict
+from kvsim.roofline import graph_replay_time
 
 HW = load_profile("h100")
 # torch.topk switches to its multi-block select at 20000 candidates a row, faster than the
@@ -81,9 +82,10 @@ def law_full_budget(method, model_name: str, seq: int, batch: int) -> None:
 
 
 def law_totals(method, model: str, seqs, batches) -> None:
-    """Step totals are the sums of the ops (bytes, FLOPs, PCIe) and of the ops' times."""
+    """Step totals are the sums of the ops (bytes, FLOPs, PCIe) and of the ops' times, plus one
+    CUDA-graph replay's fixed cost (kvsim.roofline.graph_replay_time)."""
     pred = run(method, model, np.array(seqs), np.array(batches)[:, None])
     ops = pred.cost.ops
     for total, field in ((pred.hbm_bytes, "hbm_bytes"), (pred.flops, "flops")):
         assert np.allclose(total, sum(np.asarray(getattr(op, field), dtype=float) for op in ops), rtol=1e-12)
-    assert np.allclose(pred.latency_s, sum(t.time_s for t in pred.timing.ops), rtol=1e-12)
+    assert np.allclose(pred.latency_s, sum(t.time_s for t in pred.timing.ops) + graph_replay_time(pred.hw), rtol=1e-12)

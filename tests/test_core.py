@@ -8,7 +8,7 @@ from kvsim.hardware import Curve
 from kvsim.profiles import list_profiles, load_profile
 from kvsim.models import PRESETS, load_model
 from kvsim.predict import predict
-from kvsim.roofline import op_time
+from kvsim.roofline import graph_replay_time, op_time
 from kvsim.units import parse_bytes, parse_tokens, parse_token_range
 
 L, HKV, D_HEAD, S = 32, 8, 128, 131072  # llama-3.1-8b at 128k
@@ -58,7 +58,7 @@ def test_totals_are_sums_of_ops():
     pred = predict("a100", seq=np.array([1024, 65536]), batch=np.array([[1], [16]]))
     assert np.allclose(pred.hbm_bytes, sum(np.asarray(op.hbm_bytes) for op in pred.cost.ops))
     assert np.allclose(pred.flops, sum(np.asarray(op.flops) for op in pred.cost.ops))
-    assert np.allclose(pred.latency_s, sum(t.time_s for t in pred.timing.ops))
+    assert np.allclose(pred.latency_s, sum(t.time_s for t in pred.timing.ops) + graph_replay_time(pred.hw))
     assert pred.latency_s.shape == (2, 2)
 
 

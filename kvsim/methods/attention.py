@@ -46,14 +46,18 @@ def kv_row_bytes(model: ModelConfig, wl: Workload) -> float:
 
 def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
                      kv_heads=None, query_heads_per_kv=None, index_bytes=0.0,
-                     target=TARGET_PROGRAMS, gathered: bool = False, kernel=None) -> list[Op]:
+                     target=TARGET_PROGRAMS, gathered: bool = False, kernel=None,
+                     curve: str = "attention") -> list[Op]:
     """Attention of every query head over ``rows`` cached tokens per KV head, in ``layers`` layers.
 
     ``kv_heads`` KV heads take part (all by default); ``query_heads_per_kv`` defaults to G.
     ``index_bytes`` per row are read when the rows are gathered through an index list;
     ``target`` is the split policy's program count (DENSE_TARGET_PROGRAMS for a contiguous cache);
     ``gathered``: the rows are scattered single rows (SparQ, ALISA, TidalDecode), not runs;
-    ``kernel``: "rope" or "masked", else the cache's ("int8" or "bf16"; ATTENTION_ARGS)."""
+    ``kernel``: "rope" or "masked", else the cache's ("int8" or "bf16"; ATTENTION_ARGS);
+    ``curve``: the kernel family that times its bytes (kvsim.roofline): "attention", the split-K
+    kernels (ADORE's several query tokens included: its 64k × 8 kernel time is within 4% of
+    this curve, benchmarks/results/h100-profile.json), or a variant's own."""
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     G = model.group if query_heads_per_kv is None else query_heads_per_kv
     d, B = model.head_dim, wl.batch
@@ -66,7 +70,7 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     main = Op(name, "attention", flops=heads * G * rows * (4 * d + 5),
               hbm_read=heads * rows * (kv_row_bytes(model, wl) + index_bytes) + q_or_o,
               hbm_write=np.where(several, partials, q_or_o), dtype=wl.compute_dtype,
-              access="gather" if gathered else "contiguous").issued(triton=1, args=args,
+              access="gather" if gathered else "contiguous", curve=curve).issued(triton=1, args=args,
                                                                     torch_host=1)  # o
     combine = Op(name + "_combine", "attention", flops=np.where(several, partials / 4 * 3, 0.0),
                  hbm_read=np.where(several, partials, 0.0), hbm_write=np.where(several, q_or_o, 0.0),

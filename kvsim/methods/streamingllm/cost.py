@@ -12,7 +12,9 @@ new token included), C = min(sink + recent, S − 1) cached past tokens:
       and a write); kvsim charges the kernel that rotates each key as attention loads it
       (kernels/decode.py ``rope_decode_attention``, measured on the H100): no extra K traffic,
       only the C slot positions (4 B each) and their cos/sin rows (d·b_a) once per layer, and
-      the rotation FLOPs, all folded into the attention op. The new key's own rotation stays in
+      the rotation FLOPs, all folded into the attention op, timed on the rotating kernel's own
+      measured curve (``memory.kernel_efficiency.rope_attention``, benchmarks/bench_floor.py;
+      it runs slower than plain decode at equal bytes). The new key's own rotation stays in
       ``layers/attn/rope``. Models with learned absolute positions (OPT) need no re-rotation.
 Eviction drops a slice (a ring buffer in a real kernel): no extra traffic beyond ``kv_append``.
 GQA: the window is positional, identical for every head, so KV heads need nothing special.
@@ -81,7 +83,8 @@ class StreamingLLM(StreamingLLMSpec, Method):
         tables = cached * (POSITION_BYTES + model.head_dim * wl.b_a) * model.n_layers
         # host: the cos and sin halves (two views)
         ops[0] = replace(main, flops=main.flops + rotate_flops, hbm_read=main.hbm_read + tables,
-                         torch_host_calls=main.torch_host_calls + 2 * model.n_layers)
+                         torch_host_calls=main.torch_host_calls + 2 * model.n_layers,
+                         curve="rope_attention")  # the rotating kernel's own measured curve
         return [*self.slot_positions(model, wl), *ops]
 
     def kv_resident(self, model, wl) -> list[Resident]:
