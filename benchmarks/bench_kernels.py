@@ -3,6 +3,9 @@ bandwidth against torch SDPA in the same run, and each sparse kernel's speedup o
 kernel at 128k against the ratio of bytes it must read.
 
     python3 benchmarks/bench_kernels.py --out benchmarks/results/h100-kernels.jsonl
+    python3 benchmarks/bench_kernels.py --fit benchmarks/results/h100-kernels.jsonl --hw h100 \
+        --launch benchmarks/results/h100-launch.jsonl
+        # the dense rows as the profile's memory.kernel_efficiency.attention line
 
 Timing: triton.testing.do_bench, median, after warm-up; buffers rotate so that the working set
 is at least 4x the L2 (cold L2). Bytes are the fewest the kernel must move (K/V rows read once,
@@ -151,19 +154,60 @@ def sparse_points(B, S, t_dense, l2) -> list[dict]:
     return rows
 
 
+def graph_launch_floor(launch_path: str) -> float:
+    """A Triton kernel's device-side time in a CUDA graph (benchmarks/bench_launch.py gpu_s)."""
+    with open(launch_path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return next(r["gpu_s"] for r in rows if r.get("op") == "triton kernel, 22 args")
+
+
+def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
+    """The profile's memory.kernel_efficiency.attention line from a file this script wrote, each
+    call less one combine kernel (the Triton launch floor of ``launch_path``) where it splits."""
+    from kvsim.fits import attention_curve_fit
+    from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
+    from kvsim.profiles import load_profile
+    hw = load_profile(hw_name)
+    records = []
+    for path in paths:
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    path = " ".join(paths)
+    combine_s = graph_launch_floor(launch_path)
+    points = attention_curve_fit(records, hw.memory.bandwidth_Bps.value, combine_s, DENSE_TARGET_PROGRAMS)
+    date = next((r.get("date", "")[:10] for r in records if r.get("date")), "")
+    return (f"    attention: {{points: {[[float(f'{s:.4g}'), round(e, 4)] for s, e in points]}, "
+            f"source: \"measured {date}, {records[0].get('device', hw.name)}: {path} (python3 "
+            f"benchmarks/bench_kernels.py --fit {path} --hw {hw.name}): the dense split-K decode kernel, "
+            f"{sum(r.get('kernel') == 'dense' for r in records)} shapes (batch {min(r['batch'] for r in records)}-"
+            f"{max(r['batch'] for r in records)}, {min(r['seq'] for r in records)}-{max(r['seq'] for r in records)} rows, cold L2), "
+            f"its bytes over its time less the combine kernel where it splits ({combine_s * 1e6:.2f} us, "
+            f"{launch_path}), "
+            f"over the peak bandwidth; median of equal sizes, never falling\"}}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out")
+    parser.add_argument("--fit", nargs="+", help="files written by --out: print the attention curve's profile line")
+    parser.add_argument("--dense-only", action="store_true", help="only the dense kernel's shapes (no sparse kernels at 128k)")
+    parser.add_argument("--hw", default="h100", help="with --fit: the profile whose peak bandwidth to use")
+    parser.add_argument("--launch", help="with --fit: bench_launch.py's file (default: --fit's name, -launch)")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--seqs", default="4096,32768,131072")
     args = parser.parse_args()
+    if args.fit:
+        print(fit_line(args.fit, args.hw, args.launch or args.fit[0].replace("-kernels", "-launch")))
+        return
+    if not args.out:
+        parser.error("give --out (measure) or --fit (fit a file)")
     env = environment()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     results = []
     for B in map(int, args.batches.split(",")):
         for S in map(int, args.seqs.split(",")):
             results.append(dense_point(B, S, l2))
-    for B in (1, 8):
+    for B in () if args.dense_only else (1, 8):
         t_dense = next(r["ours_ms"] for r in results if r["batch"] == B and r["seq"] == 131072)
         results += sparse_points(B, 131072, t_dense, l2)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

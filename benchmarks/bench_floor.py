@@ -1,0 +1,196 @@
+"""Device-side floors of a CUDA-graph replay, apart from the validation sweep (the graph
+engine's profile fields ``graph_launch_s`` and ``launch_overhead_s``), and the rotate-on-load
+attention kernel's speed against plain decode at equal bytes. On a CUDA GPU:
+
+    python3 benchmarks/bench_floor.py --out $OUT/h100-floor.jsonl
+    python3 benchmarks/bench_floor.py --fit benchmarks/results/h100-floor.jsonl --hw h100   # profile lines
+
+Timed as the runtime times its replays (runtime/measure.py ``_Timer``): the L2 flushed by a
+memset before each replay, CUDA events around the replay alone, the median over repeats.
+- ``kind: "replay"``: a graph of ``kernels`` launches of a Triton kernel whose ``programs``
+  each store one int32 (bytes negligible), kernels 1–64, programs 1 to 16 × the SM count. The
+  fit per grid is time = c0 + kernels × t_kernel: c0, the replay's fixed cost, is the profile's
+  ``graph_launch_s`` (median over grids) and t_kernel the per-kernel floor by grid.
+- ``kind: "rope_load"``: kernels/decode.py ``rope_decode_attention`` (keys rotated as loaded,
+  StreamingLLM) and ``decode_attention`` on the same q, K, V (B × Hkv × S rows, d = 128, bf16),
+  each in a graph of its own: the ratio of the two at equal bytes, and the rotating kernel's
+  own curve (``memory.kernel_efficiency.rope_attention``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from kvsim.records import append_jsonl  # noqa: E402
+
+KERNELS = (1, 4, 16, 64)
+GRID_PER_SM = (0, 1, 4, 16)  # 0: a single program
+# (batch, KV heads, rows): 2 MB to 1 GB of K/V, StreamingLLM's 2005-row window among them
+ROPE_SHAPES = ((1, 8, 512), (1, 8, 2005), (2, 8, 2005), (8, 8, 2005), (32, 8, 2005), (8, 32, 2005),
+               (8, 8, 16384), (32, 32, 2005))
+QUERY_HEADS = 32
+REPEATS = 40
+
+
+def _store_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def store_one(x_ptr):  # one int32 per program: the launch and nothing else
+        tl.store(x_ptr + tl.program_id(0), tl.program_id(0))
+    return store_one
+
+
+def timed_replays(replay, flush) -> float:
+    """Median seconds of ``replay`` with the L2 flushed before each (runtime/measure.py _Timer)."""
+    import torch
+    for _ in range(3):
+        replay()
+    pairs = []
+    for _ in range(REPEATS):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        replay()
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) / 1e3 for s, e in pairs)
+
+
+def replay_records(flush, sms: int) -> list[dict]:
+    import torch
+
+    from kvsim.kernels._common import capture_graph
+    kernel, out = _store_kernel(), torch.zeros(16 * sms, dtype=torch.int32, device="cuda")
+    records = []
+    for per_sm in GRID_PER_SM:
+        programs = max(per_sm * sms, 1)
+        for n in KERNELS:
+            replay = capture_graph(lambda: kernel[(programs,)](out), repeat=n)
+            records.append({"kind": "replay", "programs": programs, "kernels": n,
+                            "time_s": timed_replays(replay, flush)})
+    return records
+
+
+def rope_records(flush) -> list[dict]:
+    import torch
+
+    from kvsim.kernels._common import capture_graph
+    from kvsim.kernels.decode import decode_attention, rope_decode_attention
+    records, d = [], 128
+    for B, Hkv, S in ROPE_SHAPES:
+        q = torch.randn(B, QUERY_HEADS, d, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(B, Hkv, S, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        lens = torch.full((B,), S, dtype=torch.int32, device="cuda")
+        pos = torch.arange(S, dtype=torch.int32, device="cuda")
+        angle = pos[:, None].float() * 10000.0 ** (-torch.arange(d // 2, device="cuda") * 2.0 / d)
+        cos, sin = angle.cos().to(torch.bfloat16), angle.sin().to(torch.bfloat16)
+        plain = timed_replays(capture_graph(lambda: decode_attention(q, k, v, lens)), flush)
+        rope = timed_replays(capture_graph(lambda: rope_decode_attention(q, k, v, lens, pos, cos, sin)), flush)
+        records.append({"kind": "rope_load", "batch": B, "kv_heads": Hkv, "rows": S, "head_dim": d,
+                        "kv_bytes": 2 * B * Hkv * S * d * 2, "bytes": 2 * B * Hkv * S * d * 2 + 2 * B * QUERY_HEADS * d * 2,
+                        "plain_s": plain, "rope_s": rope})
+        del q, k, v
+        torch.cuda.empty_cache()
+    return records
+
+
+def environment() -> dict:
+    import torch
+    import triton
+    from kvsim.commands.measure import _driver
+    return {"device": torch.cuda.get_device_name(), "driver": _driver(), "torch": torch.__version__,
+            "triton": triton.__version__, "command": "python3 " + " ".join(sys.argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def fit(records: list[dict]) -> dict:
+    """Per grid, least squares time = c0 + kernels × t_kernel; graph_launch_s = the median c0,
+    the per-kernel floor by programs; the rope/plain ratios."""
+    grids = sorted({r["programs"] for r in records if r["kind"] == "replay"})
+    per_grid = {}
+    for g in grids:
+        rows = [(r["kernels"], r["time_s"]) for r in records if r["kind"] == "replay" and r["programs"] == g]
+        n, t = np.array(rows, dtype=float).T
+        c0, slope = np.linalg.lstsq(np.c_[np.ones_like(n), n], t, rcond=None)[0]
+        per_grid[g] = {"c0_s": float(c0), "kernel_s": float(slope)}
+    ratios = [r["rope_s"] / r["plain_s"] for r in records if r["kind"] == "rope_load"]
+    return {"graph_launch_s": float(np.median([v["c0_s"] for v in per_grid.values()])) if per_grid else None,
+            "per_grid": per_grid, "rope_over_plain": ratios}
+
+
+def rope_curve(records: list[dict], bandwidth_Bps: float, combine_s: float) -> list:
+    """memory.kernel_efficiency.rope_attention: the rotate-on-load kernel's bytes over its time
+    (less the combine kernel where the dense split policy splits), kvsim.fits.kernel_curve_fit."""
+    from kvsim.fits import kernel_curve_fit, split_kernel_seconds
+    from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
+    rope = [r for r in records if r["kind"] == "rope_load"]
+    seconds = split_kernel_seconds([r["rope_s"] for r in rope], [r["batch"] for r in rope],
+                                   [r["kv_heads"] for r in rope], [r["rows"] for r in rope], combine_s,
+                                   DENSE_TARGET_PROGRAMS)
+    return kernel_curve_fit([r["bytes"] for r in rope], seconds, bandwidth_Bps)
+
+
+def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
+    result = fit(records)
+    lines = [f"{'programs':>9} {'c0 us':>8} {'us/kernel':>10}"]
+    lines += [f"{g:9d} {v['c0_s'] * 1e6:8.2f} {v['kernel_s'] * 1e6:10.3f}" for g, v in result["per_grid"].items()]
+    for r in (r for r in records if r["kind"] == "rope_load"):
+        lines.append(f"rope_load B={r['batch']} Hkv={r['kv_heads']} S={r['rows']}: plain {r['plain_s'] * 1e6:.1f} us "
+                     f"({r['kv_bytes'] / r['plain_s'] / 1e12:.2f} TB/s), rotate-on-load {r['rope_s'] * 1e6:.1f} us, "
+                     f"x{r['rope_s'] / r['plain_s']:.3f}")
+    if result["graph_launch_s"] is not None:
+        device = next((r.get("device") for r in records if r.get("device")), "?")
+        lines.append(f"graph_launch_s: {{value: {result['graph_launch_s']:.3g}, source: \"measured "
+                     f"{records[0].get('date', '')[:10]}, {device}: python3 benchmarks/bench_floor.py --fit {path}: "
+                     f"intercept of CUDA-graph replay time against kernels (1-64 one-store Triton kernels, L2 "
+                     f"flushed before each replay), median over {len(result['per_grid'])} grid sizes\"}}")
+    rope = [r for r in records if r["kind"] == "rope_load"]
+    if hw_name and rope and result["per_grid"]:
+        from kvsim.profiles import load_profile
+        combine_s = float(np.median([v["kernel_s"] for v in result["per_grid"].values()]))
+        points = rope_curve(records, load_profile(hw_name).memory.bandwidth_Bps.value, combine_s)
+        lines.append(f"    rope_attention: {{points: {[[float(f'{s:.4g}'), round(e, 4)] for s, e in points]}, "
+                     f"source: \"measured {records[0].get('date', '')[:10]}, {records[0].get('device', '?')}: "
+                     f"python3 benchmarks/bench_floor.py --fit {path} --hw {hw_name}: kernels/decode.py "
+                     f"rope_decode_attention, {len(rope)} shapes (K/V rows rotated as loaded, 32 query heads, "
+                     f"CUDA-graph replays, L2 flushed), its bytes over its time less the combine kernel where it "
+                     f"splits ({combine_s * 1e6:.2f} us), over the peak bandwidth\"}}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", help="JSONL to append the measurements to (needs CUDA)")
+    ap.add_argument("--fit", help="a JSONL written by --out: print the fit and the profile lines")
+    ap.add_argument("--hw", help="with --fit: the profile whose peak bandwidth the rope curve is over")
+    args = ap.parse_args()
+    if args.fit:
+        with open(args.fit) as f:
+            print(summary([json.loads(line) for line in f if line.strip()], args.fit, args.hw))
+        return
+    if not args.out:
+        ap.error("give --out (measure) or --fit (fit a file)")
+    import torch
+    if not torch.cuda.is_available():
+        sys.exit("bench_floor: needs a CUDA GPU")
+    from kvsim.runtime.measure import l2_flush_bytes
+    flush = torch.empty(l2_flush_bytes(torch.device("cuda")) // 4, dtype=torch.int32, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    env = environment()
+    records = [env | r for r in replay_records(flush, sms) + rope_records(flush)]
+    append_jsonl(args.out, records)
+    print(summary(records, args.out))
+
+
+if __name__ == "__main__":
+    main()
