@@ -28,7 +28,6 @@ warm decode step between torch.cuda.profiler.start()/stop(), for
 from __future__ import annotations
 
 import datetime
-import platform
 import statistics
 import time
 
@@ -36,6 +35,7 @@ import torch
 
 from . import ops
 from .engine import Engine, offload_fraction
+from .environment import device_name, versions
 from .launches import LAUNCH_KINDS, LaunchCounter, count_launches, host_probe  # noqa: F401 - re-exported
 from .model import DTYPE_NAMES
 
@@ -80,21 +80,6 @@ class _Timer:
             torch.cuda.synchronize()
             return [s.elapsed_time(e) / 1e3 for s, e in self.pending]
         return list(self.pending)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
-
-
-def _versions() -> dict:
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {"torch": torch.__version__, "triton": triton_version}
 
 
 def _peak_memory(engine: Engine) -> tuple[int, str]:
@@ -271,10 +256,10 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
 
 def _record_base(method, seq, batch, model, n_layers, params, kw, hw) -> dict:
     device = torch.device(kw["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
-    record = {"source": "measured", "device": _device_name(device),
+    record = {"source": "measured", "device": device_name(device),
               "model": model if isinstance(model, str) else model.name,
               "method": method, "params": dict(params or {}), "batch": batch, "seq": seq, "gen": 0,
-              "gpus": 1, "n_layers": n_layers, "offload": offload_fraction(kw["offload"]), **_versions(),
+              "gpus": 1, "n_layers": n_layers, "offload": offload_fraction(kw["offload"]), **versions(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if hw is not None:
         record["hw"] = hw
@@ -306,5 +291,5 @@ def run_steps_for_profiling(method: str = "dense", seq: int = 4096, batch: int =
     return {"method": method, "model": engine.cfg.name, "batch": batch, "seq": context,
             "n_layers": engine.model.n_layers, "params": engine.params_record,
             "resolved_params": engine.params, "attention_only": attention_only,
-            "device": _device_name(engine.device), "backends": ops.backends(),
+            "device": device_name(engine.device), "backends": ops.backends(),
             "prefill_backends": prefill_backends}

@@ -221,7 +221,7 @@ def _step_record(j, pred, policy, latency, before, after, peak, method) -> dict:
 def record(policy: str, pred: dict, run: dict, gpu_mem, device) -> dict:
     """The run in kvsim's record schema (``kind: schedule``; kvsim validate compares it with
     kvsim.schedule.executed.prediction for the same hw, model, layers, batch, prompt, gen, gpu_mem)."""
-    from .measure import _device_name, _versions
+    from .environment import device_name, versions
     import datetime
 
     steps, method = run["steps"], run["method"]
@@ -240,6 +240,6 @@ def record(policy: str, pred: dict, run: dict, gpu_mem, device) -> dict:
             "h2d_bytes": sum(s["h2d"] for s in steps), "d2h_bytes": sum(s["d2h"] for s in steps),
             "pcie_bytes": sum(s["h2d"] + s["d2h"] for s in steps),
             "recompute_s": sum(s.get("recompute_s", 0.0) for s in steps), "kv_bytes": method.device_bytes,
-            "host_kv_bytes": method.host_bytes, "device": _device_name(device), **_versions(),
+            "host_kv_bytes": method.host_bytes, "device": device_name(device), **versions(),
             "timer": "eager, CUDA events per step" if device.type == "cuda" else "eager, wall clock",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -10,7 +10,7 @@ import pytest
 from kvsim.methods.base import prompt_layer_bytes
 from kvsim.models import load_model
 from kvsim.predict import predict
-from kvsim.validate import max_batch_checks
+from kvsim.memory_checks import max_batch_checks
 from kvsim.workload import Workload
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"

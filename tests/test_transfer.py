@@ -180,7 +180,7 @@ def test_calibration_writes_its_fields_in_place():
 
 def test_max_batch_records_are_checked_against_kvsim():
     import json
-    from kvsim.validate import max_batch_checks
+    from kvsim.memory_checks import max_batch_checks
     records = [json.loads(line) for name in ("h100-memory.jsonl", "h200-memory.jsonl")
                for line in (ROOT / "benchmarks" / "results" / name).read_text().splitlines()]
     checks = max_batch_checks(records)

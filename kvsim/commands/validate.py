@@ -88,7 +88,8 @@ def _by(text: str) -> tuple:
 
 def run_validate(args) -> int:
     from ..calibrate import is_held_out
-    from ..validate import compare, max_batch_checks, summarize
+    from ..memory_checks import max_batch_checks
+    from ..validate import compare, summarize
 
     if args.plot:
         outfile.check_plot(args.plot)
