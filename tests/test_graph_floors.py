@@ -42,7 +42,7 @@ def test_a_replay_pays_its_fixed_cost_once_beside_its_kernels():
 
 
 def test_attention_alone_is_one_replay_of_its_own():
-    hw = load_profile("h100")
+    hw = with_memory(load_profile("h100"), graph_launch_s={"value": 13e-6, "source": "measured (test)"})
     pred = predict(hw, method="h2o", seq=16384, batch=4, model="llama-3.1-8b")
     ops = sum(float(t.time_s) for t in pred.timing.ops if t.op.kind == "attention")
     assert float(pred.attention()["latency_s"]) == ops + hw.graph_launch_s.value
@@ -97,15 +97,18 @@ def test_split_calls_lose_their_combine_kernel():
                        [9e-6, 10e-6])
 
 
-def test_shipped_attention_curves_are_the_committed_kernel_benchmark():
+def test_the_committed_kernel_benchmarks_give_a_curve_that_never_falls():
+    # the shipped profiles carry no family curve until bench_floor.py / gpu_attn.sh have measured
+    # the small sizes and the rotating kernel (issue 13); the fit of what is committed is checked
     for tag in ("h100", "h200"):
         hw = load_profile(tag)
         records = [json.loads(line) for line in open(RESULTS / f"{tag}-kernels.jsonl")]
         launch = [json.loads(line) for line in open(RESULTS / f"{tag}-launch.jsonl")]
         combine = next(r["gpu_s"] for r in launch if r.get("op") == "triton kernel, 22 args")
-        fitted = attention_curve_fit(records, hw.memory.bandwidth_Bps.value, combine, DENSE_TARGET_PROGRAMS)
-        shipped = hw.memory.kernel_efficiency["attention"].points
-        assert np.allclose(np.asarray(shipped), np.asarray(fitted), rtol=2e-3), tag
+        fitted = np.asarray(attention_curve_fit(records, hw.memory.bandwidth_Bps.value, combine,
+                                                DENSE_TARGET_PROGRAMS))
+        assert len(fitted) >= 4 and np.all(np.diff(fitted[:, 0]) > 0), tag
+        assert np.all(np.diff(fitted[:, 1]) >= 0) and 0.3 < fitted[0, 1] < fitted[-1, 1] <= 1.0, tag
 
 
 def test_streamingllm_attention_is_the_rotating_kernel_and_the_others_the_plain_one():
@@ -121,7 +124,14 @@ def test_streamingllm_attention_is_the_rotating_kernel_and_the_others_the_plain_
 
 
 def test_devices_of_a_chip_inherit_the_floors_and_curves():
-    a100 = load_profile("a100-80gb-sxm")
-    assert a100.graph_launch_s is not None and a100.graph_launch_s.value == load_profile("h100").graph_launch_s.value
-    assert "attention" in a100.memory.kernel_efficiency
-    assert a100.memory.kernel_efficiency["attention"].trust == "transferred"
+    from kvsim.transfer import transfer, without_laws
+    parent = load_profile("h100").model_dump(exclude_none=True)
+    parent["graph_launch_s"] = {"value": 13e-6, "source": "measured (test)"}
+    parent["memory"]["kernel_efficiency"] = {"attention": curve([[1e7, 0.4], [1e9, 0.9]])}
+    child = without_laws(parent)
+    child["name"], child["memory"]["bandwidth_Bps"]["value"] = "child", 2 * parent["memory"]["bandwidth_Bps"]["value"]
+    child = transfer(child, parent)
+    assert child["graph_launch_s"]["value"] == 13e-6 and child["graph_launch_s"]["source"].startswith("transferred")
+    # twice the bandwidth: the seconds lost beyond the peak carry over (kvsim.transfer.lost_time_points)
+    assert np.allclose(child["memory"]["kernel_efficiency"]["attention"]["points"],
+                       [[1e7, 1 / (1 / 0.9 + 2 * (1 / 0.4 - 1 / 0.9))], [1e9, 0.9]])
