@@ -1,5 +1,6 @@
 # On the device machine: run several benchmarks/gpu_NAME.sh scripts in one call, each with its
-# own time budget, and pack what they wrote into $OUT/results.tgz (the device returns few files).
+# own time budget, each script's folder packed into $OUT/NAME.tgz as soon as it ends (the device
+# returns few files, and what a cut-off call leaves must come back too).
 #   bash benchmarks/gpu_round.sh split:100 eager:90 ...
 . benchmarks/gpu_setup.sh
 for item in "$@"; do
@@ -10,7 +11,6 @@ for item in "$@"; do
   timeout $((budget + 30)) bash "benchmarks/gpu_$name.sh" "$budget" > "$OUT/$name/log.txt" 2>&1
   echo "   exit $? after $(( $(date +%s) - start )) s"
   grep -v -i warn "$OUT/$name/log.txt" | tail -${TAIL:-14}
+  (cd "$OUT" && tar czf "$name.tgz" "$name" && rm -rf "$name")
 done
-names=$(for i in "$@"; do echo "${i%%:*}"; done)
-(cd "$OUT" && tar czf results.tgz $names && rm -rf $names)
 ls -la "$OUT"
