@@ -162,7 +162,7 @@ class Host(_Frozen):
     # per torch call (the method's code around it) and per Triton launch (the kernel's wrapper:
     # checks, strides, grid); and the host-clock probe the costs were measured at
     # (runtime.launches.host_probe: seconds per tiny torch call), to scale them to a host that
-    # ran faster or slower (kvsim.roofline.at_host_probe)
+    # ran faster or slower (kvsim.host_costs.at_host_probe)
     python_s: Optional[dict[Literal["torch", "triton"], Sourced]] = None
     probe_s: Optional[Sourced] = None
 

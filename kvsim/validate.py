@@ -28,7 +28,7 @@ from .intervals import interval
 from .models import load_model
 from .predict import predict
 from .eager_timing import as_timed
-from .roofline import at_host_probe
+from .host_costs import at_host_probe
 
 QUANTITIES = ("latency", "attention_latency", "hbm_bytes", "pcie_bytes", "memory_bytes")
 GROUP_KEYS = ("method", "model", "device", "trust")
@@ -138,7 +138,7 @@ def _has_eager(record: dict, hw) -> bool:
 
 def on_record_host(record: dict, hw=None) -> HardwareProfile:
     """The profile ``record`` is predicted on, its host costs at the host clock the record's
-    eager timings ran at (``eager.host_probe_s``, kvsim.roofline.at_host_probe) where it has one."""
+    eager timings ran at (``eager.host_probe_s``, kvsim.host_costs.at_host_probe) where it has one."""
     profile = load_profile(hw) if hw else record_profile(record["hw"])
     return at_host_probe(profile, (record.get("eager") or {}).get("host_probe_s") or 0.0)
 

@@ -140,7 +140,7 @@ def host_probe(device, scratch=None) -> float:
     """The host clock as the runtime's host work sees it: seconds per call of a burst of
     PROBE_CALLS tiny in-place torch calls (one launch each on CUDA), timed on the host with no
     sync inside. Host costs scale with it (a busier or slower-clocked host), so a record and a
-    host-cost fit that carry it can be compared at one host speed (kvsim.roofline.at_host_probe)."""
+    host-cost fit that carry it can be compared at one host speed (kvsim.host_costs.at_host_probe)."""
     import time
     x = scratch if scratch is not None else torch.zeros(1, device=device)
     start = time.perf_counter()
