@@ -19,8 +19,6 @@ memset before each replay, CUDA events around the replay alone, the median over 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -28,7 +26,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from kvsim.records import append_jsonl  # noqa: E402
+from kvsim.records import append_jsonl, read_jsonl  # noqa: E402
 
 KERNELS = (1, 4, 16, 64)
 GRID_PER_SM = (0, 1, 4, 16)  # 0: a single program
@@ -105,12 +103,10 @@ def rope_records(flush) -> list[dict]:
 
 
 def environment() -> dict:
-    import torch
-    import triton
+    """bench_launch.py's environment (device, versions, date, command, CPU) and the driver."""
+    from bench_launch import environment as launch_environment
     from kvsim.commands.measure import _driver
-    return {"device": torch.cuda.get_device_name(), "driver": _driver(), "torch": torch.__version__,
-            "triton": triton.__version__, "command": "python3 " + " ".join(sys.argv),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return launch_environment() | {"driver": _driver()}
 
 
 def fit(records: list[dict]) -> dict:
@@ -175,8 +171,7 @@ def main() -> None:
     ap.add_argument("--hw", help="with --fit: the profile whose peak bandwidth the rope curve is over")
     args = ap.parse_args()
     if args.fit:
-        with open(args.fit) as f:
-            print(summary([json.loads(line) for line in f if line.strip()], args.fit, args.hw))
+        print(summary(read_jsonl(args.fit), args.fit, args.hw))
         return
     if not args.out:
         ap.error("give --out (measure) or --fit (fit a file)")

@@ -17,7 +17,6 @@ runtime calls' residuals; ``--write`` puts them into a profile, with their sourc
 """
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from kvsim.records import append_jsonl  # noqa: E402
+from kvsim.records import append_jsonl, read_jsonl  # noqa: E402
 
 BURST = 100  # calls per timed burst: well inside CUDA's launch queue
 REPEATS = 9
@@ -114,7 +113,7 @@ def measure(out: str, methods, env, repeats: int, calls: int) -> None:
 
 def fit(path: str, write: str | None) -> None:
     from kvsim.host_fit import host_fit, profile_fields
-    records = [json.loads(line) for line in open(path) if line.strip()]
+    records = read_jsonl(path)
     cost = host_fit(records)
     for key in ("torch", "torch_gemm", "torch_host", "triton", "triton_arg", "sync", "python_torch", "python_triton", "probe"):
         print(f"{key:13} {cost[key] * 1e6:8.3f} us")

@@ -33,6 +33,7 @@ from kvsim.kernels.int8kv import decode_attention_int8, quantize_kv  # noqa: E40
 from kvsim.methods.quest.kernels import quest_page_scores  # noqa: E402
 from kvsim.methods.sparq.kernels import sparq_approx_scores  # noqa: E402
 from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS, split_count  # noqa: E402
+from kvsim.records import read_jsonl  # noqa: E402
 
 H, HKV, D = 32, 8, 128
 G = H // HKV
@@ -156,9 +157,7 @@ def sparse_points(B, S, t_dense, l2) -> list[dict]:
 
 def graph_launch_floor(launch_path: str) -> float:
     """A Triton kernel's device-side time in a CUDA graph (benchmarks/bench_launch.py gpu_s)."""
-    with open(launch_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return next(r["gpu_s"] for r in rows if r.get("op") == "triton kernel, 22 args")
+    return next(r["gpu_s"] for r in read_jsonl(launch_path) if r.get("op") == "triton kernel, 22 args")
 
 
 def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
@@ -168,10 +167,7 @@ def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
     from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
     from kvsim.profiles import load_profile
     hw = load_profile(hw_name)
-    records = []
-    for path in paths:
-        with open(path) as f:
-            records += [json.loads(line) for line in f if line.strip()]
+    records = [r for path in paths for r in read_jsonl(path)]
     path = " ".join(paths)
     combine_s = graph_launch_floor(launch_path)
     points = attention_curve_fit(records, hw.memory.bandwidth_Bps.value, combine_s, DENSE_TARGET_PROGRAMS)

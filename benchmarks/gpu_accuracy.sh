@@ -10,7 +10,7 @@
 # and prints, last, kvsim's error against each file.
 . benchmarks/gpu_setup.sh
 budget=${1:-200}
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 dir=$OUT/accuracy; mkdir -p $dir
 run() { local limit=$1; shift; timeout "$limit" "$@" 2>&1 | grep -v -i warn | tail -${TAIL:-4}; }
 mem=$((budget * 40 / 100)); each=$((budget * 55 / 500))  # the memory sweep; each fresh process

@@ -13,7 +13,7 @@
 # and prints, last, the fits with their profile lines.
 . benchmarks/gpu_setup.sh
 budget=${1:-90}
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 mkdir -p $OUT/attn
 start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }

@@ -11,7 +11,7 @@
 # and prints, last, the host fit (kvsim/host_fit.py) and how many vault records were written.
 budget=${1:-90}
 mkdir -p $OUT/eager
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) - ${1:-0} )); }
 

@@ -10,7 +10,7 @@
 #   TAG-offload.jsonl            dense/sparq/quest/alisa/tidaldecode at offload 0.25, 0.5, 0.9 (4 layers)
 # and prints, last, kvsim's error against each file (kvsim validate) and the link curves fitted.
 . benchmarks/gpu_setup.sh
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 run() { local limit=$1; shift; timeout "$limit" "$@" 2>&1 | grep -v -i warn | tail -${TAIL:-6}; }
 sweep() { run "$@" --models llama-3.1-8b --steps 8 --warmup 2; }
 

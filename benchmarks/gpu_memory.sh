@@ -4,7 +4,7 @@
 # Writes $OUT/memory/TAG-memory.jsonl (bench_memory.py's records) and prints kvsim's max batch beside it.
 [ -n "$PYTHONPATH" ] || . benchmarks/gpu_setup.sh
 budget=${1:-80}
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 mkdir -p $OUT/memory
 start=$(date +%s)
 for model in llama-2-13b llama-2-7b; do

@@ -17,7 +17,7 @@
 # curves come from the microbenchmark bench_pcie.py; the graphs are validated on the shipped
 # profile and on one with the gather curve just re-measured).
 budget=${1:-180}
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 dir=$OUT/offload
 mkdir -p $dir
 start=$SECONDS
@@ -45,9 +45,9 @@ timeout 25 python3 benchmarks/profile_steps.py --out $dir/$tag-offload-profile.j
 
 echo "== summary ($tag, $(( SECONDS - start )) s)"
 python3 - $dir/$tag-offload.jsonl <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
+import sys
+from kvsim.records import read_jsonl
+for r in read_jsonl(sys.argv[1]):
     if r.get("source") != "measured" or not r.get("fits"):
         print(r.get("method"), r.get("offload"), r.get("seq"), "not measured:", r.get("error", "")[:100]); continue
     gbs = r["pcie"]["h2d"] / r["latency_s"] / 1e9

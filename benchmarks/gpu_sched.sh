@@ -17,7 +17,7 @@
 budget=${1:-120}
 [ -n "$PYTHONPATH" ] || . benchmarks/gpu_setup.sh
 DEVICE=${DEVICE:-cuda}; MODEL=${MODEL:-opt-6.7b}; LAYERS=${LAYERS:-4}
-TAG=${TAG:-$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")}
+TAG=${TAG:-$(python3 -m kvsim.runtime.environment)}
 HW=${HW:-$([ "$TAG" = h200 ] && echo h200 || echo h100)}
 case "$TAG" in
   h200) DEFAULT="32 128 512 5.4 alisa,flexgen;32 128 512 5.15 alisa;32 64 1024 5.8 alisa" ;;

@@ -19,7 +19,7 @@ budget=${1:-120}
 base=${BASE:-a15bc8a}
 dir=$OUT/split
 mkdir -p "$dir"
-tag=$(python3 -c "import torch; n = torch.cuda.get_device_name(); print('h200' if 'H200' in n else 'h100' if 'H100' in n else 'gpu')")
+tag=$(python3 -m kvsim.runtime.environment)
 part() { python3 -c "print(max(10, int($budget * $1)))"; }
 run() { local limit=$1; shift; timeout "$limit" "$@" 2>&1 | grep -v -i warn | tail -${TAIL:-4}; }
 
@@ -55,9 +55,10 @@ run "$(part 0.08)" python3 benchmarks/bench_launch_runtime.py --methods dense,st
 echo "== summary ($tag): new ms vs the same run's base and the committed results"
 python3 - "$dir" "$tag" <<'EOF'
 import json, os, sys
+from kvsim.records import read_jsonl
 d, tag = sys.argv[1:]
 def rows(path):
-    return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+    return read_jsonl(path) if os.path.exists(path) else []
 def pct(a, b):
     return f"{100 * (a / b - 1):+6.1f}%" if a and b else "    -  "
 res = "benchmarks/results"

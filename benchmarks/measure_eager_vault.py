@@ -18,13 +18,13 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from kvsim.methods import METHODS  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
+from kvsim.runtime.sweep_process import cut_model_params  # noqa: E402
 
 CHOICES = list(itertools.product(("llama-3.1-8b", "llama-2-7b"), (8192, 24576), (2, 6), (4, 6)))
 CONFIGS_PER_METHOD = 2
 
 
 def grid(methods):
-    from measure_sweep import cut_model_params
     for round_ in range(CONFIGS_PER_METHOD):
         for i, method in enumerate(methods):
             model, seq, batch, layers = CHOICES[(i + round_ * (len(CHOICES) // 2 + 1)) % len(CHOICES)]

@@ -20,17 +20,14 @@ the script exits with status 3, as after a record whose capture failed (``timer`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.measure_sweep import cut_model_params  # noqa: E402
-from kvsim.records import append_jsonl  # noqa: E402
-
-SYNCED_TIMER = "perf_counter between device syncs (every stream), eager"
+from kvsim.runtime.sweep_process import cut_model_params  # noqa: E402
+from kvsim.records import append_jsonl, read_jsonl  # noqa: E402
 
 
 def synced_view(record: dict) -> dict:
@@ -38,7 +35,7 @@ def synced_view(record: dict) -> dict:
     Its L2 flush ran before a device sync, outside the timing, so it gave the call no head start
     (kvsim.eager_timing): ``l2_flush_bytes`` 0 here."""
     synced = record["synced"]
-    out = {**record, "latency_s": synced["latency_s"], "contexts": synced["contexts"], "timer": SYNCED_TIMER,
+    out = {**record, "latency_s": synced["latency_s"], "contexts": synced["contexts"], "timer": synced["timer"],
            "attention": {**record["attention"], "latency_s": synced["attention_latency_s"]}, "l2_flush_bytes": 0,
            "eager": {**record["eager"], "latency_s": synced["latency_s"],
                      "attention_latency_s": synced["attention_latency_s"]}}
@@ -51,8 +48,7 @@ def done_keys(path: str) -> set:
     """(method, seq, offload) of the records already in ``path``."""
     if not os.path.exists(path):
         return set()
-    with open(path) as f:
-        return {(r["method"], r["seq"], r["offload"]) for r in map(json.loads, filter(str.strip, f))}
+    return {(r["method"], r["seq"], r["offload"]) for r in read_jsonl(path)}
 
 
 def parse(argv=None):

@@ -30,7 +30,7 @@ disable_multicast()  # before anything can start a process group; spawned childr
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from benchmarks.measure_sweep import cut_model_params  # noqa: E402
+from kvsim.runtime.sweep_process import cut_model_params  # noqa: E402
 from kvsim.commands.measure import _driver, profile_for  # noqa: E402
 from kvsim.methods import METHODS  # noqa: E402
 from kvsim.models import load_model  # noqa: E402

@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks.measure_sweep import cut_model_params  # noqa: E402
+from kvsim.runtime.sweep_process import cut_model_params  # noqa: E402
 from kvsim.methods import METHODS  # noqa: E402
 from kvsim.runtime.measure import _engine  # noqa: E402
 

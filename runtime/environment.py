@@ -19,3 +19,12 @@ def versions() -> dict:
     except ImportError:
         triton_version = None
     return {"torch": torch.__version__, "triton": triton_version}
+
+
+def device_tag(name: str) -> str:
+    """The short name the GPU scripts file their results under (benchmarks/gpu_*.sh): h100, h200, gpu."""
+    return "h200" if "H200" in name else "h100" if "H100" in name else "gpu"
+
+
+if __name__ == "__main__":  # python3 -m kvsim.runtime.environment: this GPU's tag
+    print(device_tag(torch.cuda.get_device_name()))

@@ -18,8 +18,6 @@ Both plans must keep every weight on the GPU (weights_gpu = 1): the weight strea
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +26,7 @@ from kvsim.schedule.executed import phase_of
 from .cache import CacheSpec, KVCache
 from .model import DTYPE_NAMES, Decoder, torch_dtype
 from .registry import METHODS, resolve
-from .schedule_store import GPU, HOST, PlannedRows, TokenPlacement
+from .schedule_store import GPU, HOST, PlannedRows, TokenPlacement, mark, span_s
 from .synthetic import synthetic_scores
 from .transfers import PcieCounter
 
@@ -142,22 +140,16 @@ class _Clock:
     """Step latency: CUDA events on the GPU (eager), wall time on the CPU."""
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.device = device
 
     def start(self):
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
+        return mark(self.device)
 
     def stop(self, begun) -> float:
-        if not self.cuda:
-            return time.perf_counter() - begun
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        end.synchronize()
-        return begun.elapsed_time(end) / 1e3
+        end = mark(self.device)
+        if self.device.type == "cuda":
+            end.synchronize()
+        return span_s(begun, end)
 
 
 def _memory(device, decoder, method) -> int:

@@ -184,15 +184,15 @@ class PlannedRows:
                                        count=self._host_count if f == "k" else None)
                for f, t in self.dev.items()}
         if self.recompute_rows is not None:
-            begun = _mark(indices.device)
+            begun = mark(indices.device)
             self._recompute(out, self.recompute_rows)
-            self.spans.append((begun, _mark(indices.device)))
+            self.spans.append((begun, mark(indices.device)))
         return out
 
     def take_recompute_s(self) -> float:
         """Seconds spent recomputing since the last call (CUDA events: call after a sync)."""
         spans, self.spans = self.spans, []
-        return sum(a.elapsed_time(b) / 1e3 if hasattr(a, "elapsed_time") else b - a for a, b in spans)
+        return sum(span_s(a, b) for a, b in spans)
 
     def _recompute(self, out: dict, cand: torch.Tensor) -> None:
         """K/V of the deleted positions among cand [B, R] from their kept x, written over
@@ -220,12 +220,18 @@ class PlannedRows:
         return tensor_bytes([*self.host.values(), self.xhost])
 
 
-def _mark(device):
+def mark(device):
+    """A point in time: a recorded CUDA event on the GPU, perf_counter seconds on the CPU."""
     if device.type != "cuda":
         return time.perf_counter()
     event = torch.cuda.Event(enable_timing=True)
     event.record()
     return event
+
+
+def span_s(begun, end) -> float:
+    """Seconds between two marks (CUDA events: both done)."""
+    return begun.elapsed_time(end) / 1e3 if hasattr(begun, "elapsed_time") else end - begun
 
 
 def recompute_kv(model, layer: int, x: torch.Tensor, positions: torch.Tensor, rotary):
