@@ -23,8 +23,7 @@ from .roofline import op_time, step_time
 def _gpu_time(timing) -> np.ndarray:
     """The call's kernels back to back (its graphs time) on its compute and copy streams."""
     compute = sum((t.time_s for t in timing.ops if t.op.stream == "compute"), np.asarray(0.0))
-    copy = sum((t.time_s for t in timing.ops if t.op.stream != "compute"), np.asarray(0.0))
-    return np.maximum(compute, copy)
+    return np.maximum(compute, timing.copy_stream_s)
 
 
 def _syncs(cost) -> bool:

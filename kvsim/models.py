@@ -127,6 +127,16 @@ def load_model(name: str | ModelConfig) -> ModelConfig:
     raise KvsimError(f"unknown model '{name}'; choose one of: {', '.join(PRESETS)} (or a YAML path)")
 
 
+def first_layers(name: str | ModelConfig, layers: int | None) -> ModelConfig:
+    """The model cut to its first ``layers`` layers, as the runtime cuts it (None: whole)."""
+    model = load_model(name)
+    if layers is None or layers == model.n_layers:
+        return model
+    if not 1 <= layers <= model.n_layers:
+        raise KvsimError(f"layers must be 1..{model.n_layers} for {model.name}, got {layers}")
+    return model.model_copy(update={"n_layers": int(layers)})
+
+
 def _load_yaml(path: Path) -> ModelConfig:
     model = validated(ModelConfig, read_mapping(path, "model file"), path)
     if model.n_heads % model.n_kv_heads:

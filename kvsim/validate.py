@@ -25,7 +25,7 @@ from .errors import KvsimError
 from .hardware import HardwareProfile
 from .profiles import load_profile
 from .intervals import interval
-from .models import load_model
+from .models import first_layers
 from .predict import predict
 from .eager_timing import as_timed
 from .host_costs import at_host_probe
@@ -52,7 +52,12 @@ class Comparison:
             return None
         if quantity == "pcie_bytes" and max(meas, pred) < PCIE_FLOOR_BYTES:
             return 0.0
-        return (pred - meas) / meas if meas > 0 else None
+        return relative_error(pred, meas)
+
+
+def relative_error(pred, meas):
+    """(predicted − measured) / measured; None where either is missing or nothing was measured."""
+    return None if pred is None or meas is None or meas <= 0 else (pred - meas) / meas
 
 
 def measured_values(record: dict, engine: str = "graphs") -> dict:
@@ -78,9 +83,7 @@ def in_targets(record: dict) -> bool:
 
 
 def model_for(record: dict):
-    model = load_model(record["model"])
-    layers = record.get("n_layers") or model.n_layers
-    return model if layers == model.n_layers else model.model_copy(update={"n_layers": int(layers)})
+    return first_layers(record["model"], record.get("n_layers") or None)
 
 
 def record_profile(name: str) -> HardwareProfile:

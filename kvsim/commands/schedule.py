@@ -41,12 +41,13 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..outfile import check_plot
     from ..schedule import schedule
-    from ..schedule.executed import cut_model, with_gpu_memory
+    from ..models import first_layers
+    from ..schedule.executed import with_gpu_memory
     from ..schedule.report import text, to_dict
 
     if args.plot:
         check_plot(args.plot)
-    result = schedule(with_gpu_memory(args.hw, args.gpu_mem), cut_model(args.model, args.layers), method=args.method, batch=args.batch, prompt=args.prompt,
+    result = schedule(with_gpu_memory(args.hw, args.gpu_mem), first_layers(args.model, args.layers), method=args.method, batch=args.batch, prompt=args.prompt,
                       gen=args.gen, kv_bits=args.kv_bits, dtype=args.dtype,
                       params=parse_params(args.param), baselines=not args.no_baselines,
                       max_batch=args.max_batch)

@@ -95,7 +95,8 @@ def run_validate(args) -> int:
         outfile.check_plot(args.plot)
     by = _by(args.by)
     checks = max_batch_checks(_max_batch_records(args.files))
-    if checks and not measured_records(args.files):
+    steps = measured_records(args.files)  # the per-step records, read once
+    if checks and not steps:
         print(dump_json({"max_batch": checks}) if args.format == "json" else _max_batch_text(checks))
         return ANSWER
     executed = measured_records(args.files, kind="schedule")
@@ -103,9 +104,9 @@ def run_validate(args) -> int:
         from ..schedule.validate import compare as compare_schedules, text as schedule_text
         found = compare_schedules(executed)
         print(dump_json({"schedule": found}) if args.format == "json" else schedule_text(found))
-        if not measured_records(args.files):
+        if not steps:
             return ANSWER
-    records = _load(args.files)
+    records = steps or _load(args.files)  # _load refuses files with none
     if args.held_out is not None:
         records = [r for r in records if is_held_out(r, args.held_out)]
         if not records:

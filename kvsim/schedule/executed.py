@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import KvsimError
 from ..hardware import Sourced
 from ..methods import get_method
-from ..models import load_model
+from ..models import first_layers
 from ..profiles import load_profile
 from ..units import format_bytes
 from .baselines import _dense_inputs, _lp_rows, _solve_lp
@@ -44,15 +44,6 @@ def with_gpu_memory(hw, nbytes: float | None):
                          f"got {format_bytes(nbytes)}")
     memory = hw.memory.model_copy(update={"capacity_bytes": Sourced(value=float(nbytes), source=BUDGET_SOURCE)})
     return hw.model_copy(update={"memory": memory})
-
-
-def cut_model(model, layers: int | None):
-    model = load_model(model)
-    if layers is None or layers == model.n_layers:
-        return model
-    if not 1 <= layers <= model.n_layers:
-        raise KvsimError(f"--layers must be 1..{model.n_layers} for {model.name}, got {layers}")
-    return model.model_copy(update={"n_layers": int(layers)})
 
 
 def alpha_count(lo, hi, start: int, alpha: float):
@@ -99,12 +90,11 @@ def _flexgen_pcie(inp, engine: str) -> dict:
     x = solved.x[:3]
     wg, cg, hg = (float(v) for v in x)
     timed = dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine)
-    rows, _ = _lp_rows(timed, False)
+    rows, memory = _lp_rows(timed, False)
     step = np.max([np.column_stack(three) @ x - rhs for *three, rhs in rows], axis=0)
-    L, kv = dense.model.n_layers, dense.rho * dense.n
-    staging = 2.0 / L  # the LP's memory row: a 2-layer landing buffer for loaded K/V
-    gpu = ((dense.weights - 2 * dense.layer_weights) * wg + 2 * dense.layer_weights + dense.fixed_gpu
-           + staging * kv + kv * (1 - staging) * cg + hg * dense.eta / L)
+    *three, rhs = memory[0]  # the LP's GPU row: coefs·x <= capacity − what is always held
+    gpu = np.column_stack(three) @ x - rhs + timed.gpu_capacity
+    kv = dense.rho * dense.n
     # PCIe per step: the host share of the KV in (every step) and of each new token's out
     decode = np.arange(dense.steps) > 0
     h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights
@@ -130,7 +120,7 @@ def prediction(hw, model, layers, batch: int, prompt: int, gen: int, gpu_mem=Non
     step times) and what kvsim predicts for running it with steps timed on ``engine`` (the
     executor issues every op eagerly: "eager"), for ALISA's plan and for FlexGen's.
     ``placement`` (p1, p2, α, β): that plan instead of the best one (tests force phases so)."""
-    hw, model = with_gpu_memory(hw, gpu_mem), cut_model(model, layers)
+    hw, model = with_gpu_memory(hw, gpu_mem), first_layers(model, layers)
     if placement is None:
         result = schedule(hw, model, method="alisa", batch=batch, prompt=prompt, gen=gen, params=params,
                           baselines=False)

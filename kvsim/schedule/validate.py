@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import KvsimError
 from ..report import table
+from ..validate import relative_error
 from .executed import phase_of, prediction
 
 CONFIG = ("hw", "model", "n_layers", "batch", "prompt", "gen", "gpu_mem_bytes")
@@ -41,10 +42,6 @@ def _medians(phases: list[str], times) -> dict:
     return {p: float(np.median(times[[i for i, q in enumerate(phases) if q == p]])) for p in names}
 
 
-def _err(pred, meas):
-    return None if pred is None or meas is None or meas <= 0 else (pred - meas) / meas
-
-
 def compare_one(record: dict, pred: dict) -> dict:
     policy = record.get("policy")
     if policy not in ("alisa", "flexgen"):
@@ -60,12 +57,13 @@ def compare_one(record: dict, pred: dict) -> dict:
     peak_pred = float(np.max(side["gpu_bytes"][1:])) - pred["workspace_bytes"]
     out = {"policy": policy, "config": dict(zip(CONFIG, _key(record))),
            "total": {"predicted": float(np.sum(side["step_s"])), "measured": float(np.sum(measured))},
-           "phase_median": {p: {"predicted": pm[p], "measured": mm[p], "err": _err(pm[p], mm[p])} for p in pm},
+           "phase_median": {p: {"predicted": pm[p], "measured": mm[p], "err": relative_error(pm[p], mm[p])}
+                            for p in pm},
            "peak_gpu": {"predicted": peak_pred, "measured": record.get("peak_memory_bytes")},
            "pcie": {"predicted": float(np.sum(side["pcie"])), "measured": record.get("pcie_bytes")},
            "recompute_s": record.get("recompute_s"), "graphs_total_s": side["graphs_total_s"]}
     for name in ("total", "peak_gpu", "pcie"):
-        out[name]["err"] = _err(out[name]["predicted"], out[name]["measured"])
+        out[name]["err"] = relative_error(out[name]["predicted"], out[name]["measured"])
     return out
 
 
