@@ -10,7 +10,7 @@ from kernel_checks import poison  # noqa: F401 (autouse fixture)
 from kernel_small import DEVICE, make_kv, rand, seq, small_blocks  # noqa: F401 (fixture)
 from kvsim.kernels import _attention, decode, gather, int8_probs, int8kv, scores
 
-B, H, HKV, D, LENS = 2, 6, 2, 16, [21, 9]
+B, H, HKV, D, LENS = 2, 6, 2, 32, [21, 9]  # D/2 >= 16: tl.dot in the rope kernel on a GPU
 
 
 def _inputs():
