@@ -77,9 +77,28 @@ def gather_cases(env):
     return rows
 
 
+def _gather_line(records):
+    """Per bytes per row, least squares of time = t0 + rows·b over its rows per launch:
+    {row_bytes: (t0, seconds per row)} (rows measured at one count only: t0 = 0)."""
+    import numpy as np
+    out = {}
+    for row in sorted({r["row_bytes"] for r in records}):
+        pts = sorted((r["rows"], r["time_s"]) for r in records if r["row_bytes"] == row)
+        x, y = np.array(pts, dtype=float).T
+        if len(set(x)) < 2:
+            out[row] = (0.0, float(y[-1] / x[-1]))
+            continue
+        t0, b = np.linalg.lstsq(np.c_[np.ones_like(x), x], y, rcond=None)[0]
+        out[row] = (max(float(t0), 0.0), float(b))
+    return out
+
+
 def fit(records, hw_name) -> dict:
     """Profile curves: copy efficiency (the slower direction) by bytes per copy; gather
-    efficiency by bytes per row at the most rows measured."""
+    efficiency by bytes per row from the slope of time against rows per launch: the rate past
+    the fixed time of one timed call (``gather_launch_s``, the median intercept, ~30 us on an
+    H100: the host issuing one Triton launch inside the events, absent from CUDA-graph
+    replays; reported, not a profile field)."""
     from kvsim.profiles import load_profile
     link = load_profile(hw_name).host_link
     peak = {"h2d": link.h2d_Bps.value, "d2h": link.d2h_Bps.value}
@@ -88,12 +107,15 @@ def fit(records, hw_name) -> dict:
         if r["kind"] == "copy":
             eff = r["Bps"] / peak[r["direction"]]
             copy[r["bytes"]] = min(eff, copy.get(r["bytes"], 1.0))
-    most = max((r["rows"] for r in records if r["kind"] == "gather"), default=0)
-    gather = {r["row_bytes"]: r["Bps"] / peak["h2d"] for r in records
-              if r["kind"] == "gather" and r["rows"] == most}
+    gathers = [r for r in records if r["kind"] == "gather"]
+    most = max((r["rows"] for r in gathers), default=0)
+    line = _gather_line(gathers)
+    gather = {row: row / b / peak["h2d"] for row, (_, b) in line.items()}
+    launch = statistics.median([t0 for t0, _ in line.values()]) if line else 0.0
     clip = lambda e: round(min(max(e, 1e-4), 1.0), 4)  # noqa: E731
     return {"copy_efficiency": [[b, clip(e)] for b, e in sorted(copy.items())],
-            "gather_efficiency": [[b, clip(e)] for b, e in sorted(gather.items())], "gather_rows": most}
+            "gather_efficiency": [[b, clip(e)] for b, e in sorted(gather.items())], "gather_rows": most,
+            "gather_launch_s": float(f"{launch:.3g}")}
 
 
 def profile_yaml(fitted: dict, path: str) -> str:
@@ -102,7 +124,8 @@ def profile_yaml(fitted: dict, path: str) -> str:
     return (f"  copy_efficiency: {{points: {fitted['copy_efficiency']}, source: \"{src}: pinned copies, "
             f"the slower of h2d and d2h by bytes per copy\"}}\n"
             f"  gather_efficiency: {{points: {fitted['gather_efficiency']}, source: \"{src}: "
-            f"kernels/host_gather.py reading {fitted['gather_rows']} pinned rows, by bytes per row\"}}")
+            f"kernels/host_gather.py reading up to {fitted['gather_rows']} pinned rows, by bytes per row: the "
+            f"slope of time against rows per launch (intercept {fitted['gather_launch_s']} s a call)\"}}")
 
 
 def write_profile(fitted: dict, hw_name: str, out: str, source_file: str) -> None:

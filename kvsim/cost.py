@@ -53,7 +53,8 @@ class Op:
     triton_args: object = 0.0  # host: runtime arguments passed to those launches, in total
     host_syncs: object = 0.0  # host waits for the device (.item(), data-dependent shapes, fetches)
     link_row_bytes: object = 0.0  # contiguous bytes per row a kernel reads over the host link (0: bulk copies); not scaled
-    access: str = "contiguous"  # "gather": rows read one by one through an index list
+    access: str = "contiguous"  # "gather": rows read one by one through an index list; "assemble": an
+    # offloaded block joined with its ring rows (host_link.assemble_efficiency)
     curve: str = "memory"  # the kernel family whose measured curve times its bytes (kvsim.roofline)
     dtype: str = "bf16"
     stream: str = "compute"

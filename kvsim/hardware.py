@@ -97,6 +97,9 @@ class Link(_Frozen):
     efficiency: Sourced  # achieved fraction for large pinned copies
     copy_efficiency: Optional[Curve] = None  # pinned copies, by bytes per copy (benchmarks/bench_pcie.py)
     gather_efficiency: Optional[Curve] = None  # zero-copy kernel reads of pinned rows, by bytes per row
+    # torch's cat and index_select joining an uploaded host block with its ring rows (offloaded
+    # block readers, kvsim.offload): their fraction of the HBM peak (strided rows, not streamed)
+    assemble_efficiency: Optional[Sourced] = None
 
 
 class RingLink(_Frozen):

@@ -18,7 +18,8 @@ Per decode step, summed over layers, with ρ = one row's K and V for one KV head
         ring write waits for it); the positions never leave the device
   HBM   the fetched rows written into a device buffer that attention then reads (ρ each); a
         block reader then joins block and ring rows into one [B, heads, S] tensor (the ring
-        rows picked out, then concatenated: (S − H)·2ρ + S·2ρ); the gather kernel copies a
+        rows picked out, then concatenated: (S − H)·2ρ + S·2ρ; torch's strided cat and
+        index_select, at the profile's ``host_link.assemble_efficiency``); the gather kernel copies a
         list's ring rows alongside (read and write ρ each, not charged: the same kernel waits
         on the link far longer)
 Host calls (eager engine): each op issues the runtime's calls (runtime/offload.py), counted
@@ -68,7 +69,9 @@ def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> C
     fields = 6 if method.kv_workload(wl).kv_dtype == "int8" else 2  # K, V (+ a scale and a zero point each)
     moved = pairs * H * row
     b_kv = method.kv_workload(wl).b_kv
-    ops = (*_block_ops(method, model, wl, H, block, row, fields), *_gather_ops(model, wl, gathered, row, fields, b_kv),
+    gathering = model.n_layers - _block_layers(model, wl, H, block)  # a layer reads a block or gathers
+    ops = (*_block_ops(method, model, wl, H, block, row, fields),
+           *_gather_ops(gathering, model, gathered, row, fields, b_kv),
            _evict_op(model, pairs, fraction, row, fields))
     return Cost(ops, (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),))
 
@@ -93,21 +96,22 @@ def _block_ops(method, model, wl, H, block, row, fields):
     ring = block * (np.asarray(wl.seq, dtype=float) - H) / np.maximum(H, 1.0)  # [H, S) of the same lists
     joined = block + ring
     assemble = Op("offload/assemble_block", "attention", hbm_read=(ring + joined) * row,
-                  hbm_write=(ring + joined) * row, launches=layers * (2 + 2 * fields))
+                  hbm_write=(ring + joined) * row, launches=layers * (2 + 2 * fields), access="assemble")
     return fetch, assemble.issued(torch=layers * (2 + 2 * fields), torch_host=layers * fields)  # + movedim views
 
 
-def _gather_ops(model, wl, gathered, row, fields, b_kv):
+def _gather_ops(layers, model, gathered, row, fields, b_kv):
     """Selected rows read in place from pinned memory: one gather launch per field and layer
-    into a fresh buffer (an allocation each), each kernel timed at its own bytes per row: K and
-    V rows of d·b_kv; int8 caches add four launches of one fp16 scale or zero point per row."""
+    that selects (``layers``: those not reading a whole block) into a fresh buffer (an
+    allocation each), each kernel timed at its own bytes per row: K and V rows of d·b_kv; int8
+    caches add four launches of one fp16 scale or zero point per row."""
     kv = 2 * model.head_dim * b_kv  # the K and V bytes of ``row``
     on = np.asarray(gathered) > 0
     ops = []
     for name, nbytes, count in (("offload/gather_rows", kv, 2), ("offload/gather_scales", row - kv, fields - 2)):
         if count == 0:
             continue
-        launches = np.where(on, model.n_layers * count, 0.0)
+        launches = np.where(on, layers * count, 0.0)
         op = Op(name, "attention", h2d=gathered * nbytes, hbm_write=gathered * nbytes, launches=launches,
                 access="gather", link_row_bytes=nbytes / count)
         ops.append(op.issued(triton=launches, torch_host=launches, args=GATHER_ARGS * launches))
@@ -128,20 +132,27 @@ LAYER_KINDS = ("attention", "cache")  # a method's ops outside ``layers/`` that 
 
 
 def pipelined_step(timed, compute, copy, layers: int):
-    """A step whose copy stream fetches the blocks of N = ``copy_layers`` layers that read every
-    row, as the runtime does (runtime/method.py ``prefetch_blocks``): layer 0's when it attends,
-    a later one's when the layer before it attends (forked there, behind the blocks before it on
-    the stream); a layer attends once its block is in. With c = copy / N a block and g the
-    compute of one of the L layers (``layers/`` ops and a method's per-layer kinds; embedding
-    and LM head outside), layer 0 waits c and each later block layer max(0, c − g) more: step =
-    compute + c + (N − 1)·max(0, c − g), at least max(compute, copy). No copy: the compute
-    stream's time. ``timed``: the step's OpTimes."""
+    """A step whose N = ``copy_layers`` layers that read every row fetch their host blocks on
+    copy streams, as the runtime does (runtime/method.py ``prefetch_blocks``; runtime/offload.py:
+    one side stream per layer, each copy forked from the compute stream): layer 0's and layer
+    1's blocks start together when layer 0 attends and share the link, so layer 0 waits for
+    both (2c); a later layer's starts when the layer before it attends, behind the compute
+    issued so far, so the link idles while layer 0 computes. With c = copy / N a block and g
+    the compute of one block layer (``layers/`` ops and a method's per-layer kinds over the
+    L layers, the block joins (``access`` "assemble") over the N; a selecting layer's gathers
+    are not in it; embedding and LM head outside): step = compute + c + (N − 1)·max(0, c − g)
+    + min(c, g) (N ≥ 2: the shared start, or the idle link while layer 0 computes), at least
+    max(compute, copy). No copy: the compute stream's time. ``timed``: the step's OpTimes."""
     n = sum((np.asarray(t.op.copy_layers, dtype=float) for t in timed if t.op.stream == "copy"), np.asarray(0.0))
-    in_layers = sum((t.time_s for t in timed if t.op.stream == "compute" and
-                     (t.op.name.startswith("layers/") or t.op.kind in LAYER_KINDS)), np.asarray(0.0))
+    in_layers = [t for t in timed if t.op.stream == "compute" and np.all(np.asarray(t.op.link_row_bytes) == 0)
+                 and (t.op.name.startswith("layers/") or t.op.kind in LAYER_KINDS)]
+    joins = sum((t.time_s for t in in_layers if t.op.access == "assemble"), np.asarray(0.0))
+    shared = sum((t.time_s for t in in_layers if t.op.access != "assemble"), np.asarray(0.0))
     copy = np.asarray(copy, dtype=float)
-    c, g = copy / np.maximum(n, 1.0), in_layers / max(int(layers), 1)
-    return np.where(copy > 0, compute + c + np.maximum(n - 1.0, 0.0) * np.maximum(0.0, c - g), compute)
+    c = copy / np.maximum(n, 1.0)
+    g = shared / max(int(layers), 1) + joins / np.maximum(n, 1.0)
+    start = np.where(n >= 2, np.minimum(c, g), 0.0)
+    return np.where(copy > 0, compute + c + np.maximum(n - 1.0, 0.0) * np.maximum(0.0, c - g) + start, compute)
 
 
 def uniform_share(picked, candidates, H):

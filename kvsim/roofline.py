@@ -5,7 +5,8 @@ matrix product's rows padded to whole tiles where the profile measured the tile)
 the memory time (bytes over bandwidth × efficiency at the bytes per kernel, on the op's
 kernel family's own measured curve where the profile has one, × the profile's
 gather efficiency for rows read one by one through an index list; at least the bytes the
-programs load, repeats included, over the measured re-read rate, where the op says so), the host-link time
+programs load, repeats included, over the measured re-read rate, where the op says so; an offloaded
+block joined with its ring rows at the profile's ``host_link.assemble_efficiency``), the host-link time
 per direction, the interconnect time (a ring collective on the node's topology, kvsim.topology),
 the launch floor (kernels × launch overhead), and for ops
 that stand for torch.topk's radix selects (multi-block: about 20 kernels a call; single-block:
@@ -128,6 +129,9 @@ def _memory_time(op: Op, hw: HardwareProfile):
     eff = _memory_efficiency(op, hw, _per_kernel(moved, op.launches))
     if op.access == "gather" and hw.memory.gather_efficiency is not None:
         eff = eff * hw.memory.gather_efficiency.value  # rows scattered through the cache
+    link = hw.host_link
+    if op.access == "assemble" and link is not None and link.assemble_efficiency is not None:
+        eff = np.minimum(eff, link.assemble_efficiency.value)  # torch's strided cat and index_select
     hbm = _over(moved, hw.memory.bandwidth_Bps.value * eff)
     loaded = np.asarray(op.loaded_bytes, dtype=float)
     if hw.memory.reread_Bps is None or not np.any(loaded > 0):

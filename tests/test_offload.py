@@ -153,37 +153,45 @@ def test_rows_leaving_the_ring_are_issued_on_a_share_of_the_steps():
 
 
 
-def _timed(name, kind, seconds, stream="compute", copy_layers=0.0):
+def _timed(name, kind, seconds, stream="compute", copy_layers=0.0, access="contiguous", link_row_bytes=0.0):
     from types import SimpleNamespace
-    return SimpleNamespace(op=SimpleNamespace(name=name, kind=kind, stream=stream, copy_layers=copy_layers),
+    return SimpleNamespace(op=SimpleNamespace(name=name, kind=kind, stream=stream, copy_layers=copy_layers,
+                                              access=access, link_row_bytes=link_row_bytes),
                            time_s=np.asarray(seconds))
 
 
-def _pipelined(copy, blocks, layers=4):
+def _pipelined(copy, blocks, layers=4, gathers=0.0):
     from kvsim.offload import pipelined_step
-    ops = [_timed("layers/attn/qkv_proj", "linear", 3.0), _timed("offload/assemble_block", "attention", 5.0),
+    ops = [_timed("layers/attn/qkv_proj", "linear", 3.0),
+           _timed("offload/assemble_block", "attention", 5.0, access="assemble"),
+           _timed("offload/gather_rows", "attention", gathers, link_row_bytes=256.0),
            _timed("lm_head", "linear", 1.0), _timed("offload/fetch_block", "attention", copy, "copy", blocks)]
-    return float(pipelined_step(ops, np.asarray(9.0), np.asarray(copy), layers))
+    return float(pipelined_step(ops, np.asarray(9.0 + gathers), np.asarray(copy), layers))
 
 
-@pytest.mark.parametrize("copy,want", [(20.0, 9 + 5 + 3 * (5 - 2)),  # link-bound: every layer waits
-                                        (4.0, 9 + 1),  # c = 1 < g = 2: only layer 0's block shows
-                                        (8.0, 9 + 2),  # c = g: the later blocks hide exactly
+@pytest.mark.parametrize("copy,want", [(20.0, 9 + 5 + 3 * (5 - 2) + 2),  # link-bound: every layer waits
+                                        (4.0, 9 + 1 + 1),  # c = 1 < g = 2: layers 0 and 1 share the link
+                                        (8.0, 9 + 2 + 2),  # c = g: the later blocks hide exactly
                                         (0.0, 9)])  # nothing offloaded
 def test_block_copies_pipeline_behind_the_layer_before_by_hand(copy, want):
-    """runtime/method.py prefetch_blocks: layer 0 fetches its block when it attends (nothing
-    hides it), layer l + 1's starts when layer l attends, so it hides behind one layer's compute
-    g. 4 layers of g = 2 (a projection and the method's attention op), an LM head of 1 outside
-    them, c = copy / 4: step = 9 + c + 3·max(0, c − 2)."""
+    """runtime/method.py prefetch_blocks, one copy stream per layer (runtime/offload.py): layer
+    0's and layer 1's blocks start together when layer 0 attends (layer 0 waits for both), layer
+    l + 1's starts when layer l attends, behind the compute issued so far (the link idles while
+    layer 0 computes). 4 layers of g = 3/4 + 5/4 = 2 (a projection over every layer, the block
+    join over the block layers), an LM head of 1 outside them, c = copy / 4:
+    step = 9 + c + 3·max(0, c − 2) + min(c, 2)."""
     got = _pipelined(copy, 4.0 if copy else 0.0)
     assert got == pytest.approx(want)
     assert got >= max(9.0, copy)
 
 
-def test_a_method_with_two_block_layers_waits_for_the_first_and_hides_the_second():
-    """Quest's two dense layers (of 4): c = 6 / 2 = 3 a block, g = 2: 9 + 3 + 1·(3 − 2)."""
-    assert _pipelined(6.0, 2.0) == pytest.approx(9 + 3 + 1)
-    assert _pipelined(6.0, 1.0) == pytest.approx(9 + 6)  # one block layer: nothing hides it
+def test_a_method_with_two_block_layers_waits_for_both():
+    """Quest's two dense layers (of 4): c = 6 / 2 = 3 a block, g = 3/4 + 5/2 = 3.25: the two
+    blocks share the link, layer 0 waits 2c: 9 + 3 + 0 + 3. A selecting layer's gathers add to
+    the compute stream but not to g."""
+    assert _pipelined(6.0, 2.0) == pytest.approx(9 + 3 + 3)
+    assert _pipelined(6.0, 2.0, gathers=4.0) == pytest.approx(13 + 3 + 3)
+    assert _pipelined(6.0, 1.0) == pytest.approx(9 + 6)  # one block layer: nothing shares or hides it
 
 
 def test_sparse_steps_have_no_copy_stream():
@@ -195,16 +203,42 @@ def test_sparse_steps_have_no_copy_stream():
 @pytest.mark.parametrize("method,params,blocks", [("dense", {}, 32), ("quest", {}, 2),
                                                   ("tidaldecode", {"reselect_layer": 13}, 4)])
 def test_offloaded_step_is_the_pipeline_of_its_ops(method, params, blocks):
-    """Graphs engine: the predicted step is compute + c + (N − 1)·max(0, c − g), with N the
-    layers that read every row (dense: 32; Quest: its 2 dense layers; TidalDecode: 2 dense and
-    2 selection layers), c and g summed from the step's own ops (LM head and embedding outside)."""
+    """Graphs engine: the predicted step is compute + c + (N − 1)·max(0, c − g) + min(c, g),
+    with N the layers that read every row (dense: 32; Quest: its 2 dense layers; TidalDecode: 2
+    dense and 2 selection layers), c and g summed from the step's own ops (g: the per-layer ops
+    over 32, the block joins over N, gathers outside; LM head and embedding outside)."""
     pred = predict("h100", method=method, seq=65536, batch=4, model="llama-3.1-8b", offload=0.25, **params)
     L, t = 32, pred.timing
     fetch = next(o for o in t.ops if o.op.name == "offload/fetch_block")
     assert fetch.op.stream == "copy" and float(fetch.op.copy_layers) == pytest.approx(blocks)
     assert float(fetch.op.launches) == pytest.approx(blocks * 2)  # K and V, per block layer
-    layers = sum(float(o.time_s) for o in t.ops if o.op.stream == "compute"
-                 and (o.op.name.startswith("layers/") or o.op.kind in ("attention", "cache")))
-    c, g = float(fetch.time_s) / blocks, layers / L
-    assert float(pred.latency_s) == pytest.approx(float(t.compute_stream_s) + c + (blocks - 1) * max(0.0, c - g))
+    layer_ops = [o for o in t.ops if o.op.stream == "compute" and not o.op.name.startswith("offload/gather")
+                 and (o.op.name.startswith("layers/") or o.op.kind in ("attention", "cache"))]
+    joins = sum(float(o.time_s) for o in layer_ops if o.op.name == "offload/assemble_block")
+    c, g = float(fetch.time_s) / blocks, (sum(float(o.time_s) for o in layer_ops) - joins) / L + joins / blocks
+    want = float(t.compute_stream_s) + c + (blocks - 1) * max(0.0, c - g) + min(c, g)
+    assert float(pred.latency_s) == pytest.approx(want)
     assert float(pred.latency_s) > max(float(t.compute_stream_s), float(fetch.time_s))  # layer 0's block never hides
+
+
+def test_block_join_runs_at_the_profile_assemble_efficiency():
+    """h100-offload-profile.json: the cat + index_select joining block and ring reach 0.318 of
+    the HBM peak (host_link.assemble_efficiency), not the streaming memory curve."""
+    from kvsim.profiles import load_profile
+    from kvsim.roofline import op_time
+    hw = load_profile("h100")
+    pred = predict("h100", method="dense", seq=65536, batch=4, model="llama-3.1-8b", offload=0.5)
+    op = next(o for o in pred.cost.ops if o.name == "offload/assemble_block")
+    want = float(op.hbm_bytes) / (hw.memory.bandwidth_Bps.value * hw.host_link.assemble_efficiency.value)
+    assert float(op_time(op, hw).time_s) == pytest.approx(want)
+    plain = hw.model_copy(update={"host_link": hw.host_link.model_copy(update={"assemble_efficiency": None})})
+    assert float(op_time(op, plain).time_s) < 0.5 * want
+
+
+def test_gathers_launch_only_in_the_layers_that_select():
+    """Quest offloaded at 4 layers: 2 dense layers copy blocks, 2 gather (K and V each): 4
+    launches, as the profile's _gather_kernel count says."""
+    from kvsim.models import first_layers
+    pred = predict("h100", method="quest", seq=65536, batch=4, model=first_layers("llama-3.1-8b", 4), offload=0.5)
+    gather = next(o.op for o in pred.timing.ops if o.op.name == "offload/gather_rows")
+    assert float(gather.launches) == 4.0
