@@ -36,7 +36,15 @@ def at_host_probe(hw: HardwareProfile, probe_s: float) -> HardwareProfile:
     """``hw`` on a host whose clock probe (``host.probe_s``: seconds per tiny torch call) read
     ``probe_s``: every host cost scaled by probe_s / host.probe_s (host work is CPU work; a
     busier or slower-clocked host does all of it proportionally slower). Unchanged where the
-    profile has no probe or ``probe_s`` is not a positive number."""
+    profile has no probe or ``probe_s`` is not a positive number.
+
+    One probe cannot tell a slower host from a per-call cost added to CUDA calls only: in a
+    process where torch.profiler has run (the harness's GPU busy time, from the second
+    configuration of a process on), the probe reads ~8.3 us against ~6.1 in a fresh process,
+    and the committed H100 steps timed there come out 5-16% over (fresh-process ones within
+    ±4%). Moving only the bare calls (not the runtime's Python) by the probe, or adding the
+    probe's rise per call, gave larger errors on those records (under by 6-13%), so all of it
+    scales."""
     host = hw.host
     if host is None or host.probe_s is None or host.probe_s.value <= 0 or not probe_s > 0:
         return hw
