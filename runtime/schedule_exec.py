@@ -49,7 +49,8 @@ class PlannedKV(KVCache):
 class ScheduledALISA(METHODS["alisa"]):
     """ALISA whose cache follows the plan; selections for every layer are made at the start of
     a step (they depend only on the scores after the previous step), sorted, so the deleted
-    rows among them come first and one host sync per step sizes their recomputation."""
+    rows among them come first; their recomputation is sized from the plan's counts (no host
+    sync in a step: ``recompute_bound``)."""
 
     def __init__(self, spec, params, rotary, counter, place: TokenPlacement, model):
         self.place, self.model = place, model
@@ -70,14 +71,18 @@ class ScheduledALISA(METHODS["alisa"]):
         for store in self.kv.layers:
             store.apply(moves)
         k = self.window(n)
-        self._sel = [torch.cat([super(ScheduledALISA, self).select(layer, n)[:, :-k].sort(-1).values,
-                                torch.arange(n - k, n, device=self.spec.device).expand(self.spec.batch, k)], -1)
+        local = torch.arange(n - k, n, device=self.spec.device).expand(self.spec.batch, k)
+        self._sel = [torch.cat([super(ScheduledALISA, self).select(layer, n)[:, :-k].sort(-1).values, local], -1)
                      for layer in range(self.spec.n_layers)]
-        R = [0] * self.spec.n_layers
-        if self.place.deleted > 0:  # rows to recompute per layer: the most any sequence selected
-            R = torch.stack([(s[:, :-k] < self.place.deleted).sum(-1).max() for s in self._sel]).tolist()
-        for store, sel, r in zip(self.kv.layers, self._sel, R):
-            store.recompute_rows = sel[:, :r] if r > 0 else None
+        R = self.recompute_bound(self._sel[0].shape[1] - k)
+        for store, sel in zip(self.kv.layers, self._sel):
+            store.recompute_rows = sel[:, :R] if R > 0 else None
+
+    def recompute_bound(self, selected: int) -> int:
+        """List entries to recompute per layer, from host-known counts (no host sync): of the
+        ``selected`` earlier positions, sorted, the deleted ones come first and there are at most
+        min(selected, deleted) of them; the rest of the R entries are masked (``_recompute``)."""
+        return min(selected, self.place.deleted)
 
     def select(self, layer: int, n: int) -> torch.Tensor:
         return self._sel[layer]
@@ -202,12 +207,18 @@ def _step_record(j, pred, policy, latency, before, after, peak, method) -> dict:
     record = {"step": j, "phase": phase, "latency_s": latency, "peak_bytes": peak,
               "h2d": after["h2d"] - before["h2d"], "d2h": after["d2h"] - before["d2h"]}
     if isinstance(method, ScheduledALISA):
-        rows = [s.recompute_rows for s in method.kv.layers]
-        record["recomputed_rows"] = sum(int(r.numel()) for r in rows if r is not None) if j else 0
+        record["recomputed_rows"] = recomputed_rows(method) if j else 0
         record["recompute_s"] = sum(s.take_recompute_s() for s in method.kv.layers)
         record["gpu_rows"], record["host_rows"] = method.place.count(GPU), method.place.count(HOST)
         record["deleted_rows"] = method.place.deleted
     return record
+
+
+def recomputed_rows(method) -> int:
+    """Rows the step recomputed: per layer, the batch times the most deleted rows any sequence
+    selected (read after the step: a host sync outside its timing)."""
+    deleted, rows = method.place.deleted, [s.recompute_rows for s in method.kv.layers]
+    return sum(r.shape[0] * int((r < deleted).sum(-1).max()) for r in rows if r is not None)
 
 
 def record(policy: str, pred: dict, run: dict, gpu_mem, device) -> dict:

@@ -31,6 +31,25 @@ def _pool(free: int) -> list[int]:
     return list(range(free - 1, -1, -1))  # pop() hands out slot 0 first
 
 
+def _index(values: list, device, dtype=torch.long) -> torch.Tensor:
+    """A host-built index list on ``device``: on CUDA through pinned memory, non_blocking (a
+    pageable copy would make the host wait for the GPU's queue)."""
+    if torch.device(device).type != "cuda":
+        return torch.tensor(values, dtype=dtype, device=device)
+    return torch.tensor(values, dtype=dtype).pin_memory().to(device, non_blocking=True)
+
+
+def _runs(slots: list[int]) -> list[tuple[int, int, int]]:
+    """``slots`` as runs of consecutive slots: (first slot, end slot, index of its first row)."""
+    runs = []
+    for i, s in enumerate(slots):
+        if runs and runs[-1][1] == s:
+            runs[-1] = (runs[-1][0], s + 1, runs[-1][2])
+        else:
+            runs.append((s, s + 1, i))
+    return runs
+
+
 class TokenPlacement:
     """Positions' places per ``plan`` (token_plan's dict); ``advance(j)`` moves to step j."""
 
@@ -45,6 +64,7 @@ class TokenPlacement:
         self.enc = torch.full((S,), self.off, dtype=torch.int32, device=self.device)
         self.xenc = torch.full((max(plan["last"], 1),), self.xoff, dtype=torch.int32, device=self.device)
         self.step, self.deleted, self.last = -1, 0, plan["last"]
+        self.on_host = 0  # positions whose K/V is in the host pool (host-known: no sync to ask)
 
     def alpha_share(self, p: int) -> bool:
         s, a = self.p["start"], self.p["alpha"]
@@ -61,6 +81,8 @@ class TokenPlacement:
         if old is not None and old[0] != GONE:
             self.free[pools[old[0]]].append(old[1])
         new = (where, self._take(pools[where]) if where != GONE else 0)
+        if table is self.kv:
+            self.on_host += (where == HOST) - (old is not None and old[0] == HOST)
         table[pos] = new
         changed.append(pos)
         return old, new
@@ -90,15 +112,26 @@ class TokenPlacement:
         self._encode(self.enc, self.kv, ck, self.off)
         self._encode(self.xenc, self.x, cx, self.xoff)
         self.step, self.deleted = j, p["deleted"][j]
+        moves["evict"] = {f: self._evictions(moves[f]) for f in ("kv", "x")}  # once for every layer
         return moves
+
+    def _evictions(self, entries):
+        """GPU rows leaving for the host this step, the same in every layer: (GPU slots as a device
+        index, host slots as runs of consecutive slots), or None."""
+        rows = [(old[1], new[1]) for _, old, new in entries if old is not None and old[0] == GPU and new[0] == HOST]
+        if any(old is not None and old[0] == GPU and new[0] == GPU for _, old, new in entries):
+            raise RuntimeError("schedule executor: a row moves between GPU slots")  # never planned
+        if not rows:
+            return None
+        return _index([a for a, _ in rows], self.device), _runs([b for _, b in rows])
 
     def _encode(self, enc, table, changed, off) -> None:
         if changed:
             code = [table[q][1] if table[q][0] == HOST else off + table[q][1] for q in changed]
-            enc[torch.tensor(changed, device=self.device)] = torch.tensor(code, dtype=torch.int32, device=self.device)
+            enc[_index(changed, self.device)] = _index(code, self.device, torch.int32)
 
     def count(self, where: int) -> int:
-        return sum(1 for w, _ in self.kv.values() if w == where)
+        return self.on_host if where == HOST else sum(1 for w, _ in self.kv.values() if w == where)
 
 
 class PlannedRows:
@@ -121,33 +154,71 @@ class PlannedRows:
         self.recompute_rows = None  # [B, R] positions to recompute at the next gather (or None)
         self._host_count = self._x_count = None
         self.spans = []  # (start, end) of each recomputation: CUDA events, or perf_counter seconds
+        self.stream = torch.cuda.Stream(device) if pin else None  # d2h copies (evictions)
+        self._pending = None  # event after the last d2h copies
 
     # ---- writes ---------------------------------------------------------------------------------
     def apply(self, moves: dict, values: dict | None = None, x: torch.Tensor | None = None) -> None:
         """Carry out ``advance``'s moves for this layer. New rows (prefill) come from ``values``
-        [B, Hkv, n, d] and ``x`` [B, n, D] by position; a decode step's new row is ``put``."""
-        for f in self.dev:
-            self._move(moves["kv"], self.dev[f], self.host[f], None if values is None else values[f])
-        self._move(moves["x"], self.xdev, self.xhost, None if x is None else self._pieces(x))
+        [B, Hkv, n, d] and ``x`` [B, n, D] by position; a decode step's new row is ``put``. GPU
+        rows leaving for the host go by ``advance``'s eviction indices (built once a step)."""
+        copies = []  # (host pool, rows [n, ...] on the device, host slot runs)
+        if values is not None:
+            for f in self.dev:
+                self._fresh(moves["kv"], self.dev[f], self.host[f], values[f], copies)
+        if x is not None:
+            self._fresh(moves["x"], self.xdev, self.xhost, self._pieces(x), copies)
+        evict = moves.get("evict") or {}
+        pools = (("kv", self.dev[f], self.host[f]) for f in self.dev)
+        for table, dev, host in (*pools, ("x", self.xdev, self.xhost)):
+            if evict.get(table) is not None:
+                slots, runs = evict[table]
+                copies.append((host, dev.index_select(2, slots).movedim(2, 0), runs))
+        if copies:
+            self._to_host(copies)
 
-    def _move(self, entries, dev, host, src) -> None:
-        """New rows from ``src`` by position, and GPU rows leaving for the host (d2h, counted)."""
-        rows = [(pos, old, new) for pos, old, new in entries if new[0] != GONE and (
-            (old is None and src is not None and pos < src.shape[2]) or (old is not None and old[0] == GPU))]
+    def _fresh(self, entries, dev, host, src, copies) -> None:
+        """New rows from ``src`` by position: GPU rows written now, host rows queued in ``copies``."""
         for where in (GPU, HOST):
-            chosen = [(pos, old, new) for pos, old, new in rows if new[0] == where]
+            chosen = [(pos, new[1]) for pos, old, new in entries
+                      if old is None and new[0] == where and pos < src.shape[2]]
             if not chosen:
                 continue
-            fresh = [pos for pos, old, _ in chosen if old is None]
-            data = (src[:, :, fresh] if fresh else
-                    dev[:, :, [old[1] for _, old, _ in chosen]])  # one kind per call: prefill or decode
-            slots = [new[1] for *_, new in chosen]
+            data = src[:, :, [pos for pos, _ in chosen]]
+            slots = [slot for _, slot in chosen]
             if where == GPU:
                 dev[:, :, slots] = data
-                continue
-            data = data.movedim(2, 0)
+            else:
+                copies.append((host, data.movedim(2, 0), _runs(slots)))
+
+    def _to_host(self, copies) -> None:
+        """Rows to the host pools (d2h, counted). On CUDA non_blocking into pinned memory on the
+        side stream, forked from the compute stream (the rows are written before the copy reads
+        them; a host slot freed this step is read by no earlier gather once the copy writes it);
+        each copy reads a gathered copy of its rows (``record_stream``), so the GPU slots they
+        left are free at once; ``compact`` waits on the event before a gather reads the host pool."""
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+        for host, data, runs in copies:
             self.counter.add("d2h", tensor_bytes([data]))
-            host[slots] = data.to(host.device)
+            if self.stream is None:
+                for first, end, i in runs:
+                    host[first:end] = data[i:i + end - first]
+                continue
+            data = data.contiguous()
+            with torch.cuda.stream(self.stream):
+                for first, end, i in runs:
+                    host[first:end].copy_(data[i:i + end - first], non_blocking=True)
+            data.record_stream(self.stream)
+        if self.stream is not None:
+            self._pending = self.stream.record_event()
+
+    def _wait_d2h(self) -> None:
+        """Host rows written by earlier d2h copies are complete before a kernel reads them: a
+        wait on the device (the compute stream after the copy stream), not a host sync."""
+        if self._pending is not None:
+            torch.cuda.current_stream(self.stream.device).wait_event(self._pending)
+        self._pending = None
 
     def put(self, slot, values: dict) -> None:
         """The decode step's new row (position ``slot``, placed by ``advance``)."""
@@ -172,11 +243,20 @@ class PlannedRows:
         raise ValueError("a planned cache is read only through a selection (gather)")
 
     # ---- reads ----------------------------------------------------------------------------------
-    gather = OffloadRows.gather  # the compact rows and their list positions
+    in_place = True  # read the GPU pool in place while no row is on the host or recomputed
+
+    def gather(self, indices: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """The rows to attend over and their list positions: while the placement holds no row on
+        the host and nothing is recomputed (known on the host: its counts), the GPU pool itself
+        and each entry's GPU slot (read in place, no copy); else the compact rows (``compact``)."""
+        if self.in_place and self.recompute_rows is None and self.place.on_host == 0:
+            return self.dev, self.place.enc[indices.long()] - self.place.off
+        return OffloadRows.gather(self, indices)
 
     def compact(self, indices: torch.Tensor) -> dict:
         """Rows indices [B, Hkv, K] as [B, Hkv, K, d]: GPU and host rows by one gather per
         field; deleted rows among the first R list entries recomputed (``recompute_rows``)."""
+        self._wait_d2h()
         enc = self.place.enc[indices.long()]
         if self._host_count is None:
             self._host_count = self.counter.on_device("h2d", self.row_bytes, indices.device)
@@ -196,7 +276,8 @@ class PlannedRows:
 
     def _recompute(self, out: dict, cand: torch.Tensor) -> None:
         """K/V of the deleted positions among cand [B, R] from their kept x, written over
-        out[:, :, :R] (the list's first R entries are cand)."""
+        out[:, :, :R] (the list's first R entries are cand; R may exceed the deleted ones
+        selected: the rest are masked)."""
         deleted = cand < self.place.deleted
         code = torch.where(deleted, self.place.xenc[cand.clamp(max=self.place.last - 1)], self.place.xoff)
         if self._x_count is None:

@@ -124,3 +124,61 @@ def test_weight_streaming_plans_are_refused():
     pred["alisa"]["weights_gpu"] = 0.9
     with pytest.raises(ScheduleUnsupported, match="streams 10.0% of the weights"):
         generate("alisa", pred, "cpu", decoder=_decoder(LLAMA), max_steps=1)
+
+
+def _exact_bound(self, selected):
+    """The executor before issue 14's speed-ups: the most deleted rows any sequence selected,
+    read back from the device (a host sync per step)."""
+    k = self.window(self.n + 1)
+    if self.place.deleted == 0:
+        return 0
+    return int(torch.stack([(s[:, :-k] < self.place.deleted).sum(-1).max() for s in self._sel]).max())
+
+
+def test_the_executor_matches_a_straightforward_reference(monkeypatch):
+    """In-place Phase I reads, evictions by per-step indices and Phase III recomputation sized from
+    the plan's counts (padded, masked) change nothing the run records: the same tokens, PCIe
+    bytes, pools, peaks and recomputed rows as compact reads and the exact (synced) row count;
+    logits bit-identical until Phase III, and there within fp32 rounding (the recomputation's
+    matrix product has more rows)."""
+    from kvsim.runtime import schedule_exec, schedule_store
+
+    pred, dec = _pred(TINY_OPT, PHASES, sparsity=0.8), _decoder(TINY_OPT)
+    fast = generate("alisa", pred, "cpu", decoder=dec, keep_logits=True)
+    monkeypatch.setattr(schedule_store.PlannedRows, "in_place", False)
+    monkeypatch.setattr(schedule_exec.ScheduledALISA, "recompute_bound", _exact_bound)
+    ref = generate("alisa", pred, "cpu", decoder=dec, keep_logits=True)
+    drop = ("latency_s", "recompute_s")
+    steps = [[{k: v for k, v in s.items() if k not in drop} for s in run["steps"]] for run in (fast, ref)]
+    assert steps[0] == steps[1]
+    assert any(s["recomputed_rows"] for s in steps[0]) and any(s["d2h"] for s in steps[0][1:])
+    first_iii = [s["phase"] for s in steps[0]].index("III")
+    assert torch.equal(fast["logits"][:, :first_iii], ref["logits"][:, :first_iii])
+    torch.testing.assert_close(fast["logits"], ref["logits"], atol=1e-4, rtol=1e-5)
+    assert torch.equal(fast["logits"].argmax(-1), ref["logits"].argmax(-1))
+
+
+def test_a_phase_three_step_issues_no_host_sync(monkeypatch):
+    """Begin a Phase III step (recomputation included) to its logits: no value comes back to the
+    host (.item, .tolist, int/float/bool of a tensor) and no data-dependent op runs."""
+    from kvsim.runtime.launches import LaunchCounter
+    from kvsim.runtime.schedule_exec import _forward
+
+    pred, dec = _pred(LLAMA, PHASES, sparsity=0.7), _decoder(LLAMA)
+    run = generate("alisa", pred, "cpu", decoder=dec, max_steps=9)
+    method, tokens = run["method"], run["tokens"][:, -1]
+    assert run["steps"][-1]["phase"] == "III"
+
+    def synced(*_, **__):
+        raise AssertionError("a host sync in a Phase III step")
+
+    with LaunchCounter() as counter:
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__int__", "__float__", "__bool__", "__index__"):
+                m.setattr(torch.Tensor, name, synced)
+            method.begin_step(tokens)
+            pos = torch.full((B, 1), method.n, dtype=torch.long)
+            logits = _forward(dec, tokens[:, None], pos, method.attend, method.layer_input)
+            method.end_step()
+    assert all(s.recompute_rows is not None for s in method.kv.layers)
+    assert counter.counts.get("sync", 0) == 0 and logits.shape[0] == B
