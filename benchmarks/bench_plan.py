@@ -1,11 +1,11 @@
 """Speed target of the planner (issue 19): `kvsim plan --model llama-3.1-70b --seq 128k --tpot-ms 50`
-(every GPU profile, method and GPU count) within 2x the cold-start time of `kvsim predict`,
-measured in one run: the two commands alternate (plan, predict, plan, ...) after a warm-up
-pair, and each pair gives a ratio, so a machine whose speed drifts affects both alike. Wall
-time and CPU time (user + sys of the child) are recorded; on a shared machine CPU time is the
-steadier of the two. Prints a table and, with --out FILE.jsonl, appends one record with the
-machine, versions, date and command. --tree times another checkout of kvsim (e.g. the commit
-before a change; name it with --commit)."""
+(every GPU profile, method and GPU count) within 2x the cold-start time of `kvsim predict --hw
+h100 --method sparq --seq 128k`, measured in one run: the two commands alternate (plan,
+predict, plan, ...) after a warm-up pair, and each pair gives a ratio, so a machine whose
+speed drifts affects both alike. Wall time and CPU time (user + sys of the child) are
+recorded; on a shared machine CPU time is the steadier of the two. Prints a table and, with
+--out FILE.jsonl, appends one record with the machine, versions, date and command. --tree
+times another checkout of kvsim (e.g. the commit before a change; name it with --commit)."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
 PLAN = ["plan", "--model", "llama-3.1-70b", "--seq", "128k", "--tpot-ms", "50"]
-PREDICT = ["predict", "--hw", "h100", "--method", "dense", "--seq", "128k"]
+PREDICT = ["predict", "--hw", "h100", "--method", "sparq", "--seq", "128k"]
 
 
 def run_once(args: list[str], tree: str) -> tuple[float, float, str]:

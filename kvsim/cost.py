@@ -5,7 +5,8 @@ one Cost describes a whole sweep grid. Op names are paths: ``layers/attn/decode`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -83,16 +84,22 @@ class Op:
     def issued(self, torch=0.0, torch_host=0.0, triton=0.0, syncs=0.0, gemm=0.0, args=0.0) -> "Op":
         """This op with its host calls per run (before ``scaled``): the runtime's count;
         ``args``: the runtime arguments of its Triton launches, in total."""
-        return replace(self, torch_calls=torch, gemm_calls=gemm, torch_host_calls=torch_host,
-                       triton_launches=triton, triton_args=args, host_syncs=syncs)
+        return self._copy(torch_calls=torch, gemm_calls=gemm, torch_host_calls=torch_host,
+                          triton_launches=triton, triton_args=args, host_syncs=syncs)
 
     def scaled(self, factor) -> "Op":
-        """Every quantity times ``factor`` (launches too: ``factor`` layers run it). A copy of
-        the fields, not ``replace``: the kind is unchanged, and this runs for every op built."""
+        """Every quantity times ``factor`` (launches too: ``factor`` layers run it). ``*`` is
+        numpy's multiply wherever an array takes part, and the same IEEE product for two
+        Python numbers without a ufunc call (this runs for every op built)."""
+        if isinstance(factor, (int, float)) and factor == 1:  # x * 1 is x: nothing to copy
+            return self
+        fields = self.__dict__
+        return self._copy(**{q: fields[q] * factor for q in QUANTITIES if fields[q] is not None})
+
+    def _copy(self, **changes) -> "Op":
+        """``replace`` without re-running ``__init__``: the kind, checked when built, is unchanged."""
         op = object.__new__(Op)
-        op.__dict__.update(self.__dict__)
-        op.__dict__.update({q: np.multiply(value, factor) for q in QUANTITIES
-                            if (value := getattr(self, q)) is not None})
+        op.__dict__.update(self.__dict__, **changes)
         return op
 
 
@@ -136,11 +143,11 @@ class Cost:
         return sum((np.asarray(getattr(r, where), dtype=float) for r in self.resident
                     if r.kv or not kv_only), np.asarray(0.0))
 
-    @property
+    @cached_property  # a cost is read by every hardware it is shared with (kvsim.plan_memo)
     def gpu_bytes(self):
         return self.resident_total("gpu")
 
-    @property
+    @cached_property
     def host_resident_bytes(self):
         return self.resident_total("host")
 

@@ -40,10 +40,21 @@ def _elementwise(name: str, rows, width: int, reads: int, writes: int, flops_per
               hbm_write=writes * rows * width * wl.b_a, dtype="fp32").scaled(layers)
 
 
+def _key(value):
+    """A number or an array as a dictionary key (an array by its shape and bytes)."""
+    return (np.shape(value), np.asarray(value, dtype=float).tobytes()) if isinstance(value, np.ndarray) else value
+
+
 def layer_ops(model: ModelConfig, wl: Workload, tokens=1.0, layers: int | None = None,
               rotate_keys: bool = True) -> list[Op]:
     """Per-layer work outside attention, summed over ``layers`` (all by default).
-    ``rotate_keys``: the new key is rotated before it is cached (not StreamingLLM's)."""
+    ``rotate_keys``: the new key is rotated before it is cached (not StreamingLLM's). Made
+    once per workload and arguments (``Workload.once``)."""
+    return list(wl.once(("layer_ops", model, _key(tokens), layers, rotate_keys),
+                        lambda: _layer_ops(model, wl, tokens, layers, rotate_keys)))
+
+
+def _layer_ops(model: ModelConfig, wl: Workload, tokens, layers: int | None, rotate_keys: bool) -> list[Op]:
     layers = model.n_layers if layers is None else layers
     rows = wl.batch * tokens
     D, Q, KV, F = model.d_model, model.q_dim, model.kv_dim, model.ffn_dim
@@ -75,7 +86,13 @@ def layer_ops(model: ModelConfig, wl: Workload, tokens=1.0, layers: int | None =
 
 def model_ops(model: ModelConfig, wl: Workload, tokens=1.0, logits_tokens=1.0) -> list[Op]:
     """Embedding gather before the layers; final norm, LM head and sampling after them.
-    ``logits_tokens``: rows that need logits (1 per sequence, also in prefill)."""
+    ``logits_tokens``: rows that need logits (1 per sequence, also in prefill). Made once per
+    workload and arguments (``Workload.once``)."""
+    return list(wl.once(("model_ops", model, _key(tokens), _key(logits_tokens)),
+                        lambda: _model_ops(model, wl, tokens, logits_tokens)))
+
+
+def _model_ops(model: ModelConfig, wl: Workload, tokens, logits_tokens) -> list[Op]:
     rows, head_rows = wl.batch * tokens, wl.batch * logits_tokens
     D, V = model.d_model, model.vocab
     positions = 1 if model.learned_positions else 0
@@ -126,9 +143,14 @@ def tensor_parallel_ops(model: ModelConfig, wl: Workload, gpus: int, tokens=1.0)
     """Megatron-style TP: an all-reduce of the hidden state after attention and after the MLP in
     every layer, one after the vocabulary-parallel embedding lookup (rows of other GPUs' part of
     the vocabulary read as zero), and a ring all-gather of the vocabulary-split fp32 logits.
-    ``model`` is the full model."""
+    ``model`` is the full model. Made once per workload and arguments (``Workload.once``)."""
     if gpus <= 1:
         return []
+    return list(wl.once(("tensor_parallel_ops", model, gpus, _key(tokens)),
+                        lambda: _tensor_parallel_ops(model, wl, gpus, tokens)))
+
+
+def _tensor_parallel_ops(model: ModelConfig, wl: Workload, gpus: int, tokens) -> list[Op]:
     hidden = wl.batch * tokens * model.d_model * wl.b_a
     logits = wl.batch * model.vocab * 4.0
     return [allreduce("layers/allreduce", hidden, gpus, count=2 * model.n_layers),

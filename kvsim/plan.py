@@ -23,9 +23,10 @@ the order hardware × GPU count × method (``rank`` reorders it). Columns, None/
     requests only: ttft_s, request_s (TTFT + decode of the batch), usd_per_mtok_all (float)
 
 How: each option's max batch and candidates come from one evaluation over an array of batches
-(``plan_search``); a configuration's cost is computed once for all hardware whose profile facts
-it reads agree (``plan_memo``); the steady-state latencies of one hardware × method, every GPU
-count side by side, come from one roofline evaluation (``plan_time``). Only hardware × GPU
+(``plan_search``); a configuration's cost is computed once for all hardware, each profile's
+numbers the cost only keeps (the workspace) filled in, and the decoder's ops once for all
+methods (``plan_memo``, ``Workload.once``); the steady-state latencies of every option of one
+hardware come from one roofline call per kind of op (``plan_time``). Only hardware × GPU
 count × method is looped in Python, never batch.
 
 Arrays in, arrays out: ``option_table`` measures; ``OptionTable.with_columns`` adds columns of
@@ -86,57 +87,65 @@ class OptionTable:
         return OptionTable({name: array[rows] for name, array in self.columns.items()})
 
     def rows(self) -> list[dict]:
-        return [{name: _plain(array[i]) for name, array in self.columns.items()} for i in range(len(self))]
+        columns = {name: _plain_column(array) for name, array in self.columns.items()}
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
     def options(self) -> list[Option]:
         return [Option(**row) for row in self.rows()]
 
 
-def _plain(value):
-    """numpy scalar → Python value; NaN (a float column's missing value) → None."""
-    value = value.item() if isinstance(value, np.generic) else value
-    return None if isinstance(value, float) and value != value else value
+def _plain_column(array: np.ndarray) -> list:
+    """A column as Python values (numpy scalars in object columns too); NaN, a float column's
+    missing value, as None."""
+    values = array.tolist() if array.ndim == 1 else list(array)
+    if array.dtype.kind == "O" or array.ndim != 1:
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return [None if isinstance(v, float) and v != v else v for v in values] if array.dtype.kind in "fO" else values
 
 
-def _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params, memo, engine) -> Probe:
-    dtype = dtype or hw.preferred_dtype
-    return Probe(hw, get_method(method, method_params(method, params)), model, gpus, shape, dtype,
-                 kv_dtype or dtype, memo, engine)
+def _methods(names, params: dict | None) -> dict:
+    """name -> the method with its parameters, or the error they give (each of its rows says it)."""
+    made = {}
+    for name in names:
+        try:
+            made[name] = get_method(name, method_params(name, params))
+        except KvsimError as exc:
+            made[name] = exc
+    return made
 
 
-def _locate(hw, method, model, gpus, shape, dtype, kv_dtype, params, batch, memo, engine="graphs"):
+def _locate(hw, method, model, gpus, shape, dtype, kv_dtype, batch, memo, engine="graphs"):
     """(probe, where its limit is) or a finished row: a configuration that cannot run (heads that
     do not split over ``gpus``, a parameter unsuited to the context) does not fit, with the reason."""
+    if isinstance(method, KvsimError):  # the parameters make no such method
+        return None, {"max_batch": 0, "note": str(method)}
+    dtype = dtype or hw.preferred_dtype
     try:
-        probe = _probe(hw, method, model, gpus, shape, dtype, kv_dtype, params, memo, engine)
+        probe = Probe(hw, method, model, gpus, shape, dtype, kv_dtype or dtype, memo, engine)
         return probe, locate(probe, batch)
     except KvsimError as exc:
         return None, {"max_batch": 0, "note": str(exc)}
 
 
 def _times(found: list) -> list:
-    """Times of every located option: the steady-state ones of each hardware × method (GPU
-    counts side by side) in one roofline evaluation (``plan_time``; graph replays only: the eager
-    engine's host stream runs each op list in its own order), requests one by one; a failure
-    leaves that option's reason."""
+    """Times of every located option: the steady-state ones of each hardware (every method and
+    GPU count) from a few roofline calls (``plan_time``; graph replays only: the eager engine's
+    host stream runs each op list in its own order), requests one by one; a failure leaves that
+    option's reason."""
     times: list = [None] * len(found)
-    groups: dict = {}
-    for i, (probe, where) in enumerate(found):
-        if isinstance(where, Located) and where.at.steady and probe.engine == "graphs":
-            groups.setdefault((probe.hw.name, probe.method.name), []).append(i)
-    for rows in groups.values():
-        located = [found[i][1] for i in rows]
-        try:
-            latency = time_together(found[rows[0]][0].hw, [where.at.cost for where in located],
-                                    [where.tried.size for where in located])
-        except KvsimError:
-            continue  # timed one by one below, where each option keeps its own reason
-        for i, value in zip(rows, latency):
+    steady = [i for i, (probe, where) in enumerate(found)
+              if isinstance(where, Located) and where.at.steady and probe.engine == "graphs"]
+    latency = time_together([found[i][0].hw for i in steady], [found[i][1].at.cost for i in steady],
+                            [found[i][1].tried.size for i in steady])
+    for i, value in zip(steady, latency):
+        if isinstance(value, KvsimError):
+            found[i] = (None, {"max_batch": 0, "note": str(value)})
+        else:
             times[i] = {"tpot_s": value}
     for i, (probe, where) in enumerate(found):
         if isinstance(where, Located) and times[i] is None:
             try:
-                times[i] = where.at.times()
+                times[i] = where.at.times(where.tried.size)
             except KvsimError as exc:
                 found[i] = (None, {"max_batch": 0, "note": str(exc)})
     return times
@@ -218,8 +227,8 @@ def option_table(model=DEFAULT_MODEL, seq: int = 4096, hws=None, methods=None, g
     table = prices if isinstance(prices, dict) else load_prices(prices)
     combos = list(product(hws, sorted(set(gpus)), methods))
     objectives = (tpot_ms / 1e3 if tpot_ms else None, ttft_ms / 1e3 if ttft_ms else None)
-    memo = CostMemo()
-    found = [_locate(hw, method, model, count, shape, dtype, kv_dtype, params, batch, memo, engine)
+    memo, made = CostMemo(), _methods(methods, params)
+    found = [_locate(hw, made[method], model, count, shape, dtype, kv_dtype, batch, memo, engine)
              for hw, count, method in combos]
     times = _times(found)
     rows = [choose(probe, where, timed, batch, *objectives) if isinstance(where, Located) else where

@@ -36,7 +36,7 @@ MAX_BATCH = 1 << 20  # reported as the limit when even this many sequences fit
 SEARCH_POINTS = 4096  # batches tried for the objective: all up to this, a geometric grid beyond
 REQUEST_EXACT_STEPS = 64  # a request's decode steps each evaluated up to this many
 REQUEST_SAMPLES = 65  # contexts sampled for the decode time of longer requests
-FIRST_BATCHES = 64  # batches of the first evaluation (1 and 2 give the affine memory law)
+FIRST_BATCHES = 512  # batches of the first evaluation (1 and 2 give the affine memory law)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,10 @@ class Evaluation:
         self.fits = fits_memory(hw, self.gpu_bytes, self.host_bytes)
         self._times = times
 
-    def times(self) -> dict[str, np.ndarray]:
-        return {name: np.broadcast_to(value, self.batch.shape) for name, value in self._times().items()}
+    def times(self, count: int | None = None) -> dict[str, np.ndarray]:
+        """The times at the first ``count`` batches (last axis; all by default)."""
+        shape = self.batch.shape[:-1] + (self.batch.shape[-1] if count is None else count,)
+        return {name: np.broadcast_to(value, shape) for name, value in self._times(shape[-1]).items()}
 
 
 @dataclass(frozen=True)
@@ -77,27 +79,47 @@ class Probe:
     def workload(self, batch, seq) -> Workload:
         return Workload(seq=seq, batch=batch, gen=self.shape.gen, dtype=self.dtype, kv_dtype=self.kv_dtype)
 
-    def _cost(self, wl: Workload, batch: np.ndarray):
+    def _workloads(self, batch: np.ndarray) -> tuple:
+        """(the prompt's workload, the last context's)."""
+        seq, gen = self.shape.seq, self.shape.gen
+        prompt = self.workload(batch, float(seq))
+        return prompt, self.workload(batch, float(seq + gen)) if gen else prompt
+
+    def _costed(self, batch: np.ndarray) -> tuple:
+        """(prompt workload, last context's, prefill scratch, the step's cost at the last
+        context). With a memo, what reads no hardware is shared with the other hardware."""
         if self.memo is None:
-            return step_cost(self.method, self.model, self.hw, wl, self.gpus)
-        key = (repr(self.method), id(self.model), self.gpus, self.shape, self.dtype, self.kv_dtype, batch.tobytes())
-        return self.memo.cost(self.method, self.model, self.hw, wl, self.gpus, key)
+            prompt, last = self._workloads(batch)
+            return prompt, last, self._scratch(prompt), step_cost(self.method, self.model, self.hw, last, self.gpus)
+        # the workloads shared by every method and GPU count (the decoder's ops are made once
+        # per workload: Workload.once); the method by identity: kvsim.plan builds each once
+        prompt, last = self.memo.once((self.shape, self.dtype, self.kv_dtype, batch.tobytes()),
+                                      lambda: self._workloads(batch))
+        key = (id(self.method), id(self.model), self.gpus, self.shape, self.dtype, self.kv_dtype, batch.tobytes())
+        return prompt, last, self.memo.once(key, lambda: self._scratch(prompt)), self.memo.cost(
+            self.method, self.model, self.hw, last, self.gpus, key)
+
+    def _scratch(self, prompt: Workload):
+        """What the prompt's prefill holds beside the cache (Method.prefill_scratch)."""
+        return self.method.prefill_scratch(self.model.sharded(self.gpus), prompt)
 
     def evaluate(self, batch: np.ndarray) -> Evaluation:
-        """Memory at the last context (seq + gen); times: TPOT, and for requests ``ttft_s`` and
-        ``request_s`` (TTFT + decode of the batch)."""
+        """Memory at the last context (seq + gen); times (``Evaluation.times``): TPOT, and for
+        requests ``ttft_s`` and ``request_s`` (TTFT + decode of the batch)."""
         seq, gen = self.shape.seq, self.shape.gen
-        cost = self._cost(self.workload(batch, float(seq + gen)), batch)
-        scratch = self.method.prefill_scratch(self.model.sharded(self.gpus), self.workload(batch, float(seq)))
-        if not gen:
-            return Evaluation(self.hw, batch, cost, lambda: {"tpot_s": step_time(
-                cost, self.hw, self.engine, self.model.n_layers).latency_s}, True, scratch)
+        prompt, _, scratch, cost = self._costed(batch)
+        whole = batch.shape[-1]
 
-        def request() -> dict:
-            run = generation(self.method, self.model, self.hw, self.workload(batch, float(seq)), self.gpus,
+        def steady(count: int) -> dict:  # fewer batches: a cost of their own (time per element)
+            timed = cost if count == whole else self._costed(batch[..., :count])[3]
+            return {"tpot_s": step_time(timed, self.hw, self.engine, self.model.n_layers).latency_s}
+
+        def request(count: int) -> dict:  # a generation at each batch
+            first = prompt if count == whole else self.workload(batch[..., :count], float(seq))
+            run = generation(self.method, self.model, self.hw, first, self.gpus,
                              exact_steps=REQUEST_EXACT_STEPS, samples=REQUEST_SAMPLES, engine=self.engine)
             return {"tpot_s": run.decode_s / gen, "ttft_s": run.ttft_s, "request_s": run.total_s}
-        return Evaluation(self.hw, batch, cost, request, False, scratch)
+        return Evaluation(self.hw, batch, cost, request if gen else steady, not gen, scratch)
 
     def fits(self, batch) -> np.ndarray:
         return self.evaluate(batch).fits
@@ -106,14 +128,13 @@ class Probe:
 def affine_limit(hw: HardwareProfile, gpu: np.ndarray, host: np.ndarray) -> np.ndarray:
     """Memory at batches 1 and 2 (last axis) → base + slope·b solved for each capacity, floored."""
     host_have = hw.host.memory_bytes.value if hw.host is not None else 0.0
-    guess = np.full(gpu.shape[:-1], float(MAX_BATCH))
-    for need, have in ((gpu, hw.memory.capacity_bytes.value), (host, host_have)):
-        slope, used = need[..., 1] - need[..., 0], need[..., 1] > 0
-        base = need[..., 0] - slope
-        limit = np.where(slope > 0, np.floor((have - base) / np.where(slope > 0, slope, 1)),
-                         np.where(base <= have, MAX_BATCH, 0))  # the divisor is never 0
-        guess = np.where(used, np.minimum(guess, limit), guess)
-    return np.clip(guess, 0, MAX_BATCH)
+    need = np.stack([gpu, host])  # GPU and host side by side on a first axis
+    have = np.reshape([hw.memory.capacity_bytes.value, host_have], (2,) + (1,) * (gpu.ndim - 1))
+    slope, used = need[..., 1] - need[..., 0], need[..., 1] > 0
+    base = need[..., 0] - slope
+    limit = np.where(slope > 0, np.floor((have - base) / np.where(slope > 0, slope, 1)),
+                     np.where(base <= have, MAX_BATCH, 0))  # the divisor is never 0
+    return np.clip(np.where(used, limit, MAX_BATCH).min(axis=0), 0, MAX_BATCH)  # the smaller where used
 
 
 def settle(fits, guess) -> np.ndarray:
@@ -175,14 +196,16 @@ def locate(probe: Probe, batch: int | None) -> Located | dict:
     """The exact max batch and the evaluation to choose from; a row already when nothing fits."""
     first = probe.evaluate(np.arange(1.0, FIRST_BATCHES + 1))
     guess = int(affine_limit(probe.hw, first.gpu_bytes[:2], first.host_bytes[:2]))
-    nothing = {"max_batch": 0, "note": fit_message(probe.hw, first.gpu_bytes[0], first.host_bytes[0])}
+
+    def nothing() -> dict:  # a finished row (its note formatted only when needed)
+        return {"max_batch": 0, "note": fit_message(probe.hw, first.gpu_bytes[0], first.host_bytes[0])}
     if not guess and not batch and not first.fits[0]:
-        return nothing
+        return nothing()
     tried, at, checked = _with_check(probe, first, guess, batch)
     limit = guess if checked else int(settle(probe.fits, guess))
     if limit != guess and not batch:
         if not limit:
-            return nothing
+            return nothing()
         tried = candidates(limit)
         at = probe.evaluate(tried)
     return Located(limit, tried, at)

@@ -13,8 +13,10 @@ from .hardware import HardwareProfile
 from .yamlfile import read_mapping, validated
 
 
+@lru_cache(maxsize=1)
 def shipped_dir() -> Path:
-    """The profiles inside the installed wheel, or beside the package in a source checkout."""
+    """The profiles inside the installed wheel, or beside the package in a source checkout
+    (looked up once: every prediction's interval reads the residuals beside them)."""
     inside = Path(__file__).parent / "hw_profiles"
     return inside if inside.is_dir() else Path(__file__).parent.parent / "hw_profiles"
 
@@ -53,13 +55,16 @@ def resolved_data(path: str) -> dict:
     parent = data.get("inherits")
     if not parent:
         return resolve(data, None)
-    if parent in _names_in(Path(path)):
+    if parent in _names(Path(path), data):
         raise KvsimError(f"{path}: a profile cannot inherit from itself")
     return resolve(data, resolved_data(str(profile_file(str(parent)))))
 
 
 def _names_in(path: Path) -> set[str]:
-    data = read_mapping(path, "hardware profile")
+    return _names(path, read_mapping(path, "hardware profile"))
+
+
+def _names(path: Path, data: dict) -> set[str]:
     return {path.stem, str(data.get("name", ""))} | {str(a) for a in data.get("aliases", []) or []}
 
 

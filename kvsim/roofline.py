@@ -176,8 +176,9 @@ def _library_time(op: Op, hw: HardwareProfile):
     return multi + np.asarray(op.topk_single_calls, dtype=float) * hw.topk.single_block.call_time(*op.topk_shape)
 
 
-def op_time(op: Op, hw: HardwareProfile) -> OpTime:
-    floors = {
+def op_floors(op: Op, hw: HardwareProfile) -> dict:
+    """name (BOUNDS) -> seconds: each floor of the op's time, element by element."""
+    return {
         "compute": _compute_time(op, hw),
         "memory": _memory_time(op, hw),
         "link": _link_time(op, hw),
@@ -186,6 +187,10 @@ def op_time(op: Op, hw: HardwareProfile) -> OpTime:
         "latency": np.asarray(op.launches, dtype=float) * hw.launch_overhead_s.value,
         "library": _library_time(op, hw),
     }
+
+
+def op_time(op: Op, hw: HardwareProfile) -> OpTime:
+    floors = op_floors(op, hw)
     values = [floors[name] for name in BOUNDS]
     stacked = np.empty((len(values),) + np.broadcast_shapes(*(np.shape(v) for v in values)))
     for row, value in enumerate(values):  # each floor broadcast into its row

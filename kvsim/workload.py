@@ -15,9 +15,9 @@ WEIGHT_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8")
 
 def _positive(name: str, value) -> np.ndarray:
     array = np.asarray(value, dtype=float)
-    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
+    if array.size == 0 or not (array.min() > 0 and array.max() < np.inf):  # NaN fails the first
         raise KvsimError(f"{name} must be positive, got {value!r}")
-    if np.any(array != np.round(array)):
+    if (array != np.round(array)).any():
         raise KvsimError(f"{name} must be a whole number, got {value!r}")
     return array
 
@@ -32,6 +32,7 @@ class Workload:
     gen: int = 0
     dtype: str = "bf16"
     kv_dtype: str = "bf16"
+    _made: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see ``once``
 
     def __post_init__(self):
         object.__setattr__(self, "seq", _positive("context length", self.seq))
@@ -66,6 +67,14 @@ class Workload:
     @property
     def compute_dtype(self) -> str:
         return self.dtype
+
+    def once(self, key: tuple, make):
+        """``make()`` the first time ``key`` is asked of this workload: what depends on the
+        workload and ``key`` alone, made once however many callers ask (the decoder's ops,
+        the same for every method costed on one workload)."""
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     def with_(self, **changes) -> "Workload":
         values = dict(seq=self.seq, batch=self.batch, gen=self.gen, dtype=self.dtype,
