@@ -107,10 +107,10 @@ class Probe:
         """Memory at the last context (seq + gen); times (``Evaluation.times``): TPOT, and for
         requests ``ttft_s`` and ``request_s`` (TTFT + decode of the batch)."""
         seq, gen = self.shape.seq, self.shape.gen
-        prompt, last, scratch, cost = self._costed(batch)
+        prompt, _, scratch, cost = self._costed(batch)
         whole = batch.shape[-1]
 
-        def steady(count: int) -> dict:
+        def steady(count: int) -> dict:  # fewer batches: a cost of their own (time per element)
             timed = cost if count == whole else self._costed(batch[..., :count])[3]
             return {"tpot_s": step_time(timed, self.hw, self.engine, self.model.n_layers).latency_s}
 

@@ -1,12 +1,14 @@
-"""Several options of one hardware (in ``kvsim.plan``: every method at every GPU count) timed
-by a few ``op_time`` calls: one per kind of op, not one per op.
+"""Steady-state options on graphs (in ``kvsim.plan``: every hardware, method and GPU count)
+timed by a few roofline calls per hardware: one ``op_floors`` call per kind of op, not one
+``op_time`` call per op.
 
 Each option's cost is an array over its batches (last axis); option i keeps its first
 ``sizes[i]``. What ``op_time`` reads of an op is its quantities, element by element, and a few
-fields that pick the rates and curves (``PER_OP``). The ops of all options that agree in those
-fields are laid end to end and timed by one call; each element is computed as when its option
-is timed alone. Each option's latency then adds its ops' times in its own op order, then the
-graph replay, as ``roofline.step_time`` does on graphs, so the latencies are the same numbers.
+fields that pick the rates and curves (``PER_OP``). The ops of all options of one hardware
+that agree in those fields are laid end to end and timed by one call; each element is computed
+as when its option is timed alone, and its time is the largest floor, as in ``op_time``. Each
+option's latency then adds its ops' times in its own op order, then the graph replay, as
+``roofline.step_time`` does on graphs, so the latencies are the same numbers.
 An option with ops on the copy stream (KV offloaded) is timed alone by ``step_time``. Where
 op_time raises for a kind (a GPU count beyond the node), its ops are timed one by one, and an
 option fails with the error of its first op that raises, as ``step_time`` would.
@@ -99,6 +101,8 @@ def _kind_times(hw: HardwareProfile, key: tuple, members: list, width: int, time
 
 
 def _one_hardware(hw: HardwareProfile, costs: list[Cost], sizes: list[int], layouts: dict, widths: dict) -> list:
+    """``time_together`` for the options of one hardware. A member of a kind: (its block, the
+    option's first column in ``times``, the op positions, the columns not zero, the option)."""
     alone = [any(op.stream != "compute" for op in cost.ops) for cost in costs]
     edges = np.r_[0, np.cumsum(sizes)].astype(int)
     width = int(edges[-1])
