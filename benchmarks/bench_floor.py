@@ -128,16 +128,11 @@ def fit(records: list[dict]) -> dict:
             "per_grid": per_grid, "rope_over_plain": ratios}
 
 
-def rope_curve(records: list[dict], bandwidth_Bps: float, combine_s: float) -> list:
-    """memory.kernel_efficiency.rope_attention: the rotate-on-load kernel's bytes over its time
-    (less the combine kernel where the dense split policy splits), kvsim.fits.kernel_curve_fit."""
-    from kvsim.fits import kernel_curve_fit, split_kernel_seconds
-    from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
-    rope = [r for r in records if r["kind"] == "rope_load"]
-    seconds = split_kernel_seconds([r["rope_s"] for r in rope], [r["batch"] for r in rope],
-                                   [r["kv_heads"] for r in rope], [r["rows"] for r in rope], combine_s,
-                                   DENSE_TARGET_PROGRAMS)
-    return kernel_curve_fit([r["bytes"] for r in rope], seconds, bandwidth_Bps)
+def rope_curve(records: list[dict], hw) -> list:
+    """memory.kernel_efficiency.rope_attention (kvsim.fits.rope_curve_fit): the plain kernel's
+    time on ``hw``'s attention curve plus the rotating kernel's extra time at equal conditions."""
+    from kvsim.fits import rope_curve_fit
+    return rope_curve_fit(records, hw)
 
 
 def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
@@ -157,14 +152,20 @@ def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
     rope = [r for r in records if r["kind"] == "rope_load"]
     if hw_name and rope and result["per_grid"]:
         from kvsim.profiles import load_profile
-        combine_s = float(np.median([v["kernel_s"] for v in result["per_grid"].values()]))
-        points = rope_curve(records, load_profile(hw_name).memory.bandwidth_Bps.value, combine_s)
+        hw = load_profile(hw_name)
+        if "attention" not in hw.memory.kernel_efficiency:
+            lines.append(f"    (no rope_attention line: {hw.name} has no memory.kernel_efficiency.attention to add "
+                         "the rotation's extra time to; fit benchmarks/bench_kernels.py first)")
+            return "\n".join(lines)
+        points = rope_curve(records, hw)
         lines.append(f"    rope_attention: {{points: {[[float(f'{s:.4g}'), round(e, 4)] for s, e in points]}, "
                      f"source: \"measured {records[0].get('date', '')[:10]}, {records[0].get('device', '?')}: "
                      f"python3 benchmarks/bench_floor.py --fit {path} --hw {hw_name}: kernels/decode.py "
-                     f"rope_decode_attention, {len(rope)} shapes (K/V rows rotated as loaded, 32 query heads, "
-                     f"CUDA-graph replays, L2 flushed), its bytes over its time less the combine kernel where it "
-                     f"splits ({combine_s * 1e6:.2f} us), over the peak bandwidth\"}}")
+                     f"rope_decode_attention, {len(rope)} shapes (K/V rows rotated as loaded, 32 query heads): "
+                     f"the plain kernel's time on this profile's memory.kernel_efficiency.attention plus the "
+                     f"rotating kernel's extra time over plain decode, both alone in CUDA-graph replays after an "
+                     f"L2 flush (the replay's fixed cost, the combine kernel and the flush cancel), at the bytes "
+                     f"kvsim counts (K/V, q, o, slot positions, cos/sin rows), over the peak bandwidth\"}}")
     return "\n".join(lines)
 
 

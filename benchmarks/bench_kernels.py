@@ -171,7 +171,7 @@ def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
     path = " ".join(paths)
     combine_s = graph_launch_floor(launch_path)
     points = attention_curve_fit(records, hw.memory.bandwidth_Bps.value, combine_s, DENSE_TARGET_PROGRAMS)
-    date = next((r.get("date", "")[:10] for r in records if r.get("date")), "")
+    date = " and ".join(sorted({r["date"][:10] for r in records if r.get("date")}))  # every file's day
     return (f"    attention: {{points: {[[float(f'{s:.4g}'), round(e, 4)] for s, e in points]}, "
             f"source: \"measured {date}, {records[0].get('device', hw.name)}: {path} (python3 "
             f"benchmarks/bench_kernels.py --fit {path} --hw {hw.name}): the dense split-K decode kernel, "

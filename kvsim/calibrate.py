@@ -1,4 +1,6 @@
-"""Fit a profile's memory-efficiency curve and launch floor to measured step latencies.
+"""Fit a profile's memory-efficiency curve and launch floor to measured step latencies and
+attention-only latencies (each record's two CUDA-graph replays: the whole step, and its
+attention ops alone, where the small kernels around a method's selection weigh more).
 
 Least squares on log(predicted / measured) (scipy.optimize.least_squares) over the efficiency
 at the curve's knots and the launch overhead. The costs do not depend on the efficiencies, so
@@ -18,7 +20,7 @@ import numpy as np
 from .errors import KvsimError
 from .hardware import HardwareProfile
 from .profiles import left_out, load_profile
-from .roofline import step_time
+from .roofline import graph_replay_time, step_time
 from .validate import predict_record, step_context
 
 KNOTS = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)  # bytes moved by one kernel
@@ -37,6 +39,23 @@ def is_held_out(record: dict, fraction: float) -> bool:
 def _costs(records: list[dict], hw: HardwareProfile) -> list:
     """Each record's step Cost at the context it timed (built once: the fit only re-times it)."""
     return [predict_record(rec, hw, seq=step_context(rec)).cost for rec in records]
+
+
+def _attention_costs(records: list[dict], hw: HardwareProfile) -> list:
+    """Each record's step Cost at the context its attention-only replay timed (None where the
+    record has no attention-only timing)."""
+    return [predict_record(rec, hw, seq=(rec.get("timed_contexts") or {}).get("attention", rec["seq"])).cost
+            if _attention_measured(rec) else None for rec in records]
+
+
+def _attention_measured(record: dict):
+    return (record.get("attention") or {}).get("latency_s")
+
+
+def _attention_time(cost, hw: HardwareProfile) -> float:
+    """The attention-only replay as kvsim.predict times it: its ops and one replay's fixed cost."""
+    timing = step_time(cost, hw)
+    return float(sum(float(t.time_s) for t in timing.ops if t.op.kind == "attention") + graph_replay_time(hw))
 
 
 def fitted_fields(effs, launch_s: float, note: str) -> dict:
@@ -72,11 +91,14 @@ def physical(params) -> np.ndarray:
     return effs
 
 
-def _residuals(params, hw, costs, measured):
+def _residuals(params, hw, costs, measured, attention=((), ())):
+    """log(predicted / measured) of each step latency, then of each attention-only latency."""
     effs = physical(params[:-1])
     trial = with_fit(hw, effs, params[-1] * 1e-6, "trial")
     predicted = np.array([float(step_time(c, trial).latency_s) for c in costs])
-    return np.log(predicted / measured)
+    att_costs, att_measured = attention
+    att = np.array([_attention_time(c, trial) for c in att_costs])
+    return np.r_[np.log(predicted / measured), np.log(att / np.asarray(att_measured, dtype=float))]
 
 
 def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str], holdout: float = 0.3):
@@ -92,16 +114,20 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
     if len(train) < len(KNOTS) + 1:
         raise KvsimError(f"calibration needs at least {len(KNOTS) + 1} measured configurations, got {len(train)}")
     costs = _costs(train, hw)
+    with_attention = [r for r in train if _attention_measured(r)]
+    attention = ([c for c in _attention_costs(with_attention, hw)], [_attention_measured(r) for r in with_attention])
     start = np.r_[hw.memory.efficiency.at(np.array(KNOTS)), hw.launch_overhead_s.value * 1e6]
     lower, upper = np.r_[[1e-3] * len(KNOTS), 0.5], np.r_[[1.0] * len(KNOTS), 50.0]
     result = least_squares(_residuals, np.clip(start, lower, upper), bounds=(lower, upper),
-                           args=(hw, costs, np.array([r["latency_s"] for r in train])), x_scale="jac")
+                           args=(hw, costs, np.array([r["latency_s"] for r in train]), attention), x_scale="jac")
     effs = physical(result.x[:-1])
     note = (f"{datetime.date.today().isoformat()} (fit): kvsim calibrate {' '.join(source_files)} --hw {hw.name}; "
-            f"least squares in log space over {len(train)} configurations, {len(held)} held out")
+            f"least squares in log space over {len(train)} configurations' step and attention-only "
+            f"latencies, {len(held)} held out")
     fields = fitted_fields(effs, result.x[-1] * 1e-6, note)
     fields["calibration"] = {"measurements": list(source_files), "date": datetime.date.today().isoformat(),
-                           "method": "scipy.optimize.least_squares on log(predicted/measured step latency); "
+                           "method": "scipy.optimize.least_squares on log(predicted/measured) of step latency and "
+                                     "attention-only latency (each configuration's two graph replays); "
                                      "memory efficiency at knots " + ", ".join(f"{k:.0e}" for k in KNOTS)
                                      + " bytes per kernel, and the launch overhead",
                            "held_out": f"{len(held)} of {len(measured)} configurations, chosen by "

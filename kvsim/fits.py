@@ -69,6 +69,28 @@ def split_kernel_seconds(seconds, batch, kv_heads, rows, combine_s: float, targe
     return np.asarray(seconds, dtype=float) - combine_s * split
 
 
+ROPE_POSITION_BYTES, ROPE_TABLE_ELEMENT_BYTES = 4.0, 2.0  # int32 slot position; bf16 cos/sin
+
+
+def rope_curve_fit(records, hw) -> list:
+    """memory.kernel_efficiency.rope_attention from benchmarks/bench_floor.py's ``rope_load``
+    rows: the plain split-K kernel's time on ``hw``'s ``attention`` curve at the same bytes, plus
+    what rotating costs beyond it, ``rope_s − plain_s``. Both were timed alike, each alone in a
+    graph replayed after an L2 flush: the replay's fixed cost, the combine kernel and the flush's
+    dirty lines written back are in both and cancel, where the absolute times would charge them to
+    every layer's kernel (the plain kernel alone runs 10-30% over the attention curve there). The
+    bytes are those kvsim's op counts (kvsim/methods/streamingllm/cost.py): K/V, q and o, and each
+    row's slot position and cos/sin row (``rows · (4 + d · 2)``)."""
+    from .cost import Op
+    from .roofline import op_time
+    rope = [r for r in records if r.get("kind") == "rope_load"]
+    moved = np.array([r["bytes"] for r in rope], dtype=float)
+    plain = op_time(Op("plain", "attention", hbm_read=moved, launches=1.0, curve="attention"), hw).floors["memory"]
+    extra = np.array([r["rope_s"] - r["plain_s"] for r in rope], dtype=float)
+    tables = np.array([r["rows"] * (ROPE_POSITION_BYTES + r["head_dim"] * ROPE_TABLE_ELEMENT_BYTES) for r in rope])
+    return kernel_curve_fit(moved + tables, plain + np.maximum(extra, 0.0), hw.memory.bandwidth_Bps.value)
+
+
 def attention_curve_fit(records, bandwidth_Bps: float, combine_s: float, target_programs: int) -> list:
     """memory.kernel_efficiency.attention from benchmarks/bench_kernels.py's ``kernel: dense``
     rows (32 query and 8 KV heads, CUDA-graph replays, cold L2), each call less its combine."""

@@ -107,8 +107,11 @@ def _memory_efficiency(op: Op, hw: HardwareProfile, per_kernel):
     """Achieved fraction of the peak bandwidth at ``per_kernel`` bytes: the measured curve of
     the op's kernel family (``memory.kernel_efficiency[op.curve]``, e.g. the split-K decode
     attention kernels, benchmarks/bench_kernels.py) where the profile has one, else the fitted
-    ``memory.efficiency``. Below a family curve's smallest size the time follows the line
-    through its two smallest points (a fixed ramp plus streaming), never below its intercept."""
+    ``memory.efficiency``. On a family curve the time runs along straight lines between its
+    measured points (a fixed ramp plus streaming, so it never falls with size where the measured
+    times do not; efficiency interpolated in log size would dip where the time is nearly flat),
+    below its smallest size along the line through its two smallest points, never below that
+    line's intercept, and past its largest at the largest point's efficiency."""
     curve = _kernel_curve(op, hw)
     if curve is None:
         return hw.memory.efficiency.at(per_kernel)
@@ -116,12 +119,13 @@ def _memory_efficiency(op: Op, hw: HardwareProfile, per_kernel):
     if len(curve.points) < 2:
         return curve.at(x)
     peak = hw.memory.bandwidth_Bps.value
-    (x0, e0), (x1, e1) = curve.points[:2]
-    t0, t1 = x0 / (peak * e0), x1 / (peak * e1)
-    slope = (t1 - t0) / (x1 - x0)  # seconds per byte past a fixed ramp
-    ramp = max(t0 - slope * x0, 0.0)
-    below = x / (peak * np.maximum(ramp + slope * x, x / peak))  # never above the peak rate
-    return np.where(x < x0, below, curve.at(x))
+    sizes, effs = (np.asarray(v, dtype=float) for v in zip(*curve.points))
+    times = sizes / (peak * effs)
+    slope = (times[1] - times[0]) / (sizes[1] - sizes[0])  # seconds per byte past a fixed ramp
+    ramp = max(times[0] - slope * sizes[0], 0.0)
+    seconds = np.where(x < sizes[0], ramp + slope * x, np.interp(x, sizes, times))
+    seconds = np.where(x > sizes[-1], x / (peak * effs[-1]), seconds)
+    return x / (peak * np.maximum(seconds, x / peak))  # never above the peak rate
 
 
 def _memory_time(op: Op, hw: HardwareProfile):

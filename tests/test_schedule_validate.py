@@ -9,7 +9,9 @@ from kvsim.cli import main
 from kvsim.schedule.executed import prediction, with_gpu_memory
 from kvsim.schedule.validate import compare, text
 
-CONFIG = dict(hw="h100", model="opt-6.7b", layers=4, batch=32, prompt=128, gen=512)
+# 1024 tokens: long enough that the plan recomputes (Phase III). At 512 it did on the 2026-11-26
+# H100 profile; on the 2026-12-07 one (measured attention curves, recalibrated) it offloads to the end
+CONFIG = dict(hw="h100", model="opt-6.7b", layers=4, batch=32, prompt=128, gen=1024)
 GIB = 2**30
 
 

@@ -44,7 +44,9 @@ def test_validate_reports_errors_per_quantity():
     hbm = summary["methods"]["dense"]["hbm_bytes"]
     assert hbm["median_abs_err"] == pytest.approx(1 - 1 / 1.02, rel=1e-6)
     assert summary["overall"]["pcie_bytes"]["median_abs_err"] == 0.0
-    assert summary["overall"]["latency"]["median_abs_err"] > 0.01  # the shipped guess is not the truth
+    # the shipped guess is not the truth; the attention kernels run on the profile's measured
+    # curves in both (memory.kernel_efficiency), so only the weights' GEMMs and small ops differ
+    assert summary["overall"]["latency"]["median_abs_err"] > 0.003
 
 
 @settings(max_examples=50, deadline=None)
