@@ -20,7 +20,7 @@ import numpy as np
 from .errors import KvsimError
 from .hardware import HardwareProfile
 from .profiles import left_out, load_profile
-from .roofline import graph_replay_time, step_time
+from .roofline import step_time
 from .validate import predict_record, step_context
 
 KNOTS = (1e5, 1e6, 1e7, 1e8, 1e9, 1e10)  # bytes moved by one kernel
@@ -42,9 +42,9 @@ def _costs(records: list[dict], hw: HardwareProfile) -> list:
 
 
 def _attention_costs(records: list[dict], hw: HardwareProfile) -> list:
-    """Each record's step Cost at the context its attention-only replay timed (None where the
-    record has no attention-only timing)."""
-    return [predict_record(rec, hw, seq=(rec.get("timed_contexts") or {}).get("attention", rec["seq"])).cost
+    """Each record's attention ops (``Cost.attention``) at the context its attention-only replay
+    timed (None where the record has no attention-only timing)."""
+    return [predict_record(rec, hw, seq=(rec.get("timed_contexts") or {}).get("attention", rec["seq"])).cost.attention()
             if _attention_measured(rec) else None for rec in records]
 
 
@@ -52,10 +52,10 @@ def _attention_measured(record: dict):
     return (record.get("attention") or {}).get("latency_s")
 
 
-def _attention_time(cost, hw: HardwareProfile) -> float:
-    """The attention-only replay as kvsim.predict times it: its ops and one replay's fixed cost."""
-    timing = step_time(cost, hw)
-    return float(sum(float(t.time_s) for t in timing.ops if t.op.kind == "attention") + graph_replay_time(hw))
+def _attention_time(attention_cost, hw: HardwareProfile) -> float:
+    """The attention-only replay as kvsim.predict times it: its ops and one replay's fixed cost
+    (graphs: the compute stream's ops back to back; calibration leaves offloaded records out)."""
+    return float(step_time(attention_cost, hw).latency_s)
 
 
 def fitted_fields(effs, launch_s: float, note: str) -> dict:
