@@ -43,9 +43,9 @@ def _costs(records: list[dict], hw: HardwareProfile) -> list:
 
 def _attention_costs(records: list[dict], hw: HardwareProfile) -> list:
     """Each record's attention ops (``Cost.attention``) at the context its attention-only replay
-    timed (None where the record has no attention-only timing)."""
+    timed."""
     return [predict_record(rec, hw, seq=(rec.get("timed_contexts") or {}).get("attention", rec["seq"])).cost.attention()
-            if _attention_measured(rec) else None for rec in records]
+            for rec in records]
 
 
 def _attention_measured(record: dict):
@@ -115,7 +115,7 @@ def fit(records: list[dict], hw: str | HardwareProfile, source_files: list[str],
         raise KvsimError(f"calibration needs at least {len(KNOTS) + 1} measured configurations, got {len(train)}")
     costs = _costs(train, hw)
     with_attention = [r for r in train if _attention_measured(r)]
-    attention = ([c for c in _attention_costs(with_attention, hw)], [_attention_measured(r) for r in with_attention])
+    attention = (_attention_costs(with_attention, hw), [_attention_measured(r) for r in with_attention])
     start = np.r_[hw.memory.efficiency.at(np.array(KNOTS)), hw.launch_overhead_s.value * 1e6]
     lower, upper = np.r_[[1e-3] * len(KNOTS), 0.5], np.r_[[1.0] * len(KNOTS), 50.0]
     result = least_squares(_residuals, np.clip(start, lower, upper), bounds=(lower, upper),

@@ -6,7 +6,7 @@
 
 Policies:
   alisa    ALISA's sparse attention (kvsim/methods/alisa/runtime.py) over the plan's placement
-           (runtime/schedule_store.py): Phase II rows in pinned host memory, gathered by the GPU
+           (runtime/schedule_placement.py, runtime/schedule_store.py): Phase II rows in pinned host memory, gathered by the GPU
            when selected; Phase III rows deleted and recomputed from their kept layer inputs.
   flexgen  dense attention with the oldest share 1 − cg of every layer's KV in pinned host memory,
            the whole host block streamed to the GPU every step, prefetched one layer ahead
@@ -26,7 +26,8 @@ from kvsim.schedule.executed import phase_of
 from .cache import CacheSpec, KVCache
 from .model import DTYPE_NAMES, Decoder, torch_dtype
 from .registry import METHODS, resolve
-from .schedule_store import GPU, HOST, PlannedRows, TokenPlacement, mark, span_s
+from .schedule_placement import GPU, HOST, TokenPlacement
+from .schedule_store import PlannedRows, mark, span_s
 from .synthetic import synthetic_scores
 from .transfers import PcieCounter
 

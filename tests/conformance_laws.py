@@ -45,20 +45,22 @@ def law_monotone(method, model: str, seqs, batches) -> None:
         assert never_falls(value, 0), f"{method.name}: {what} falls as the batch grows: {value}"
 
 
+def _combines(pred):
+    """The split-K combine kernels' timed ops: a larger batch may need one split where a smaller
+    one took two and a combine (kernel_contract.split_count), and the runtime drops that kernel
+    too (e.g. ADORE at 4k, batch 15 to 16: 179 MB of partials read back less)."""
+    return [t for t in pred.timing.ops if t.op.name.endswith("_combine")]
+
+
 def without_combine(pred):
-    """Step latency less the split-K combine kernels: a larger batch may need one split where a
-    smaller one took two and a combine (kernel_contract.split_count), and the runtime drops that
-    kernel too; everything else must not get faster with more work."""
-    combine = sum((t.time_s for t in pred.timing.ops if t.op.name.endswith("_combine")), 0.0)
-    return pred.latency_s - combine
+    """Step latency less the combine kernels; everything else must not get faster with more work."""
+    return pred.latency_s - sum((t.time_s for t in _combines(pred)), 0.0)
 
 
 def combine_bytes(pred):
-    """HBM bytes of the split-K combine kernels: like their time (``without_combine``), they go
-    when a larger batch needs one split where a smaller one took two (e.g. ADORE at 4k, batch 15
-    to 16: 179 MB of partials read back less)."""
-    ops = [t.op for t in pred.timing.ops if t.op.name.endswith("_combine")]
-    return sum((np.asarray(op.hbm_read, dtype=float) + np.asarray(op.hbm_write, dtype=float) for op in ops), 0.0)
+    """HBM bytes of the combine kernels, which go with them."""
+    return sum((np.asarray(t.op.hbm_read, dtype=float) + np.asarray(t.op.hbm_write, dtype=float)
+                for t in _combines(pred)), 0.0)
 
 
 def split_partials(model, seq, batch):

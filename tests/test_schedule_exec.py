@@ -12,7 +12,8 @@ import torch  # noqa: E402
 
 from kvsim.runtime.model import Decoder  # noqa: E402
 from kvsim.runtime.schedule_exec import ScheduleUnsupported, generate  # noqa: E402
-from kvsim.runtime.schedule_store import GONE, GPU, recompute_kv  # noqa: E402
+from kvsim.runtime.schedule_placement import GONE, GPU  # noqa: E402
+from kvsim.runtime.schedule_store import recompute_kv  # noqa: E402
 from kvsim.schedule.executed import alpha_count, prediction  # noqa: E402
 from test_runtime import TINY, TINY_OPT  # noqa: E402
 
