@@ -1,7 +1,10 @@
 """A held-out set for the eager engine that nobody opens until the model is final: every method
-at configurations off the sweep grid (contexts 8k/24k, batches 2/6, llama-3.1-8b and llama-2-7b
+at configurations off the sweep grid (contexts 12k/40k, batches 3/5, llama-3.1-8b and llama-2-7b
 cut to 4 or 6 layers), eager timings only (no graph capture: more configurations in the time),
-each record with the host clock of its eager timings (``eager.host_probe_s``). On a CUDA GPU:
+each record with the host clock of its eager timings (``eager.host_probe_s``). No configuration
+runs torch.profiler (no ``gpu_busy_s``): the first vault (h100-eager-vault.jsonl, contexts 8k/24k,
+batches 2/6) ran it per configuration, and its hooks slowed every later one's host calls. On a
+CUDA GPU:
 
     python3 benchmarks/measure_eager_vault.py --out $OUT/eager/h100-eager-vault.jsonl --budget-s 50
 
@@ -20,7 +23,7 @@ from kvsim.methods import METHODS  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 from kvsim.runtime.sweep_process import cut_model_params  # noqa: E402
 
-CHOICES = list(itertools.product(("llama-3.1-8b", "llama-2-7b"), (8192, 24576), (2, 6), (4, 6)))
+CHOICES = list(itertools.product(("llama-3.1-8b", "llama-2-7b"), (12288, 40960), (3, 5), (4, 6)))
 CONFIGS_PER_METHOD = 2
 
 
@@ -48,7 +51,8 @@ def main() -> None:
         if time.time() - start > args.budget_s:
             print("time budget reached", flush=True)
             return
-        record = measure(**config, steps=args.steps, warmup=5, hw=hw, graphs=False)  # eager timings only
+        # eager timings only, and no torch.profiler: its hooks would slow every later configuration
+        record = measure(**config, steps=args.steps, warmup=5, hw=hw, graphs=False, busy_time=False)
         record.update(command="python3 " + " ".join(sys.argv), driver=driver)
         append_jsonl(args.out, [record])
         torch.cuda.empty_cache()

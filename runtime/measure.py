@@ -206,12 +206,15 @@ def replay_times(device, attention, step, steps: int, flush_l2: bool) -> list[fl
 def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama-3.1-8b",
             n_layers: int | None = None, params: dict | None = None, steps: int = 50, warmup: int = 5,
             *, device=None, dtype=None, kv_dtype: str | None = None, offload=False, hw: str | None = None,
-            seed: int = 0, flush_l2: bool = True, graphs: bool = True) -> dict:
+            seed: int = 0, flush_l2: bool = True, graphs: bool = True, busy_time: bool = True) -> dict:
     """Measure one configuration; returns a record (see module docstring). A configuration that
     does not fit in GPU memory returns a record with ``fits: False`` and the error.
     ``latency_s`` is the CUDA-graph replay time where the step can be captured (``timer`` says
     which), else the eager time; ``eager`` always holds the eager step and attention times;
-    offloaded, ``synced`` holds them timed between device syncs too (:func:`synced_times`)."""
+    offloaded, ``synced`` holds them timed between device syncs too (:func:`synced_times`).
+    ``busy_time=False`` skips torch.profiler (``gpu_busy_s`` None): its hooks stay attached to the
+    process and slow every later host call (the host-clock probe 6.1 -> 8.0 us on the H100), so a
+    process that times several eager configurations must not run it."""
     kw = dict(device=device, dtype=dtype, kv_dtype=kv_dtype, offload=offload, seed=seed)
     ops.reset()  # so ``backends`` lists what this configuration ran
     try:
@@ -222,7 +225,8 @@ def measure(method: str = "dense", seq: int = 4096, batch: int = 1, model="llama
         first = engine.length + warmup + 1
         times, moved, probe = _time_steps(engine, steps, warmup, flush_l2)
         synced = synced_times(engine, steps, flush_l2) if offload_fraction(offload) else None
-        busy = _busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step)
+        busy = ((_busy_time(engine, engine.step), _busy_time(engine, engine.attention_only_step))
+                if busy_time else (None, None))
         launches = {"step": count_launches(engine.step), "attention": count_launches(engine.attention_only_step)}
         memory, memory_how = _peak_memory(engine)
         graphed, graph_how, replayed = _graph_times(engine, steps, flush_l2) if graphs else ([], "not asked", {})
