@@ -59,6 +59,24 @@ class Curve(_Frozen):
         return np.interp(log_size, np.log10(sizes), effs)
 
 
+def kernel_seconds(points, peak: float, size):
+    """A kernel family's time for ``size`` bytes on its measured curve ``points`` [(bytes,
+    fraction of ``peak``)]: straight lines between the measured times (a fixed ramp plus
+    streaming), below the smallest size along the line through the two smallest points, never
+    below that line's intercept, past the largest at the largest point's fraction; never faster
+    than the peak. (kvsim.roofline times a family's ops this way; kvsim.transfer carries curves.)"""
+    x = np.maximum(np.asarray(size, dtype=float), 1.0)
+    sizes, effs = (np.asarray(v, dtype=float) for v in zip(*points))
+    times = sizes / (peak * effs)
+    if len(sizes) < 2:
+        return np.maximum(x / (peak * effs[0]), x / peak)
+    slope = (times[1] - times[0]) / (sizes[1] - sizes[0])  # seconds per byte past a fixed ramp
+    ramp = max(times[0] - slope * sizes[0], 0.0)
+    seconds = np.where(x < sizes[0], ramp + slope * x, np.interp(x, sizes, times))
+    seconds = np.where(x > sizes[-1], x / (peak * effs[-1]), seconds)
+    return np.maximum(seconds, x / peak)
+
+
 class Compute(_Frozen):
     peak_flops: dict[Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"], Sourced]
     efficiency: Curve  # by FLOPs per kernel

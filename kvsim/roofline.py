@@ -38,7 +38,7 @@ import numpy as np
 
 from .cost import Cost, Op
 from .errors import KvsimError
-from .hardware import HardwareProfile
+from .hardware import HardwareProfile, kernel_seconds
 from .host_costs import host_issue_time
 from .offload import pipelined_step
 from .topology import collective_time
@@ -119,13 +119,7 @@ def _memory_efficiency(op: Op, hw: HardwareProfile, per_kernel):
     if len(curve.points) < 2:
         return curve.at(x)
     peak = hw.memory.bandwidth_Bps.value
-    sizes, effs = (np.asarray(v, dtype=float) for v in zip(*curve.points))
-    times = sizes / (peak * effs)
-    slope = (times[1] - times[0]) / (sizes[1] - sizes[0])  # seconds per byte past a fixed ramp
-    ramp = max(times[0] - slope * sizes[0], 0.0)
-    seconds = np.where(x < sizes[0], ramp + slope * x, np.interp(x, sizes, times))
-    seconds = np.where(x > sizes[-1], x / (peak * effs[-1]), seconds)
-    return x / (peak * np.maximum(seconds, x / peak))  # never above the peak rate
+    return x / (peak * kernel_seconds(curve.points, peak, x))  # never above the peak rate
 
 
 def _memory_time(op: Op, hw: HardwareProfile):

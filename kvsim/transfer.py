@@ -17,6 +17,16 @@ itself. Each law is scaled by the physical quantity it depends on, and its sourc
   small kernel, which loses the same seconds in a shorter streaming time, reaches a smaller one.
   (Shifting the curve along x by r instead is the same law for a loss that does not grow with x;
   the H100's loss grows from 1 µs at 100 kB to 10 µs at 1 GB per kernel.)
+- A kernel that does more than the plain kernel it varies (``rope_attention``: the split-K
+  decode kernel rotating keys as it loads them) takes the plain kernel's time on the device's
+  own ``attention`` curve plus the seconds it took beyond the plain kernel on the parent, scaled
+  by SM count × clock: the rotation is SM work, which a faster memory does not shorten. This is
+  the lower of the two bounds one device gives: where the parent's loads hid most of the SM work
+  (large kernels), a faster memory uncovers it. On the H200 (the H100's SMs and clock, 1.43x its
+  bandwidth) the rotating kernel ran 1.05x faster than on the H100 at 67 MB a call and 1.2x at
+  1 GB, plain decode 1.45x (h100-sweep.jsonl, h200-sweep.jsonl): this law predicts 1.2x and
+  1.4x, carrying the whole H100 time 1.0x and 1.0x; an H200 measurement of its own
+  (benchmarks/bench_floor.py) replaces both.
 - The CUDA context and the allocator's reserve are the driver's and the allocator's: carried.
 
 A profile with ``memory.context_bytes`` and ``memory.allocator_reserve_bytes`` and no
@@ -25,6 +35,8 @@ A profile with ``memory.context_bytes`` and ``memory.allocator_reserve_bytes`` a
 from __future__ import annotations
 
 import copy
+
+import numpy as np
 
 from .errors import KvsimError
 from .trust import trust_of
@@ -38,7 +50,7 @@ LAWS = {
     "compute.tile_rows": AS_IS,
     "memory.efficiency": "bandwidth",
     "memory.kernel_efficiency.attention": "bandwidth",
-    "memory.kernel_efficiency.rope_attention": "bandwidth",
+    "memory.kernel_efficiency.rope_attention": "beyond_attention",
     "memory.gather_efficiency": AS_IS,
     "memory.reread_Bps": "sm_rate",
     "memory.context_bytes": AS_IS,
@@ -57,7 +69,10 @@ RULES = {
     "bandwidth": "the seconds a kernel loses beyond the peak rate carried over, bandwidth ratio {ratio:.3g}",
     "sm_rate": "scaled by SM count x clock, ratio {ratio:.3g}",
     "clock": "scaled by the inverse clock ratio {ratio:.3g}",
+    "beyond_attention": "the plain kernel on this device's attention curve plus the seconds beyond "
+                        "it on the parent, scaled by SM count x clock, ratio {ratio:.3g}",
 }
+PLAIN_CURVE = "memory.kernel_efficiency.attention"
 
 
 def _get(data: dict, path: str):
@@ -95,7 +110,7 @@ def ratios(child: dict, parent: dict) -> dict:
     rate = lambda d: _fact(d, "compute.sm_count", "SM count") * _fact(d, "compute.clock_hz", "clock")  # noqa: E731
     return {AS_IS: 1.0, "peak": _peak(child) / _peak(parent),
             "bandwidth": _fact(child, "memory.bandwidth_Bps", "bandwidth") / _fact(parent, "memory.bandwidth_Bps", "bandwidth"),
-            "sm_rate": rate(child) / rate(parent),
+            "sm_rate": rate(child) / rate(parent), "beyond_attention": rate(child) / rate(parent),
             "clock": _fact(parent, "compute.clock_hz", "clock") / _fact(child, "compute.clock_hz", "clock")}
 
 
@@ -108,7 +123,27 @@ def lost_time_points(points, ratio: float) -> list:
     return [[float(size), 1.0 / (1.0 / e_max + ratio * (1.0 / float(eff) - 1.0 / e_max))] for size, eff in points]
 
 
-def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str) -> dict:
+def beyond_plain_points(points, parent_plain, child_plain, peaks: tuple[float, float], sm_ratio: float) -> list:
+    """A variant kernel's curve on the child: at each measured size x, the plain kernel's time on
+    the child's curve plus what the variant took beyond the plain kernel on the parent (SM work)
+    over ``sm_ratio`` (the child's SM count × clock over the parent's). ``peaks``: (parent,
+    child) bandwidth."""
+    from .hardware import kernel_seconds
+    sizes, effs = (np.asarray(v, dtype=float) for v in zip(*points))
+    extra = np.maximum(sizes / (peaks[0] * effs) - kernel_seconds(parent_plain, peaks[0], sizes), 0.0)
+    seconds = kernel_seconds(child_plain, peaks[1], sizes) + extra / sm_ratio
+    return [[float(x), float(min(x / (peaks[1] * t), 1.0))] for x, t in zip(sizes, seconds)]
+
+
+def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str, parent: dict | None = None) -> dict:
+    if rule == "beyond_attention":
+        plain = (_get(parent, PLAIN_CURVE) or {}).get("points"), (_get(child, PLAIN_CURVE) or {}).get("points")
+        if None in plain:  # no plain curve on one side: the variant's own lost time carries over
+            rule, ratio = "bandwidth", ratios(child, parent)["bandwidth"]
+        else:
+            peaks = (_fact(parent, "memory.bandwidth_Bps", "bandwidth"), _fact(child, "memory.bandwidth_Bps", "bandwidth"))
+            how = f"from {parent_name} ({RULES[rule].format(ratio=ratio)}): {value['source']}"
+            return {"points": beyond_plain_points(value["points"], *plain, peaks, ratio), "source": f"transferred {how}"}
     if rule == "sm_count":
         sms = _get(child, "compute.sm_count")
         return {"value": sms["value"], "source": f"{sms['source']} (one row's block per SM at a time)"}
@@ -128,7 +163,7 @@ def transfer(child: dict, parent: dict) -> dict:
         if value is None or _get(child, path) is not None:
             continue
         scale = scale or ratios(child, parent)
-        _set(out, path, _carried(value, rule, scale.get(rule, 1.0), child, parent["name"]))
+        _set(out, path, _carried(value, rule, scale.get(rule, 1.0), out, parent["name"], parent))
     if scale is not None:
         out["transferred_from"] = {"profile": parent["name"], "architecture": parent.get("architecture")}
     return out

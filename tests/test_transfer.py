@@ -187,3 +187,29 @@ def test_max_batch_records_are_checked_against_kvsim():
     assert len(checks) == 10 and {c["hw"] for c in checks} == {"h100-sxm", "h200-sxm"}
     for c in checks:  # the allocation within 1%: the largest batch the runtime's or one off
         assert abs(c["predicted"] - c["ran"]) <= 1 and abs(c["allocation_err"]) < 0.01
+
+
+def test_a_rotating_kernel_carries_its_sm_seconds_and_its_loads_follow_the_device():
+    """rope_attention on another device: the plain kernel's time on that device's attention
+    curve plus the seconds rotating took beyond plain on the H100, over the SM-rate ratio."""
+    from kvsim.hardware import kernel_seconds
+    from kvsim.transfer import beyond_plain_points
+    h100, h200, a100 = load_profile("h100"), load_profile("h200"), load_profile("a100-80gb-sxm")
+    rope = h100.memory.kernel_efficiency["rope_attention"].points
+    curve = lambda p, name="attention": p.memory.kernel_efficiency[name].points  # noqa: E731
+    bw = lambda p: p.memory.bandwidth_Bps.value  # noqa: E731
+    same = beyond_plain_points(rope, curve(h100), curve(h100), (bw(h100), bw(h100)), 1.0)
+    assert np.allclose([e for _, e in same], [e for _, e in rope])  # onto itself: unchanged
+    sizes = np.array([x for x, _ in rope])
+    seconds = lambda p: sizes / (bw(p) * np.array([e for _, e in curve(p, "rope_attention")]))  # noqa: E731
+    extra = seconds(h100) - kernel_seconds(curve(h100), bw(h100), sizes)
+    assert np.all(extra >= 0)
+    for other in (h200, a100):
+        assert curve(other, "rope_attention") and "transferred from h100-sxm" in \
+            other.memory.kernel_efficiency["rope_attention"].source
+        rate = (other.compute.sm_count.value * other.compute.clock_hz.value
+                / (h100.compute.sm_count.value * h100.compute.clock_hz.value))
+        want = kernel_seconds(curve(other), bw(other), sizes) + extra / rate
+        assert seconds(other) == pytest.approx(np.maximum(want, sizes / bw(other)), rel=1e-9)
+    # the H200's faster memory shortens the loads, never the rotation
+    assert np.all(seconds(h200) >= extra - 1e-12) and np.all(seconds(h200) <= seconds(h100) + 1e-12)
