@@ -18,12 +18,15 @@ Both plans must keep every weight on the GPU (weights_gpu = 1): the weight strea
 """
 from __future__ import annotations
 
+import statistics
+
 import torch
 import torch.nn.functional as F
 
 from kvsim.schedule.executed import phase_of
 
 from .cache import CacheSpec, KVCache
+from .launches import host_probe
 from .model import DTYPE_NAMES, Decoder, torch_dtype
 from .registry import METHODS, resolve
 from .schedule_placement import GPU, HOST, TokenPlacement
@@ -32,6 +35,7 @@ from .synthetic import synthetic_scores
 from .transfers import PcieCounter
 
 POLICIES = ("alisa", "flexgen", "dense")
+PROBE_EVERY = 32  # decode steps between host-clock probes (eager steps scale with the host clock)
 
 
 class ScheduleUnsupported(ValueError):
@@ -166,11 +170,12 @@ def _memory(device, decoder, method) -> int:
 
 @torch.no_grad()
 def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, decoder: Decoder | None = None,
-             max_steps: int | None = None, keep_logits: bool = False) -> dict:
+             max_steps: int | None = None, keep_logits: bool = False, step_hook=None) -> dict:
     """Prefill ``pred``'s prompt and generate its ``gen`` tokens greedily under ``policy``
     (``max_steps``: stop after that many decode steps, e.g. to warm up kernels). Returns the
     step records, the generated tokens [B, steps] (on the CPU) and, with ``keep_logits``, every
-    step's logits [B, steps, V] (on the CPU: B·V·4 B a step would otherwise stay on the GPU)."""
+    step's logits [B, steps, V] (on the CPU: B·V·4 B a step would otherwise stay on the GPU).
+    ``step_hook(j)``, if given, runs after step j's timing (benchmarks/profile_schedule.py)."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -180,8 +185,10 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
     counter, clock = PcieCounter(), _Clock(device)
     method = _method(policy, pred, decoder, B, P + G, device, dtype, counter)
     tokens = torch.randint(decoder.cfg.vocab, (B, P), generator=torch.Generator().manual_seed(seed + 2)).to(device)
-    steps, out = [], []
+    steps, out, probes, scratch = [], [], [], torch.zeros(1, device=device)
     for j in range(min(G, G if max_steps is None else max_steps) + 1):
+        if j % PROBE_EVERY == 1:  # the host clock, untimed, between steps (runtime/launches.py)
+            probes.append(host_probe(device, scratch))
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         before, begun = counter.as_dict(), clock.start()
@@ -197,8 +204,11 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
         tokens = logits.argmax(-1)
         out.append(logits.cpu() if keep_logits else tokens.cpu())
         steps.append(_step_record(j, pred, policy, latency, before, after, _memory(device, decoder, method), method))
+        if step_hook is not None:
+            step_hook(j)
     key = "logits" if keep_logits else "tokens"
-    return {"steps": steps, key: torch.stack(out, 1), "method": method, "decoder": decoder}
+    return {"steps": steps, key: torch.stack(out, 1), "method": method, "decoder": decoder,
+            "host_probe_s": statistics.median(probes) if probes else None}
 
 
 def _step_record(j, pred, policy, latency, before, after, peak, method) -> dict:
@@ -245,5 +255,6 @@ def record(policy: str, pred: dict, run: dict, gpu_mem, device) -> dict:
             "pcie_bytes": sum(s["h2d"] + s["d2h"] for s in steps),
             "recompute_s": sum(s.get("recompute_s", 0.0) for s in steps), "kv_bytes": method.device_bytes,
             "host_kv_bytes": method.host_bytes, "device": device_name(device), **versions(),
+            "host_probe_s": run.get("host_probe_s"),
             "timer": "eager, CUDA events per step" if device.type == "cuda" else "eager, wall clock",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -6,7 +6,8 @@ phase, the peak GPU memory over the decode steps (kvsim's GPU bytes less the pro
 workspace, against torch.cuda.max_memory_allocated, as kvsim validate compares memory), PCIe
 bytes; per configuration the ALISA/FlexGen speedup (FlexGen's total over ALISA's), both sides.
 Errors are (predicted − measured) / measured. The executor issues every op from the host
-(eager, timed with CUDA events), so kvsim's side times the plan's steps on its eager engine;
+(eager, timed with CUDA events), so kvsim's side times the plan's steps on its eager engine,
+its host costs at the host clock the run read (``host_probe_s``, kvsim.host_costs.at_host_probe);
 the CUDA-graph totals (what ``kvsim schedule`` prints) are shown beside them.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import KvsimError
+from ..host_costs import at_host_probe
+from ..profiles import load_profile
 from ..report import table
 from ..validate import relative_error
 from .executed import phase_of, prediction
@@ -73,11 +76,13 @@ def compare(records: list[dict]) -> dict:
     for record in records:
         key = _key(record)
         params = record.get("schedule_params") or {}
-        if key not in preds:
-            preds[key] = prediction(*key, params=params)
-        rows.append(compare_one(record, preds[key]))
+        probe = record.get("host_probe_s") or 0.0
+        if (key, probe) not in preds:
+            hw = at_host_probe(load_profile(key[0]), probe)
+            preds[key, probe] = prediction(hw, *key[1:], params=params)
+        rows.append(compare_one(record, preds[key, probe]))
     speedups = []
-    for key in preds:
+    for key in dict.fromkeys(k for k, _ in preds):
         both = {r["policy"]: r for r in rows if tuple(r["config"].values()) == key}
         if {"alisa", "flexgen"} <= set(both):
             a, f = both["alisa"]["total"], both["flexgen"]["total"]
