@@ -82,6 +82,16 @@ class ScheduledALISA(METHODS["alisa"]):
         R = self.recompute_bound(self._sel[0].shape[1] - k)
         for store, sel in zip(self.kv.layers, self._sel):
             store.recompute_rows = sel[:, :R] if R > 0 else None
+        self._prefetch(0)
+
+    def _prefetch(self, layer: int) -> None:
+        """Layer's selected rows start moving (PlannedRows.prefetch_rows): layer 0's at the
+        step's start, each later one's when the layer before it selects, so at most two
+        layers' rows are in flight (the schedule's 2-layer load buffer)."""
+        if layer < self.spec.n_layers:
+            sel = self._sel[layer]
+            rows = sel[:, None, :].expand(sel.shape[0], self.spec.n_kv_heads, sel.shape[1]).int()
+            self.kv.layers[layer].prefetch_rows(rows)
 
     def recompute_bound(self, selected: int) -> int:
         """List entries to recompute per layer, from host-known counts (no host sync): of the
@@ -90,6 +100,7 @@ class ScheduledALISA(METHODS["alisa"]):
         return min(selected, self.place.deleted)
 
     def select(self, layer: int, n: int) -> torch.Tensor:
+        self._prefetch(layer + 1)
         return self._sel[layer]
 
     def layer_input(self, layer: int, x: torch.Tensor) -> None:

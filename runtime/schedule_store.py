@@ -46,6 +46,7 @@ class PlannedRows:
         self.spans = []  # (start, end) of each recomputation: CUDA events, or perf_counter seconds
         self.stream = torch.cuda.Stream(device) if pin else None  # d2h copies (evictions)
         self._pending = None  # event after the last d2h copies
+        self._ready = None  # (rows, event) of a prefetch_rows under way
 
     # ---- writes ---------------------------------------------------------------------------------
     def apply(self, moves: dict, values: dict | None = None, x: torch.Tensor | None = None) -> None:
@@ -139,20 +140,66 @@ class PlannedRows:
         """The rows to attend over and their list positions: while the placement holds no row on
         the host and nothing is recomputed (known on the host: its counts), the GPU pool itself
         and each entry's GPU slot (read in place, no copy); else the compact rows (``compact``)."""
-        if self.in_place and self.recompute_rows is None and self.place.on_host == 0:
+        if self.reads_in_place():
             return self.dev, self.place.enc[indices.long()] - self.place.off
         return OffloadRows.gather(self, indices)
 
-    def compact(self, indices: torch.Tensor) -> dict:
-        """Rows indices [B, Hkv, K] as [B, Hkv, K, d]: GPU and host rows by one gather per
-        field; deleted rows among the first R list entries recomputed (``recompute_rows``)."""
+    def reads_in_place(self) -> bool:
+        return self.in_place and self.recompute_rows is None and self.place.on_host == 0
+
+    def prefetch_rows(self, indices: torch.Tensor) -> None:
+        """Start gathering the rows ``indices`` [B, Hkv, K] lists, known before the layer runs
+        (ALISA selects from the scores of earlier steps, arXiv 2403.17312 §4.3), on the side
+        stream (forked from the compute stream here, behind this step's evictions on the same
+        stream), so the PCIe reads overlap the compute until the layer attends; ``compact``
+        takes them. The list's last entry must be the step's new token, written after this
+        (``compact`` copies its row in: 2·d·b per (b, head)). On the CPU: gathered now."""
+        if self.reads_in_place():
+            return
+        if self.stream is None:
+            self._ready = (self._gather_rows(indices), None)
+            return
+        main = torch.cuda.current_stream(self.stream.device)
+        self.stream.wait_stream(main)
+        with torch.cuda.stream(self.stream):
+            out = self._gather_rows(indices)
+            done = self.stream.record_event()
+        for t in out.values():
+            t.record_stream(main)  # allocated on the side stream, read on the compute stream
+        self._ready = (out, done)
+
+    def _gather_rows(self, indices: torch.Tensor) -> dict:
+        """GPU and host rows of ``indices`` by one gather per field (host rows over PCIe,
+        counted on the device), after the d2h copies that wrote the host pool."""
         self._wait_d2h()
         enc = self.place.enc[indices.long()]
         if self._host_count is None:
             self._host_count = self.counter.on_device("h2d", self.row_bytes, indices.device)
-        out = {f: ops.gather_host_rows(self.host[f], t, enc, self.place.off,
-                                       count=self._host_count if f == "k" else None)
-               for f, t in self.dev.items()}
+        return {f: ops.gather_host_rows(self.host[f], t, enc, self.place.off,
+                                        count=self._host_count if f == "k" else None)
+                for f, t in self.dev.items()}
+
+    def _take_prefetched(self) -> dict | None:
+        """The prefetched rows, once the compute stream waited for them, with the new token's
+        row (the list's last entry, put after the prefetch began) copied in from its GPU slot."""
+        ready, self._ready = self._ready, None
+        if ready is None:
+            return None
+        out, done = ready
+        if done is not None:
+            torch.cuda.current_stream(self.stream.device).wait_event(done)
+        _, slot = self.place.kv[self.place.p["n"][self.place.step] - 1]
+        for f, t in out.items():
+            t[:, :, -1] = self.dev[f][:, :, slot]
+        return out
+
+    def compact(self, indices: torch.Tensor) -> dict:
+        """Rows indices [B, Hkv, K] as [B, Hkv, K, d]: the prefetched rows (``prefetch_rows``)
+        or a gather now; deleted rows among the first R list entries recomputed
+        (``recompute_rows``)."""
+        out = self._take_prefetched()
+        if out is None:
+            out = self._gather_rows(indices)
         if self.recompute_rows is not None:
             begun = mark(indices.device)
             self._recompute(out, self.recompute_rows)

@@ -96,3 +96,19 @@ def test_with_gpu_memory_keeps_the_rest_of_the_profile():
     hw = with_gpu_memory("h100", 4 * GIB)
     assert hw.memory.capacity_bytes.value == 4 * GIB and "emulated" in hw.memory.capacity_bytes.source
     assert hw.memory.bandwidth_Bps == with_gpu_memory("h100", None).memory.bandwidth_Bps
+
+
+def test_kvsim_times_the_plan_that_ran_at_the_host_clock_it_ran(pred):
+    """A record carries its placement and host-clock probe: kvsim times that placement (not the
+    one today's planner would choose) with every host cost scaled by the probe."""
+    from kvsim.profiles import load_profile
+    record = _record(pred, "alisa")
+    record["plan"] = {k: pred["alisa"][k] for k in ("p1", "p2", "alpha", "beta", "weights_gpu")}
+    probe = load_profile(CONFIG["hw"]).host.probe_s.value
+    same = compare([record | {"host_probe_s": probe}])["rows"][0]
+    assert same["total"]["err"] == pytest.approx(0.0, abs=1e-9)
+    slow = compare([record | {"host_probe_s": 2 * probe}])["rows"][0]
+    assert slow["total"]["predicted"] > 1.2 * same["total"]["predicted"]  # eager steps are host-bound here
+    other = dict(record["plan"], p1=0, alpha=1.0)  # everything past the window offloaded from the start
+    moved = compare([record | {"plan": other}])["rows"][0]
+    assert moved["pcie"]["predicted"] > same["pcie"]["predicted"]

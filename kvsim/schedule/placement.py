@@ -146,17 +146,26 @@ def _transfer_op(name: str, inp: StepInputs, h2d, d2h, gathered, stream: str) ->
               launches=inp.model.n_layers * busy, stream=stream)
 
 
+def _gather_op(inp: StepInputs, load, stream: str) -> Op:
+    """Selected CPU rows (K, V; a deleted row's kept x in d-wide pieces) read in place from
+    pinned memory by the GPU gather kernel (kernels/host_gather.py, as runtime/schedule_store.py
+    runs it; no CPU-side gather): per layer one launch per field, into a buffer (written once),
+    each row d·b_kv bytes, timed at the profile's zero-copy gather efficiency for that row."""
+    busy = np.asarray(load) > 0
+    return Op("schedule/load_selected", "transfer", h2d=load, hbm_write=load, launches=2 * inp.model.n_layers * busy,
+              access="gather", link_row_bytes=inp.model.head_dim * inp.wl.b_kv, stream=stream)
+
+
 def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
     """The schedule's own ops at every step: loads of selected CPU rows (or of deleted rows'
-    x), the weight stream, the write-back of newly offloaded tokens, and recomputation."""
+    x), the weight stream, the write-back of newly offloaded tokens, and recomputation. A method
+    that selects before the step (``prefetchable``) loads on the side stream, each layer's rows
+    while the layer before it runs; otherwise the loads wait for the layer's own selection, on
+    the compute stream."""
     load = alpha * (inp.rho * geo.load_rows + inp.eta * geo.load_x_rows)
     stream = (1.0 - weights_gpu) * inp.weights * np.ones_like(load)
     new_rows, new_x_rows = new_offloads(inp, geo)
     back = alpha * (inp.rho * new_rows + inp.eta * new_x_rows)
-    ops = [_recompute_op(inp, inp.batch * geo.recompute_rows)]
-    if inp.prefetchable:  # one duplex copy stream: loads + weights in, offloads out
-        ops.append(_transfer_op("schedule/pcie", inp, load + stream, back, load, "copy"))
-    else:  # loads wait for the step's own selection: serialized on the compute stream
-        ops += [_transfer_op("schedule/load_selected", inp, load, 0.0 * load, load, "compute"),
-                _transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy")]
-    return ops
+    return [_recompute_op(inp, inp.batch * geo.recompute_rows),
+            _gather_op(inp, load, "copy" if inp.prefetchable else "compute"),
+            _transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy")]

@@ -22,6 +22,7 @@ from ..validate import relative_error
 from .executed import phase_of, prediction
 
 CONFIG = ("hw", "model", "n_layers", "batch", "prompt", "gen", "gpu_mem_bytes")
+PLACEMENT = ("p1", "p2", "alpha", "beta", "weights_gpu")
 
 
 def _key(record: dict) -> tuple:
@@ -70,19 +71,28 @@ def compare_one(record: dict, pred: dict) -> dict:
     return out
 
 
+def _ran_placement(record: dict):
+    """ALISA's placement the run followed (p1, p2, α, β, weights on the GPU), so kvsim times the
+    plan that ran even where today's planner would choose another; None for FlexGen (its LP)."""
+    plan = record.get("plan") or {}
+    if record.get("policy") != "alisa" or any(k not in plan for k in PLACEMENT):
+        return None
+    return tuple(float(plan[k]) if k != "p1" and k != "p2" else int(plan[k]) for k in PLACEMENT)
+
+
 def compare(records: list[dict]) -> dict:
     """Every record compared; the speedup per configuration that has both policies."""
     preds, rows = {}, []
     for record in records:
         key = _key(record)
         params = record.get("schedule_params") or {}
-        probe = record.get("host_probe_s") or 0.0
-        if (key, probe) not in preds:
+        probe, plan = record.get("host_probe_s") or 0.0, _ran_placement(record)
+        if (key, probe, plan) not in preds:
             hw = at_host_probe(load_profile(key[0]), probe)
-            preds[key, probe] = prediction(hw, *key[1:], params=params)
-        rows.append(compare_one(record, preds[key, probe]))
+            preds[key, probe, plan] = prediction(hw, *key[1:], params=params, placement=plan)
+        rows.append(compare_one(record, preds[key, probe, plan]))
     speedups = []
-    for key in dict.fromkeys(k for k, _ in preds):
+    for key in dict.fromkeys(k for k, _, _ in preds):
         both = {r["policy"]: r for r in rows if tuple(r["config"].values()) == key}
         if {"alisa", "flexgen"} <= set(both):
             a, f = both["alisa"]["total"], both["flexgen"]["total"]
