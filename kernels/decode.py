@@ -40,14 +40,31 @@ def _contiguous(q, k, v, seq_lens, hpp, scale, num_splits, **extra):
                          prog_heads=k.shape[1], hpp=hpp, seq_lens=seq_lens, **extra)
 
 
-def decode_attention(q, k, v, seq_lens, *, scale=None, num_splits=None):
+def decode_attention(q, k, v, seq_lens, *, scale=None, num_splits=None, return_lse: bool = False):
     """o[B,H,d] = softmax(q·K[:seq_len]ᵀ·scale)·V[:seq_len] per query head (q's dtype).
 
     q[B,H,d]; k, v [B,Hkv,S_max,d] (strided views allowed); seq_lens[B] int32. Without
     ``num_splits`` the split count comes from ``split_count(B, Hkv, max(seq_lens))``, which reads
-    max(seq_lens) back to the host (pass num_splits to avoid the sync)."""
+    max(seq_lens) back to the host (pass num_splits to avoid the sync). ``return_lse``: (o,
+    lse[B,H] fp32, natural log; −inf over no rows), one more allocation, B·H·4 bytes written."""
     q, k, v, seq_lens, (B, H, Hkv, G, d) = _prepare(q, k, v, seq_lens)
-    return _contiguous(q, k, v, seq_lens, G, scale, num_splits)
+    return _contiguous(q, k, v, seq_lens, G, scale, num_splits, return_lse=return_lse)
+
+
+def merge_partials(outputs, lses, out_dtype, return_lse: bool = False):
+    """Attention over disjoint row sets merged into attention over their union (flash-decoding's
+    log-sum-exp combine): outputs P × [B,H,d], lses P × [B,H] fp32 (natural log) ->
+    Σ_p softmax_p(lse)·o_p in fp32, cast to ``out_dtype``; ``return_lse``: also logsumexp_p(lse).
+    Plain torch, six launches (stack o, stack lse, softmax, mul, sum, cast; no cast to fp32;
+    + logsumexp with ``return_lse``) and a view: read P·B·H·(d·b + 4) + P·B·H·d·4 (the fp32
+    products), write P·B·H·(d·b + 4) (the stacks) + P·B·H·(d + 1)·4 + B·H·d·b."""
+    lse = torch.stack(lses)  # [P, B, H]
+    weights = torch.softmax(lse, dim=0)
+    o = (torch.stack(outputs) * weights[..., None]).sum(0).to(out_dtype)  # the product in fp32
+    return (o, torch.logsumexp(lse, dim=0)) if return_lse else o
+
+
+merge_partials_ref = merge_partials  # plain torch: the same function on every device
 
 
 def windowed_decode_attention(q, k, v, seq_lens, sink: int, recent: int, head_is_full=None, *,
@@ -137,16 +154,19 @@ def window_rows(seq_len: int, sink: int, recent: int, full: bool, device=None) -
 
 
 def decode_attention_ref(q, k, v, seq_lens, *, scale=None, num_splits=None,
-                         compute_dtype=torch.float32, out_dtype=None):
+                         compute_dtype=torch.float32, out_dtype=None, return_lse: bool = False):
     """Torch reference of :func:`decode_attention` (``num_splits`` ignored). Computes in
-    ``compute_dtype``; returns ``out_dtype`` (default q's dtype)."""
+    ``compute_dtype``; returns ``out_dtype`` (default q's dtype), and lse [B,H] fp32 with
+    ``return_lse``."""
     B, H, Hkv, G, d = check_decode_args(q, k, v)
     scale = default_scale(d, scale)
     out = torch.empty(B, H, d, dtype=compute_dtype, device=q.device)
+    lse = torch.empty(B, H, dtype=torch.float32, device=q.device)
     for b, n in enumerate(seq_lens.tolist()):
-        o, _ = attend(group_view(q[b], Hkv), k[b, :, :n], v[b, :, :n], scale, compute_dtype)
-        out[b] = o.reshape(H, d)
-    return out.to(out_dtype or q.dtype)
+        o, lse_b = attend(group_view(q[b], Hkv), k[b, :, :n], v[b, :, :n], scale, compute_dtype)
+        out[b], lse[b] = o.reshape(H, d), lse_b.reshape(H)
+    out = out.to(out_dtype or q.dtype)
+    return (out, lse) if return_lse else out
 
 
 def windowed_decode_attention_ref(q, k, v, seq_lens, sink: int, recent: int, head_is_full=None,

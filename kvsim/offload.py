@@ -17,9 +17,15 @@ Per decode step, summed over layers, with ρ = one row's K and V for one KV head
         ⌊f·S⌋ rows a step, f on average), on the compute stream's critical path (the next
         ring write waits for it); the positions never leave the device
   HBM   the fetched rows written into a device buffer that attention then reads (ρ each); a
-        block reader then joins block and ring rows into one [B, heads, S] tensor (the ring
-        rows picked out, then concatenated: (S − H)·2ρ + S·2ρ; torch's strided cat and
-        index_select, at the profile's ``host_link.assemble_efficiency``); the gather kernel copies a
+        block reader with a 16-bit cache attends to the block and the ring rows where they lie,
+        as three pieces (the block; the ring rows [H, S) as two slot ranges, since their slots
+        wrap past the ring's end in general) merged by log-sum-exp: per block layer two more
+        attention calls (q read, o or split partials written, + combine) and the merge's stacks
+        of the pieces' o and lse (``offload/attention_pieces``; kernels/decode.py
+        merge_partials); an int8 cache joins block and ring rows into one [B, heads, S] tensor
+        instead (the ring rows picked out, then concatenated: (S − H)·2ρ + S·2ρ; torch's strided
+        cat and index_select, at the profile's ``host_link.assemble_efficiency``:
+        ``offload/assemble_block``); the gather kernel copies a
         list's ring rows alongside (read and write ρ each, not charged: the same kernel waits
         on the link far longer)
 Host calls (eager engine): each op issues the runtime's calls (runtime/offload.py), counted
@@ -85,19 +91,74 @@ def _block_layers(model, wl, H, block):
 def _block_ops(method, model, wl, H, block, row, fields):
     """A block-reading layer: one pinned copy per field of [0, H) (``.to``: an allocation and a
     copy; dense fetches it on the copy stream while the layer before runs, others when the layer
-    attends), then on the compute stream the ring rows [H, S) are picked (index_select: read and
-    write each) and joined behind the block (cat: read and write all S rows); slot indices:
-    an arange and a modulo per layer (runtime/offload.py ``prefix``)."""
+    attends), then on the compute stream the pieces' attention and merge (16-bit caches), or the
+    block joined with its ring rows (int8 caches)."""
     layers = _block_layers(model, wl, H, block)
     copy = getattr(method, "prefetches_blocks", False)
     fetch = Op("offload/fetch_block", "attention", h2d=block * row, hbm_write=block * row, launches=layers * fields,
                stream="copy" if copy else "compute", copy_layers=layers if copy else 0.0)
     fetch = fetch.issued(torch=layers * fields, torch_host=layers * fields)
+    if fields == 6:
+        return fetch, _assemble_op(wl, H, block, row, layers, fields)
+    logits = np.minimum(getattr(method, "block_logits_layers", 0), layers)
+    return fetch, _pieces_op(model, wl, H, layers, logits, fields)
+
+
+def _assemble_op(wl, H, block, row, layers, fields):
+    """An int8 cache's join (runtime/offload.py ``prefix``): the ring rows [H, S) picked
+    (index_select: read and write each) and joined behind the block (cat: read and write all S
+    rows), per field; slot indices: an arange and a modulo per layer; a movedim view per field."""
     ring = block * (np.asarray(wl.seq, dtype=float) - H) / np.maximum(H, 1.0)  # [H, S) of the same lists
     joined = block + ring
     assemble = Op("offload/assemble_block", "attention", hbm_read=(ring + joined) * row,
                   hbm_write=(ring + joined) * row, launches=layers * (2 + 2 * fields), access="assemble")
-    return fetch, assemble.issued(torch=layers * (2 + 2 * fields), torch_host=layers * fields)  # + movedim views
+    return assemble.issued(torch=layers * (2 + 2 * fields), torch_host=layers * fields)
+
+
+PIECES = 3  # block + two ring slices: the ring rows [H, S) wrap past the ring's end in general
+LOGSUMEXP_KERNELS = 9  # ATen's logsumexp: amax, abs, eq, masked_fill, sub, exp, sum, log, add
+
+
+def _pieces_op(model, wl, H, layers, logits, fields):
+    """What a 16-bit block layer runs beyond the method's one attention call over its S rows
+    (runtime/cache.py ``_attend_pieces``): the ring rows [H, S) as two more calls of (S − H)/2
+    rows (charged always: the slots wrap in general), each with its split-K combine where it
+    splits; every piece's lse; the log-sum-exp merge (kernels/decode.py merge_partials: stack
+    o and lse, softmax, mul, sum, cast unless fp32). ``logits`` of the layers write them
+    (TidalDecode's selection layers): each piece its own, joined by a cat (read and write S·4 per
+    query head), and the merged lse (a logsumexp). Per (sequence, KV head) and layer, with
+    o = G·d·b_a (a piece's q or o), l = G·4 (its lse), w = G·d·4 (fp32), P = 3 pieces:
+      calls  read 2·(o + parts), write 2·(o + parts) + P·l (parts: each split's fp32 partials,
+             G·splits·(d+2)·4, written and read back by the combine where it splits)
+      merge  read 2P·o + 3P·l + P·w (+ w), write P·o + 2P·l + P·w + w (+ o): the cast;
+             FLOPs 2P·G·d (the mul and the sum)
+    Host: per field a movedim (block) and two slices (ring), the ring calls' launches and
+    allocations (o, lse, partials; + logits), the block call's lse, the merge's torch calls and
+    a view. Not charged: the pieces' length tensors (KVCache.seq_lens, cached by length: a fill
+    for each length not seen lately, 1-3 a step), as the device path's one a step is not."""
+    from .methods.attention import ATTENTION_ARGS, COMBINE_ARGS
+    from .kernel_contract import DENSE_TARGET_PROGRAMS, split_count
+    G, d, P = model.group, model.head_dim, PIECES
+    S = np.asarray(wl.seq, dtype=float)
+    splits = split_count(wl.batch, model.n_kv_heads, np.maximum((S - H) / 2, 1.0), DENSE_TARGET_PROGRAMS)
+    several = (splits > 1).astype(float)
+    cast = float(wl.b_a != 4)
+    o, lse, w = G * d * wl.b_a, G * 4.0, G * d * 4.0
+    parts = several * G * splits * (d + 2) * 4.0
+    read = 2 * (o + parts) + 2 * P * o + 3 * P * lse + P * w + cast * w
+    write = 2 * (o + parts) + P * lse + P * o + 2 * P * lse + P * w + w + cast * o
+    joined = G * S * 4.0  # the pieces' logits, read and written by the cat
+    pairs = wl.batch * model.n_kv_heads
+    calls = 2 * (1 + several)
+    op = Op("offload/attention_pieces", "attention", flops=pairs * layers * 2 * P * G * d,
+            hbm_read=pairs * (layers * read + logits * (P * lse + joined)),  # + the logsumexp's lses
+            hbm_write=pairs * (layers * write + logits * (lse + joined)),
+            launches=layers * (calls + 5 + cast) + logits * (LOGSUMEXP_KERNELS + 1), dtype="fp32")
+    return op.issued(triton=layers * calls, args=layers * 2 * (ATTENTION_ARGS["bf16"] + COMBINE_ARGS * several),
+                     torch=layers * (5 + cast) + logits * 2,
+                     # views 3·fields + 1; allocations: 2·(2 + several) of the ring calls, the block's lse;
+                     # logits: + a logits buffer per ring call, the block's lse counted by the method
+                     torch_host=layers * (3 * fields + 2 * (2 + several) + 2) + logits)
 
 
 def _gather_ops(layers, model, gathered, row, fields, b_kv):
@@ -129,6 +190,7 @@ def _evict_op(model, pairs, fraction, row, fields):
 
 
 LAYER_KINDS = ("attention", "cache")  # a method's ops outside ``layers/`` that run in every layer
+BLOCK_LAYER_OPS = ("offload/assemble_block", "offload/attention_pieces")  # run in the block layers only
 
 
 def pipelined_step(timed, compute, copy, layers: int):
@@ -139,18 +201,19 @@ def pipelined_step(timed, compute, copy, layers: int):
     both (2c); a later layer's starts when the layer before it attends, behind the compute
     issued so far, so the link idles while layer 0 computes. With c = copy / N a block and g
     the compute of one block layer (``layers/`` ops and a method's per-layer kinds over the
-    L layers, the block joins (``access`` "assemble") over the N; a selecting layer's gathers
-    are not in it; embedding and LM head outside): step = compute + c + (N − 1)·max(0, c − g)
-    + min(c, g) (N ≥ 2: the shared start, or the idle link while layer 0 computes), at least
-    max(compute, copy). No copy: the compute stream's time. ``timed``: the step's OpTimes."""
+    L layers, the ops only block layers run (BLOCK_LAYER_OPS: the pieces' attention and merge,
+    or an int8 cache's join) over the N; a selecting layer's gathers are not in it; embedding
+    and LM head outside): step = compute + c + (N − 1)·max(0, c − g) + min(c, g) (N ≥ 2: the
+    shared start, or the idle link while layer 0 computes), at least max(compute, copy). No
+    copy: the compute stream's time. ``timed``: the step's OpTimes."""
     n = sum((np.asarray(t.op.copy_layers, dtype=float) for t in timed if t.op.stream == "copy"), np.asarray(0.0))
     in_layers = [t for t in timed if t.op.stream == "compute" and np.all(np.asarray(t.op.link_row_bytes) == 0)
                  and (t.op.name.startswith("layers/") or t.op.kind in LAYER_KINDS)]
-    joins = sum((t.time_s for t in in_layers if t.op.access == "assemble"), np.asarray(0.0))
-    shared = sum((t.time_s for t in in_layers if t.op.access != "assemble"), np.asarray(0.0))
+    blocks = sum((t.time_s for t in in_layers if t.op.name in BLOCK_LAYER_OPS), np.asarray(0.0))
+    shared = sum((t.time_s for t in in_layers if t.op.name not in BLOCK_LAYER_OPS), np.asarray(0.0))
     copy = np.asarray(copy, dtype=float)
     c = copy / np.maximum(n, 1.0)
-    g = shared / max(int(layers), 1) + joins / np.maximum(n, 1.0)
+    g = shared / max(int(layers), 1) + blocks / np.maximum(n, 1.0)
     start = np.where(n >= 2, np.minimum(c, g), 0.0)
     return np.where(copy > 0, compute + c + np.maximum(n - 1.0, 0.0) * np.maximum(0.0, c - g) + start, compute)
 

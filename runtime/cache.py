@@ -178,7 +178,11 @@ class KVCache:
             idx = torch.arange(n, device=q.device, dtype=torch.int32).expand(B, Hkv, n)
             counts = self.seq_lens(n)[:, None].expand(B, Hkv).contiguous()
             return self.attend_indices(layer, q, idx, counts, logits)
-        f = store.prefix(n) if store.offloaded else store.full()  # offloaded: one block copy
+        if store.offloaded and not self.int8:  # the block and ring slices where they lie
+            return self._attend_pieces(q, store.pieces(n), logits)
+        # int8 offloaded caches still join block and ring rows into one tensor (prefix: six
+        # fields copied; kvsim/offload.py charges it as offload/assemble_block)
+        f = store.prefix(n) if store.offloaded else store.full()
         if logits:
             return ops.decode_attention_with_logits(q, f["k"], f["v"], self.seq_lens(n),
                                                     num_splits=num_splits(B, Hkv, n, dense=True))
@@ -186,6 +190,26 @@ class KVCache:
             return ops.decode_attention_int8(q, f["k"], f["v"], f["k_scale"], f["k_zero"], f["v_scale"],
                                              f["v_zero"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n))
         return ops.decode_attention(q, f["k"], f["v"], self.seq_lens(n), num_splits=num_splits(B, Hkv, n, dense=True))
+
+    def _attend_pieces(self, q: torch.Tensor, pieces: list, logits: bool):
+        """Attention over each piece [B,Hkv,m,d] of rows (offloaded: block, ring slices): each
+        writes its o and lse (B·H·(d·b + 4)), merged by log-sum-exp (kernels/decode.py
+        merge_partials); ``logits``: also the merged lse and the pieces' logits joined in
+        position order [B,H,n] (a cat: read and write n·4 per query head). One piece: the
+        kernel's own result."""
+        B, Hkv = self.spec.batch, self.spec.n_kv_heads
+        one, parts = len(pieces) == 1, []
+        for f in pieces:
+            m = f["k"].shape[2]
+            args, splits = (q, f["k"], f["v"], self.seq_lens(m)), num_splits(B, Hkv, m, dense=True)
+            if logits:
+                parts.append(ops.decode_attention_with_logits(*args, num_splits=splits))
+            else:
+                parts.append(ops.decode_attention(*args, num_splits=splits, return_lse=not one))
+        if one:
+            return parts[0]
+        merged = ops.merge_partials([p[0] for p in parts], [p[1] for p in parts], q.dtype, return_lse=logits)
+        return (*merged, torch.cat([p[2] for p in parts], -1)) if logits else merged
 
     def prefetch(self, layer: int) -> None:
         """Start fetching layer's host rows for a read of every row (offloaded caches only)."""

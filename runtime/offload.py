@@ -9,7 +9,12 @@ average); the rows a method selects below H cross host→device each step (h2d: 
 GPU kernel gathers them, reading pinned host memory through its device-visible address, with the
 ring rows of the same list, into a compact buffer [B, Hsel, K, ...] that attention then reads
 (kernels/host_gather.py; no host sync, no positions sent to the host). A method that reads every
-row (dense attention) takes the host block [0, H) in one contiguous copy instead (``prefix``).
+row (dense attention) takes the host block [0, H) in one contiguous copy per field instead
+(h2d H·2·d·b per KV head) and reads it where it lands (``pieces``): the block, then the ring rows
+[H, n) as one or two slot ranges, each attended separately and merged by log-sum-exp (no join:
+HBM traffic beyond the rows only the pieces' q, o and lse, and the merge's stacks of them). An int8 cache joins them
+into one tensor (``prefix``: read and write (n − H)·ρ for the ring rows picked, n·ρ for the
+cat; ρ = 2·(d + 4) per row and KV head).
 """
 from __future__ import annotations
 
@@ -131,7 +136,7 @@ class OffloadRows:
     def prefetch(self) -> None:
         """Start the upload of the host block [0, boundary) now, on the side stream (forked from
         the compute stream here): a layer that reads every row knows them before it runs, so the
-        copy overlaps the compute until then. ``prefix`` takes it while at most one token was
+        copy overlaps the compute until then. ``pieces`` (``prefix``) takes it while at most one token was
         appended since: the rows the boundary passed in between are still in the ring (the slot
         the new token took held an older one). Issued and taken within one step, every copy is
         joined before the step ends (no event crosses steps: a step can be graph-captured)."""
@@ -141,20 +146,45 @@ class OffloadRows:
             done = self.stream.record_event() if self.stream is not None else None
             self._prefetched = (self.boundary, self.length, blocks, done)
 
+    def pieces(self, n: int) -> list[dict]:
+        """Rows [0, n) of every (b, head) as views [B, heads, m, ...] in position order, no copy:
+        the host block (prefetched, or now: one contiguous copy per field, h2d) as a strided view
+        (a movedim per field), then the ring rows past it as one slot range, or two where their
+        positions wrap past the ring's end (a slice per field each). Attention reads each piece
+        and merges them by log-sum-exp (runtime/cache.py ``attend_all``)."""
+        first, blocks = self._block()
+        out = [{name: b.movedim(0, 2) for name, b in blocks.items()}] if first else []
+        for a, m in self._ring_runs(first, n):
+            out.append({name: t[:, :, a:a + m] for name, t in self.dev.items()})
+        return out
+
+    def _ring_runs(self, first: int, n: int) -> list[tuple[int, int]]:
+        """(first slot, rows) of positions [first, n) in the ring (n − first ≤ ring), in order."""
+        start, rows = first % self.ring, n - first
+        head = min(rows, self.ring - start)
+        return [(a, m) for a, m in ((start, head), (0, rows - head)) if m > 0]
+
     def prefix(self, n: int) -> dict:
-        """Rows [0, n) of every (b, head) as [B, heads, n, ...]: the host block (prefetched, or
-        now) in one contiguous copy per field (h2d, no host gather, no positions sent), then the
-        ring rows past it."""
-        first, blocks = self._take_prefetched()
-        if blocks is None and first:
-            blocks = {name: self._start_upload(host[:first]) for name, host in self.host.items()}
-            self._join(blocks, None)
+        """Rows [0, n) of every (b, head) joined into one tensor [B, heads, n, ...] (int8 caches:
+        six fields): the host block (prefetched, or now) in one contiguous copy per field (h2d,
+        no host gather, no positions sent), then the ring rows past it (index_select: read and
+        write (n − H)·ρ; cat: read and write n·ρ; ρ a row's bytes of every field)."""
+        first, blocks = self._block()
         slots = torch.arange(first, n, device=self.device) % self.ring
         out = {}
         for name in self.host:
             ring = self.dev[name].index_select(2, slots)
             out[name] = torch.cat([blocks[name].movedim(0, 2), ring], dim=2) if first else ring
         return out
+
+    def _block(self):
+        """(rows in the block, blocks [first, B, heads, ...] on the device or None): the prefetch,
+        else the host block [0, boundary) uploaded now and joined."""
+        first, blocks = self._take_prefetched()
+        if blocks is None and first:
+            blocks = {name: self._start_upload(host[:first]) for name, host in self.host.items()}
+            self._join(blocks, None)
+        return first, blocks
 
     def _take_prefetched(self):
         """(rows in the block, blocks) of a usable prefetch, else (boundary, None). Rows the

@@ -21,6 +21,7 @@ KERNEL_MODULES = {
     "decode_attention": "kvsim.kernels.decode", "gathered_decode_attention": "kvsim.kernels.gather",
     "decode_attention_with_logits": "kvsim.kernels.scores", "accumulate_weights": "kvsim.kernels.scores",
     "rope_decode_attention": "kvsim.kernels.decode", "positional_decode_attention": "kvsim.kernels.decode",
+    "merge_partials": "kvsim.kernels.decode",
     "rope": "kvsim.kernels.rope", "put_rows": "kvsim.kernels.rows",
     "quantize_kv": "kvsim.kernels.int8kv", "dequantize_kv": "kvsim.kernels.int8kv", "decode_attention_int8": "kvsim.kernels.int8kv",
     # kernels one method uses sit beside it
@@ -104,6 +105,10 @@ def rope(x, positions, cos, sin, out=None):
 
 def decode_attention(q, k, v, seq_lens, **kw):
     return _call("decode_attention", q.device, q, k, v, seq_lens, **kw)
+
+
+def merge_partials(outputs, lses, out_dtype, return_lse=False):
+    return _call("merge_partials", outputs[0].device, outputs, lses, out_dtype, return_lse=return_lse)
 
 
 def rope_decode_attention(q, k, v, seq_lens, positions, cos, sin, **kw):

@@ -27,13 +27,16 @@ def _softmax_masked(logits: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor
     return torch.softmax(logits.float().masked_fill(invalid, float("-inf")), dim=-1)
 
 
-def decode_attention_ref(q, k, v, seq_lens, *, scale=None, num_splits=None):
-    """o[b,h] = softmax(q·K[:L]ᵀ·scale)·V[:L], L = seq_lens[b]; num_splits changes nothing."""
+def decode_attention_ref(q, k, v, seq_lens, *, scale=None, num_splits=None, return_lse=False):
+    """o[b,h] = softmax(q·K[:L]ᵀ·scale)·V[:L], L = seq_lens[b]; num_splits changes nothing;
+    ``return_lse``: also lse [B,H] fp32 (natural log)."""
     B, Hkv, S, d = k.shape
     logits = _grouped(q.float(), Hkv) @ k.float().transpose(-1, -2) * _scale(q, scale)
     invalid = (torch.arange(S, device=k.device)[None] >= seq_lens[:, None].long())[:, None, None]
-    o = _softmax_masked(logits, invalid) @ v.float()
-    return o.reshape(q.shape).to(q.dtype)
+    o = (_softmax_masked(logits, invalid) @ v.float()).reshape(q.shape).to(q.dtype)
+    if return_lse:
+        return o, torch.logsumexp(logits.masked_fill(invalid, float("-inf")), -1).reshape(B, -1)
+    return o
 
 
 def _take(t: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -105,21 +105,62 @@ def _offload_ops(method="dense", **kw):
     return {o.name: o for o in pred.cost.ops if o.name.startswith("offload/")}
 
 
-def test_block_readers_join_block_and_ring_rows_by_hand():
-    """runtime/offload.py prefix: per layer and field a pinned copy (.to: an allocation and a
-    copy), the ring rows picked (index_select: read + write S − H rows) and joined behind the
-    block (cat: read + write S rows), an arange and a modulo for the slots, a view per field."""
-    S, B, L, Hkv, row = 4096, 2, 32, 8, 2 * 128 * 2
-    H = 2048
+def test_block_readers_attend_to_three_pieces_and_merge_them_by_hand():
+    """runtime/cache.py _attend_pieces over runtime/offload.py pieces: per layer and field a
+    pinned copy (.to: an allocation and a copy); beyond the method's one attention call, two
+    ring slices of (S − H)/2 rows (charged wrapped), each an attention kernel and, split in 4
+    here, its combine; the merge (stack o and lse, softmax, mul, sum, bf16 cast) and its view; a
+    movedim and two slices per field; allocations: o, lse and partials of each ring call, the
+    block call's lse. No join of block and ring rows, no assemble efficiency."""
+    S, B, L, Hkv, G, d = 4096, 2, 32, 8, 4, 128
     ops = _offload_ops()
-    fetch, join = ops["offload/fetch_block"], ops["offload/assemble_block"]
+    fetch, pieces = ops["offload/fetch_block"], ops["offload/attention_pieces"]
+    assert "offload/assemble_block" not in ops and pieces.access == "contiguous"
     assert fetch.host_calls["torch"] == L * 2 and fetch.host_calls["torch_host"] == L * 2
-    assert join.stream == "compute"
+    assert pieces.stream == "compute" and pieces.kind == "attention"
+    calls = pieces.host_calls
+    assert calls["triton"] == L * 2 * 2 and float(pieces.triton_args) == L * 2 * (32 + 5)
+    assert calls["torch"] == L * 6 and calls["torch_host"] == L * (3 * 2 + 2 * 3 + 2)
+    assert float(pieces.launches) == L * (4 + 6)
+    o, lse, w, parts, P = G * d * 2, G * 4, G * d * 4, G * 4 * (d + 2) * 4, 3  # splits = 4
+    read = 2 * (o + parts) + 2 * P * o + 3 * P * lse + P * w + w
+    write = 2 * (o + parts) + 3 * P * lse + P * o + P * w + w + o
+    assert float(pieces.hbm_read) == pytest.approx(L * B * Hkv * read)
+    assert float(pieces.hbm_write) == pytest.approx(L * B * Hkv * write)
+    assert float(ops["offload/gather_rows"].launches) == 0  # dense gathers nothing
+
+
+def test_selection_layers_join_their_pieces_logits():
+    """TidalDecode's 2 selection layers (of its 4 block layers): each piece writes its logits,
+    joined by a cat (read and write S·4 per query head), and the merged lse (a logsumexp: one
+    torch call, ATen's nine kernels); a ring call allocates its logits too."""
+    S, B, Hq = 4096, 2, 32
+    tidal, dense = _offload_ops("tidaldecode")["offload/attention_pieces"], _offload_ops()["offload/attention_pieces"]
+    share = 4 / 32  # dense's 32 block layers against TidalDecode's 2 dense + 2 selection layers
+    extra = lambda field: float(getattr(tidal, field)) - float(getattr(dense, field)) * share  # noqa: E731
+    assert extra("launches") == pytest.approx(2 * (9 + 1))
+    assert extra("hbm_write") == pytest.approx(2 * (B * Hq * S * 4 + B * Hq * 4))
+    assert extra("hbm_read") == pytest.approx(2 * (B * Hq * S * 4 + B * Hq * 3 * 4))
+    assert tidal.host_calls["torch"] - dense.host_calls["torch"] * share == 2 * 2
+    assert tidal.host_calls["torch_host"] - dense.host_calls["torch_host"] * share == 2
+
+
+def test_int8_block_readers_join_block_and_ring_rows_by_hand():
+    """An int8 cache keeps the join (runtime/offload.py prefix): per layer and field a pinned
+    copy, the ring rows picked (index_select: read + write S − H rows) and joined behind the
+    block (cat: read + write S rows), an arange and a modulo for the slots, a view per field;
+    six fields (K, V, a scale and a zero point each) of ρ = 2·(d + 4) bytes a row."""
+    S, B, L, Hkv, row = 4096, 2, 32, 8, 2 * (128 + 4)
+    H = 2048
+    ops = _offload_ops(kv_dtype="int8")
+    fetch, join = ops["offload/fetch_block"], ops["offload/assemble_block"]
+    assert "offload/attention_pieces" not in ops
+    assert fetch.host_calls["torch"] == L * 6 and fetch.host_calls["torch_host"] == L * 6
+    assert join.stream == "compute" and join.access == "assemble"
     per_list = (S - H) + S  # rows read (and written): index_select of the ring, then cat of all
     assert float(join.hbm_read) == pytest.approx(L * B * Hkv * per_list * row)
     assert float(join.hbm_write) == pytest.approx(L * B * Hkv * per_list * row)
-    assert join.host_calls["torch"] == L * (2 + 2 * 2) and join.host_calls["torch_host"] == L * 2
-    assert float(ops["offload/gather_rows"].launches) == 0  # dense gathers nothing
+    assert join.host_calls["torch"] == L * (2 + 2 * 6) and join.host_calls["torch_host"] == L * 6
 
 
 def test_gathers_issue_their_launches_and_time_each_field_at_its_row_size():
@@ -160,10 +201,10 @@ def _timed(name, kind, seconds, stream="compute", copy_layers=0.0, access="conti
                            time_s=np.asarray(seconds))
 
 
-def _pipelined(copy, blocks, layers=4, gathers=0.0):
+def _pipelined(copy, blocks, layers=4, gathers=0.0, block_op="offload/attention_pieces"):
     from kvsim.offload import pipelined_step
     ops = [_timed("layers/attn/qkv_proj", "linear", 3.0),
-           _timed("offload/assemble_block", "attention", 5.0, access="assemble"),
+           _timed(block_op, "attention", 5.0, access="assemble" if "assemble" in block_op else "contiguous"),
            _timed("offload/gather_rows", "attention", gathers, link_row_bytes=256.0),
            _timed("lm_head", "linear", 1.0), _timed("offload/fetch_block", "attention", copy, "copy", blocks)]
     return float(pipelined_step(ops, np.asarray(9.0 + gathers), np.asarray(copy), layers))
@@ -178,15 +219,18 @@ def test_block_copies_pipeline_behind_the_layer_before_by_hand(copy, want):
     0's and layer 1's blocks start together when layer 0 attends (layer 0 waits for both), layer
     l + 1's starts when layer l attends, behind the compute issued so far (the link idles while
     layer 0 computes). 4 layers of g = 3/4 + 5/4 = 2 (a projection over every layer, the block
-    join over the block layers), an LM head of 1 outside them, c = copy / 4:
+    layers' own op (pieces and merge; int8: the join) over them), an LM head of 1 outside them,
+    c = copy / 4:
     step = 9 + c + 3·max(0, c − 2) + min(c, 2)."""
     got = _pipelined(copy, 4.0 if copy else 0.0)
     assert got == pytest.approx(want)
     assert got >= max(9.0, copy)
+    assert _pipelined(copy, 4.0 if copy else 0.0, block_op="offload/assemble_block") == pytest.approx(want)  # int8
 
 
 def test_a_method_with_two_block_layers_waits_for_both():
-    """Quest's two dense layers (of 4): c = 6 / 2 = 3 a block, g = 3/4 + 5/2 = 3.25: the two
+    """Quest's two dense layers (of 4): c = 6 / 2 = 3 a block, g = 3/4 + 5/2 = 3.25 (the pieces'
+    op over the 2 block layers): the two
     blocks share the link, layer 0 waits 2c: 9 + 3 + 0 + 3. A selecting layer's gathers add to
     the compute stream but not to g."""
     assert _pipelined(6.0, 2.0) == pytest.approx(9 + 3 + 3)
@@ -206,7 +250,8 @@ def test_offloaded_step_is_the_pipeline_of_its_ops(method, params, blocks):
     """Graphs engine: the predicted step is compute + c + (N − 1)·max(0, c − g) + min(c, g),
     with N the layers that read every row (dense: 32; Quest: its 2 dense layers; TidalDecode: 2
     dense and 2 selection layers), c and g summed from the step's own ops (g: the per-layer ops
-    over 32, the block joins over N, gathers outside; LM head and embedding outside)."""
+    over 32, the pieces' attention and merge over N, gathers outside; LM head and embedding
+    outside)."""
     pred = predict("h100", method=method, seq=65536, batch=4, model="llama-3.1-8b", offload=0.25, **params)
     L, t = 32, pred.timing
     fetch = next(o for o in t.ops if o.op.name == "offload/fetch_block")
@@ -214,7 +259,8 @@ def test_offloaded_step_is_the_pipeline_of_its_ops(method, params, blocks):
     assert float(fetch.op.launches) == pytest.approx(blocks * 2)  # K and V, per block layer
     layer_ops = [o for o in t.ops if o.op.stream == "compute" and not o.op.name.startswith("offload/gather")
                  and (o.op.name.startswith("layers/") or o.op.kind in ("attention", "cache"))]
-    joins = sum(float(o.time_s) for o in layer_ops if o.op.name == "offload/assemble_block")
+    joins = sum(float(o.time_s) for o in layer_ops if o.op.name == "offload/attention_pieces")
+    assert joins > 0
     c, g = float(fetch.time_s) / blocks, (sum(float(o.time_s) for o in layer_ops) - joins) / L + joins / blocks
     want = float(t.compute_stream_s) + c + (blocks - 1) * max(0.0, c - g) + min(c, g)
     assert float(pred.latency_s) == pytest.approx(want)
@@ -223,16 +269,20 @@ def test_offloaded_step_is_the_pipeline_of_its_ops(method, params, blocks):
 
 def test_block_join_runs_at_the_profile_assemble_efficiency():
     """h100-offload-profile.json: the cat + index_select joining block and ring reach 0.318 of
-    the HBM peak (host_link.assemble_efficiency), not the streaming memory curve."""
+    the HBM peak (host_link.assemble_efficiency), not the streaming memory curve; only int8
+    caches still join (16-bit ones attend to the pieces where they lie)."""
     from kvsim.profiles import load_profile
     from kvsim.roofline import op_time
     hw = load_profile("h100")
-    pred = predict("h100", method="dense", seq=65536, batch=4, model="llama-3.1-8b", offload=0.5)
+    pred = predict("h100", method="dense", seq=65536, batch=4, model="llama-3.1-8b", offload=0.5, kv_dtype="int8")
     op = next(o for o in pred.cost.ops if o.name == "offload/assemble_block")
     want = float(op.hbm_bytes) / (hw.memory.bandwidth_Bps.value * hw.host_link.assemble_efficiency.value)
     assert float(op_time(op, hw).time_s) == pytest.approx(want)
     plain = hw.model_copy(update={"host_link": hw.host_link.model_copy(update={"assemble_efficiency": None})})
     assert float(op_time(op, plain).time_s) < 0.5 * want
+    bf16 = predict("h100", method="dense", seq=65536, batch=4, model="llama-3.1-8b", offload=0.5)
+    pieces = next(o for o in bf16.timing.ops if o.op.name == "offload/attention_pieces")
+    assert float(pieces.time_s) < 0.1 * want  # no join: small writes and launches
 
 
 def test_gathers_launch_only_in_the_layers_that_select():

@@ -55,6 +55,8 @@ from .spec import DENSE_LAYERS, SELECTION_LAYERS, TidalDecodeSpec
 
 class TidalDecode(TidalDecodeSpec, Method):
     prefetches_blocks: ClassVar[bool] = True  # offloaded: dense and selection layers' blocks on the copy stream (kvsim.offload)
+    block_logits_layers: ClassVar[int] = SELECTION_LAYERS  # offloaded: block layers whose pieces write logits (kvsim.offload)
+
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         L, S, Hq = model.n_layers, wl.seq, model.n_heads
         full = DENSE_LAYERS + SELECTION_LAYERS
