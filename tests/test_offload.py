@@ -268,7 +268,7 @@ def test_offloaded_step_is_the_pipeline_of_its_ops(method, params, blocks):
 
 
 def test_block_join_runs_at_the_profile_assemble_efficiency():
-    """h100-offload-profile.json: the cat + index_select joining block and ring reach 0.318 of
+    """h100-offload-profile-join.json: the cat + index_select joining block and ring reach 0.318 of
     the HBM peak (host_link.assemble_efficiency), not the streaming memory curve; only int8
     caches still join (16-bit ones attend to the pieces where they lie)."""
     from kvsim.profiles import load_profile
