@@ -183,3 +183,53 @@ def test_a_phase_three_step_issues_no_host_sync(monkeypatch):
             method.end_step()
     assert all(s.recompute_rows is not None for s in method.kv.layers)
     assert counter.counts.get("sync", 0) == 0 and logits.shape[0] == B
+
+
+def _calls_per_step(model, placement, monkeypatch) -> dict:
+    """{step: (phase, d2h, counts)} of an ALISA run with the Triton kernels (interpreted), each
+    step's host calls counted (runtime/launches.py) from its start to the next's."""
+    from kvsim.runtime import ops
+    from kvsim.runtime.launches import LaunchCounter
+    from test_runtime_kernels_offload import forced_kernels
+
+    forced_kernels(monkeypatch, True)
+    pred, counts, live = _pred(model, placement, sparsity=0.8), {}, {}
+
+    def hook(j):
+        if "c" in live:
+            live.pop("c").__exit__(None, None, None)
+            counts[j] = dict(live.pop("counter").counts)
+        live["counter"] = live["c"] = LaunchCounter().__enter__()
+
+    run = generate("alisa", pred, "cpu", decoder=_decoder(model), step_hook=hook, max_steps=9)
+    live.pop("c").__exit__(None, None, None)
+    ops.reset()
+    return {s["step"]: (s["phase"], s["d2h"], counts[s["step"]]) for s in run["steps"][2:]}
+
+
+@pytest.mark.parametrize("model", [TINY_OPT, LLAMA], ids=["opt", "llama"])
+def test_the_schedules_host_calls_are_the_executors(model, monkeypatch):
+    """kvsim's eager schedule charges each layer the calls the executor adds to a Phase I step
+    (kvsim/schedule/placement.py): gathering rows while some are on the host, evicting K and V,
+    recomputing deleted rows."""
+    from kvsim.schedule.placement import EVICT_CALLS_PER_POOL, GATHER_CALLS, RECOMPUTE_CALLS, ROPE_CALLS
+
+    layers, kinds = model.n_layers, ("torch", "torch_host", "triton", "triton_args", "torch_gemm")
+    base = next(c for p, _, c in _calls_per_step(model, (G, G, 0.0, 0.0), monkeypatch).values() if p == "I")
+    steps = _calls_per_step(model, PLACE, monkeypatch)
+
+    def extra(phase, evicting):
+        c = [c for p, d2h, c in steps.values() if p == phase and (d2h > 0) == evicting][-1]  # steady state
+        return {k: c[k] - base[k] for k in kinds}
+
+    gather = {k: layers * GATHER_CALLS.get(k.replace("triton_args", "args"), 0.0) for k in kinds}
+    assert extra("II", False) == gather
+    evict = {k: extra("II", True)[k] - gather[k] for k in kinds}
+    assert evict["torch"] == 2 * layers * EVICT_CALLS_PER_POOL["torch"]
+    assert 0 <= evict["torch_host"] - 2 * layers * EVICT_CALLS_PER_POOL["torch_host"] <= 1  # + the step's index list
+    rebuild = dict(RECOMPUTE_CALLS)
+    if not model.learned_positions:
+        rebuild = {k: rebuild.get(k, 0.0) + ROPE_CALLS.get(k, 0.0) for k in rebuild.keys() | ROPE_CALLS.keys()}
+    names = {"triton_args": "args", "torch_gemm": "gemm"}
+    assert {k: extra("III", False)[k] - gather[k] for k in kinds} == \
+        {k: layers * rebuild.get(names.get(k, k), 0.0) for k in kinds}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..host_costs import host_issue_time
 from ..roofline import op_time
 from .inputs import StepInputs
 from .placement import Placement, cpu_bytes_linear, geometry, gpu_bytes_linear, new_offloads, step_ops
@@ -90,14 +91,18 @@ def best_alpha_times(inp: StepInputs, p1, p2, beta, weights_gpu: float, alphas=N
 
 
 def _times(inp: StepInputs, geo, alpha, weights_gpu):
+    """Compute and copy stream per step. Issued eagerly, the host issues the schedule's own ops
+    too, in line with the step's: a compute-stream op takes the longer of its GPU time and its
+    host time, a copy-stream op adds its host time to the compute stream's."""
     compute = inp.compute_s + 0.0 * alpha
     copy = inp.copy_s + 0.0 * alpha
     for op in step_ops(inp, geo, alpha, weights_gpu):
         timed = op_time(op, inp.hw).time_s
+        host = host_issue_time(op, inp.hw) if inp.engine == "eager" else 0.0
         if op.stream == "copy":
-            copy = copy + timed
+            copy, compute = copy + timed, compute + host
         else:
-            compute = compute + timed
+            compute = compute + np.maximum(timed, host)
     return np.maximum(compute, copy), compute, copy
 
 

@@ -48,6 +48,7 @@ class StepInputs:
     gpu_capacity: float
     cpu_capacity: float
     prefetchable: bool
+    engine: str = "graphs"  # how steps are issued: the schedule's own ops add host time when "eager"
 
     @property
     def batch(self) -> int:
@@ -115,4 +116,4 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
         weights=float(weights), layer_weights=float(model.layer_params * wl.b_w),
         gpu_capacity=hw.memory.capacity_bytes.value,
         cpu_capacity=hw.host.memory_bytes.value if hw.host else 0.0,
-        prefetchable=method.prefetchable)
+        prefetchable=method.prefetchable, engine=engine)

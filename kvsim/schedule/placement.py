@@ -133,9 +133,35 @@ def _recompute_op(inp: StepInputs, rows) -> Op:
     FLOPs 2·rows·D·2KV ; read 2·D·KV·b_w weights + rows·D·b_a ; write rows·2·KV·b_a."""
     m, wl, L = inp.model, inp.wl, inp.model.n_layers
     D, KV, busy = m.d_model, m.kv_dim, rows > 0
-    return Op("schedule/recompute_kv", "recompute", flops=L * rows * 2 * D * 2 * KV,
-              hbm_read=L * np.where(busy, 2 * D * KV * wl.b_w + rows * D * wl.b_a, 0.0),
-              hbm_write=L * rows * 2 * KV * wl.b_a, launches=L * busy, dtype=wl.compute_dtype)
+    op = Op("schedule/recompute_kv", "recompute", flops=L * rows * 2 * D * 2 * KV,
+            hbm_read=L * np.where(busy, 2 * D * KV * wl.b_w + rows * D * wl.b_a, 0.0),
+            hbm_write=L * rows * 2 * KV * wl.b_a, launches=L * busy, dtype=wl.compute_dtype)
+    calls = dict(RECOMPUTE_CALLS)
+    if not m.learned_positions:  # RoPE on the rebuilt keys
+        calls = {k: calls.get(k, 0.0) + ROPE_CALLS.get(k, 0.0) for k in calls.keys() | ROPE_CALLS.keys()}
+    return _issued(op, calls, L * busy)
+
+
+# Host calls per layer the executor issues beyond a Phase I step (runtime/schedule_store.py,
+# runtime/schedule_exec.py), counted as runtime/launches.py counts them, with the kernels
+# (tests/test_schedule_exec.py counts them again):
+#   GATHER: a layer with rows on the host: the list's int32 copy and its pool codes, two gather
+#           launches (13 arguments each), the new token's row copied into the gathered K and V
+#   EVICT:  per pool whose rows leave for the host: index_select and contiguous copy, the slice copy
+#   RECOMPUTE: a deleted row's K and V from its kept x: the x gather, norm, the K/V projection,
+#           reshapes and the masked write into the gathered rows (+ the RoPE kernel, 23 arguments)
+GATHER_CALLS = {"torch": 5.0, "torch_host": 5.0, "triton": 2.0, "args": 26.0}
+EVICT_CALLS_PER_POOL = {"torch": 2.0, "torch_host": 2.0}
+RECOMPUTE_CALLS = {"torch": 16.0, "torch_host": 16.0, "gemm": 1.0, "triton": 1.0, "args": 13.0}
+ROPE_CALLS = {"triton": 1.0, "args": 23.0, "torch_host": 1.0}
+
+
+def _issued(op: Op, per_layer: dict, layers) -> Op:
+    """``op`` with the host calls ``per_layer`` issued in each of ``layers`` (an array per step)."""
+    n = np.asarray(layers, dtype=float)
+    return op.issued(torch=per_layer.get("torch", 0.0) * n, torch_host=per_layer.get("torch_host", 0.0) * n,
+                     triton=per_layer.get("triton", 0.0) * n, gemm=per_layer.get("gemm", 0.0) * n,
+                     args=per_layer.get("args", 0.0) * n)
 
 
 def _transfer_op(name: str, inp: StepInputs, h2d, d2h, gathered, stream: str) -> Op:
@@ -152,8 +178,9 @@ def _gather_op(inp: StepInputs, load, stream: str) -> Op:
     runs it; no CPU-side gather): per layer one launch per field, into a buffer (written once),
     each row d·b_kv bytes, timed at the profile's zero-copy gather efficiency for that row."""
     busy = np.asarray(load) > 0
-    return Op("schedule/load_selected", "transfer", h2d=load, hbm_write=load, launches=2 * inp.model.n_layers * busy,
-              access="gather", link_row_bytes=inp.model.head_dim * inp.wl.b_kv, stream=stream)
+    op = Op("schedule/load_selected", "transfer", h2d=load, hbm_write=load, launches=2 * inp.model.n_layers * busy,
+            access="gather", link_row_bytes=inp.model.head_dim * inp.wl.b_kv, stream=stream)
+    return _issued(op, GATHER_CALLS, inp.model.n_layers * busy)
 
 
 def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
@@ -166,6 +193,8 @@ def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
     stream = (1.0 - weights_gpu) * inp.weights * np.ones_like(load)
     new_rows, new_x_rows = new_offloads(inp, geo)
     back = alpha * (inp.rho * new_rows + inp.eta * new_x_rows)
+    pools = 2.0 * (new_rows > 0) + (new_x_rows > 0)  # K and V, and x where kept inputs leave too
+    write_back = _issued(_transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy"),
+                         EVICT_CALLS_PER_POOL, inp.model.n_layers * alpha * pools)
     return [_recompute_op(inp, inp.batch * geo.recompute_rows),
-            _gather_op(inp, load, "copy" if inp.prefetchable else "compute"),
-            _transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy")]
+            _gather_op(inp, load, "copy" if inp.prefetchable else "compute"), write_back]
