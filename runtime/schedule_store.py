@@ -154,6 +154,7 @@ class PlannedRows:
         stream), so the PCIe reads overlap the compute until the layer attends; ``compact``
         takes them. The list's last entry must be the step's new token, written after this
         (``compact`` copies its row in: 2·d·b per (b, head)). On the CPU: gathered now."""
+        self._ready = None  # never an earlier step's rows
         if self.reads_in_place():
             return
         if self.stream is None:
