@@ -44,3 +44,20 @@ def test_the_call_before_leaves_a_backlog_that_the_next_call_starts_under():
     probed = dict(record, eager=dict(record["eager"], host_probe_s=1e-3))
     assert probe_time(probed) == pytest.approx(PROBE_CALLS * 1e-3) and probe_time(record) == 0.0
     assert np.all(as_timed(pred, probed)[1] >= as_timed(pred, record)[1] - 1e-12)  # less head start
+
+
+@pytest.mark.parametrize("probe", ["x", float("nan"), -1e-6, 2.0])
+def test_a_malformed_host_probe_is_one_line(probe, tmp_path, capsys):
+    """eager.host_probe_s scales every host cost: anything but seconds per call is refused."""
+    import json
+    from pathlib import Path
+
+    from kvsim.cli import main
+    root = Path(__file__).resolve().parent.parent
+    record = read_jsonl(str(root / "benchmarks" / "results" / "h100-eager-vault2.jsonl"))[0]
+    record["eager"]["host_probe_s"] = probe
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    assert main(["validate", str(path), "--engine", "eager"]) == 2
+    err = capsys.readouterr().err
+    assert "host_probe_s" in err and err.count("\n") == 1

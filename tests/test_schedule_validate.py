@@ -112,3 +112,19 @@ def test_kvsim_times_the_plan_that_ran_at_the_host_clock_it_ran(pred):
     other = dict(record["plan"], p1=0, alpha=1.0)  # everything past the window offloaded from the start
     moved = compare([record | {"plan": other}])["rows"][0]
     assert moved["pcie"]["predicted"] > same["pcie"]["predicted"]
+
+
+@pytest.mark.parametrize("field, value", [("p1", "x"), ("p2", 10**9), ("alpha", float("nan")), ("beta", -0.5),
+                                          ("host_probe_s", -1.0), ("host_probe_s", "fast")])
+def test_validate_rejects_a_malformed_plan_or_probe_in_one_line(pred, tmp_path, capsys, field, value):
+    bad = _record(pred, "alisa")
+    bad["plan"] = {k: pred["alisa"][k] for k in ("p1", "p2", "alpha", "beta", "weights_gpu")}
+    if field == "host_probe_s":
+        bad[field] = value
+    else:
+        bad["plan"][field] = value
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(bad) + "\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and err.count("\n") == 1 and "Traceback" not in err

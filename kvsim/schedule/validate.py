@@ -71,13 +71,28 @@ def compare_one(record: dict, pred: dict) -> dict:
     return out
 
 
+def _number(record: dict, name: str, value, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise KvsimError(f"schedule record ({record.get('policy')}): {name} must be a number in "
+                         f"[{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
 def _ran_placement(record: dict):
     """ALISA's placement the run followed (p1, p2, α, β, weights on the GPU), so kvsim times the
     plan that ran even where today's planner would choose another; None for FlexGen (its LP)."""
     plan = record.get("plan") or {}
     if record.get("policy") != "alisa" or any(k not in plan for k in PLACEMENT):
         return None
-    return tuple(float(plan[k]) if k != "p1" and k != "p2" else int(plan[k]) for k in PLACEMENT)
+    steps = _number(record, "gen", record.get("gen"), 1, 1e9) + 1
+    p1, p2 = (int(_number(record, f"plan.{k}", plan[k], 0, steps)) for k in ("p1", "p2"))
+    return (p1, p2, *(_number(record, f"plan.{k}", plan[k], 0.0, 1.0) for k in PLACEMENT[2:]))
+
+
+def _probe(record: dict) -> float:
+    """The host-clock probe the run read (0: none; kvsim then uses the profile's clock)."""
+    probe = record.get("host_probe_s")
+    return 0.0 if probe is None else _number(record, "host_probe_s", probe, 1e-9, 1.0)
 
 
 def compare(records: list[dict]) -> dict:
@@ -86,7 +101,7 @@ def compare(records: list[dict]) -> dict:
     for record in records:
         key = _key(record)
         params = record.get("schedule_params") or {}
-        probe, plan = record.get("host_probe_s") or 0.0, _ran_placement(record)
+        probe, plan = _probe(record), _ran_placement(record)
         if (key, probe, plan) not in preds:
             hw = at_host_probe(load_profile(key[0]), probe)
             preds[key, probe, plan] = prediction(hw, *key[1:], params=params, placement=plan)
