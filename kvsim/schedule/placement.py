@@ -114,11 +114,20 @@ def gpu_bytes_linear(inp: StepInputs, geo: Geometry, weights_gpu):
     base = weights + inp.fixed_gpu + inp.meta_gpu + inp.rho * inp.n
     # K/V of deleted tokens freed, their x kept; one layer's recomputed K,V as scratch
     scratch = inp.batch * geo.share * 2 * m.kv_dim * inp.wl.b_a
-    U = base + inp.eta * geo.x_held + (scratch - inp.rho) * geo.deleted
-    # the α-share: its K/V and x leave, but loads land in a 2-layer buffer (2/L of a step's)
-    V = (inp.rho * (1.0 - 2.0 / L * geo.share)) * geo.offloadable + inp.eta * geo.x_offloadable \
-        - (2.0 / L * inp.eta) * geo.load_x_rows
+    U = base + inp.eta * geo.x_held + (scratch - inp.rho) * geo.deleted + _gathered_rows_bytes(inp, geo)
+    # the α-share: its K/V and x leave; the x rows a recomputation loads land in a 2-layer buffer
+    V = inp.rho * geo.offloadable + inp.eta * geo.x_offloadable - (2.0 / L * inp.eta) * geo.load_x_rows
     return U, V
+
+
+def _gathered_rows_bytes(inp: StepInputs, geo: Geometry):
+    """Once rows can be on the host or deleted, a layer reads its selected rows (recent and
+    global, GPU rows too) from a compact copy, gathered while the layer before runs: two layers'
+    copies at a time, 2/L of ρ per selected row (runtime/schedule_store.py ``prefetch_rows``).
+    Charged wherever the plan offloads or deletes at that step, even at α = 0 (then an over-count:
+    the runtime reads the GPU pool in place)."""
+    copied = (geo.offloadable > 0) | (geo.deleted > 0)
+    return 2.0 / inp.model.n_layers * inp.rho * (inp.recent + inp.global_sel) * copied
 
 
 def cpu_bytes_linear(inp: StepInputs, geo: Geometry, weights_gpu):
