@@ -36,7 +36,8 @@ def at_host_probe(hw: HardwareProfile, probe_s: float) -> HardwareProfile:
     """``hw`` on a host whose clock probe (``host.probe_s``: seconds per tiny torch call) read
     ``probe_s``: every host cost scaled by probe_s / host.probe_s (host work is CPU work; a
     busier or slower-clocked host does all of it proportionally slower). Unchanged where the
-    profile has no probe or ``probe_s`` is not a positive number.
+    profile has no probe or ``probe_s`` is 0 or None (no probe read); anything but seconds per
+    call in [0, 1) is refused in one line.
 
     One probe cannot tell a slower host from a per-call cost added to CUDA calls only: in a
     process where torch.profiler has run (the harness's GPU busy time, from the second
@@ -45,8 +46,10 @@ def at_host_probe(hw: HardwareProfile, probe_s: float) -> HardwareProfile:
     ±4%). Moving only the bare calls (not the runtime's Python) by the probe, or adding the
     probe's rise per call, gave larger errors on those records (under by 6-13%), so all of it
     scales."""
+    if isinstance(probe_s, bool) or not isinstance(probe_s or 0.0, (int, float)) or not 0 <= (probe_s or 0.0) < 1:
+        raise KvsimError(f"host_probe_s must be seconds per call in [0, 1), got {probe_s!r}")
     host = hw.host
-    if host is None or host.probe_s is None or host.probe_s.value <= 0 or not probe_s > 0:
+    if host is None or host.probe_s is None or host.probe_s.value <= 0 or not probe_s:
         return hw
     ratio = float(probe_s) / host.probe_s.value
     scaled = lambda f: None if f is None else f.model_copy(update={"value": f.value * ratio})  # noqa: E731

@@ -39,6 +39,7 @@ import copy
 import numpy as np
 
 from .errors import KvsimError
+from .hardware import kernel_seconds
 from .trust import trust_of
 
 AS_IS = "as measured"
@@ -128,14 +129,14 @@ def beyond_plain_points(points, parent_plain, child_plain, peaks: tuple[float, f
     the child's curve plus what the variant took beyond the plain kernel on the parent (SM work)
     over ``sm_ratio`` (the child's SM count × clock over the parent's). ``peaks``: (parent,
     child) bandwidth."""
-    from .hardware import kernel_seconds
     sizes, effs = (np.asarray(v, dtype=float) for v in zip(*points))
     extra = np.maximum(sizes / (peaks[0] * effs) - kernel_seconds(parent_plain, peaks[0], sizes), 0.0)
     seconds = kernel_seconds(child_plain, peaks[1], sizes) + extra / sm_ratio
     return [[float(x), float(min(x / (peaks[1] * t), 1.0))] for x, t in zip(sizes, seconds)]
 
 
-def _carried(value: dict, rule: str, ratio: float, child: dict, parent_name: str, parent: dict | None = None) -> dict:
+def _carried(value: dict, rule: str, ratio: float, child: dict, parent: dict) -> dict:
+    parent_name = parent["name"]
     if rule == "beyond_attention":
         plain = (_get(parent, PLAIN_CURVE) or {}).get("points"), (_get(child, PLAIN_CURVE) or {}).get("points")
         if None in plain:  # no plain curve on one side: the variant's own lost time carries over
@@ -163,7 +164,7 @@ def transfer(child: dict, parent: dict) -> dict:
         if value is None or _get(child, path) is not None:
             continue
         scale = scale or ratios(child, parent)
-        _set(out, path, _carried(value, rule, scale.get(rule, 1.0), out, parent["name"], parent))
+        _set(out, path, _carried(value, rule, scale.get(rule, 1.0), out, parent))
     if scale is not None:
         out["transferred_from"] = {"profile": parent["name"], "architecture": parent.get("architecture")}
     return out

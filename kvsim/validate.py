@@ -143,11 +143,7 @@ def on_record_host(record: dict, hw=None) -> HardwareProfile:
     """The profile ``record`` is predicted on, its host costs at the host clock the record's
     eager timings ran at (``eager.host_probe_s``, kvsim.host_costs.at_host_probe) where it has one."""
     profile = load_profile(hw) if hw else record_profile(record["hw"])
-    probe = (record.get("eager") or {}).get("host_probe_s") or 0.0
-    if isinstance(probe, bool) or not isinstance(probe, (int, float)) or not 0 <= probe < 1:
-        raise KvsimError(f"measured record ({record.get('method')} S={record.get('seq')}): eager.host_probe_s "
-                         f"must be seconds per call in [0, 1), got {probe!r}")
-    return at_host_probe(profile, probe)
+    return at_host_probe(profile, (record.get("eager") or {}).get("host_probe_s"))
 
 
 def predicted_values(record: dict, hw=None, engine: str = "graphs") -> dict:

@@ -156,3 +156,19 @@ def test_validate_plot_keeps_offloaded_runs_apart(tmp_path):
     labels = {t.get_text() for t in captured["fig"].axes[0].get_legend().get_texts()}
     assert groups <= labels
     plt.close(captured["fig"])
+
+
+def test_the_simulator_never_imports_torch_or_triton():
+    """predict, plan, schedule and validate run without torch or triton: the runtime and kernel
+    modules beside each method's cost model (kvsim/methods/*/runtime.py, kernels.py) load only
+    with the reference runtime."""
+    code = ("import sys, kvsim.cli as c\n"
+            "for argv in (['predict', '--hw', 'h100', '--method', 'all', '--seq', '64k'],\n"
+            "             ['schedule', '--hw', 'h100', '--model', 'opt-6.7b', '--layers', '4', '--gen', '64'],\n"
+            "             ['validate', 'benchmarks/results/h100-schedule.jsonl'],\n"
+            "             ['plan', '--model', 'llama-3.1-8b', '--seq', '32k', '--tpot-ms', '50']):\n"
+            "    c.main(argv)\n"
+            "print('torch' in sys.modules, 'triton' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip().splitlines()[-1] == "False False"

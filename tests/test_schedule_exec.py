@@ -197,9 +197,10 @@ def _calls_per_step(model, placement, monkeypatch) -> dict:
 
     def hook(j):
         if "c" in live:
-            live.pop("c").__exit__(None, None, None)
-            counts[j] = dict(live.pop("counter").counts)
-        live["counter"] = live["c"] = LaunchCounter().__enter__()
+            counter = live.pop("c")
+            counter.__exit__(None, None, None)
+            counts[j] = dict(counter.counts)
+        live["c"] = LaunchCounter().__enter__()
 
     run = generate("alisa", pred, "cpu", decoder=_decoder(model), step_hook=hook, max_steps=9)
     live.pop("c").__exit__(None, None, None)

@@ -89,19 +89,13 @@ def _ran_placement(record: dict):
     return (p1, p2, *(_number(record, f"plan.{k}", plan[k], 0.0, 1.0) for k in PLACEMENT[2:]))
 
 
-def _probe(record: dict) -> float:
-    """The host-clock probe the run read (0: none; kvsim then uses the profile's clock)."""
-    probe = record.get("host_probe_s")
-    return 0.0 if probe is None else _number(record, "host_probe_s", probe, 1e-9, 1.0)
-
-
 def compare(records: list[dict]) -> dict:
     """Every record compared; the speedup per configuration that has both policies."""
     preds, rows = {}, []
     for record in records:
         key = _key(record)
         params = record.get("schedule_params") or {}
-        probe, plan = _probe(record), _ran_placement(record)
+        probe, plan = record.get("host_probe_s"), _ran_placement(record)
         if (key, probe, plan) not in preds:
             hw = at_host_probe(load_profile(key[0]), probe)
             preds[key, probe, plan] = prediction(hw, *key[1:], params=params, placement=plan)
