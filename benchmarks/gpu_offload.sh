@@ -1,5 +1,8 @@
 # On the device machine, after `. benchmarks/gpu_setup.sh`:  bash benchmarks/gpu_offload.sh BUDGET_S
 # (about 150 s per device at BUDGET_S=180; a smaller budget measures fewer configurations).
+# OFFLOAD=0.9 SEQS=16384,65536 PROFILE=0 narrow it (defaults: 0.25,0.5,0.9; 16k,64k; profile on);
+# RESUME=FILE.jsonl continues a cut-off run (its records are kept; failed ones skipped);
+# DIAGNOSE=quest:0.9:16384 re-runs one configuration eagerly with blocking launches.
 # Offloaded decode steps of dense, SparQ, Quest, ALISA and TidalDecode at offload 0.25, 0.5,
 # 0.9, 16k and 64k x batch 4, llama-3.1-8b cut to 4 layers,
 # timed by CUDA-graph replay where the step captures (else eager, the reason in `timer`) and
@@ -31,16 +34,29 @@ echo "== zero-copy gathers"
 timeout 15 python3 benchmarks/bench_pcie.py --skip-copy --out $dir/$tag-pcie-gather.jsonl --hw $tag 2>&1 | tail -3
 
 echo "== offloaded steps"
-args="--out $dir/$tag-offload.jsonl --synced-out $dir/$tag-offload-synced.jsonl --steps 6 --warmup 2"
-timeout $(( $(left) - 45 )) python3 benchmarks/measure_offload_synced.py $args --budget-s $(( $(left) - 65 )) 2>&1 | grep -v -i warn
-if [ ${PIPESTATUS[0]} -eq 3 ]; then  # a CUDA error or a failed capture: the rest without graphs
-  echo "-- resuming without graphs"
-  timeout $(( $(left) - 45 )) python3 benchmarks/measure_offload_synced.py $args --skip-done --no-graphs \
-    --budget-s $(( $(left) - 65 )) 2>&1 | grep -v -i warn
+[ -n "$RESUME" ] && cp "$RESUME" $dir/$tag-offload.jsonl
+args="--out $dir/$tag-offload.jsonl --synced-out $dir/$tag-offload-synced.jsonl --steps 6 --warmup 2 --offload ${OFFLOAD:-0.25,0.5,0.9} --seqs ${SEQS:-16384,65536}"
+# A configuration that fails (a CUDA error poisons the process; it may also abort on exit) is
+# written as a failed record: the rest resume in a fresh process past it, with graphs twice,
+# then without.
+for graphs in "" "" --no-graphs; do
+  [ $(left) -gt 75 ] || break
+  timeout $(( $(left) - 45 )) python3 benchmarks/measure_offload_synced.py $args --skip-done $graphs \
+    --budget-s $(( $(left) - 65 )) 2>&1 | grep -v -i warn | grep -v "^frame #"
+  [ ${PIPESTATUS[0]} -eq 0 ] && break
+  echo "-- resuming past the failed configuration ${graphs:+without graphs}"
+done
+if [ -n "$DIAGNOSE" ]; then  # METHOD:F:SEQ, eager with blocking launches: the failing call
+  IFS=: read -r m f s <<< "$DIAGNOSE"
+  echo "== $m F=$f S=$s, eager, CUDA_LAUNCH_BLOCKING=1"
+  CUDA_LAUNCH_BLOCKING=1 timeout 60 python3 benchmarks/measure_offload_synced.py --out /tmp/diag.jsonl \
+    --synced-out /tmp/diag-synced.jsonl --methods $m --offload $f --seqs $s --steps 2 --warmup 1 --no-graphs \
+    --budget-s 40 2>&1 | grep -v -i warn | grep -v "^frame #" | tail -30
+  python3 -c "import json; [print(json.loads(l).get('error', 'ran')[:600]) for l in open('/tmp/diag.jsonl')]"
 fi
 
 echo "== where an offloaded step's GPU time goes (64k x 4, F = 0.5, torch.profiler)"
-timeout 25 python3 benchmarks/profile_steps.py --out $dir/$tag-offload-profile.json --methods quest,sparq,alisa,dense \
+[ "${PROFILE:-1}" = 1 ] && timeout 25 python3 benchmarks/profile_steps.py --out $dir/$tag-offload-profile.json --methods quest,sparq,alisa,dense \
   --seq 65536 --batch 4 --layers 4 --offload 0.5 2>&1 | grep -v -i warn
 
 echo "== summary ($tag, $(( SECONDS - start )) s)"

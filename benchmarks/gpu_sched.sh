@@ -19,9 +19,10 @@ budget=${1:-120}
 DEVICE=${DEVICE:-cuda}; MODEL=${MODEL:-opt-6.7b}; LAYERS=${LAYERS:-4}
 TAG=${TAG:-$(python3 -m kvsim.runtime.environment)}
 HW=${HW:-$([ "$TAG" = h200 ] && echo h200 || echo h100)}
-case "$TAG" in  # (re-chosen 2026-12-07 once the gathered rows' two-layer copies were counted)
-  h200) DEFAULT="32 128 512 5.6 alisa,flexgen;32 128 512 5.3 alisa;32 64 1024 5.8 alisa" ;;
-  *)    DEFAULT="32 128 512 5.5 alisa,flexgen;32 128 512 5.2 alisa;32 64 1024 5.6 alisa" ;;
+case "$TAG" in  # (B re-chosen 2026-12-07, session 4, once the recomputation was counted as the
+                # executor runs it: min(selected, deleted) entries and their temporaries)
+  h200) DEFAULT="32 128 512 5.6 alisa,flexgen;32 128 512 5.2 alisa;32 64 1024 5.8 alisa" ;;
+  *)    DEFAULT="32 128 512 5.5 alisa,flexgen;32 128 512 5.1 alisa;32 64 1024 5.6 alisa" ;;
 esac
 CONFIGS=${CONFIGS:-$DEFAULT}
 out=$OUT/sched/$TAG-schedule.jsonl

@@ -24,7 +24,8 @@ from ._attention import DENSE, GATHER, run_attention
 from ._common import (check_decode_args, default_scale, interpreting, last_dim_contiguous, launcher,
                       splits_for)
 
-BLOCK_ROWS = 512  # rows per accumulate program (an elementwise pass: any size that fills the GPU)
+BLOCK_ROWS = 512  # rows per accumulate program at most (an elementwise pass: any size that fills the GPU)
+TILE_ELEMENTS = 4096  # logits one accumulate program loads at once (heads x rows; 32 fp32 a thread)
 
 
 def decode_attention_with_logits(q, k, v, seq_lens=None, indices=None, counts=None, *, scale=None,
@@ -80,25 +81,34 @@ def decode_attention_with_logits_ref(q, k, v, seq_lens=None, indices=None, count
 
 @triton.jit
 def _accumulate_kernel(LOGITS, LSE, ACC, IDX, CNT, s_lb, s_lh, s_ab, s_as, s_ib, H, HS, n_sets,
-                       BLOCK: tl.constexpr, INDEXED: tl.constexpr):
+                       BLOCK: tl.constexpr, HB: tl.constexpr, INDEXED: tl.constexpr):
     pid_r = tl.program_id(0)
     pid = tl.program_id(1)
     b = (pid // n_sets).to(tl.int64)
     st = pid % n_sets
     r = pid_r * BLOCK + tl.arange(0, BLOCK)
     mask = r < tl.load(CNT + b)
-    total = tl.zeros([BLOCK], tl.float32)
-    for j in range(HS):
-        h = st * HS + j
-        lse = tl.load(LSE + b * H + h)
-        lg = tl.load(LOGITS + b * s_lb + h * s_lh + r, mask=mask, other=float("-inf"))
-        total += tl.exp(lg - lse)
+    j = tl.arange(0, HB)  # the set's heads in one tile: no chain of HS dependent loads
+    h = st * HS + j
+    in_set = j < HS
+    lse = tl.load(LSE + b * H + h, mask=in_set, other=0.0)
+    lg = tl.load(LOGITS + b * s_lb + h[:, None] * s_lh + r[None, :], mask=in_set[:, None] & mask[None, :],
+                 other=float("-inf"))
+    total = tl.sum(tl.exp(lg - lse[:, None]), 0)
     if INDEXED:
         dst = tl.load(IDX + b * s_ib + r, mask=mask, other=0).to(tl.int64)
     else:
         dst = r.to(tl.int64)
     ptr = ACC + b * s_ab + st * s_as + dst
     tl.store(ptr, tl.load(ptr, mask=mask, other=0.0) + total, mask=mask)
+
+
+def accumulate_block(heads_per_set: int) -> tuple[int, int]:
+    """(rows per program, heads tile) of the accumulate pass: a program loads its set's heads as
+    one [HB, rows] tile of TILE_ELEMENTS at most (ALISA's 32 heads: 128 rows; H2O's G ≤ 8: 512;
+    a tile of at least 2 heads, the second masked under MHA)."""
+    hb = triton.next_power_of_2(max(heads_per_set, 2))
+    return max(32, min(BLOCK_ROWS, TILE_ELEMENTS // hb)), hb
 
 
 def _check_acc(logits, lse, acc, counts, heads_per_set, indices):
@@ -122,11 +132,12 @@ def accumulate_weights(logits, lse, acc, counts, heads_per_set, indices=None):
     n_sets = H // heads_per_set
     s_as = acc.stride(1) if indices is None else 0
     idx = indices.to(torch.int32) if indices is not None else counts
-    grid = (triton.cdiv(max(n, 1), BLOCK_ROWS), B * n_sets)
+    block, hb = accumulate_block(heads_per_set)
+    grid = (triton.cdiv(max(n, 1), block), B * n_sets)
     launcher(_accumulate_kernel, logits)[grid](
         logits, lse.contiguous(), acc, idx, counts.to(torch.int32), logits.stride(0),
         logits.stride(1), acc.stride(0), s_as, idx.stride(0), H, heads_per_set, n_sets,
-        BLOCK=BLOCK_ROWS, INDEXED=indices is not None, num_warps=4,
+        BLOCK=block, HB=hb, INDEXED=indices is not None, num_warps=4,
         **({} if interpreting() else {"num_stages": 1}))
     return acc
 

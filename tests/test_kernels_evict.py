@@ -19,10 +19,11 @@ def state(B=3, H=2, cap=1500, rows=1504, d=32, seed=0, ties=False):
     return [t.to(DEVICE) for t in (acc, slot_pos, k, v, new[0], new[1])]
 
 
+@pytest.mark.parametrize("cap", [1500, 4500])  # one 2048-slot step; two 4096-slot steps
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("recent", [0, 700, 4999])
-def test_evict_insert_matches_reference(ties, recent):
-    want, got = state(ties=ties), state(ties=ties)
+def test_evict_insert_matches_reference(ties, recent, cap):
+    want, got = state(ties=ties, cap=cap, rows=cap + 4), state(ties=ties, cap=cap, rows=cap + 4)
     evict_insert_ref(*want, pos=5000, recent=recent)
     evict_insert(*got, pos=5000, recent=recent)
     for w, g in zip(want, got):

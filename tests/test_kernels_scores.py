@@ -56,19 +56,22 @@ def test_gathered_logits_follow_the_index_order(small_blocks, per_query_head):
         assert torch.allclose(logits[b, :, :n], rlogits[b, :, :n], atol=1e-2)
 
 
-@pytest.mark.parametrize("indexed", [False, True])
-def test_accumulate_weights(indexed):
+@pytest.mark.parametrize("H,heads,indexed", [(6, 1, False), (8, 4, False), (12, 3, False), (8, 8, True),
+                                             (32, 32, True)])
+def test_accumulate_weights(H, heads, indexed):
+    """Sets of 1 head (MHA H2O) or 3 (masked head tiles), 4, and all 8 or 32 heads indexed
+    (ALISA: 128-row programs); n crosses the programs' row blocks."""
     torch.manual_seed(2)
-    B, H, n, S = 3, 8, 1100, 1300  # n crosses the accumulate kernel's 512-row blocks
+    B, n, S = 3, 1100, 1300
     logits = torch.randn(B, H, n, device=DEVICE) * 3
     lse = torch.logsumexp(logits, -1) + torch.rand(B, H, device=DEVICE)
     counts = torch.tensor([n, 7, 600], dtype=torch.int32, device=DEVICE)
     if indexed:
         idx = torch.stack([torch.randperm(S)[:n] for _ in range(B)]).to(DEVICE).int()
         acc = torch.rand(B, S, device=DEVICE)
-        heads = H
     else:
-        idx, acc, heads = None, torch.rand(B, H // 4, n + 9, device=DEVICE), 4
+        idx, acc = None, torch.rand(B, H // heads, n + 9, device=DEVICE)
+    assert scores.accumulate_block(heads)[0] < n  # more than one program per row range
     want = scores.accumulate_weights_ref(logits, lse, acc.clone(), counts, heads, idx)
     got = scores.accumulate_weights(logits, lse, acc.clone(), counts, heads, idx)
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)

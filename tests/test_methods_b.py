@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from kvsim.errors import KvsimError
+from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS, split_count
 from kvsim.methods import get_method
 from kvsim.methods.adore.cost import ADORE
 from kvsim.methods.alisa.cost import ALISA
@@ -44,8 +45,12 @@ def test_alisa_by_hand():
     kv = L * B * GQA["hkv"] * 4 * k * D_HEAD * BF16  # 4·k·d·b per KV head (2k rows of K and V)
     assert decode.hbm_read == kv + L * B * GQA["hkv"] * 2 * k * 4 + q_bytes(GQA)  # + int32 indices
     assert decode.flops == L * B * GQA["hq"] * 2 * k * (4 * D_HEAD + 5)  # ≈ 8·k·d per head
-    scores = op(pred, "layers/attn/score_update")  # n·4 scores each way + H_q·2k·4 weights
-    assert scores.hbm_read == scores.hbm_write == L * B * (n * 4 + GQA["hq"] * 2 * k * 4)
+    splits = split_count(B, GQA["hkv"], 2 * k)  # the kernel writes its partials and the fp32 logits
+    partials = B * GQA["hq"] * splits * (D_HEAD + 2) * 4
+    assert decode.hbm_write == L * (partials + B * GQA["hq"] * 2 * k * 4)
+    scores = op(pred, "layers/attn/score_update")  # the H_q·2k·4 logits; the 2k rows' index and score
+    assert scores.hbm_read == L * B * (GQA["hq"] * 2 * k * 4 + 2 * k * (4 + 4))
+    assert scores.hbm_write == L * B * 2 * k * 4
     topk = op(pred, "layers/attn/topk")  # top-k over the n − k older tokens, per layer
     assert topk.hbm_read == L * B * (n - k) * 4 and topk.hbm_write == L * B * k * 8
     assert pred.kv_bytes == L * B * GQA["hkv"] * n * 2 * D_HEAD * BF16 + L * B * n * 4
@@ -85,9 +90,12 @@ def test_h2o_by_hand(m):
     assert decode.hbm_read == L * B * m["hkv"] * 2 * rows * D_HEAD * BF16 + q_bytes(m)
     assert decode.flops == L * B * m["hq"] * rows * (4 * D_HEAD + 5)
     pairs = L * B * m["hkv"]  # one score set per KV head: G heads' weights summed
+    logits = pairs * m["g"] * rows * 4  # fp32, written by the attention kernel, read by the update
+    splits = split_count(B, m["hkv"], rows, DENSE_TARGET_PROGRAMS)
+    assert decode.hbm_write == L * B * m["hq"] * splits * (D_HEAD + 2) * 4 + logits  # partials + logits
     scores = op(pred, "layers/attn/score_update")
-    assert scores.hbm_read == pairs * (m["g"] * rows * 4 + (rows - 1) * 4)
-    assert scores.hbm_write == pairs * (m["g"] * rows * 4 + rows * 4)
+    assert scores.hbm_read == logits + pairs * (rows - 1) * 4
+    assert scores.hbm_write == pairs * rows * 4
     evict = op(pred, "layers/attn/evict")  # kvsim/methods/h2o/kernels.py: C+1 scores (4 B) and positions (8 B)
     assert evict.hbm_read == pairs * rows * (4 + 8) and evict.hbm_write == pairs * (4 + 8)
     assert pred.kv_bytes == pairs * rows * (2 * D_HEAD * BF16 + 4)
@@ -95,11 +103,13 @@ def test_h2o_by_hand(m):
 
 def test_h2o_full_budget_is_dense_plus_scores():
     dense, h2o = run("dense"), run("h2o", heavy=20000, recent=20000)
+    logits = L * B * GQA["hq"] * S * 4  # the attention kernel's fp32 logits, for the update
     for name in ("layers/attn/decode", "layers/attn/decode_combine"):
         for q in ("hbm_read", "hbm_write", "flops"):
-            assert getattr(op(h2o, name), q) == getattr(op(dense, name), q)
+            extra = logits if (name, q) == ("layers/attn/decode", "hbm_write") else 0
+            assert getattr(op(h2o, name), q) == getattr(op(dense, name), q) + extra
     assert op(h2o, "layers/attn/evict").hbm_bytes == 0 and op(h2o, "layers/attn/evict").launches == 0
-    assert attn_bytes(h2o) == attn_bytes(dense) + op(h2o, "layers/attn/score_update").hbm_bytes
+    assert attn_bytes(h2o) == attn_bytes(dense) + logits + op(h2o, "layers/attn/score_update").hbm_bytes
 
 
 def test_streamingllm_by_hand_and_full_window():
@@ -228,3 +238,4 @@ def test_cli_kv_bits_and_bad_sparsity():
     bad = kvsim("--param", "sparsity=1.5")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "sparsity" in bad.stderr and "Traceback" not in bad.stderr
+

@@ -47,7 +47,7 @@ def kv_row_bytes(model: ModelConfig, wl: Workload) -> float:
 def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
                      kv_heads=None, query_heads_per_kv=None, index_bytes=0.0,
                      target=TARGET_PROGRAMS, gathered: bool = False, kernel=None,
-                     curve: str = "attention") -> list[Op]:
+                     curve: str = "attention", logits: bool = False) -> list[Op]:
     """Attention of every query head over ``rows`` cached tokens per KV head, in ``layers`` layers.
 
     ``kv_heads`` KV heads take part (all by default); ``query_heads_per_kv`` defaults to G.
@@ -57,7 +57,9 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     ``kernel``: "rope" or "masked", else the cache's ("int8" or "bf16"; ATTENTION_ARGS);
     ``curve``: the kernel family that times its bytes (kvsim.roofline): "attention", the split-K
     kernels (ADORE's several query tokens included: its 64k × 8 kernel time is within 4% of
-    this curve, benchmarks/results/h100-profile.json), or a variant's own."""
+    this curve, benchmarks/results/h100-profile.json), or a variant's own;
+    ``logits``: the kernel also writes every query head's fp32 logits, G·rows·4 per KV head
+    (kernels/scores.py; H2O's and ALISA's score updates read them)."""
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     G = model.group if query_heads_per_kv is None else query_heads_per_kv
     d, B = model.head_dim, wl.batch
@@ -66,10 +68,11 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     splits = split_count(B, kv_heads, rows, target)
     partials = heads * G * splits * (d + 2) * 4.0
     several = splits > 1
+    logits_bytes = heads * G * rows * SCORE_BYTES if logits else 0.0
     args = ATTENTION_ARGS[kernel or ("int8" if wl.kv_dtype == "int8" else "bf16")]
     main = Op(name, "attention", flops=heads * G * rows * (4 * d + 5),
               hbm_read=heads * rows * (kv_row_bytes(model, wl) + index_bytes) + q_or_o,
-              hbm_write=np.where(several, partials, q_or_o), dtype=wl.compute_dtype,
+              hbm_write=np.where(several, partials, q_or_o) + logits_bytes, dtype=wl.compute_dtype,
               access="gather" if gathered else "contiguous", curve=curve).issued(triton=1, args=args,
                                                                     torch_host=1)  # o
     combine = Op(name + "_combine", "attention", flops=np.where(several, partials / 4 * 3, 0.0),

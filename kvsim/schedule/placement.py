@@ -24,8 +24,10 @@ Assumptions (the paper gives no equations; unverified against its code):
     delete (known offline: the oldest β·N_G), beside the token's K and V and in the same memory;
     a deleted CPU token's x crosses PCIe when selected. Per selected row and layer: 2·2·D·KV
     FLOPs (K and V), reading x (D·b_a) and the K/V projection weights 2·D·KV·b_w once per layer.
-  * loads land in a two-layer GPU buffer (2/L of a step's loaded bytes); one layer's recomputed
-    K/V (2·KV·b_a per row) is scratch.
+  * loads land in a two-layer GPU buffer (2/L of a step's loaded bytes); one layer's
+    recomputation's temporaries (x, its norm, the K/V projection) are scratch.
+  * the executor recomputes min(selected older rows, deleted) list entries per sequence and
+    layer, masking those not deleted, so that no step waits on the host for a count.
 """
 from __future__ import annotations
 
@@ -76,8 +78,11 @@ class Geometry:
         return self.share * np.maximum(self.deleted - self.start, 0.0)
 
     @property
-    def recompute_rows(self):  # selected deleted rows per sequence and layer
-        return self.share * self.deleted
+    def recompute_rows(self):
+        """List entries recomputed per sequence and layer: the executor's host-known bound
+        min(selected older rows, deleted), the entries not deleted masked (no host sync;
+        runtime/schedule_exec.py ``recompute_bound``), not the expected share·deleted."""
+        return np.minimum(self.share * self.old, self.deleted)
 
     def subset(self, keep: np.ndarray) -> "Geometry":
         """The plans where ``keep`` holds."""
@@ -112,9 +117,9 @@ def gpu_bytes_linear(inp: StepInputs, geo: Geometry, weights_gpu):
     # weights: w·W resident + a 2-layer buffer for the streamed (1 − w) share (FlexGen §4.3)
     weights = weights_gpu * inp.weights + 2.0 * (1.0 - weights_gpu) * inp.layer_weights
     base = weights + inp.fixed_gpu + inp.meta_gpu + inp.rho * inp.n
-    # K/V of deleted tokens freed, their x kept; one layer's recomputed K,V as scratch
-    scratch = inp.batch * geo.share * 2 * m.kv_dim * inp.wl.b_a
-    U = base + inp.eta * geo.x_held + (scratch - inp.rho) * geo.deleted + _gathered_rows_bytes(inp, geo)
+    # K/V of deleted tokens freed, their x kept; one layer's recomputation's temporaries
+    U = (base + inp.eta * geo.x_held - inp.rho * geo.deleted + _recompute_temporaries(inp, geo)
+         + _gathered_rows_bytes(inp, geo))
     # the α-share: its K/V and x leave; the x rows a recomputation loads land in a 2-layer buffer
     V = inp.rho * geo.offloadable + inp.eta * geo.x_offloadable - (2.0 / L * inp.eta) * geo.load_x_rows
     return U, V
@@ -128,6 +133,17 @@ def _gathered_rows_bytes(inp: StepInputs, geo: Geometry):
     the runtime reads the GPU pool in place)."""
     copied = (geo.offloadable > 0) | (geo.deleted > 0)
     return 2.0 / inp.model.n_layers * inp.rho * (inp.recent + inp.global_sel) * copied
+
+
+def _recompute_temporaries(inp: StepInputs, geo: Geometry):
+    """One layer's recomputation at its peak, per recomputed entry (runtime/schedule_store.py
+    ``_recompute``, all b_a wide): the gathered x pieces and their [R, D] copy, then either the
+    norm's output and the K/V projection (3·D + 2·KV) or the projection, RoPE's rotated keys and
+    one masked write's output (2·D + 3·KV, + KV with RoPE)."""
+    D, KV = inp.model.d_model, inp.model.kv_dim
+    rope = 0.0 if inp.model.learned_positions else KV
+    per_row = max(3 * D + 2 * KV, 2 * D + 3 * KV + rope) * inp.wl.b_a
+    return inp.batch * geo.recompute_rows * per_row
 
 
 def cpu_bytes_linear(inp: StepInputs, geo: Geometry, weights_gpu):

@@ -75,7 +75,7 @@ class ALISA(ALISASpec, Method):
     def attention_ops(self, model, wl) -> list[Op]:
         n, L = wl.seq, model.n_layers
         rows = self.selected_tokens(n)
-        main, combine = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L,
+        main, combine = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L, logits=True,
                                          index_bytes=INDEX_BYTES, gathered=True)  # + rows·4 int32 indices
         # host: the logits and lse buffers, the list and counts as views for every KV head
         main = replace(main, torch_host_calls=main.torch_host_calls + 6 * L)
@@ -99,14 +99,16 @@ class ALISA(ALISASpec, Method):
         return [allreduce("layers/attn/score_allreduce", wl.batch * rows * SCORE_BYTES, gpus, count=model.n_layers)]
 
     def _accumulate(self, model, wl, rows) -> Op:
-        """Per layer and sequence: the attention kernel writes each query head's weights over the
-        gathered rows (H_q·rows·4); the update reads them, sums over heads and adds them into the
-        n accumulated scores, read and written in full (n·4 each way)."""
-        weights = model.n_heads * rows * SCORE_BYTES
-        scores = wl.seq * SCORE_BYTES
+        """Per layer and sequence: the attention kernel writes each query head's fp32 logits over
+        the gathered rows (H_q·rows·4, decode_attention's ``logits``); the update
+        (kernels/scores.py ``accumulate_weights``, indexed) reads them, sums the weights over
+        heads and adds them into the accumulated scores at the rows' positions only: read the
+        rows' int32 indices and scores, write the scores (rows·4 each)."""
+        logits = model.n_heads * rows * SCORE_BYTES
         return Op("layers/attn/score_update", "attention",
-                  flops=wl.batch * (model.n_heads * rows + 2 * wl.seq),
-                  hbm_read=wl.batch * (weights + scores), hbm_write=wl.batch * (weights + scores),
+                  flops=wl.batch * rows * (2 * model.n_heads + 1),
+                  hbm_read=wl.batch * (logits + rows * (INDEX_BYTES + SCORE_BYTES)),
+                  hbm_write=wl.batch * rows * SCORE_BYTES,
                   dtype="fp32").issued(triton=1, args=13).scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:

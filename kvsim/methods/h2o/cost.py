@@ -5,8 +5,8 @@ entered) plus the ``recent`` newest tokens: a cache of C = heavy + recent past t
 (``H2OKVCache_LayerWise`` in h2o_hf/utils_real_drop/modify_llama.py). One decode step, per layer
 and KV head, context S (= ``wl.seq``, the new token included), C = min(heavy + recent, S − 1):
   attention over the C cached rows and the new one: read 2·(C+1)·d·b, FLOPs G·(C+1)·(4d+5)
-  scores: the kernel also writes each query head's softmax weights (G·(C+1)·4); the update reads
-          them and the C accumulated fp32 scores (C·4) and writes C+1 scores back
+  scores: the attention kernel also writes each query head's fp32 logits (G·(C+1)·4); the update
+          reads them and the C accumulated fp32 scores (C·4) and writes C+1 scores back
           (``_update_hh_score``: hh_score += attn.sum over queries)
   eviction, once S > heavy + recent: the reference keeps the top-``heavy`` of the older
           scores (``torch.topk(hh_score[:, :seq_len - recent_size], hh_size)``), i.e. drops the
@@ -45,16 +45,16 @@ class H2O(H2OSpec, Method):
     def attention_ops(self, model, wl) -> list[Op]:
         L, G = model.n_layers, model.group
         rows = self.cached_tokens(wl.seq) + 1.0
-        ops = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L,
+        ops = decode_attention("layers/attn/decode", model, wl, rows=rows, layers=L, logits=True,
                                target=contiguous_target(wl))  # the kept cache is compact
         # host: the logits and lse buffers, and the logits' view for the update
         ops[0] = replace(ops[0], torch_host_calls=ops[0].torch_host_calls + 3 * L)
         pairs = wl.batch * model.n_kv_heads  # (sequence, KV head): one score set each
-        weights = G * rows * SCORE_BYTES  # this step's softmax weights, fp32, per KV head's G heads
+        logits = G * rows * SCORE_BYTES  # this step's logits, fp32, of a KV head's G query heads
         ops.append(Op("layers/attn/score_update", "attention",
-                      flops=pairs * (G * rows + rows),  # sum over G heads, add into the scores
-                      hbm_read=pairs * (weights + (rows - 1.0) * SCORE_BYTES),
-                      hbm_write=pairs * (weights + rows * SCORE_BYTES), dtype="fp32").issued(triton=1, args=13).scaled(L))  # 13 arguments
+                      flops=pairs * (G * rows + rows),  # exp(logit − lse), sum over G heads, add
+                      hbm_read=pairs * (logits + (rows - 1.0) * SCORE_BYTES),
+                      hbm_write=pairs * rows * SCORE_BYTES, dtype="fp32").issued(triton=1, args=13).scaled(L))  # 13 arguments
         return ops
 
     def _full(self, seq):

@@ -15,7 +15,9 @@ import triton.language as tl
 
 from kvsim.kernels._common import interpreting, launcher
 
-BLOCK = 1024  # slots per loop iteration
+MAX_BLOCK = 4096  # slots per loop iteration at most: a program scans its cap slots in cdiv(cap, block)
+# dependent steps, so one step up to 4096 (B = 1 at 16k, cap 3277: 5.1 us a layer on the H100 in
+# 1024-slot steps, benchmarks/results/h100-profile-small.json)
 
 
 @triton.jit
@@ -62,12 +64,13 @@ def evict_insert(acc, slot_pos, k, v, k_new, v_new, pos: int, recent: int) -> No
     _check(acc, slot_pos, k, v, k_new, v_new)
     B, H, cap = acc.shape
     d = k.shape[3]
+    block = min(triton.next_power_of_2(max(cap, 16)), MAX_BLOCK)
     launcher(_evict_insert_kernel, acc)[(B * H,)](
         acc, slot_pos, k, v, k_new, v_new, cap, int(pos), int(recent),
         acc.stride(0), acc.stride(1), slot_pos.stride(0), slot_pos.stride(1),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), H,
-        D=d, BLOCK=BLOCK, num_warps=4, **({} if interpreting() else {"num_stages": 1}))
+        D=d, BLOCK=block, num_warps=8 if block >= 2048 else 4, **({} if interpreting() else {"num_stages": 1}))
 
 
 def evict_insert_ref(acc, slot_pos, k, v, k_new, v_new, pos: int, recent: int) -> None:
