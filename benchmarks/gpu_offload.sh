@@ -20,11 +20,7 @@
 # curves come from the microbenchmark bench_pcie.py; the graphs are validated on the shipped
 # profile and on one with the gather curve just re-measured).
 budget=${1:-180}
-tag=$(python3 -m kvsim.runtime.environment)
-dir=$OUT/offload
-mkdir -p $dir
-start=$SECONDS
-left() { echo $(( budget - (SECONDS - start) )); }
+. benchmarks/gpu_clock.sh offload
 
 echo "== graph capture of offloaded steps ($tag)"
 timeout 40 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_offload_graph_gpu.py > $dir/$tag-graph-tests.log 2>&1

@@ -12,11 +12,7 @@
 # and prints kvsim validate on them last.
 budget=${1:-130}
 [ -n "$PYTHONPATH" ] || . benchmarks/gpu_setup.sh
-tag=$(python3 -m kvsim.runtime.environment)
-dir=$OUT/scores
-mkdir -p $dir
-start=$SECONDS
-left() { echo $(( budget - (SECONDS - start) )); }
+. benchmarks/gpu_clock.sh scores
 
 echo "== kernel tests ($tag)"
 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_kernels_scores.py tests/test_kernels_evict.py \

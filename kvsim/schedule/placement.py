@@ -113,7 +113,7 @@ def new_offloads(inp: StepInputs, geo: Geometry):
 
 def gpu_bytes_linear(inp: StepInputs, geo: Geometry, weights_gpu):
     """GPU bytes at every step as U − α·V (both arrays): the α-share leaves for CPU memory."""
-    L, m = inp.model.n_layers, inp.model
+    L = inp.model.n_layers
     # weights: w·W resident + a 2-layer buffer for the streamed (1 − w) share (FlexGen §4.3)
     weights = weights_gpu * inp.weights + 2.0 * (1.0 - weights_gpu) * inp.layer_weights
     base = weights + inp.fixed_gpu + inp.meta_gpu + inp.rho * inp.n
