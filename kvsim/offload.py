@@ -30,7 +30,9 @@ Per decode step, summed over layers, with ρ = one row's K and V for one KV head
         on the link far longer)
 Host calls (eager engine): each op issues the runtime's calls (runtime/offload.py), counted
 as runtime/launches.py counts them.
-Memory: H·ρ per (layer, sequence, KV head) moves from the GPU to the host.
+Memory: H·ρ per (layer, sequence, KV head) moves from the GPU to the host; the fetched blocks
+of up to two layers at once (one where the method fetches a block only when its layer attends)
+are held on the GPU, H·ρ per (sequence, KV head) each.
 Which rows a method reads below H is its ``host_rows_read``: (rows read as whole blocks, rows
 gathered), each summed over layers and lists per sequence; a method without it cannot run
 offloaded in the reference runtime.
@@ -79,7 +81,18 @@ def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> C
     ops = (*_block_ops(method, model, wl, H, block, row, fields),
            *_gather_ops(gathering, model, gathered, row, fields, b_kv),
            _evict_op(model, pairs, fraction, row, fields))
-    return Cost(ops, (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),))
+    return Cost(ops, (Resident("kv_on_host", gpu=-moved, host=moved, kv=True),
+                      Resident("offload_blocks", gpu=_blocks_in_flight(method, model, wl, H, block) * row)))
+
+
+def _blocks_in_flight(method, model, wl, H, block):
+    """Rows of the fetched host blocks the GPU holds at once: a block layer's [0, H) of every
+    (sequence, KV head), B·Hkv·H rows, for two layers where the method prefetches (layer 0's
+    and layer 1's start together, then each layer's with the one before it: runtime/method.py
+    ``prefetch_blocks``), else one; freed once its layer has attended."""
+    layers = np.asarray(_block_layers(model, wl, H, block), dtype=float)
+    most = 2.0 if getattr(method, "prefetches_blocks", False) else 1.0
+    return np.minimum(np.ceil(layers), most) * wl.batch * model.n_kv_heads * H
 
 
 def _block_layers(model, wl, H, block):

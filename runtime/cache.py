@@ -28,6 +28,11 @@ def num_splits(batch: int, heads: int, rows: int, dense: bool = False) -> int:
     return int(split_count(batch, heads, max(rows, 1), target))
 
 
+def capturing(device: torch.device) -> bool:
+    """Whether the current CUDA stream is capturing a graph (never on other devices)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 @dataclass(frozen=True)
 class CacheSpec:
     n_layers: int
@@ -125,13 +130,22 @@ class KVCache:
             make = lambda: DeviceRows(spec.batch, spec.n_kv_heads, self.rows, fields, spec.device)  # noqa: E731
         self.layers = [make() for _ in range(spec.n_layers)]
         self._lens: dict[int, torch.Tensor] = {}
+        self._captured: dict[int, torch.Tensor] = {}  # lengths a captured graph reads: never freed
 
     def seq_lens(self, n: int) -> torch.Tensor:
-        if n not in self._lens:
+        """[B] int32 lengths n on the device, cached by n (the last 9 lengths). One read by a
+        step being captured in a CUDA graph is also kept for good (``_captured``): every replay
+        reads its address, so freeing it when the cache drops it would hand that memory to
+        later allocations, and the replays would read whatever they write there (an illegal
+        address where it read as a length: Quest offloaded at F = 0.9, issue 14)."""
+        lens = self._lens.get(n)
+        if lens is None:
             if len(self._lens) > 8:
                 self._lens.clear()
-            self._lens[n] = torch.full((self.spec.batch,), n, dtype=torch.int32, device=self.spec.device)
-        return self._lens[n]
+            lens = self._lens[n] = torch.full((self.spec.batch,), n, dtype=torch.int32, device=self.spec.device)
+        if capturing(lens.device):
+            self._captured[n] = lens
+        return lens
 
     def encode(self, k: torch.Tensor, v: torch.Tensor) -> dict:
         if not self.int8:

@@ -22,7 +22,8 @@ _ALLOCATIONS = ("aten.empty.memory_format", "aten.empty_strided.default", "aten.
 def _reads_back(func, args, kwargs) -> bool:
     """Whether an aten op makes the host wait for the device: it returns device data to the host
     (.item()), its output shape depends on the data (nonzero, boolean masks), or it copies
-    device memory into pageable host memory (.cpu(), .tolist())."""
+    device memory into pageable host memory (.cpu(), .tolist()); not a non_blocking copy into
+    pinned memory (runtime/offload.py's evictions)."""
     name = str(func)
     if name in ("aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default"):
         return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None)
@@ -31,8 +32,15 @@ def _reads_back(func, args, kwargs) -> bool:
     if name in ("aten._to_copy.default", "aten.copy_.default"):
         src = args[1] if name == "aten.copy_.default" else args[0]
         dst = args[0].device if name == "aten.copy_.default" else (kwargs.get("device") or src.device)
+        if name == "aten.copy_.default" and _non_blocking(args, kwargs) and args[0].is_pinned():
+            return False  # into pinned memory, non_blocking: an async copy the host does not wait for
         return src.device.type == "cuda" and torch.device(dst).type == "cpu"
     return False
+
+
+def _non_blocking(args, kwargs) -> bool:
+    """copy_(self, src, non_blocking=False)'s flag."""
+    return bool(args[2] if len(args) > 2 else kwargs.get("non_blocking", False))
 
 
 def _aten_kind(func, args, kwargs) -> str:

@@ -46,7 +46,7 @@ class PlannedKV(KVCache):
     """KVCache whose layers are PlannedRows (every read goes through attend_indices)."""
 
     def __init__(self, spec: CacheSpec, place: TokenPlacement, counter, model, rotary):
-        self.spec, self.rows, self.int8, self._lens = spec, place.size["gpu_rows"], False, {}
+        self.spec, self.rows, self.int8, self._lens, self._captured = spec, place.size["gpu_rows"], False, {}, {}
         self.layers = [PlannedRows(i, place, spec.batch, spec.n_kv_heads, spec.head_dim, model.cfg.d_model,
                                    spec.dtype, spec.device, counter, model, rotary) for i in range(spec.n_layers)]
 
@@ -133,6 +133,16 @@ def _forward(decoder: Decoder, tokens, positions, attend, layer_input=None) -> t
     return decoder.logits(x[:, -1])
 
 
+def decode_step(decoder: Decoder, method, tokens: torch.Tensor) -> torch.Tensor:
+    """One timed decode step: the method's staging (ALISA's selections for every layer, the
+    placement's moves), the decoder over the new tokens [B], the method's step end; the logits."""
+    method.begin_step(tokens)
+    pos = torch.full((tokens.shape[0], 1), method.n, dtype=torch.long, device=tokens.device)
+    logits = _forward(decoder, tokens[:, None], pos, method.attend, getattr(method, "layer_input", None))
+    method.end_step()
+    return logits
+
+
 def _prefill(decoder: Decoder, method, tokens: torch.Tensor) -> torch.Tensor:
     """The prompt through every layer with causal attention; K/V (after RoPE) and the kept
     layer inputs go to the method's cache per its plan."""
@@ -203,13 +213,7 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         before, begun = counter.as_dict(), clock.start()
-        if j == 0:
-            logits = _prefill(decoder, method, tokens)
-        else:
-            method.begin_step(tokens)
-            pos = torch.full((B, 1), method.n, dtype=torch.long, device=device)
-            logits = _forward(decoder, tokens[:, None], pos, method.attend, getattr(method, "layer_input", None))
-            method.end_step()
+        logits = _prefill(decoder, method, tokens) if j == 0 else decode_step(decoder, method, tokens)
         latency = clock.stop(begun)
         after = counter.as_dict()
         tokens = logits.argmax(-1)

@@ -42,7 +42,9 @@ class PlannedRows:
         self.xdev, self.xhost = dev(B, self.xh, s["x_gpu_rows"], head_dim), host(s["x_host_rows"], B, self.xh, head_dim)
         self.row_bytes = 2 * head_dim * self.dev["k"].element_size()  # K + V of one (b, head)
         self.recompute_rows = None  # [B, R] positions to recompute at the next gather (or None)
-        self._host_count = self._x_count = None
+        # the rows each gather reads over PCIe, counted on the device (made here, not in a timed step)
+        self._host_count = counter.on_device("h2d", self.row_bytes, device)
+        self._x_count = counter.on_device("h2d", head_dim * self.xdev.element_size(), device)
         self.spans = []  # (start, end) of each recomputation: CUDA events, or perf_counter seconds
         self.stream = torch.cuda.Stream(device) if pin else None  # d2h copies (evictions)
         self._pending = None  # event after the last d2h copies
@@ -174,8 +176,6 @@ class PlannedRows:
         counted on the device), after the d2h copies that wrote the host pool."""
         self._wait_d2h()
         enc = self.place.enc[indices.long()]
-        if self._host_count is None:
-            self._host_count = self.counter.on_device("h2d", self.row_bytes, indices.device)
         return {f: ops.gather_host_rows(self.host[f], t, enc, self.place.off,
                                         count=self._host_count if f == "k" else None)
                 for f, t in self.dev.items()}
@@ -218,9 +218,6 @@ class PlannedRows:
         selected: the rest are masked)."""
         deleted = cand < self.place.deleted
         code = torch.where(deleted, self.place.xenc[cand.clamp(max=self.place.last - 1)], self.place.xoff)
-        if self._x_count is None:
-            self._x_count = self.counter.on_device("h2d", self.xdev.shape[-1] * self.xdev.element_size(),
-                                                   cand.device)
         B, R = cand.shape
         pieces = ops.gather_host_rows(self.xhost, self.xdev, code[:, None, :].expand(B, self.xh, R).int(),
                                       self.place.xoff, count=self._x_count)  # [B, D/d, R, d]

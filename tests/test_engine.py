@@ -256,3 +256,36 @@ def test_measure_records_the_host_clock_of_its_eager_timings():
     from kvsim.runtime.measure import measure
     rec = measure("dense", seq=40, batch=1, model=SMALL, n_layers=2, steps=2, warmup=1, device="cpu")
     assert 0 < rec["eager"]["host_probe_s"] < 1e-2
+
+
+class _Held:
+    """A tensor's place as runtime/launches.py reads it: its device and whether it is pinned."""
+
+    def __init__(self, device: str, pinned: bool = False):
+        self.device, self._pinned = __import__("torch").device(device), pinned
+
+    def is_pinned(self) -> bool:
+        return self._pinned
+
+
+class _Aten:
+    tags = ()
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@pytest.mark.parametrize("pinned,non_blocking,syncs", [(True, True, False), (True, False, True),
+                                                       (False, True, True), (False, False, True)])
+def test_only_a_non_blocking_copy_into_pinned_memory_leaves_the_host_free(pinned, non_blocking, syncs):
+    """A device-to-host copy makes the host wait, except one into pinned memory with
+    non_blocking (runtime/offload.py's evictions): the counter calls that one a launch."""
+    from kvsim.runtime.launches import _reads_back
+
+    args = (_Held("cpu", pinned), _Held("cuda"), non_blocking)
+    assert _reads_back(_Aten("aten.copy_.default"), args, {}) is syncs
+    assert _reads_back(_Aten("aten.copy_.default"), args[:2], {"non_blocking": non_blocking}) is syncs
+    assert _reads_back(_Aten("aten.copy_.default"), (_Held("cuda"), _Held("cpu", pinned), non_blocking), {}) is False

@@ -224,3 +224,21 @@ def test_engine_errors_name_the_problem():
     e.step()
     with pytest.raises(ValueError, match="exceeds max_seq"):
         e.step()
+
+
+def test_lengths_a_captured_graph_reads_are_never_freed(monkeypatch):
+    """A length tensor handed out while a CUDA graph is being captured stays referenced after
+    the length cache turns over many times (the replays read its address; issue 14's illegal
+    access): simulated on the CPU by declaring the stream capturing."""
+    from kvsim.runtime import cache as cache_module
+
+    e = engine("dense")
+    kv = e.method.kv
+    monkeypatch.setattr(cache_module, "capturing", lambda device: True)
+    captured = kv.seq_lens(12345)
+    address = captured.data_ptr()
+    monkeypatch.setattr(cache_module, "capturing", lambda device: False)
+    for n in range(100):  # the cache keeps 9 lengths: it is cleared many times over
+        kv.seq_lens(n)
+    assert 12345 not in kv._lens and kv._captured[12345].data_ptr() == address
+    assert kv.seq_lens(7).data_ptr() == kv.seq_lens(7).data_ptr()  # still a cache

@@ -51,6 +51,11 @@ class StepInputs:
     engine: str = "graphs"  # how steps are issued: the schedule's own ops add host time when "eager"
 
     @property
+    def selects(self) -> bool:
+        """Whether the method picks the rows it reads (``_selection``)."""
+        return hasattr(self.method, "selected_tokens") and hasattr(self.method, "local_tokens")
+
+    @property
     def batch(self) -> int:
         return int(self.wl.batch)
 

@@ -167,18 +167,44 @@ def _recompute_op(inp: StepInputs, rows) -> Op:
     return _issued(op, calls, L * busy)
 
 
-# Host calls per layer the executor issues beyond a Phase I step (runtime/schedule_store.py,
-# runtime/schedule_exec.py), counted as runtime/launches.py counts them, with the kernels
-# (tests/test_schedule_exec.py counts them again):
-#   GATHER: a layer with rows on the host: the list's int32 copy and its pool codes, two gather
-#           launches (13 arguments each), the new token's row copied into the gathered K and V
-#   EVICT:  per pool whose rows leave for the host: index_select and contiguous copy, the slice copy
+# Host calls the executor issues beyond ALISA's own eager step (runtime/schedule_exec.py,
+# runtime/schedule_store.py, runtime/schedule_placement.py), as runtime/launches.py counts them
+# over one timed decode step, with the kernels (tests/test_schedule_exec.py counts them again):
+#   SELECT, each layer of every step: the global picks sorted (deleted rows first) and joined
+#           with the recent window, their int32 list for the prefetch, each entry's GPU slot
+#           (long, index, sub) where the pool is read in place
+#   STEP, every step: the recent-window list (arange, its view), the K/V position table's
+#           scatter, less the random token draw of the engine's step (the executor feeds back
+#           the previous step's tokens); the table's two index lists are INDEX_LISTs
+#   INDEX_LIST: one host-built index list on the GPU through pinned memory: the tensor (host
+#           only), pin_memory and the non-blocking copy
+#   KEEP_X, each layer of a step whose new token's x is kept (position < last): its copy into
+#           the x pool; the step scatters the x position table too (+ two INDEX_LISTs)
+#   GATHER: a layer with rows on the host or recomputed: the list's pool codes, two gather
+#           launches (13 arguments each), the new token's row copied into the gathered K and V;
+#           no slot lookup (SELECT's long, index and sub) beyond the codes' long and index
+#   EVICT:  per pool whose rows leave for the host: index_select, the rows' view, the slice copy
+#           (+ one INDEX_LIST per table a step evicts from)
 #   RECOMPUTE: a deleted row's K and V from its kept x: the x gather, norm, the K/V projection,
 #           reshapes and the masked write into the gathered rows (+ the RoPE kernel, 23 arguments)
-GATHER_CALLS = {"torch": 5.0, "torch_host": 5.0, "triton": 2.0, "args": 26.0}
+SELECT_CALLS = {"torch": 6.0, "torch_host": 4.0}
+STEP_CALLS = {"torch": 1.0, "torch_host": 1.0}
+INDEX_LIST_CALLS = {"torch": 2.0, "torch_host": 1.0}
+KEEP_X_CALLS = {"torch": 1.0, "torch_host": 4.0}
+TABLE_CALLS = {"torch": 1.0}  # a position table's scatter (the x table's; STEP has the K/V one)
+GATHER_CALLS = {"torch": 3.0, "torch_host": 5.0, "triton": 2.0, "args": 26.0}
 EVICT_CALLS_PER_POOL = {"torch": 2.0, "torch_host": 2.0}
-RECOMPUTE_CALLS = {"torch": 16.0, "torch_host": 16.0, "gemm": 1.0, "triton": 1.0, "args": 13.0}
+RECOMPUTE_CALLS = {"torch": 10.0, "torch_host": 16.0, "gemm": 1.0, "triton": 1.0, "args": 13.0}
 ROPE_CALLS = {"triton": 1.0, "args": 23.0, "torch_host": 1.0}
+
+
+def _combined(*terms) -> dict:
+    """Σ count·calls over (calls, count) pairs (counts may be arrays)."""
+    out = {}
+    for calls, count in terms:
+        for kind, n in calls.items():
+            out[kind] = out.get(kind, 0.0) + n * np.asarray(count, dtype=float)
+    return out
 
 
 def _issued(op: Op, per_layer: dict, layers) -> Op:
@@ -197,29 +223,67 @@ def _transfer_op(name: str, inp: StepInputs, h2d, d2h, gathered, stream: str) ->
               launches=inp.model.n_layers * busy, stream=stream)
 
 
-def _gather_op(inp: StepInputs, load, stream: str) -> Op:
+def _gather_op(inp: StepInputs, load, gathered, stream: str) -> Op:
     """Selected CPU rows (K, V; a deleted row's kept x in d-wide pieces) read in place from
     pinned memory by the GPU gather kernel (kernels/host_gather.py, as runtime/schedule_store.py
     runs it; no CPU-side gather): per layer one launch per field, into a buffer (written once),
-    each row d·b_kv bytes, timed at the profile's zero-copy gather efficiency for that row."""
-    busy = np.asarray(load) > 0
+    each row d·b_kv bytes, timed at the profile's zero-copy gather efficiency for that row.
+    ``gathered``: the steps whose layers read a gathered copy (rows on the host or recomputed),
+    where the executor issues the gather even when no selected row is on the host."""
+    busy = np.asarray(gathered, dtype=bool) | (np.asarray(load) > 0)
     op = Op("schedule/load_selected", "transfer", h2d=load, hbm_write=load, launches=2 * inp.model.n_layers * busy,
             access="gather", link_row_bytes=inp.model.head_dim * inp.wl.b_kv, stream=stream)
     return _issued(op, GATHER_CALLS, inp.model.n_layers * busy)
 
 
+def _x_load_op(inp: StepInputs, load_x) -> Op:
+    """The kept x of selected deleted rows whose x is in CPU memory, read over PCIe by the
+    recomputation's own gather (runtime/schedule_store.py ``_recompute``: d-wide pieces of
+    D·b_a per row) on the compute stream, when the layer recomputes: not prefetched. Its launch
+    and host calls are the recomputation's (RECOMPUTE_CALLS)."""
+    return Op("schedule/load_x", "transfer", h2d=load_x, hbm_write=load_x, launches=0.0 * load_x,
+              access="gather", link_row_bytes=inp.model.head_dim * inp.wl.b_a, stream="compute")
+
+
+def _staging_op(inp: StepInputs, geo: Geometry) -> Op:
+    """The executor's bookkeeping in every decode step (SELECT, STEP, KEEP_X above), for a method
+    that selects its rows (the executor runs ALISA; a method reading every row has none). Bytes per
+    layer, B sequences, g global and K = recent + g selected entries, Hkv KV heads: the sort
+    reads g·8 B and writes values and indices 16 B each; the join reads and writes K·8 B (+ K·8
+    read by the int32 list); the lists [Hkv, K] of int32 and int64: int32 written 4, long 4 + 8,
+    the slot lookup 8 + 4 (its code) + 4, the subtraction 4 + 4 B per entry."""
+    L, B, Hkv = inp.model.n_layers, inp.batch, inp.model.n_kv_heads
+    g, K = inp.global_sel, inp.recent + inp.global_sel
+    decode = (np.arange(inp.steps) > 0) * float(inp.selects)
+    keep = decode * (geo.n - 1 < np.floor(geo.last + 1e-9))  # the new token's x is kept (executed.token_plan)
+    per_layer_read = B * (8 * g + 16 * K + 28 * Hkv * K)
+    per_layer_write = B * (16 * g + 8 * K + 12 * Hkv * K)
+    calls = _combined((SELECT_CALLS, L * decode), (STEP_CALLS, decode), (INDEX_LIST_CALLS, 2 * decode),
+                      (KEEP_X_CALLS, L * keep), (TABLE_CALLS, keep), (INDEX_LIST_CALLS, 2 * keep))
+    # the x row kept: D·b_a read and written per layer
+    x_bytes = L * keep * B * inp.model.d_model * inp.wl.b_a
+    op = Op("schedule/stage_selection", "elementwise", hbm_read=L * decode * per_layer_read + x_bytes,
+            hbm_write=L * decode * per_layer_write + x_bytes, launches=calls["torch"] + 0.0 * keep)
+    return _issued(op, calls, 1.0)
+
+
 def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
-    """The schedule's own ops at every step: loads of selected CPU rows (or of deleted rows'
-    x), the weight stream, the write-back of newly offloaded tokens, and recomputation. A method
-    that selects before the step (``prefetchable``) loads on the side stream, each layer's rows
-    while the layer before it runs; otherwise the loads wait for the layer's own selection, on
-    the compute stream."""
-    load = alpha * (inp.rho * geo.load_rows + inp.eta * geo.load_x_rows)
+    """The schedule's own ops at every step: the executor's staging, loads of selected CPU rows,
+    the weight stream, the write-back of newly offloaded tokens, and recomputation with the
+    loads of its deleted rows' x. A method that selects before the step (``prefetchable``)
+    loads K/V rows on the side stream, each layer's rows while the layer before it runs;
+    otherwise they wait for the layer's own selection, on the compute stream. The x loads run
+    inside the recomputation, on the compute stream."""
+    load = alpha * inp.rho * geo.load_rows
+    load_x = alpha * inp.eta * geo.load_x_rows
     stream = (1.0 - weights_gpu) * inp.weights * np.ones_like(load)
     new_rows, new_x_rows = new_offloads(inp, geo)
     back = alpha * (inp.rho * new_rows + inp.eta * new_x_rows)
     pools = 2.0 * (new_rows > 0) + (new_x_rows > 0)  # K and V, and x where kept inputs leave too
-    write_back = _issued(_transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy"),
-                         EVICT_CALLS_PER_POOL, inp.model.n_layers * alpha * pools)
-    return [_recompute_op(inp, inp.batch * geo.recompute_rows),
-            _gather_op(inp, load, "copy" if inp.prefetchable else "compute"), write_back]
+    tables = 1.0 * (new_rows > 0) + (new_x_rows > 0)  # one index list per table evicted from
+    evicts = _combined((EVICT_CALLS_PER_POOL, inp.model.n_layers * alpha * pools), (INDEX_LIST_CALLS, alpha * tables))
+    write_back = _issued(_transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy"), evicts, 1.0)
+    gathered = (alpha * geo.offloadable > 0) | (geo.recompute_rows > 0)
+    return [_staging_op(inp, geo), _recompute_op(inp, inp.batch * geo.recompute_rows),
+            _gather_op(inp, load, gathered, "copy" if inp.prefetchable else "compute"), _x_load_op(inp, load_x),
+            write_back]
