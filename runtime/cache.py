@@ -134,15 +134,17 @@ class KVCache:
 
     def seq_lens(self, n: int) -> torch.Tensor:
         """[B] int32 lengths n on the device, cached by n (the last 9 lengths). One read by a
-        step being captured in a CUDA graph is also kept for good (``_captured``): every replay
-        reads its address, so freeing it when the cache drops it would hand that memory to
-        later allocations, and the replays would read whatever they write there (an illegal
-        address where it read as a length: Quest offloaded at F = 0.9, issue 14)."""
-        lens = self._lens.get(n)
+        step being captured in a CUDA graph is also kept for good (``_captured``), and handed
+        out again for n: every replay reads its address, so freeing it when the cache drops it
+        would hand that memory to later allocations, and the replays would read whatever they
+        write there (an illegal address where it read as a length: Quest offloaded at F = 0.9,
+        whose step reads more than 9 lengths, issue 14)."""
+        lens = self._lens.get(n, self._captured.get(n))  # never written: a kept one serves again
         if lens is None:
             if len(self._lens) > 8:
                 self._lens.clear()
-            lens = self._lens[n] = torch.full((self.spec.batch,), n, dtype=torch.int32, device=self.spec.device)
+            lens = torch.full((self.spec.batch,), n, dtype=torch.int32, device=self.spec.device)
+        self._lens[n] = lens
         if capturing(lens.device):
             self._captured[n] = lens
         return lens

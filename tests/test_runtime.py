@@ -242,3 +242,33 @@ def test_lengths_a_captured_graph_reads_are_never_freed(monkeypatch):
         kv.seq_lens(n)
     assert 12345 not in kv._lens and kv._captured[12345].data_ptr() == address
     assert kv.seq_lens(7).data_ptr() == kv.seq_lens(7).data_ptr()  # still a cache
+
+
+def test_every_length_a_captured_offloaded_step_reads_outlives_the_capture(monkeypatch):
+    """measure.py's sequence (warm-up, timed and synced steps, then the attention-only call and
+    the step each run once and once more captured), emulated on the CPU with the stream declared
+    capturing for the captured calls: Quest offloaded at F = 0.9 reads more than 9 lengths a
+    step, so the cache turns over inside a capture; every length read while capturing must
+    still be held when the captures end (issue 14's illegal access under graph replay)."""
+    from kvsim.runtime import cache as cache_module
+    from kvsim.runtime import measure as measure_module
+
+    engine, _ = measure_module._engine("quest", 2048, 2, TINY, 4, {"budget": 256}, 5, spare=6, device="cpu",
+                                       dtype="fp32", offload=0.9)
+    measure_module._time_steps(engine, 6, 2, False)
+    measure_module.synced_times(engine, 6, False)
+    capturing, read = [False], []
+    monkeypatch.setattr(cache_module, "capturing", lambda device: capturing[0])
+    seq_lens = cache_module.KVCache.seq_lens
+    monkeypatch.setattr(cache_module.KVCache, "seq_lens",
+                        lambda self, n: read.append(seq_lens(self, n)) or read[-1] if capturing[0] else seq_lens(self, n))
+    tokens = torch.randint(TINY.vocab, (2,))
+    for call in (engine.attention_only_step, lambda: engine.step(tokens)):
+        call()
+        capturing[0] = True
+        call()
+        capturing[0] = False
+    kv = engine.method.kv
+    held = {id(t) for t in (*kv._lens.values(), *kv._captured.values())}
+    assert len({int(t[0]) for t in read}) > 9  # the cache turned over while capturing
+    assert all(id(t) in held for t in read)
