@@ -248,16 +248,17 @@ def _x_load_op(inp: StepInputs, load_x) -> Op:
 def _staging_op(inp: StepInputs, geo: Geometry) -> Op:
     """The executor's bookkeeping in every decode step (SELECT, STEP, KEEP_X above), for a method
     that selects its rows (the executor runs ALISA; a method reading every row has none). Bytes per
-    layer, B sequences, g global and K = recent + g selected entries, Hkv KV heads: the sort
-    reads g·8 B and writes values and indices 16 B each; the join reads and writes K·8 B (+ K·8
-    read by the int32 list); the lists [Hkv, K] of int32 and int64: int32 written 4, long 4 + 8,
-    the slot lookup 8 + 4 (its code) + 4, the subtraction 4 + 4 B per entry."""
+    layer and sequence, g global and K = recent + g selected entries, Hkv KV heads: the sort
+    reads g·8 and writes values and indices, 8 each; the join reads and writes K·8; the
+    prefetch's int32 list [Hkv, K] reads K·8 (broadcast) and writes 4 per entry; per entry of
+    the [Hkv, K] lists, the int64 copy reads 4 and writes 8, the slot lookup reads 8 + 4 (the
+    index, its code) and writes 4, the subtraction reads and writes 4: 20 read, 20 written."""
     L, B, Hkv = inp.model.n_layers, inp.batch, inp.model.n_kv_heads
     g, K = inp.global_sel, inp.recent + inp.global_sel
     decode = (np.arange(inp.steps) > 0) * float(inp.selects)
     keep = decode * (geo.n - 1 < np.floor(geo.last + 1e-9))  # the new token's x is kept (executed.token_plan)
-    per_layer_read = B * (8 * g + 16 * K + 28 * Hkv * K)
-    per_layer_write = B * (16 * g + 8 * K + 12 * Hkv * K)
+    per_layer_read = B * (8 * g + 16 * K + 20 * Hkv * K)
+    per_layer_write = B * (16 * g + 8 * K + 20 * Hkv * K)
     calls = _combined((SELECT_CALLS, L * decode), (STEP_CALLS, decode), (INDEX_LIST_CALLS, 2 * decode),
                       (KEEP_X_CALLS, L * keep), (TABLE_CALLS, keep), (INDEX_LIST_CALLS, 2 * keep))
     # the x row kept: D·b_a read and written per layer
