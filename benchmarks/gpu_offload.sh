@@ -2,7 +2,8 @@
 # (about 150 s per device at BUDGET_S=180; a smaller budget measures fewer configurations).
 # OFFLOAD=0.9 SEQS=16384,65536 PROFILE=0 narrow it (defaults: 0.25,0.5,0.9; 16k,64k; profile on);
 # RESUME=FILE.jsonl continues a cut-off run (its records are kept; failed ones skipped);
-# DIAGNOSE=quest:0.9:16384 re-runs one configuration eagerly with blocking launches.
+# (a configuration that fails under graph replay: benchmarks/gpu_sanitize.sh re-runs it captured,
+# with blocking launches and under compute-sanitizer)
 # Offloaded decode steps of dense, SparQ, Quest, ALISA and TidalDecode at offload 0.25, 0.5,
 # 0.9, 16k and 64k x batch 4, llama-3.1-8b cut to 4 layers,
 # timed by CUDA-graph replay where the step captures (else eager, the reason in `timer`) and
@@ -42,14 +43,6 @@ for graphs in "" "" --no-graphs; do
   [ ${PIPESTATUS[0]} -eq 0 ] && break
   echo "-- resuming past the failed configuration ${graphs:+without graphs}"
 done
-if [ -n "$DIAGNOSE" ]; then  # METHOD:F:SEQ, eager with blocking launches: the failing call
-  IFS=: read -r m f s <<< "$DIAGNOSE"
-  echo "== $m F=$f S=$s, eager, CUDA_LAUNCH_BLOCKING=1"
-  CUDA_LAUNCH_BLOCKING=1 timeout 60 python3 benchmarks/measure_offload_synced.py --out /tmp/diag.jsonl \
-    --synced-out /tmp/diag-synced.jsonl --methods $m --offload $f --seqs $s --steps 2 --warmup 1 --no-graphs \
-    --budget-s 40 2>&1 | grep -v -i warn | grep -v "^frame #" | tail -30
-  python3 -c "import json; [print(json.loads(l).get('error', 'ran')[:600]) for l in open('/tmp/diag.jsonl')]"
-fi
 
 echo "== where an offloaded step's GPU time goes (64k x 4, F = 0.5, torch.profiler)"
 [ "${PROFILE:-1}" = 1 ] && timeout 25 python3 benchmarks/profile_steps.py --out $dir/$tag-offload-profile.json --methods quest,sparq,alisa,dense \

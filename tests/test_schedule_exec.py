@@ -223,6 +223,7 @@ def _executor_calls(model, placement, monkeypatch) -> dict:
 def _kvsim_calls(model, placement) -> dict:
     """{kind: per decode step} kvsim's eager schedule charges: ALISA's own step at each context
     and the schedule's ops (kvsim/schedule/placement.py step_ops)."""
+    from kvsim.cost import Cost
     from kvsim.methods import get_method
     from kvsim.predict import step_cost
     from kvsim.profiles import load_profile
@@ -236,13 +237,9 @@ def _kvsim_calls(model, placement) -> dict:
     geo = geometry(inp, np.array([[p1]]), np.array([[p2]]), np.array([[beta]]))
     wl = method.kv_workload(Workload(seq=P, batch=B, gen=G_WHOLE, dtype="fp32", kv_dtype="fp32"))
     cost = step_cost(method, model, hw, wl.with_(seq=P + np.arange(1.0, G_WHOLE + 1)))
-    out = {}
-    for kind, field in CALL_KINDS.items():
-        own = np.broadcast_to(cost.total(field), (G_WHOLE,))
-        value = lambda op: op.host_calls["torch"] if field == "torch_calls" else getattr(op, field)  # noqa: E731
-        ops = sum(np.broadcast_to(value(op), (1, G_WHOLE + 1))[0, 1:] for op in step_ops(inp, geo, np.array([[alpha]]), 1.0))
-        out[kind] = own + ops
-    return out
+    schedule = Cost(tuple(step_ops(inp, geo, np.array([[alpha]]), 1.0)))
+    return {kind: np.broadcast_to(cost.total(field), (G_WHOLE,))
+            + np.broadcast_to(schedule.total(field), (1, G_WHOLE + 1))[0, 1:] for kind, field in CALL_KINDS.items()}
 
 
 @pytest.mark.parametrize("placement", [(3, 8, 1.0, 0.75), (G_WHOLE + 1, 8, 0.0, 0.75), (1, G_WHOLE + 1, 1.0, 0.0)],

@@ -53,7 +53,7 @@ class StepInputs:
     @property
     def selects(self) -> bool:
         """Whether the method picks the rows it reads (``_selection``)."""
-        return hasattr(self.method, "selected_tokens") and hasattr(self.method, "local_tokens")
+        return _selects(self.method)
 
     @property
     def batch(self) -> int:
@@ -68,11 +68,15 @@ class StepInputs:
         return float(self.batch * self.gen)
 
 
+def _selects(method: Method) -> bool:
+    return hasattr(method, "selected_tokens") and hasattr(method, "local_tokens")
+
+
 def _selection(method: Method, context: np.ndarray, held: np.ndarray):
     """(recent, global) rows per sequence and layer. Methods exposing ``local_tokens`` and
     ``selected_tokens`` (ALISA: local = last k, selected = 2k) say it; any other method is taken
     to read every held row, of which only the new token is sure to be on the GPU."""
-    if hasattr(method, "selected_tokens") and hasattr(method, "local_tokens"):
+    if _selects(method):
         recent = np.maximum(np.minimum(method.local_tokens(context), held), 1.0)
         chosen = np.minimum(method.selected_tokens(context), held)
     else:

@@ -161,10 +161,8 @@ def _recompute_op(inp: StepInputs, rows) -> Op:
     op = Op("schedule/recompute_kv", "recompute", flops=L * rows * 2 * D * 2 * KV,
             hbm_read=L * np.where(busy, 2 * D * KV * wl.b_w + rows * D * wl.b_a, 0.0),
             hbm_write=L * rows * 2 * KV * wl.b_a, launches=L * busy, dtype=wl.compute_dtype)
-    calls = dict(RECOMPUTE_CALLS)
-    if not m.learned_positions:  # RoPE on the rebuilt keys
-        calls = {k: calls.get(k, 0.0) + ROPE_CALLS.get(k, 0.0) for k in calls.keys() | ROPE_CALLS.keys()}
-    return _issued(op, calls, L * busy)
+    rope = 0.0 if m.learned_positions else 1.0  # RoPE on the rebuilt keys
+    return _issued(op, _combined((RECOMPUTE_CALLS, 1.0), (ROPE_CALLS, rope)), L * busy)
 
 
 # Host calls the executor issues beyond ALISA's own eager step (runtime/schedule_exec.py,
@@ -207,7 +205,7 @@ def _combined(*terms) -> dict:
     return out
 
 
-def _issued(op: Op, per_layer: dict, layers) -> Op:
+def _issued(op: Op, per_layer: dict, layers=1.0) -> Op:
     """``op`` with the host calls ``per_layer`` issued in each of ``layers`` (an array per step)."""
     n = np.asarray(layers, dtype=float)
     return op.issued(torch=per_layer.get("torch", 0.0) * n, torch_host=per_layer.get("torch_host", 0.0) * n,
@@ -264,8 +262,8 @@ def _staging_op(inp: StepInputs, geo: Geometry) -> Op:
     # the x row kept: D·b_a read and written per layer
     x_bytes = L * keep * B * inp.model.d_model * inp.wl.b_a
     op = Op("schedule/stage_selection", "elementwise", hbm_read=L * decode * per_layer_read + x_bytes,
-            hbm_write=L * decode * per_layer_write + x_bytes, launches=calls["torch"] + 0.0 * keep)
-    return _issued(op, calls, 1.0)
+            hbm_write=L * decode * per_layer_write + x_bytes, launches=calls["torch"])
+    return _issued(op, calls)
 
 
 def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
@@ -283,7 +281,7 @@ def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
     pools = 2.0 * (new_rows > 0) + (new_x_rows > 0)  # K and V, and x where kept inputs leave too
     tables = 1.0 * (new_rows > 0) + (new_x_rows > 0)  # one index list per table evicted from
     evicts = _combined((EVICT_CALLS_PER_POOL, inp.model.n_layers * alpha * pools), (INDEX_LIST_CALLS, alpha * tables))
-    write_back = _issued(_transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy"), evicts, 1.0)
+    write_back = _issued(_transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy"), evicts)
     gathered = (alpha * geo.offloadable > 0) | (geo.recompute_rows > 0)
     return [_staging_op(inp, geo), _recompute_op(inp, inp.batch * geo.recompute_rows),
             _gather_op(inp, load, gathered, "copy" if inp.prefetchable else "compute"), _x_load_op(inp, load_x),
