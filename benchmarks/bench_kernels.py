@@ -127,6 +127,11 @@ def sparse_points(B, S, t_dense, l2) -> list[dict]:
         idx, cnt = random_indices(B, HKV, K, S)
         add(f"gathered/kv-head k={K}", lambda s: lambda: gathered_decode_attention(s[0], s[1], s[2], idx, cnt),
             2 * B * HKV * K * D * 2 + B * HKV * K * 4)
+        half, _ = random_indices(B, HKV, K // 2, S - K // 2)  # ALISA's list: top-k ∪ the last K/2 rows
+        recent = torch.arange(S - K // 2, S, device="cuda", dtype=torch.int32).expand(B, HKV, K // 2)
+        widx = torch.cat([half, recent], -1)
+        add(f"window-half/kv-head k={K}", lambda s: lambda: gathered_decode_attention(s[0], s[1], s[2], widx, cnt),
+            2 * B * HKV * K * D * 2 + B * HKV * K * 4)
         qidx, qcnt = random_indices(B, H, K, S)
         union = (qidx.view(B, HKV, G * K).sort(-1).values.diff(dim=-1) != 0).sum().item() + B * HKV
         add(f"gathered/q-head k={K}", lambda s: lambda: gathered_decode_attention(s[0], s[1], s[2], qidx, qcnt),
@@ -182,6 +187,22 @@ def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
             f"over the peak bandwidth; median of equal sizes, never falling\"}}")
 
 
+def gather_line(paths: list, hw_name: str) -> str:
+    """The profile's memory.gather_efficiency line: the gathered kernels of ``paths`` against the
+    profile's own attention curve at their sizes (kvsim.fits.gather_efficiency_fit)."""
+    from kvsim.fits import gather_efficiency_fit
+    from kvsim.profiles import load_profile
+    hw = load_profile(hw_name)
+    records = [r for path in paths for r in read_jsonl(path)]
+    fit = gather_efficiency_fit(records, hw.memory.kernel_efficiency["attention"].points, hw.memory.bandwidth_Bps.value)
+    path = " ".join(paths)
+    return (f"  gather_efficiency: {{value: {fit['gather_efficiency']:.3f}, source: 'measured, "
+            f"{records[0].get('device', hw.name)}: {path} (python3 benchmarks/bench_kernels.py --fit {path} "
+            f"--hw {hw.name}): the {fit['kernels']} gathered decode kernels (per-KV-head and per-query-head lists "
+            f"of random rows) against the profile''s attention curve at the same bytes: {fit['min']:.2f}-"
+            f"{fit['max']:.2f}, median {fit['gather_efficiency']:.3f}'}}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
@@ -194,6 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.fit:
         print(fit_line(args.fit, args.hw, args.launch or args.fit[0].replace("-kernels", "-launch")))
+        print(gather_line(args.fit, args.hw))
         return
     if not args.out:
         parser.error("give --out (measure) or --fit (fit a file)")

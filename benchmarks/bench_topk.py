@@ -7,6 +7,10 @@ torch_topk_multiblock says which), the shapes a profile's ``topk.single_block`` 
 2026-11-26: a one-program-per-row Triton radix select was 5-17x slower than
 torch.topk(sorted=False) at the long rows (too few programs) and was dropped. On a CUDA GPU:
     python3 benchmarks/bench_topk.py [--single-block] [--out $OUT/h100-topk.jsonl]
+``--data scores`` times the same shapes on rows like ALISA's accumulated scores (each row the
+sum of 32 heads' softmax probabilities over random logits: positive, a narrow range of
+exponents) instead of randn rows (signed, like the logits SparQ, Quest and TidalDecode select on);
+radix select's passes depend on the bits it finds. Records carry ``data``.
 Anywhere (no GPU), the single-block law of a profile's ``topk.single_block`` from such a file:
     python3 benchmarks/bench_topk.py --fit benchmarks/results/h100-topk-single.jsonl --sms 132
 """
@@ -40,6 +44,21 @@ def single_block_shapes():
     return shapes + [(f"single rows=32 n=8192 k={k}", 32, 8192, k) for k in (128, 2730)]
 
 
+SCORE_HEADS = 32  # ALISA sums the weights of every query head (llama-3.1-8b: 32)
+
+
+def rows_of(data: str, rows: int, n: int):
+    """[rows, n] fp32 on the GPU: randn, or the sum of SCORE_HEADS softmax rows of randn logits
+    (one query per head against random keys: logits of unit spread, as runtime.synthetic draws)."""
+    import torch
+    if data == "randn":
+        return torch.randn(rows, n, device="cuda")
+    out = torch.zeros(rows, n, device="cuda")
+    for _ in range(SCORE_HEADS):  # one head at a time: [rows, n] temporaries only
+        out += torch.randn(rows, n, device="cuda").softmax(-1)
+    return out
+
+
 def timed(fn, sets) -> float:
     from triton.testing import do_bench_cudagraph
     return do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=50, return_mode="median") / len(sets) * 1e3
@@ -51,25 +70,29 @@ def main():
     ap.add_argument("--single-block", action="store_true", help="the single-block grid instead")
     ap.add_argument("--fit", help="a JSONL of this script's --single-block runs: print the law")
     ap.add_argument("--sms", type=int, default=132, help="streaming multiprocessors (H100 SXM: 132)")
+    ap.add_argument("--data", choices=("randn", "scores"), default="randn",
+                    help="rows of randn values, or of summed softmax probabilities (ALISA's scores)")
     args = ap.parse_args()
     if args.fit:
         with open(args.fit) as f:
-            print(fit_single_block([json.loads(line) for line in f if line.strip()], args.sms))
+            records = [json.loads(line) for line in f if line.strip()]
+        for data in sorted({r.get("data", "randn") for r in records if r.get("path") == "single-block"}):
+            print(fit_single_block(records, args.sms, data))
         return
     import torch
     env = environment()
     rows = []
     for what, r, n, k in (single_block_shapes() if args.single_block else SHAPES):
-        sets = [torch.randn(r, n, device="cuda") for _ in range(4)]
-        row = {"what": what, "rows": r, "n": n, "k": k,
+        sets = [rows_of(args.data, r, n) for _ in range(4)]
+        row = {"what": what, "rows": r, "n": n, "k": k, "data": args.data,
                "path": "multi-block" if torch_topk_multiblock(r, n) else "single-block",
                "torch_sorted_us": timed(lambda x: x.topk(k, dim=-1), sets),
                "torch_unsorted_us": timed(lambda x: x.topk(k, dim=-1, sorted=False), sets)}
         rows.append({**env, **row})
+        if args.out:
+            append_jsonl(args.out, [rows[-1]])  # each shape as it ends: a cut-off run keeps its rows
         print(f"{what:18s} torch.topk {row['torch_sorted_us']:7.1f} us "
               f"(unsorted {row['torch_unsorted_us']:7.1f} us)", flush=True)
-    if args.out:
-        append_jsonl(args.out, rows)
 
 
 if __name__ == "__main__":

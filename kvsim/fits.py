@@ -13,20 +13,24 @@ def reread_fit(records) -> dict:
             "shapes": len(rates)}
 
 
-def topk_single_block_fit(records, sms: int) -> dict:
-    """Least squares in log space of call_s + row_s·(n/1024)^a·⌈rows/sms⌉^b to the unsorted
-    single-block times (kvsim.hardware.SingleBlockTopK); returns the fields and the errors."""
+def topk_single_block_fit(records, sms: int, data: str = "randn") -> dict:
+    """Least squares in log space of call_s + row_s·(n/1024)^a·⌈rows/sms⌉^b·min(rows, sms)^c to
+    the unsorted single-block times on ``data`` rows (records without ``data`` are randn's;
+    kvsim.hardware.SingleBlockTopK); returns the fields and the errors."""
     from scipy.optimize import least_squares
-    picked = [r for r in records if r.get("path") == "single-block"]
+    picked = [r for r in records if r.get("path") == "single-block" and r.get("data", "randn") == data]
+    if len(picked) < 6:
+        raise ValueError(f"{len(picked)} single-block records on {data} rows: too few for the law's 5 terms")
+    rows = np.array([r["rows"] for r in picked], float)
     n = np.array([r["n"] for r in picked], float) / 1024.0
-    waves = np.ceil(np.array([r["rows"] for r in picked], float) / sms)
+    waves, in_wave = np.ceil(rows / sms), np.minimum(rows, sms)
     t = np.array([r["torch_unsorted_us"] for r in picked]) * 1e-6
-    law = lambda p: p[0] + p[1] * n ** p[2] * waves ** p[3]  # noqa: E731
-    p = least_squares(lambda p: np.log(law(p) / t), x0=[5e-6, 7e-6, 0.8, 0.9], bounds=(0, np.inf)).x
+    law = lambda p: p[0] + p[1] * n ** p[2] * waves ** p[3] * in_wave ** p[4]  # noqa: E731
+    p = least_squares(lambda p: np.log(law(p) / t), x0=[5e-6, 7e-6, 0.8, 0.9, 0.05], bounds=(0, np.inf)).x
     err = np.abs(law(p) / t - 1)
     return {"call_s": p[0], "row_s": p[1], "size_exponent": p[2], "rows_exponent": p[3],
-            "concurrent_rows": sms, "shapes": len(picked), "median_err": float(np.median(err)),
-            "max_err": float(err.max())}
+            "wave_rows_exponent": p[4], "concurrent_rows": sms, "data": data, "shapes": len(picked),
+            "median_err": float(np.median(err)), "max_err": float(err.max())}
 
 
 def allreduce_fit(sent: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
@@ -44,10 +48,13 @@ def allreduce_profile_time(hw, nbytes: int, gpus: int) -> float:
     return float(op_time(allreduce("allreduce", float(nbytes), gpus), hw).time_s)
 
 
-def kernel_curve_fit(sizes, seconds, bandwidth_Bps: float) -> list:
+def kernel_curve_fit(sizes, seconds, bandwidth_Bps: float, l2_resident: bool = False) -> list:
     """A kernel family's memory curve (``memory.kernel_efficiency``): bytes over seconds over
     ``bandwidth_Bps`` per measured kernel, the median over sizes equal within 5%, never falling
-    with size (a bigger kernel is never slower per byte). -> [[bytes, efficiency], ...]"""
+    with size (a bigger kernel is never slower per byte), at most 1. ``l2_resident``: the inputs
+    of the smaller kernels sat in the L2 (as in a step, where the kernel before wrote them), so
+    a bigger kernel may be slower per byte; only its time never falls with size.
+    -> [[bytes, efficiency], ...]"""
     measured = sorted(zip(np.asarray(sizes, dtype=float), np.asarray(sizes, dtype=float)
                           / np.asarray(seconds, dtype=float) / bandwidth_Bps))
     groups: list = []
@@ -56,9 +63,28 @@ def kernel_curve_fit(sizes, seconds, bandwidth_Bps: float) -> list:
             groups[-1].append((size, eff))
         else:
             groups.append([(size, eff)])
-    sizes = [float(np.median([s for s, _ in g])) for g in groups]
-    effs = np.maximum.accumulate([float(np.median([e for _, e in g])) for g in groups])
-    return [[s, float(min(e, 1.0))] for s, e in zip(sizes, effs)]
+    sizes = np.array([float(np.median([s for s, _ in g])) for g in groups])
+    effs = np.minimum([float(np.median([e for _, e in g])) for g in groups], 1.0)
+    if l2_resident:
+        times = np.maximum.accumulate(sizes / effs)  # seconds x bandwidth, never falling
+        effs = sizes / times
+    else:
+        effs = np.maximum.accumulate(effs)
+    return [[float(s), float(e)] for s, e in zip(sizes, effs)]
+
+
+def rounded_curve(points, decimals: int = 4) -> list:
+    """``points`` [[bytes, efficiency]] for a profile line: sizes to 4 significant digits,
+    efficiencies to ``decimals`` places, each rounded down where rounding to nearest would make a
+    kernel's time fall from the previous point's (flat L2-resident stretches)."""
+    out, scale = [], 10 ** decimals
+    for size, eff in points:
+        size = float(f"{size:.4g}")
+        eff = round(eff, decimals)
+        if out and size / eff < out[-1][0] / out[-1][1]:
+            eff = np.floor(size / (out[-1][0] / out[-1][1]) * scale) / scale
+        out.append([size, float(eff)])
+    return out
 
 
 def split_kernel_seconds(seconds, batch, kv_heads, rows, combine_s: float, target_programs: int):
@@ -89,6 +115,22 @@ def rope_curve_fit(records, hw) -> list:
     extra = np.array([r["rope_s"] - r["plain_s"] for r in rope], dtype=float)
     tables = np.array([r["rows"] * (ROPE_POSITION_BYTES + r["head_dim"] * ROPE_TABLE_ELEMENT_BYTES) for r in rope])
     return kernel_curve_fit(moved + tables, plain + np.maximum(extra, 0.0), hw.memory.bandwidth_Bps.value)
+
+
+def gather_efficiency_fit(records, points, bandwidth_Bps: float) -> dict:
+    """memory.gather_efficiency: the median over bench_kernels.py's ``gathered/...`` kernels of
+    the time the dense kernel's curve ``points`` gives for the same bytes over the gathered
+    kernel's measured time. The roofline multiplies the curve at an op's size by it, so the
+    ratio is taken at equal sizes (a ratio against dense at 128k would count the small kernels'
+    ramp twice)."""
+    from .hardware import kernel_seconds
+    gathered = [r for r in records if str(r.get("kernel", "")).startswith("gathered/")]
+    if not gathered:
+        raise ValueError("no gathered/... kernel records to fit the gather efficiency to")
+    ratios = np.array([float(kernel_seconds(points, bandwidth_Bps, r["bytes"])) / (r["ours_ms"] * 1e-3)
+                       for r in gathered])
+    return {"gather_efficiency": float(np.median(ratios)), "min": float(ratios.min()),
+            "max": float(ratios.max()), "kernels": len(ratios)}
 
 
 def attention_curve_fit(records, bandwidth_Bps: float, combine_s: float, target_programs: int) -> list:

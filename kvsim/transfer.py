@@ -52,6 +52,9 @@ LAWS = {
     "memory.efficiency": "bandwidth",
     "memory.kernel_efficiency.attention": "bandwidth",
     "memory.kernel_efficiency.rope_attention": "beyond_attention",
+    "memory.kernel_efficiency.accumulate": "bandwidth",
+    "memory.kernel_efficiency.accumulate_indexed": "bandwidth",
+    "memory.kernel_efficiency.evict": "bandwidth",
     "memory.gather_efficiency": AS_IS,
     "memory.reread_Bps": "sm_rate",
     "memory.context_bytes": AS_IS,
@@ -62,6 +65,7 @@ LAWS = {
     "topk.single_block.row_s": "clock",
     "topk.single_block.size_exponent": AS_IS,
     "topk.single_block.rows_exponent": AS_IS,
+    "topk.single_block.wave_rows_exponent": AS_IS,
     "topk.single_block.concurrent_rows": "sm_count",
 }
 RULES = {
@@ -119,9 +123,13 @@ def lost_time_points(points, ratio: float) -> list:
     """An efficiency curve on a device with ``ratio`` times the peak: a kernel of x bytes takes
     x / (peak · e_max) plus the time it loses beyond that, and the lost seconds carry over
     (launch ramp, tail wave, DRAM latency: the chip's, not the peak's), so
-    1/e'(x) = 1/e_max + ratio · (1/e(x) − 1/e_max)."""
+    1/e'(x) = 1/e_max + ratio · (1/e(x) − 1/e_max); a bigger kernel never takes less time
+    (a parent's flat, L2-resident stretch would otherwise fall on a faster device)."""
     e_max = max(float(eff) for _, eff in points)
-    return [[float(size), 1.0 / (1.0 / e_max + ratio * (1.0 / float(eff) - 1.0 / e_max))] for size, eff in points]
+    sizes = np.array([float(size) for size, _ in points])
+    moved = np.array([1.0 / (1.0 / e_max + ratio * (1.0 / float(eff) - 1.0 / e_max)) for _, eff in points])
+    times = np.maximum.accumulate(sizes / moved)  # seconds x peak
+    return [[float(size), float(size / t)] for size, t in zip(sizes, times)]
 
 
 def beyond_plain_points(points, parent_plain, child_plain, peaks: tuple[float, float], sm_ratio: float) -> list:

@@ -63,11 +63,15 @@ def test_single_block_calls_follow_the_measured_law():
     assert float(op_time(op, lawless()).floors["library"]) == 0.0  # no top-k law
 
 
-def test_single_block_law_grows_with_row_length_and_waves():
+def test_single_block_law_grows_with_row_length_waves_and_rows_in_a_wave():
     law = load_profile("h100-sxm").topk.single_block
-    sizes, rows = np.array([256, 1024, 4096, 16384]), np.array([1, 132, 133, 1024])
+    sizes, rows = np.array([256, 1024, 4096, 16384]), np.array([1, 8, 132, 133, 1024])
     by_size, by_rows = law.call_time(1, sizes), law.call_time(rows, 1024)
-    assert np.all(np.diff(by_size) > 0) and by_rows[0] == by_rows[1] < by_rows[2] < by_rows[3]
+    assert np.all(np.diff(by_size) > 0) and np.all(np.diff(by_rows) > 0)
+    # a second wave costs more than filling the first: 132 -> 133 rows adds more than 8 -> 132
+    assert by_rows[3] - by_rows[2] > by_rows[2] - by_rows[1]
+    # the measured records: one row alone faster than eight at every length (h100-topk-single)
+    assert np.all(law.call_time(1, sizes) < law.call_time(8, sizes))
 
 
 def test_scaling_an_op_scales_its_calls():
@@ -129,14 +133,26 @@ def test_profile_numbers_come_from_the_committed_measurements():
     import json
     from pathlib import Path
 
-    from kvsim.fits import reread_fit, topk_single_block_fit
+    from benchmarks import bench_scores
+    from kvsim.fits import gather_efficiency_fit, kernel_curve_fit, reread_fit, topk_single_block_fit
     root = Path(__file__).parent.parent
     results = root / "benchmarks" / "results"
     h100 = load_profile("h100-sxm")
     read = lambda name: [json.loads(line) for line in (results / name).read_text().splitlines()]  # noqa: E731
     reread = reread_fit(read("h100-reread.jsonl"))["reread_Bps"]
     assert h100.memory.reread_Bps.value == pytest.approx(reread, rel=0.01)
+    kernels = read("h100-kernels.jsonl") + read("h100-kernels-small.jsonl")
+    gather = gather_efficiency_fit(kernels, h100.memory.kernel_efficiency["attention"].points,
+                                   h100.memory.bandwidth_Bps.value)
+    assert h100.memory.gather_efficiency.value == pytest.approx(gather["gather_efficiency"], abs=0.001)
+    scores = read("h100-scores-kernels.jsonl")
+    for (method, op), family in bench_scores.FAMILIES.items():
+        rs = [r for r in scores if (r["method"], r["op"]) == (method, op)]
+        points = kernel_curve_fit([r["bytes"] for r in rs], [r["us"] * 1e-6 for r in rs],
+                                  h100.memory.bandwidth_Bps.value, l2_resident=True)
+        shipped = h100.memory.kernel_efficiency[family].points
+        assert np.allclose(np.array(shipped), np.array(points), rtol=0.002, atol=1e-4), family
     law = topk_single_block_fit(read("h100-topk-single.jsonl"), sms=132)
     single = h100.topk.single_block
-    for field in ("call_s", "row_s", "size_exponent", "rows_exponent"):
+    for field in ("call_s", "row_s", "size_exponent", "rows_exponent", "wave_rows_exponent"):
         assert getattr(single, field).value == pytest.approx(law[field], rel=0.01), field

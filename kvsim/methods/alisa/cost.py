@@ -109,7 +109,7 @@ class ALISA(ALISASpec, Method):
                   flops=wl.batch * rows * (2 * model.n_heads + 1),
                   hbm_read=wl.batch * (logits + rows * (INDEX_BYTES + SCORE_BYTES)),
                   hbm_write=wl.batch * rows * SCORE_BYTES,
-                  dtype="fp32").issued(triton=1, args=13).scaled(model.n_layers)
+                  dtype="fp32", curve="accumulate_indexed").issued(triton=1, args=13).scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:
         # the whole KV stays (offload/deletion is the scheduler's) + n·4 scores per layer

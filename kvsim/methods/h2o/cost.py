@@ -54,7 +54,8 @@ class H2O(H2OSpec, Method):
         ops.append(Op("layers/attn/score_update", "attention",
                       flops=pairs * (G * rows + rows),  # exp(logit − lse), sum over G heads, add
                       hbm_read=pairs * (logits + (rows - 1.0) * SCORE_BYTES),
-                      hbm_write=pairs * rows * SCORE_BYTES, dtype="fp32").issued(triton=1, args=13).scaled(L))  # 13 arguments
+                      hbm_write=pairs * rows * SCORE_BYTES, dtype="fp32", curve="accumulate")
+                   .issued(triton=1, args=13).scaled(L))  # 13 arguments; curve: benchmarks/bench_scores.py
         return ops
 
     def _full(self, seq):
@@ -79,7 +80,8 @@ class H2O(H2OSpec, Method):
         pairs = wl.batch * model.n_kv_heads
         op = Op("layers/attn/evict", "cache", flops=full * pairs * rows * 2,
                 hbm_read=full * pairs * rows * (SCORE_BYTES + POSITION_BYTES),
-                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32").issued(triton=full, args=24 * full)  # 24 arguments
+                hbm_write=full * pairs * (SCORE_BYTES + POSITION_BYTES), launches=full, dtype="fp32",
+                curve="evict").issued(triton=full, args=24 * full)  # 24 arguments; curve: bench_scores.py
         return op.scaled(model.n_layers)
 
     def kv_resident(self, model, wl) -> list[Resident]:

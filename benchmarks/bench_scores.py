@@ -1,0 +1,127 @@
+"""H2O's and ALISA's score kernels alone, apart from the validation sweep: the weight
+accumulation (kernels/scores.py ``accumulate_weights``: H2O per KV head's G query heads, ALISA
+indexed over all heads) and H2O's eviction scan (kvsim/methods/h2o/kernels.py ``evict_insert``),
+each at the shapes its method runs at 4k-64k x batch 1-32 (llama-3.1-8b's heads), by CUDA-graph
+replay with its inputs left in the L2 (in a step the attention kernel wrote the logits just
+before). Each record carries the bytes kvsim's cost model charges the op at that shape (one
+layer), so ``--fit`` gives the kernel family's curve, bytes against seconds. On a CUDA GPU:
+    python3 benchmarks/bench_scores.py --out $OUT/h100-scores-kernels.jsonl
+Anywhere: python3 benchmarks/bench_scores.py --fit FILE --hw h100
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.bench_kernels import environment  # noqa: E402
+from kvsim.records import append_jsonl  # noqa: E402
+
+MODEL = "llama-3.1-8b"
+SEQS, BATCHES = (4096, 16384, 65536), (1, 8, 32)
+
+
+def charged_bytes(method: str, op_name: str, seq: int, batch: int) -> float:
+    """kvsim's HBM bytes of ``op_name`` in one layer of ``method`` at (seq, batch)."""
+    from kvsim.methods import get_method
+    from kvsim.models import first_layers
+    from kvsim.profiles import load_profile
+    from kvsim.workload import Workload
+    model, wl = first_layers(MODEL, 1), Workload(seq=seq, batch=batch)
+    cost = get_method(method, {}).cost(model, load_profile("h100"), wl)  # bytes: no profile field
+    return float(sum(float(op.hbm_bytes) for op in cost.ops if op.name == op_name))
+
+
+def cases():
+    """(method, op name, seq, batch) of each timed kernel."""
+    for method, op in (("h2o", "layers/attn/score_update"), ("alisa", "layers/attn/score_update"),
+                       ("h2o", "layers/attn/evict")):
+        for seq in SEQS:
+            for batch in BATCHES:
+                yield method, op, seq, batch
+
+
+def call_of(method: str, op: str, seq: int, batch: int, dev: str = "cuda"):
+    """A no-argument call of the runtime kernel at the method's shape."""
+    import torch
+    from kvsim.methods import get_method
+    from kvsim.models import first_layers
+    from kvsim.runtime import ops
+    model, spec = first_layers(MODEL, 1), get_method(method, {})
+    H, Hkv, d = model.n_heads, model.n_kv_heads, model.head_dim
+    if method == "alisa":
+        n = seq + 1
+        k = min(n, max(1, int(n * (1.0 - spec.sparsity) / 2 + 0.5)))
+        rows = 2 * k
+        logits, lse = torch.randn(batch, H, rows, device=dev), torch.randn(batch, H, device=dev) + 10
+        acc = torch.zeros(batch, seq + 1, device=dev)
+        idx = torch.stack([torch.randperm(seq + 1, device=dev)[:rows] for _ in range(batch)]).int()
+        counts = torch.full((batch,), rows, dtype=torch.int32, device=dev)
+        return lambda: ops.accumulate_weights(logits, lse, acc, counts, H, indices=idx)
+    cap = int(spec.cached_tokens(seq))
+    if op.endswith("score_update"):
+        logits, lse = torch.randn(batch, H, cap + 1, device=dev), torch.randn(batch, H, device=dev) + 10
+        acc = torch.zeros(batch, Hkv, cap + 1, device=dev)
+        counts = torch.full((batch,), cap + 1, dtype=torch.int32, device=dev)
+        return lambda: ops.accumulate_weights(logits[..., :cap], lse, acc, counts, H // Hkv)
+    acc = torch.rand(batch, Hkv, cap, device=dev)
+    slot_pos = torch.arange(cap, device=dev).expand(batch, Hkv, cap).contiguous()
+    kk, vv = (torch.randn(batch, Hkv, cap, d, device=dev, dtype=torch.bfloat16) for _ in range(2))
+    kn, vn = (torch.randn(batch, Hkv, d, device=dev, dtype=torch.bfloat16) for _ in range(2))
+    return lambda: ops.evict_insert(acc, slot_pos, kk, vv, kn, vn, seq, 64)
+
+
+def measure(out: str) -> None:
+    from triton.testing import do_bench_cudagraph
+    env = environment()
+    for method, op, seq, batch in cases():
+        call = call_of(method, op, seq, batch)
+        us = do_bench_cudagraph(call, rep=30, return_mode="median") * 1e3
+        nbytes = charged_bytes(method, op, seq, batch)
+        row = {"method": method, "op": op, "seq": seq, "batch": batch, "us": us, "bytes": nbytes}
+        append_jsonl(out, [{**env, **row}])
+        print(f"{method:6s} {op:26s} {seq:6d} x {batch:2d}  {us:7.2f} us  {nbytes / 1e6:8.3f} MB "
+              f"{nbytes / us / 1e6:7.3f} TB/s", flush=True)
+
+
+FAMILIES = {  # (method, op) -> the kernel family (memory.kernel_efficiency) that times it
+    ("h2o", "layers/attn/score_update"): "accumulate",
+    ("alisa", "layers/attn/score_update"): "accumulate_indexed",
+    ("h2o", "layers/attn/evict"): "evict",
+}
+
+
+def fit(path: str, hw_name: str) -> None:
+    """Each family's profile line: kvsim's bytes over the measured time (kvsim.fits.kernel_curve_fit,
+    inputs L2-resident where they fit, as in a step)."""
+    from kvsim.fits import kernel_curve_fit, rounded_curve
+    from kvsim.profiles import load_profile
+    hw = load_profile(hw_name)
+    records = [json.loads(line) for line in open(path) if line.strip()]
+    for (method, op), family in FAMILIES.items():
+        rs = [r for r in records if r["method"] == method and r["op"] == op]
+        points = kernel_curve_fit([r["bytes"] for r in rs], [r["us"] * 1e-6 for r in rs],
+                                  hw.memory.bandwidth_Bps.value, l2_resident=True)
+        print(f"    {family}: {{points: {rounded_curve(points)}, source: "
+              f"\"measured {rs[0]['date'][:10]}, {rs[0]['device']}: {path} (python3 benchmarks/bench_scores.py "
+              f"--fit {path} --hw {hw.name}): {method}'s {op.split('/')[-1]} kernel alone at {len(rs)} shapes "
+              f"(llama-3.1-8b, 4k-64k x batch 1-32), CUDA-graph replays with its inputs left in the L2 as in "
+              f"a step; kvsim's bytes over its time\"}}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--fit")
+    ap.add_argument("--hw", default="h100")
+    args = ap.parse_args()
+    if args.fit:
+        fit(args.fit, args.hw)
+    elif args.out:
+        measure(args.out)
+    else:
+        ap.error("give --out (measure, on a GPU) or --fit FILE")
+
+
+if __name__ == "__main__":
+    main()
