@@ -3,8 +3,9 @@ KV, ALISA Phase II, arXiv 2403.17312 §4.3; runtime/offload.py's layout).
 
 Layout of one field (K, V, or an int8 scale/zero): ``host`` [H_max, B, Hkv, *row] in pinned host
 memory (positions < ``boundary``) and ``dev`` [B, Hkv, ring, *row] on the device (position p at
-slot p mod ring). ``indices`` [B, Hsel, K] lists positions (Hsel = Hkv, or H with KV head
-hs·Hkv/H). Output ``out`` [B, Hsel, K, *row]: row (b, hs, j) = the row of position
+slot p mod ring), any strides over (B, Hkv, ring) with each row contiguous (runtime/offload.py's
+ring is contiguous; runtime/schedule_store.py's arena views are rows-outer). ``indices``
+[B, Hsel, K] lists positions (Hsel = Hkv, or H with KV head hs·Hkv/H). Output ``out`` [B, Hsel, K, *row]: row (b, hs, j) = the row of position
 indices[b, hs, j], read over PCIe by the kernel itself where the position is below the
 boundary (zero-copy: pinned memory is mapped into the device's address space, so its address
 is valid in a kernel under unified addressing), else from the ring in HBM. No host sync: the
@@ -25,7 +26,7 @@ BLOCK_R = 16  # rows per program: 16 rows of a 256-B bf16 head row is one 4-KB r
 
 
 @triton.jit
-def _gather_kernel(HOST, DEV, OUT, IDX, COUNT, boundary, ring, B, HKV, K, s_ib, s_ih, group,
+def _gather_kernel(HOST, DEV, OUT, IDX, COUNT, boundary, ring, B, HKV, K, s_ib, s_ih, s_db, s_dh, s_dr, group,
                    ROW: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
                    HAS_COUNT: tl.constexpr):
     pid_r = tl.program_id(0)
@@ -42,7 +43,7 @@ def _gather_kernel(HOST, DEV, OUT, IDX, COUNT, boundary, ring, B, HKV, K, s_ib, 
     on_host = (pos < boundary) & j_mask
     on_dev = (pos >= boundary) & j_mask
     host_row = ((pos * B + b) * HKV + h) * ROW
-    dev_row = ((b * HKV + h) * ring + pos % ring) * ROW
+    dev_row = b * s_db + h * s_dh + (pos % ring) * s_dr
     x = tl.load(HOST + host_row[:, None] + col[None, :], mask=on_host[:, None] & c_mask[None, :], other=0)
     y = tl.load(DEV + dev_row[:, None] + col[None, :], mask=on_dev[:, None] & c_mask[None, :], other=0)
     if HAS_COUNT:  # rows this program read over the link, for the transfer counters
@@ -59,9 +60,19 @@ def _check(host, dev, indices):
                          f"{tuple(dev.shape)} {dev.dtype}")
     if indices.dim() != 3 or indices.shape[0] != B or indices.shape[1] % Hkv:
         raise ValueError(f"indices must be [{B}, a multiple of {Hkv}, K], got {tuple(indices.shape)}")
-    if not (host.is_contiguous() and dev.is_contiguous()):
-        raise ValueError("host and device rows must be contiguous")
+    if not (host.is_contiguous() and _rows_contiguous(dev)):
+        raise ValueError("host rows must be contiguous, and each device row")
     return B, Hkv, ring
+
+
+def _rows_contiguous(dev) -> bool:
+    """Whether each row dev[b, h, s] is contiguous (its strides, not a tensor call)."""
+    step = 1
+    for size, stride in zip(reversed(dev.shape[3:]), reversed(dev.stride()[3:])):
+        if size > 1 and stride != step:
+            return False
+        step *= size
+    return True
 
 
 def gather_host_rows(host, dev, indices, boundary: int, out=None, count=None):
@@ -80,7 +91,7 @@ def gather_host_rows(host, dev, indices, boundary: int, out=None, count=None):
     grid = (triton.cdiv(K, BLOCK_R), B * Hsel)
     launcher(_gather_kernel, dev)[grid](
         host, dev, out, idx, count if count is not None else idx, int(boundary), ring, B, Hkv, K,
-        idx.stride(0), idx.stride(1), Hsel // Hkv, ROW=row, BLOCK_C=pow2_at_least(row),
+        idx.stride(0), idx.stride(1), *dev.stride()[:3], Hsel // Hkv, ROW=row, BLOCK_C=pow2_at_least(row),
         BLOCK_R=BLOCK_R, HAS_COUNT=count is not None, num_warps=4,
         **({} if interpreting() else {"num_stages": 1}))
     return out

@@ -64,8 +64,8 @@ def check_fraction(method, fraction) -> float:
     return fraction
 
 
-GATHER_ARGS = 13  # runtime arguments of one host-gather launch: HOST, DEV, OUT, IDX, COUNT,
-# boundary, ring, B, HKV, K and two index strides, group (kernels/host_gather.py)
+GATHER_ARGS = 16  # runtime arguments of one host-gather launch: HOST, DEV, OUT, IDX, COUNT,
+# boundary, ring, B, HKV, K, two index strides, three device-row strides, group (kernels/host_gather.py)
 
 
 def offload_cost(method, model: ModelConfig, wl: Workload, fraction: float) -> Cost:

@@ -30,7 +30,7 @@ from .launches import host_probe
 from .model import DTYPE_NAMES, Decoder, torch_dtype
 from .registry import METHODS, resolve
 from .schedule_placement import GPU, HOST, TokenPlacement
-from .schedule_store import PlannedRows, mark, span_s
+from .schedule_store import PlannedRows, arena_rows, mark, span_s
 from .synthetic import synthetic_scores
 from .transfers import PcieCounter
 
@@ -43,12 +43,27 @@ class ScheduleUnsupported(ValueError):
 
 
 class PlannedKV(KVCache):
-    """KVCache whose layers are PlannedRows (every read goes through attend_indices)."""
+    """KVCache whose layers are PlannedRows (every read goes through attend_indices), their
+    arenas one tensor [L, pieces·B·d] (runtime/schedule_placement.py), so that a step's row
+    moves are one copy per table for every layer (``compact``)."""
 
     def __init__(self, spec: CacheSpec, place: TokenPlacement, counter, model, rotary):
-        self.spec, self.rows, self.int8, self._lens, self._captured = spec, place.size["gpu_rows"], False, {}, {}
-        self.layers = [PlannedRows(i, place, spec.batch, spec.n_kv_heads, spec.head_dim, model.cfg.d_model,
-                                   spec.dtype, spec.device, counter, model, rotary) for i in range(spec.n_layers)]
+        self.spec, self.rows, self.int8, self._lens, self._captured = spec, place.cap["kv"], False, {}, {}
+        self.arena = torch.zeros(spec.n_layers, place.pieces * spec.batch * spec.head_dim, dtype=spec.dtype,
+                                 device=spec.device)
+        self.table_rows = {t: arena_rows(self.arena, place, t) for t in ("kv", "x")}  # [L, cap, row] each
+        self.layers = [PlannedRows(i, place, self.arena[i], spec.batch, spec.n_kv_heads, spec.head_dim, counter,
+                                   model, rotary) for i in range(spec.n_layers)]
+
+    def compact(self, moves: dict) -> None:
+        """The step's arena row moves (TokenPlacement._compact), after every layer's evictions
+        read their rows: per table, one gather of the moving rows of every layer (a temporary of
+        L·m rows, m ≤ the rows that left) and one copy into the freed slots."""
+        for t, slots in moves["compact"].items():
+            if slots is not None:
+                dst, src = slots
+                rows = self.table_rows[t]
+                rows.index_copy_(1, dst, rows.index_select(1, src))
 
 
 class ScheduledALISA(METHODS["alisa"]):
@@ -75,6 +90,7 @@ class ScheduledALISA(METHODS["alisa"]):
         moves = self.place.advance(n - self.place.p["n"][0])
         for store in self.kv.layers:
             store.apply(moves)
+        self.kv.compact(moves)
         k = self.window(n)
         local = torch.arange(n - k, n, device=self.spec.device).expand(self.spec.batch, k)
         self._sel = [torch.cat([super(ScheduledALISA, self).select(layer, n)[:, :-k].sort(-1).values, local], -1)
@@ -118,7 +134,7 @@ def _method(policy: str, pred: dict, decoder: Decoder, batch, max_seq, device, d
                      dtype, "same", offload if offload > 1e-6 else 0.0)
     if policy == "alisa":
         _, params = resolve("alisa", pred["params"], cfg, max_seq)
-        place = TokenPlacement(plan["tokens"], device)
+        place = TokenPlacement(plan["tokens"], device, 2 * cfg.n_kv_heads, cfg.d_model // cfg.head_dim)
         return ScheduledALISA(spec, params, decoder.rotary, counter, place, decoder)
     return METHODS["dense"](spec, {}, decoder.rotary, counter)
 

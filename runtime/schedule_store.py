@@ -2,14 +2,18 @@
 kvsim.schedule plans it (kvsim/schedule/executed.py: ``token_plan``'s integer counts).
 
 ``TokenPlacement`` (runtime/schedule_placement.py) says where each position's rows live.
-``PlannedRows`` holds one layer's rows in pools sized to the plan's peak counts:
-  K, V:  [B, Hkv, gpu_rows, d] on the GPU, [host_rows, B, Hkv, d] pinned   (2·d·b per row)
-  x:     [B, D/d, x_gpu_rows, d] on the GPU, [x_host_rows, B, D/d, d] pinned (D·b per row; split
-         in head-sized pieces so the gather kernel moves it in d-wide tiles, as it moves K/V)
+``PlannedRows`` holds one layer's rows: on the GPU in one arena of B·d·arena_pieces elements,
+rows outer, shared by K/V and kept x (one allocation [L, ...] for every layer: runtime/schedule_exec.py
+``PlannedKV``):
+  K, V:  K/V rows from the arena's front, [cap, 2, B, Hkv, d] (2·Hkv·d·b per row and sequence),
+         seen as strided [B, Hkv, cap, d] views; [host_rows, B, Hkv, d] pinned on the host
+  x:     x rows from the arena's back, [cap_x, B, D/d, d] (D·b per row and sequence; split in
+         head-sized pieces so the gather kernel moves it in d-wide tiles, as it moves K/V), seen
+         as [B, D/d, cap_x, d]; [x_host_rows, B, D/d, d] pinned on the host
 A selected row is read by one GPU gather (kernels/host_gather.py: host rows over PCIe, GPU rows
-from HBM; the gather index of GPU slot s is ``off`` + s, off a multiple of the pool size); a
-deleted row's K/V is recomputed from its x: K = RoPE(norm1(x)·Wk), V = norm1(x)·Wv
-(2·D·2·Hkv·d FLOPs per row and layer, as kvsim's recompute op counts).
+from HBM through the strided view; the gather index of GPU slot s is ``off`` + s, off a multiple
+of the view's rows); a deleted row's K/V is recomputed from its x: K = RoPE(norm1(x)·Wk),
+V = norm1(x)·Wv (2·D·2·Hkv·d FLOPs per row and layer, as kvsim's recompute op counts).
 """
 from __future__ import annotations
 
@@ -29,18 +33,19 @@ class PlannedRows:
 
     offloaded = True
 
-    def __init__(self, layer: int, place: TokenPlacement, batch, heads, head_dim, d_model, dtype,
-                 device, counter, model, rotary):
+    def __init__(self, layer: int, place: TokenPlacement, arena: torch.Tensor, batch, heads, head_dim,
+                 counter, model, rotary):
         self.layer, self.place, self.counter, self.model, self.rotary = layer, place, counter, model, rotary
-        pin = torch.device(device).type == "cuda"
-        s, B = place.size, batch
-        dev = lambda *shape: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
+        self.arena, device, dtype = arena, arena.device, arena.dtype
+        pin = device.type == "cuda"
+        s, B, self.xh = place.size, batch, place.row_pieces["x"]
         host = lambda *shape: torch.zeros(*shape, dtype=dtype, pin_memory=pin)  # noqa: E731
-        self.dev = {"k": dev(B, heads, s["gpu_rows"], head_dim), "v": dev(B, heads, s["gpu_rows"], head_dim)}
-        self.host = {"k": host(s["host_rows"], B, heads, head_dim), "v": host(s["host_rows"], B, heads, head_dim)}
-        self.xh = d_model // head_dim
-        self.xdev, self.xhost = dev(B, self.xh, s["x_gpu_rows"], head_dim), host(s["x_host_rows"], B, self.xh, head_dim)
-        self.row_bytes = 2 * head_dim * self.dev["k"].element_size()  # K + V of one (b, head)
+        kv = arena_rows(arena, place, "kv").view(-1, 2, B, heads, head_dim)
+        self.dev = {f: kv[:, i].permute(1, 2, 0, 3) for i, f in enumerate(("k", "v"))}  # [B, Hkv, cap, d]
+        self.host = {"k": host(s["kv"], B, heads, head_dim), "v": host(s["kv"], B, heads, head_dim)}
+        self.xdev = arena_rows(arena, place, "x").view(-1, B, self.xh, head_dim).permute(1, 2, 0, 3)
+        self.xhost = host(s["x"], B, self.xh, head_dim)
+        self.row_bytes = 2 * head_dim * arena.element_size()  # K + V of one (b, head)
         self.recompute_rows = None  # [B, R] positions to recompute at the next gather (or None)
         # the rows each gather reads over PCIe, counted on the device (made here, not in a timed step)
         self._host_count = counter.on_device("h2d", self.row_bytes, device)
@@ -229,11 +234,20 @@ class PlannedRows:
 
     @property
     def device_bytes(self) -> int:
-        return tensor_bytes([*self.dev.values(), self.xdev])
+        return tensor_bytes([self.arena])
 
     @property
     def host_bytes(self) -> int:
         return tensor_bytes([*self.host.values(), self.xhost])
+
+
+def arena_rows(arena: torch.Tensor, place: TokenPlacement, t: str) -> torch.Tensor:
+    """Table t's rows of ``arena`` ([..., pieces·B·d]: one layer's, or every layer's) as
+    [..., cap, row]: K/V rows from the front, x rows up to the back (module doc)."""
+    row = arena.shape[-1] // place.pieces * place.row_pieces[t]
+    span = place.cap[t] * row
+    rows = arena[..., :span] if t == "kv" else arena[..., arena.shape[-1] - span:]
+    return rows.unflatten(-1, (place.cap[t], row))
 
 
 def mark(device):

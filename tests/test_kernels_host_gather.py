@@ -63,3 +63,29 @@ def test_mismatched_layouts_are_refused():
     host, dev, boundary, _ = layout(2, 2, 10, (16,), torch.float16, 0.5)
     with pytest.raises(ValueError, match="does not match"):
         host_gather.gather_host_rows(host[:, :1].contiguous(), dev, torch.zeros(2, 2, 3, dtype=torch.int32), boundary)
+
+
+@pytest.mark.parametrize("B,Hkv,ring,d", [(1, 1, 5, 3), (3, 2, 19, 24), (2, 3, 13, 17)])
+def test_gather_from_a_rows_outer_arena_view(B, Hkv, ring, d):
+    """Device rows as runtime/schedule_store.py lays them out: one arena, rows outer, K and V of a
+    slot side by side ([ring, 2, B, Hkv, d]); the V view [B, Hkv, ring, d] is strided (no copy)."""
+    torch.manual_seed(13)
+    S, K = ring + 7, 11
+    arena = torch.randn(ring * 2 * B * Hkv * d + 5).mul(40).to(torch.float16).to(DEVICE)
+    v = arena[: ring * 2 * B * Hkv * d].view(ring, 2, B, Hkv, d)[:, 1].permute(1, 2, 0, 3)
+    host = torch.randn(7, B, Hkv, d).to(torch.float16)
+    host = (host.pin_memory() if DEVICE == "cuda" else host)
+    idx = torch.randint(0, S, (B, Hkv, K), dtype=torch.int32, device=DEVICE)
+    got = host_gather.gather_host_rows(host, v, idx, 7)
+    want = host_gather.gather_host_rows_ref(host, v, idx, 7)
+    pos, b = idx.long(), torch.arange(B, device=DEVICE)[:, None, None]
+    h = torch.arange(Hkv, device=DEVICE)[None, :, None]
+    truth = torch.where((pos < 7)[..., None], host.to(DEVICE)[pos.clamp(max=6), b, h], v[b, h, pos % ring])
+    assert not v.is_contiguous() and torch.equal(got, truth) and torch.equal(want, truth)
+
+
+def test_a_device_view_with_split_rows_is_refused():
+    host, dev, boundary, _ = layout(2, 2, 10, (16,), torch.float16, 0.5)
+    with pytest.raises(ValueError, match="each device row"):
+        host_gather.gather_host_rows(host[..., :8].contiguous(), dev[..., ::2], torch.zeros(2, 2, 3, dtype=torch.int32),
+                                     boundary)

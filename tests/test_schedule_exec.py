@@ -64,8 +64,11 @@ def test_phase_boundaries_and_deleted_rows_absent():
     place = run["method"].place
     gone = [p for p, (w, _) in place.kv.items() if w == GONE]
     assert gone == list(range(tokens["deleted"][-1])) and len(place.kv) == P + G
-    assert max(s["gpu_rows"] for s in run["steps"]) == tokens["gpu_rows"]  # the pool is the plan's peak
-    assert run["method"].kv.layers[0].dev["k"].shape[2] == tokens["gpu_rows"] < P + G
+    assert max(s["gpu_rows"] for s in run["steps"]) == tokens["gpu_rows"] < P + G  # the plan's peak
+    # the arena: K/V and x rows at the step they hold the most together (at most both peaks)
+    pieces = 2 * TINY_OPT.n_kv_heads * tokens["gpu_rows"] + TINY_OPT.d_model // TINY_OPT.head_dim * tokens["x_gpu_rows"]
+    assert run["method"].kv.layers[0].device_bytes == tokens["arena_pieces"] * B * TINY_OPT.head_dim * 4
+    assert tokens["arena_pieces"] <= pieces
 
 
 def test_recomputed_kv_equals_the_original():
@@ -242,13 +245,18 @@ def _kvsim_calls(model, placement) -> dict:
             + np.broadcast_to(schedule.total(field), (1, G_WHOLE + 1))[0, 1:] for kind, field in CALL_KINDS.items()}
 
 
-@pytest.mark.parametrize("placement", [(3, 8, 1.0, 0.75), (G_WHOLE + 1, 8, 0.0, 0.75), (1, G_WHOLE + 1, 1.0, 0.0)],
-                         ids=["I-II-III", "I-III", "II"])
+# plans that delete rows; in the last two the kept x grows after the K/V rows peak (β = 0.85 deletes
+# generated tokens too), and in II-III the x of Phase-II rows leaves for the CPU
+DELETING = {"I-II-III": (3, 8, 1.0, 0.75), "I-III": (G_WHOLE + 1, 8, 0.0, 0.75),
+            "I-III-late": (G_WHOLE + 1, 2, 0.0, 0.85), "II-III": (1, 3, 1.0, 0.85)}
+
+
+@pytest.mark.parametrize("placement", [*DELETING.values(), (1, G_WHOLE + 1, 1.0, 0.0)], ids=[*DELETING, "II"])
 @pytest.mark.parametrize("model", [TINY_OPT, LLAMA], ids=["opt", "llama"])
 def test_kvsim_charges_every_step_the_calls_the_executor_issues(model, placement, monkeypatch):
     """kvsim's eager schedule charges each decode step what the executor issues in it, by kind:
     ALISA's own step plus the staging of its selections, the position tables, the kept x, the
-    gathers, evictions and recomputations (kvsim/schedule/placement.py). Each host-built index
+    arena's row moves, the gathers, evictions and recomputations (kvsim/schedule/placement.py). Each host-built index
     list costs 2 more torch calls on CUDA (pin_memory, the copy) than on the CPU; ALISA's step
     builds a lengths tensor where its list length first occurs (≤ 1 torch call, as in
     tests/test_engine.py)."""
@@ -260,3 +268,23 @@ def test_kvsim_charges_every_step_the_calls_the_executor_issues(model, placement
             on_cuda = count + (2 * lists if kind == "torch" else 0)
             tolerance = 1 if kind == "torch" else 1e-9
             assert -1e-9 <= on_cuda - modelled[kind][j - 1] <= tolerance, (j, phases[j], kind, on_cuda, modelled[kind][j - 1])
+
+
+@pytest.mark.parametrize("placement", DELETING.values(), ids=DELETING)
+def test_the_gpu_arena_is_what_kvsim_counts(placement):
+    """Each layer holds its K/V and kept x in one GPU arena as large as the most bytes they need
+    together at any step (kvsim's arena_bytes), not each pool's own peak; kvsim's prediction of
+    the run holds that arena at every step, so its peak GPU memory (as kvsim validate compares
+    it) is not below what the run holds."""
+    cfg = LLAMA
+    pred = prediction("h100", cfg, None, B, P, G_WHOLE, params={"sparsity": 0.8}, placement=placement, dtype="fp32")
+    tokens, side = pred["alisa"]["tokens"], pred["alisa"]
+    run = generate("alisa", pred, "cpu", decoder=Decoder(cfg, None, "cpu", torch.float32, 0, max_positions=P + G_WHOLE))
+    method = run["method"]
+    rows = 2 * cfg.n_kv_heads * tokens["gpu_rows"] + cfg.d_model // cfg.head_dim * tokens["x_gpu_rows"]
+    pools = rows * B * cfg.head_dim * 4  # both pools at their own peaks, fp32
+    assert [layer.device_bytes for layer in method.kv.layers] == [tokens["arena_bytes"]] * cfg.n_layers
+    assert tokens["arena_bytes"] < pools if placement[1] < 8 else tokens["arena_bytes"] <= pools
+    assert max(side["gpu_kv"]) == method.device_bytes  # every layer's arena and ALISA's scores
+    peak = max(s["peak_bytes"] for s in run["steps"][1:])  # on the CPU: weights + cache tensors
+    assert max(side["gpu_bytes"][1:]) - pred["workspace_bytes"] >= peak

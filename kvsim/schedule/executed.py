@@ -60,8 +60,9 @@ def phase_of(j: int, p1: int, p2: int, alpha: float, beta: float) -> str:
 
 
 def token_plan(inp, plan) -> dict:
-    """The integer counts above for ``plan`` (a Placement) on ``inp`` (StepInputs), and the most
-    rows each pool holds at once: K/V on the GPU and on the host, x on the GPU and on the host."""
+    """The integer counts above for ``plan`` (a Placement) on ``inp`` (StepInputs), the most
+    rows each pool holds at once (K/V on the GPU and on the host, x on the GPU and on the host),
+    and each layer's GPU arena, which K/V and x rows share (``arena``)."""
     G, P = inp.gen, inp.prompt
     n = (P + np.arange(G + 1)).astype(int)
     recent = np.asarray(inp.recent, dtype=int)
@@ -73,10 +74,23 @@ def token_plan(inp, plan) -> dict:
     host_kv = alpha_count(np.maximum(deleted, start), np.maximum(old, deleted), start, alpha)
     x_held = np.minimum(last, n)
     x_host = alpha_count(start, np.maximum(np.minimum(last, old), start), start, alpha)
+    kv_gpu, x_gpu = n - deleted - host_kv, x_held - x_host
     return {"n": n.tolist(), "old": old.tolist(), "deleted": deleted.tolist(), "last": last,
             "start": start, "alpha": alpha, "p1": plan.p1, "p2": plan.p2, "beta": plan.beta,
-            "gpu_rows": int(np.max(n - deleted - host_kv)), "host_rows": int(np.max(host_kv)),
-            "x_gpu_rows": int(np.max(x_held - x_host)), "x_host_rows": int(np.max(x_host))}
+            "gpu_rows": int(np.max(kv_gpu)), "host_rows": int(np.max(host_kv)),
+            "x_gpu_rows": int(np.max(x_gpu)), "x_host_rows": int(np.max(x_host)), **arena(inp, kv_gpu, x_gpu)}
+
+
+def arena(inp, kv_gpu, x_gpu) -> dict:
+    """One layer's GPU memory for its K/V and kept x (runtime/schedule_store.py): one arena both
+    share, as large as the most bytes they hold together at any step (kv_gpu, x_gpu: rows per
+    sequence at each step), so rows deleted or offloaded free room for x. Counted in d-wide
+    pieces per sequence (``arena_pieces``: 2·Hkv for a K/V row, D/d for an x row; the runtime
+    allocates B·d of its dtype per piece) and in bytes (``arena_bytes``: ρ/L per K/V row, η/L
+    per x row, kvsim's bytes per row and layer)."""
+    m, L = inp.model, inp.model.n_layers
+    pieces = 2 * m.n_kv_heads * kv_gpu + (m.d_model // m.head_dim) * x_gpu
+    return {"arena_pieces": int(np.max(pieces)), "arena_bytes": float(np.max((inp.rho * kv_gpu + inp.eta * x_gpu) / L))}
 
 
 def _flexgen_pcie(inp, engine: str) -> dict:
@@ -105,30 +119,37 @@ def _flexgen_pcie(inp, engine: str) -> dict:
 
 
 def plan_prediction(inp, best) -> dict:
-    """The ALISA half of ``prediction`` for one evaluated plan ``best`` (an Evaluation)."""
+    """The ALISA half of ``prediction`` for one evaluated plan ``best`` (an Evaluation). GPU
+    bytes as the executor holds them: the plan counts the K/V and x rows live at each step
+    (ρ·K/V rows + η·x rows), the executor every layer's arena for the whole run (its peak)."""
     plan = best.placement(0)
+    tokens = token_plan(inp, plan)
+    held = inp.model.n_layers * tokens["arena_bytes"] - (best.gpu_kv[0] - inp.meta_gpu)  # arena − live rows
     return {"p1": plan.p1, "p2": plan.p2, "alpha": plan.alpha, "beta": plan.beta,
             "weights_gpu": plan.weights_gpu, "step_s": best.step_s[0].tolist(),
-            "total_s": float(best.total_s[0]), "gpu_bytes": best.gpu_bytes[0].tolist(),
+            "total_s": float(best.total_s[0]), "gpu_bytes": (best.gpu_bytes[0] + held).tolist(),
+            "gpu_kv": (best.gpu_kv[0] + held).tolist(),
             "recompute_rows": (inp.batch * best.recompute_rows[0]).tolist(),
-            "pcie": (best.h2d[0] + best.d2h[0]).tolist(), "tokens": token_plan(inp, plan)}
+            "pcie": (best.h2d[0] + best.d2h[0]).tolist(), "tokens": tokens}
 
 
 def prediction(hw, model, layers, batch: int, prompt: int, gen: int, gpu_mem=None,
-               params: dict | None = None, placement=None, engine: str = "eager") -> dict:
+               params: dict | None = None, placement=None, engine: str = "eager", dtype: str | None = None) -> dict:
     """kvsim's plan for the emulated GPU (as ``kvsim schedule --gpu-mem`` chooses it: CUDA-graph
     step times) and what kvsim predicts for running it with steps timed on ``engine`` (the
     executor issues every op eagerly: "eager"), for ALISA's plan and for FlexGen's.
-    ``placement`` (p1, p2, α, β): that plan instead of the best one (tests force phases so)."""
+    ``placement`` (p1, p2, α, β): that plan instead of the best one (tests force phases so).
+    ``dtype``: of weights, activations and K/V (the profile's preferred one unless given: the
+    executor's on a GPU; tests on the CPU run fp32)."""
     hw, model = with_gpu_memory(hw, gpu_mem), first_layers(model, layers)
+    dtype = dtype or hw.preferred_dtype
     if placement is None:
-        result = schedule(hw, model, method="alisa", batch=batch, prompt=prompt, gen=gen, params=params,
-                          baselines=False)
+        result = schedule(hw, model, method="alisa", batch=batch, prompt=prompt, gen=gen, dtype=dtype,
+                          params=params, baselines=False)
         inp, plan = result.inputs, result.best.placement(0)
         placement = (plan.p1, plan.p2, plan.alpha, plan.beta, plan.weights_gpu)
     else:
-        inp = step_inputs(get_method("alisa", params or {}), model, hw, batch, prompt, gen,
-                          hw.preferred_dtype, hw.preferred_dtype)
+        inp = step_inputs(get_method("alisa", params or {}), model, hw, batch, prompt, gen, dtype, dtype)
     timed = inp if engine == "graphs" else step_inputs(inp.method, model, hw, batch, prompt, gen, inp.wl.dtype,
                                                        inp.wl.kv_dtype, engine)
     alisa = plan_prediction(timed, evaluate(timed, *placement))

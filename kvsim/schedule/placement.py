@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cost import Op
+from ..offload import GATHER_ARGS
 from .inputs import StepInputs
 
 
@@ -103,11 +104,12 @@ def geometry(inp: StepInputs, p1, p2, beta) -> Geometry:
 
 def new_offloads(inp: StepInputs, geo: Geometry):
     """Tokens (and kept x) leaving the recent window this step into the CPU share, per unit α:
-    the window edge moved from old_{j-1} to old_j; the tokens past it that are Phase-II and live."""
+    the window edge moved from old_{j-1} to old_j; the tokens past it that are Phase-II and live.
+    A token's x is kept where its position is below ⌊last⌋ (executed.token_plan's ``last``)."""
     old = geo.old
     before = np.concatenate([[0.0], old[:-1]])
     rows = np.maximum(old - np.maximum(before, np.maximum(geo.start, geo.deleted)), 0.0)
-    x_rows = np.maximum(np.minimum(old, geo.last) - np.maximum(before, geo.start), 0.0)
+    x_rows = np.maximum(np.minimum(old, np.floor(geo.last + 1e-9)) - np.maximum(before, geo.start), 0.0)
     return rows, x_rows
 
 
@@ -177,12 +179,16 @@ def _recompute_op(inp: StepInputs, rows) -> Op:
 #   INDEX_LIST: one host-built index list on the GPU through pinned memory: the tensor (host
 #           only), pin_memory and the non-blocking copy
 #   KEEP_X, each layer of a step whose new token's x is kept (position < last): its copy into
-#           the x pool; the step scatters the x position table too (+ two INDEX_LISTs)
+#           the x pool; the step scatters the x position table too (+ two INDEX_LISTs), as does
+#           a step whose kept x rows leave for the host
 #   GATHER: a layer with rows on the host or recomputed: the list's pool codes, two gather
-#           launches (13 arguments each), the new token's row copied into the gathered K and V;
+#           launches (GATHER_ARGS each), the new token's row copied into the gathered K and V;
 #           no slot lookup (SELECT's long, index and sub) beyond the codes' long and index
 #   EVICT:  per pool whose rows leave for the host: index_select, the rows' view, the slice copy
 #           (+ one INDEX_LIST per table a step evicts from)
+#   COMPACT, per table (K/V, x) a step frees GPU rows of (evicted or deleted): the arena's row
+#           moves for every layer at once (one index_select, one index_copy_) and the move list's
+#           unbind into destination and source slots (+ one INDEX_LIST)
 #   RECOMPUTE: a deleted row's K and V from its kept x: the x gather, norm, the K/V projection,
 #           reshapes and the masked write into the gathered rows (+ the RoPE kernel, 23 arguments)
 SELECT_CALLS = {"torch": 6.0, "torch_host": 4.0}
@@ -190,9 +196,10 @@ STEP_CALLS = {"torch": 1.0, "torch_host": 1.0}
 INDEX_LIST_CALLS = {"torch": 2.0, "torch_host": 1.0}
 KEEP_X_CALLS = {"torch": 1.0, "torch_host": 4.0}
 TABLE_CALLS = {"torch": 1.0}  # a position table's scatter (the x table's; STEP has the K/V one)
-GATHER_CALLS = {"torch": 3.0, "torch_host": 5.0, "triton": 2.0, "args": 26.0}
+GATHER_CALLS = {"torch": 3.0, "torch_host": 5.0, "triton": 2.0, "args": 2.0 * GATHER_ARGS}
 EVICT_CALLS_PER_POOL = {"torch": 2.0, "torch_host": 2.0}
-RECOMPUTE_CALLS = {"torch": 10.0, "torch_host": 16.0, "gemm": 1.0, "triton": 1.0, "args": 13.0}
+COMPACT_CALLS = {"torch": 2.0, "torch_host": 1.0}
+RECOMPUTE_CALLS = {"torch": 10.0, "torch_host": 16.0, "gemm": 1.0, "triton": 1.0, "args": float(GATHER_ARGS)}
 ROPE_CALLS = {"triton": 1.0, "args": 23.0, "torch_host": 1.0}
 
 
@@ -243,8 +250,32 @@ def _x_load_op(inp: StepInputs, load_x) -> Op:
               access="gather", link_row_bytes=inp.model.head_dim * inp.wl.b_a, stream="compute")
 
 
-def _staging_op(inp: StepInputs, geo: Geometry) -> Op:
-    """The executor's bookkeeping in every decode step (SELECT, STEP, KEEP_X above), for a method
+def _freed_gpu_rows(inp: StepInputs, geo: Geometry, alpha):
+    """GPU rows leaving each step, per sequence: K/V rows to the CPU share, K/V rows deleted
+    (the executor's whole deleted count, less the deleted rows already on the CPU: Phase-II rows
+    that had left the recent window), kept x rows to the CPU share."""
+    new_rows, new_x_rows = new_offloads(inp, geo)
+    deleted = np.floor(geo.deleted + 1e-9)  # as the executor deletes (executed.token_plan)
+    before = np.concatenate([np.zeros_like(deleted[..., :1]), deleted[..., :-1]], axis=-1)
+    old_before = np.concatenate([[0.0], geo.old[:-1]])
+    on_cpu = np.maximum(np.minimum(deleted, old_before) - np.maximum(before, geo.start), 0.0)
+    return alpha * new_rows, (deleted - before) - alpha * on_cpu, alpha * new_x_rows
+
+
+def _compact_terms(inp: StepInputs, geo: Geometry, alpha, decode):
+    """The arena's row moves (runtime/schedule_placement.py ``_compact``): per step the tables
+    that issue them (COMPACT + INDEX_LIST each; evictions weighted by α as EVICT is), the x
+    table's among them, and the bytes read and written, one row moved per freed row (at most: a freed row among the last
+    ones needs none): the gather reads the row (ρ for a K/V row of every layer, η for x) and
+    writes a temporary, the copy reads and writes it again, and each reads its 8-B slot index."""
+    evicted, deleted, x = _freed_gpu_rows(inp, geo, alpha)
+    kv_table, x_table = np.maximum(alpha * (evicted > 0), 1.0 * (deleted > 1e-9)), alpha * (x > 0)
+    rows, moved = decode * (evicted + deleted + x), decode * (inp.rho * (evicted + deleted) + inp.eta * x)
+    return decode * (kv_table + x_table), decode * x_table, 2.0 * moved + 16.0 * rows, 2.0 * moved
+
+
+def _staging_op(inp: StepInputs, geo: Geometry, alpha) -> Op:
+    """The executor's bookkeeping in every decode step (SELECT, STEP, KEEP_X, COMPACT above), for a method
     that selects its rows (the executor runs ALISA; a method reading every row has none). Bytes per
     layer and sequence, g global and K = recent + g selected entries, Hkv KV heads: the sort
     reads g·8 and writes values and indices, 8 each; the join reads and writes K·8; the
@@ -257,12 +288,15 @@ def _staging_op(inp: StepInputs, geo: Geometry) -> Op:
     keep = decode * (geo.n - 1 < np.floor(geo.last + 1e-9))  # the new token's x is kept (executed.token_plan)
     per_layer_read = B * (8 * g + 16 * K + 20 * Hkv * K)
     per_layer_write = B * (16 * g + 8 * K + 20 * Hkv * K)
+    compacted, x_table, moved_read, moved_write = _compact_terms(inp, geo, alpha, decode)
+    x_table = np.maximum(keep, x_table)  # the x table changes where a new x is kept or x rows leave
     calls = _combined((SELECT_CALLS, L * decode), (STEP_CALLS, decode), (INDEX_LIST_CALLS, 2 * decode),
-                      (KEEP_X_CALLS, L * keep), (TABLE_CALLS, keep), (INDEX_LIST_CALLS, 2 * keep))
+                      (KEEP_X_CALLS, L * keep), (TABLE_CALLS, x_table), (INDEX_LIST_CALLS, 2 * x_table),
+                      (COMPACT_CALLS, compacted), (INDEX_LIST_CALLS, compacted))
     # the x row kept: D·b_a read and written per layer
     x_bytes = L * keep * B * inp.model.d_model * inp.wl.b_a
-    op = Op("schedule/stage_selection", "elementwise", hbm_read=L * decode * per_layer_read + x_bytes,
-            hbm_write=L * decode * per_layer_write + x_bytes, launches=calls["torch"])
+    op = Op("schedule/stage_selection", "elementwise", hbm_read=L * decode * per_layer_read + x_bytes + moved_read,
+            hbm_write=L * decode * per_layer_write + x_bytes + moved_write, launches=calls["torch"])
     return _issued(op, calls)
 
 
@@ -283,6 +317,6 @@ def step_ops(inp: StepInputs, geo: Geometry, alpha, weights_gpu) -> list[Op]:
     evicts = _combined((EVICT_CALLS_PER_POOL, inp.model.n_layers * alpha * pools), (INDEX_LIST_CALLS, alpha * tables))
     write_back = _issued(_transfer_op("schedule/pcie", inp, stream, back, 0.0 * load, "copy"), evicts)
     gathered = (alpha * geo.offloadable > 0) | (geo.recompute_rows > 0)
-    return [_staging_op(inp, geo), _recompute_op(inp, inp.batch * geo.recompute_rows),
+    return [_staging_op(inp, geo, alpha), _recompute_op(inp, inp.batch * geo.recompute_rows),
             _gather_op(inp, load, gathered, "copy" if inp.prefetchable else "compute"), _x_load_op(inp, load_x),
             write_back]
