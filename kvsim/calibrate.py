@@ -166,7 +166,34 @@ def _log_ratios(tagged: list[tuple[str, dict]], profile_of) -> list[float]:
 MIN_DEVICE_RECORDS = 20  # fewer cannot place a 5% quantile between two of its records
 
 
-def interval_classes(records_by_file: dict[str, list[dict]]) -> dict:
+def machine_offsets(pairs: dict[str, tuple[list[dict], list[dict]]]) -> dict[str, float]:
+    """For each "REPEAT=ORIGINAL" name: the median over their common configurations of
+    log(step latency on the repeat's machine / on the original's), one machine of a device
+    against another (the same configurations, runtime and software)."""
+    def key(r):
+        return (r["method"], r["model"], r["seq"], r["batch"], r.get("offload", 0.0),
+                json.dumps(r.get("params", {}), sort_keys=True))
+
+    out = {}
+    for name, (repeat, original) in pairs.items():
+        first = {key(r): r["latency_s"] for r in original if r.get("latency_s")}
+        ratios = [np.log(r["latency_s"] / first[key(r)]) for r in repeat if r.get("latency_s") and key(r) in first]
+        if len(ratios) < 5:
+            raise KvsimError(f"{name}: {len(ratios)} configurations measured on both machines; need at least 5")
+        out[name] = float(np.median(ratios))
+    return out
+
+
+def with_machines(values, offsets) -> np.ndarray:
+    """Residuals as another machine of the device would give them: each residual moved by every
+    measured machine-to-machine offset, either way (which machine is the faster one is not
+    known for a user's), or the residuals alone where no offset was measured."""
+    values = np.asarray(values, dtype=float)
+    shifts = np.array([s * d for d in offsets for s in (1.0, -1.0)])
+    return values if shifts.size == 0 else (values[:, None] + shifts[None, :]).ravel()
+
+
+def interval_classes(records_by_file: dict[str, list[dict]], machines: dict[str, float] | None = None) -> dict:
     """Residual quantiles per trust class from the records that do not hold coverage back
     (sha256(configuration) >= INTERVAL_SPLIT, of every file given: the main sweep and the
     extended grid; the device's calibration's own training records left out).
@@ -174,7 +201,9 @@ def interval_classes(records_by_file: dict[str, list[dict]]) -> dict:
     measured device's interval is its own residuals' spread) and pooled (for a device measured
     later without residuals of its own); "same-architecture": pooled over every ordered pair of
     measured devices of one architecture, the first predicted with every law from the second
-    (the class serves devices with no measurement, so no device of its own)."""
+    (the class serves devices with no measurement, so no device of its own). ``machines``
+    (``machine_offsets``): every class's residuals are spread by them (``with_machines``): a
+    user's GPU is another machine than the one measured."""
     from .validate import in_targets, record_profile
 
     fit = [(path, r) for path, recs in records_by_file.items() for r in recs
@@ -183,21 +212,27 @@ def interval_classes(records_by_file: dict[str, list[dict]]) -> dict:
     devices = sorted({r["hw"] for _, r in fit if record_profile(r["hw"]).trust_class == "measured"})
     of = lambda d: [(p, r) for p, r in fit if r["hw"] == d]  # noqa: E731
     files = ", ".join(records_by_file)
+    offsets = list((machines or {}).values())
+    spread = lambda values: {**_quantiles(with_machines(values, offsets)), "n": len(values)}  # noqa: E731
     classes = {}
     own = {d: _log_ratios(of(d), lambda r: record_profile(r["hw"])) for d in devices}
     pooled = [x for v in own.values() for x in v]
     if len(pooled) >= 5:
-        classes["measured"] = {**_quantiles(pooled), "devices": {d: _quantiles(v) for d, v in own.items()
-                                                                 if len(v) >= MIN_DEVICE_RECORDS},
+        classes["measured"] = {**spread(pooled), "devices": {d: spread(v) for d, v in own.items()
+                                                             if len(v) >= MIN_DEVICE_RECORDS},
                                "records": f"{files}: {', '.join(devices)}, each on its shipped profile, its "
                                           "calibration's training records left out", "fit": _split_note()}
     arch = lambda d: record_profile(d).architecture  # noqa: E731
     pairs = [(d, s) for d in devices for s in devices if s != d and arch(s) and arch(s) == arch(d)]
     moved = [x for d, s in pairs for x in _log_ratios(of(d), lambda r, s=s: left_out(r["hw"], s))]
     if len(moved) >= 5:
-        classes["same-architecture"] = {**_quantiles(moved), "records": f"{files}: "
+        classes["same-architecture"] = {**spread(moved), "records": f"{files}: "
                                         + "; ".join(f"{d} predicted from {s}'s laws alone" for d, s in pairs),
                                         "fit": _split_note()}
+    if classes and machines:
+        note = {"offsets": {name: round(d, 5) for name, d in machines.items()},
+                "how": "each residual moved by every offset, either way: the quantiles are of those sums"}
+        classes = {name: {**c, "machines": note} for name, c in classes.items()}
     if classes:
         classes["other-architecture"] = _unmeasured(classes)
     return classes

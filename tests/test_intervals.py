@@ -53,3 +53,33 @@ def test_quantiles_prefer_the_devices_own(tmp_path, monkeypatch):
     assert quantiles("measured", "h200-sxm")[1] == pytest.approx(0.09, abs=0.01)
     assert quantiles("measured", "a100-80gb")[1] == pytest.approx(0.045, abs=0.01)
     assert quantiles("other-architecture")[2] == "same-architecture"
+
+
+def test_a_measured_machine_offset_widens_every_class_both_ways():
+    from kvsim.calibrate import machine_offsets, with_machines
+    assert np.array_equal(with_machines([0.01, 0.02], []), [0.01, 0.02])
+    assert sorted(with_machines([0.0], [0.03])) == pytest.approx([-0.03, 0.03])
+    original = _records("h100-sweep-scores.jsonl", 1)
+    original = [r for r in original if r.get("latency_s")]
+    faster = [{**r, "latency_s": r["latency_s"] * 0.95} for r in original]
+    offsets = machine_offsets({"f=o": (faster, original)})
+    assert offsets["f=o"] == pytest.approx(np.log(0.95))
+    files = {"benchmarks/results/h100-sweep.jsonl": _records("h100-sweep.jsonl", 2)}
+    plain, spread = interval_classes(files), interval_classes(files, offsets)
+    for name in ("measured", "same-architecture"):
+        if name in plain:
+            assert spread[name]["q_low"] < plain[name]["q_low"] and spread[name]["q_high"] > plain[name]["q_high"]
+            assert spread[name]["n"] == plain[name]["n"] and "f=o" in spread[name]["machines"]["offsets"]
+    with pytest.raises(Exception, match="both machines"):
+        machine_offsets({"x=y": (faster[:3], original)})
+
+
+def test_machine_repeats_in_the_shipped_intervals_are_the_committed_files():
+    """The shipped quantiles name the repeats they were widened by, and their offsets are what
+    the committed files give."""
+    from kvsim.calibrate import machine_offsets
+    shipped = intervals._table(str(intervals.residuals_file()))["measured"]["machines"]["offsets"]
+    for pair, offset in shipped.items():
+        repeat, original = pair.split("=")
+        read = lambda p: [json.loads(line) for line in (RESULTS.parents[1] / p).read_text().splitlines() if line.strip()]  # noqa: E731
+        assert machine_offsets({pair: (read(repeat), read(original))})[pair] == pytest.approx(offset, abs=1e-4)

@@ -1,6 +1,7 @@
 """kvsim validate FILE.jsonl ... and kvsim calibrate FILE.jsonl --hw H [--out PROFILE.yaml]."""
 from __future__ import annotations
 
+import math
 import sys
 
 from .. import outfile
@@ -38,6 +39,9 @@ def register(sub) -> None:
                                        "hardware's efficiency from its best kernels, so the other methods' errors stay visible")
     cal.add_argument("--intervals", action="store_true",
                      help="write the residual quantiles of step latency per trust class (kvsim.intervals)")
+    cal.add_argument("--machine-repeat", action="append", default=[], metavar="REPEAT=ORIGINAL",
+                     help="with --intervals: a file of configurations measured again on another machine of "
+                          "the device, and the file of the first; their offset widens every interval")
     cal.set_defaults(run=run_calibrate)
 
 
@@ -144,6 +148,8 @@ def _same_device(records: list[dict], profile) -> None:
 
 
 def run_calibrate(args) -> int:
+    if args.machine_repeat and not args.intervals:
+        raise KvsimError("--machine-repeat goes with --intervals (it widens the prediction intervals)")
     if args.intervals:
         return _write_intervals(args)
     if not args.hw:
@@ -177,18 +183,30 @@ def run_calibrate(args) -> int:
     return ANSWER
 
 
+def _repeat_pair(pair: str) -> tuple[list[dict], list[dict]]:
+    """REPEAT=ORIGINAL: the two files' measured records."""
+    repeat, sep, original = pair.partition("=")
+    if not sep or not repeat or not original:
+        raise KvsimError(f"--machine-repeat wants REPEAT=ORIGINAL (two files), got {pair!r}")
+    return measured_records([repeat]), measured_records([original])
+
+
 def _write_intervals(args) -> int:
     import yaml
 
-    from ..calibrate import interval_classes
+    from ..calibrate import interval_classes, machine_offsets
     from ..intervals import document, residuals_file
 
     _load(args.files)  # refuses files with no measured record
-    classes = interval_classes({path: measured_records([path]) for path in args.files})
+    machines = machine_offsets({pair: _repeat_pair(pair) for pair in args.machine_repeat})
+    classes = interval_classes({path: measured_records([path]) for path in args.files}, machines)
     if not classes:
         raise KvsimError("no records of a device with a measured profile in the given files")
     out = args.out or str(residuals_file())
-    command = "kvsim calibrate --intervals " + " ".join(args.files)
+    command = "kvsim calibrate --intervals " + " ".join(args.files) + "".join(
+        f" --machine-repeat {pair}" for pair in args.machine_repeat)
+    for pair, offset in machines.items():
+        print(f"{pair}: the repeat's machine takes {math.exp(offset):.3f}x the original's step latency (median)")
     write_whole(out, yaml.safe_dump(document(classes, command), sort_keys=False, width=120))
     for name, q in classes.items():
         for label, part in [(name, q)] + [(f"{name} {d}", v) for d, v in q.get("devices", {}).items()]:
