@@ -84,21 +84,14 @@ def measure(out: str) -> None:
               f"{nbytes / us / 1e6:7.3f} TB/s", flush=True)
 
 
-FAMILIES = {  # (method, op) -> the kernel family (memory.kernel_efficiency) that times it
-    ("h2o", "layers/attn/score_update"): "accumulate",
-    ("alisa", "layers/attn/score_update"): "accumulate_indexed",
-    ("h2o", "layers/attn/evict"): "evict",
-}
-
-
 def fit(path: str, hw_name: str) -> None:
     """Each family's profile line: kvsim's bytes over the measured time (kvsim.fits.kernel_curve_fit,
     inputs L2-resident where they fit, as in a step)."""
-    from kvsim.fits import kernel_curve_fit, rounded_curve
+    from kvsim.fits import SCORE_FAMILIES, kernel_curve_fit, rounded_curve
     from kvsim.profiles import load_profile
     hw = load_profile(hw_name)
     records = [json.loads(line) for line in open(path) if line.strip()]
-    for (method, op), family in FAMILIES.items():
+    for (method, op), family in SCORE_FAMILIES.items():
         rs = [r for r in records if r["method"] == method and r["op"] == op]
         points = kernel_curve_fit([r["bytes"] for r in rs], [r["us"] * 1e-6 for r in rs],
                                   hw.memory.bandwidth_Bps.value, l2_resident=True)

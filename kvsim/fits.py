@@ -48,6 +48,13 @@ def allreduce_profile_time(hw, nbytes: int, gpus: int) -> float:
     return float(op_time(allreduce("allreduce", float(nbytes), gpus), hw).time_s)
 
 
+SCORE_FAMILIES = {  # (method, op) -> the kernel family (memory.kernel_efficiency) benchmarks/bench_scores.py fits
+    ("h2o", "layers/attn/score_update"): "accumulate",
+    ("alisa", "layers/attn/score_update"): "accumulate_indexed",
+    ("h2o", "layers/attn/evict"): "evict",
+}
+
+
 def kernel_curve_fit(sizes, seconds, bandwidth_Bps: float, l2_resident: bool = False) -> list:
     """A kernel family's memory curve (``memory.kernel_efficiency``): bytes over seconds over
     ``bandwidth_Bps`` per measured kernel, the median over sizes equal within 5%, never falling

@@ -133,8 +133,8 @@ def test_profile_numbers_come_from_the_committed_measurements():
     import json
     from pathlib import Path
 
-    from benchmarks import bench_scores
-    from kvsim.fits import gather_efficiency_fit, kernel_curve_fit, reread_fit, topk_single_block_fit
+    from kvsim.fits import (SCORE_FAMILIES, gather_efficiency_fit, kernel_curve_fit, reread_fit,
+                            topk_single_block_fit)
     root = Path(__file__).parent.parent
     results = root / "benchmarks" / "results"
     h100 = load_profile("h100-sxm")
@@ -146,7 +146,7 @@ def test_profile_numbers_come_from_the_committed_measurements():
                                    h100.memory.bandwidth_Bps.value)
     assert h100.memory.gather_efficiency.value == pytest.approx(gather["gather_efficiency"], abs=0.001)
     scores = read("h100-scores-kernels.jsonl")
-    for (method, op), family in bench_scores.FAMILIES.items():
+    for (method, op), family in SCORE_FAMILIES.items():
         rs = [r for r in scores if (r["method"], r["op"]) == (method, op)]
         points = kernel_curve_fit([r["bytes"] for r in rs], [r["us"] * 1e-6 for r in rs],
                                   h100.memory.bandwidth_Bps.value, l2_resident=True)
