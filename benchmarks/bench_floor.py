@@ -151,6 +151,7 @@ def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
                      f"flushed before each replay), median over {len(result['per_grid'])} grid sizes\"}}")
     rope = [r for r in records if r["kind"] == "rope_load"]
     if hw_name and rope and result["per_grid"]:
+        from kvsim.fits import rounded_curve
         from kvsim.profiles import load_profile
         hw = load_profile(hw_name)
         if "attention" not in hw.memory.kernel_efficiency:
@@ -158,7 +159,7 @@ def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
                          "the rotation's extra time to; fit benchmarks/bench_kernels.py first)")
             return "\n".join(lines)
         points = rope_curve(records, hw)
-        lines.append(f"    rope_attention: {{points: {[[float(f'{s:.4g}'), round(e, 4)] for s, e in points]}, "
+        lines.append(f"    rope_attention: {{points: {rounded_curve(points)}, "
                      f"source: \"measured {records[0].get('date', '')[:10]}, {records[0].get('device', '?')}: "
                      f"python3 benchmarks/bench_floor.py --fit {path} --hw {hw_name}: kernels/decode.py "
                      f"rope_decode_attention, {len(rope)} shapes (K/V rows rotated as loaded, 32 query heads): "

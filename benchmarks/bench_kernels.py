@@ -168,7 +168,7 @@ def graph_launch_floor(launch_path: str) -> float:
 def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
     """The profile's memory.kernel_efficiency.attention line from a file this script wrote, each
     call less one combine kernel (the Triton launch floor of ``launch_path``) where it splits."""
-    from kvsim.fits import attention_curve_fit
+    from kvsim.fits import attention_curve_fit, rounded_curve
     from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
     from kvsim.profiles import load_profile
     hw = load_profile(hw_name)
@@ -177,7 +177,7 @@ def fit_line(paths: list, hw_name: str, launch_path: str) -> str:
     combine_s = graph_launch_floor(launch_path)
     points = attention_curve_fit(records, hw.memory.bandwidth_Bps.value, combine_s, DENSE_TARGET_PROGRAMS)
     date = " and ".join(sorted({r["date"][:10] for r in records if r.get("date")}))  # every file's day
-    return (f"    attention: {{points: {[[float(f'{s:.4g}'), round(e, 4)] for s, e in points]}, "
+    return (f"    attention: {{points: {rounded_curve(points)}, "
             f"source: \"measured {date}, {records[0].get('device', hw.name)}: {path} (python3 "
             f"benchmarks/bench_kernels.py --fit {path} --hw {hw.name}): the dense split-K decode kernel, "
             f"{sum(r.get('kernel') == 'dense' for r in records)} shapes (batch {min(r['batch'] for r in records)}-"

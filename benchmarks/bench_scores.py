@@ -34,8 +34,8 @@ def charged_bytes(method: str, op_name: str, seq: int, batch: int) -> float:
 
 def cases():
     """(method, op name, seq, batch) of each timed kernel."""
-    for method, op in (("h2o", "layers/attn/score_update"), ("alisa", "layers/attn/score_update"),
-                       ("h2o", "layers/attn/evict")):
+    from kvsim.fits import SCORE_FAMILIES
+    for method, op in SCORE_FAMILIES:
         for seq in SEQS:
             for batch in BATCHES:
                 yield method, op, seq, batch
@@ -50,9 +50,7 @@ def call_of(method: str, op: str, seq: int, batch: int, dev: str = "cuda"):
     model, spec = first_layers(MODEL, 1), get_method(method, {})
     H, Hkv, d = model.n_heads, model.n_kv_heads, model.head_dim
     if method == "alisa":
-        n = seq + 1
-        k = min(n, max(1, int(n * (1.0 - spec.sparsity) / 2 + 0.5)))
-        rows = 2 * k
+        rows = int(spec.selected_tokens(seq + 1))  # local + global, at n = seq + 1 as the runtime reads
         logits, lse = torch.randn(batch, H, rows, device=dev), torch.randn(batch, H, device=dev) + 10
         acc = torch.zeros(batch, seq + 1, device=dev)
         idx = torch.stack([torch.randperm(seq + 1, device=dev)[:rows] for _ in range(batch)]).int()

@@ -170,10 +170,7 @@ def machine_offsets(pairs: dict[str, tuple[list[dict], list[dict]]]) -> dict[str
     """For each "REPEAT=ORIGINAL" name: the median over their common configurations of
     log(step latency on the repeat's machine / on the original's), one machine of a device
     against another (the same configurations, runtime and software)."""
-    def key(r):
-        return (r["method"], r["model"], r["seq"], r["batch"], r.get("offload", 0.0),
-                json.dumps(r.get("params", {}), sort_keys=True))
-
+    key = lambda r: (config_key(r), r.get("offload", 0.0))  # noqa: E731
     out = {}
     for name, (repeat, original) in pairs.items():
         first = {key(r): r["latency_s"] for r in original if r.get("latency_s")}

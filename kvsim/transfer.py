@@ -125,9 +125,9 @@ def lost_time_points(points, ratio: float) -> list:
     (launch ramp, tail wave, DRAM latency: the chip's, not the peak's), so
     1/e'(x) = 1/e_max + ratio · (1/e(x) − 1/e_max); a bigger kernel never takes less time
     (a parent's flat, L2-resident stretch would otherwise fall on a faster device)."""
-    e_max = max(float(eff) for _, eff in points)
-    sizes = np.array([float(size) for size, _ in points])
-    moved = np.array([1.0 / (1.0 / e_max + ratio * (1.0 / float(eff) - 1.0 / e_max)) for _, eff in points])
+    sizes, effs = (np.asarray(v, dtype=float) for v in zip(*points))
+    e_max = effs.max()
+    moved = 1.0 / (1.0 / e_max + ratio * (1.0 / effs - 1.0 / e_max))
     times = np.maximum.accumulate(sizes / moved)  # seconds x peak
     return [[float(size), float(size / t)] for size, t in zip(sizes, times)]
 

@@ -225,13 +225,14 @@ def _executor_calls(model, placement, monkeypatch) -> dict:
 
 def _kvsim_calls(model, placement) -> dict:
     """{kind: per decode step} kvsim's eager schedule charges: ALISA's own step at each context
-    and the schedule's ops (kvsim/schedule/placement.py step_ops)."""
+    and the schedule's ops (kvsim/schedule/ops.py step_ops)."""
     from kvsim.cost import Cost
     from kvsim.methods import get_method
     from kvsim.predict import step_cost
     from kvsim.profiles import load_profile
     from kvsim.schedule.inputs import step_inputs
-    from kvsim.schedule.placement import geometry, step_ops
+    from kvsim.schedule.ops import step_ops
+    from kvsim.schedule.placement import geometry
     from kvsim.workload import Workload
 
     hw, method = load_profile("h100"), get_method("alisa", {"sparsity": 0.8})
@@ -256,7 +257,7 @@ DELETING = {"I-II-III": (3, 8, 1.0, 0.75), "I-III": (G_WHOLE + 1, 8, 0.0, 0.75),
 def test_kvsim_charges_every_step_the_calls_the_executor_issues(model, placement, monkeypatch):
     """kvsim's eager schedule charges each decode step what the executor issues in it, by kind:
     ALISA's own step plus the staging of its selections, the position tables, the kept x, the
-    arena's row moves, the gathers, evictions and recomputations (kvsim/schedule/placement.py). Each host-built index
+    arena's row moves, the gathers, evictions and recomputations (kvsim/schedule/ops.py). Each host-built index
     list costs 2 more torch calls on CUDA (pin_memory, the copy) than on the CPU; ALISA's step
     builds a lengths tensor where its list length first occurs (≤ 1 torch call, as in
     tests/test_engine.py)."""

@@ -14,7 +14,8 @@ import numpy as np
 from ..host_costs import host_issue_time
 from ..roofline import op_time
 from .inputs import StepInputs
-from .placement import Placement, cpu_bytes_linear, geometry, gpu_bytes_linear, new_offloads, step_ops
+from .ops import step_ops
+from .placement import Placement, cpu_bytes_linear, geometry, gpu_bytes_linear, new_offloads
 
 ALPHA_SLACK = 1e-9  # α is raised by this relative margin so rounding never overfills the GPU
 

@@ -3,7 +3,7 @@
 Steps are j = 0 (prefill of the P-token prompt) and j = 1..G (decode; the cache holds
 n_j = P + j tokens, the new one included, as in ``kvsim.predict``). Every array has G + 1 entries.
 The method's own Cost (``kvsim.predict.step_cost``, all KV on the GPU) gives the GPU compute and
-HBM time per step; the schedule adds its transfers and recomputation on top (``placement.py``).
+HBM time per step; the schedule adds its transfers and recomputation on top (``ops.py``).
 
 Per-token byte counts, summed over layers L and the batch B:
   rho  KV of one token:        L·B·H_kv·row   (row = 2·d·b_kv, + 4 B scale/zero per row for int8)
