@@ -33,6 +33,11 @@ GRID_PER_SM = (0, 1, 4, 16)  # 0: a single program
 # (batch, KV heads, rows): 2 MB to 1 GB of K/V, StreamingLLM's 2005-row window among them
 ROPE_SHAPES = ((1, 8, 512), (1, 8, 2005), (2, 8, 2005), (8, 8, 2005), (32, 8, 2005), (8, 32, 2005),
                (8, 8, 16384), (32, 32, 2005))
+# (batch, KV heads, rows) of H2O's attention with logits (its cache, 20% of 4k-128k; the MHA
+# llama-2 shape among them) and (batch, rows, listed) of ALISA's gathered one
+LOGITS_SHAPES = ((1, 8, 820), (1, 8, 3277), (8, 8, 820), (8, 8, 3277), (32, 8, 3277), (1, 8, 13108),
+                 (8, 8, 13108), (32, 8, 13108), (8, 32, 3277), (8, 8, 26215))
+GATHER_LOGITS_SHAPES = ((1, 16384, 3277), (8, 16384, 3277), (1, 65536, 13108), (8, 65536, 13108), (32, 4096, 820))
 QUERY_HEADS = 32
 REPEATS = 40
 
@@ -106,6 +111,49 @@ def rope_records(flush) -> list[dict]:
     return records
 
 
+def logits_records(flush) -> list[dict]:
+    """H2O's kernel: decode attention that also writes its fp32 logits, against plain decode on
+    the same q, K, V (``logits_load``); ALISA's: the same over a gathered list of rows against the
+    gathered kernel without logits (``logits_gather``, one list per sequence for every KV head)."""
+    import torch
+
+    from kvsim.kernels._common import capture_graph, splits_for
+    from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
+    from kvsim.kernels.decode import decode_attention
+    from kvsim.kernels.gather import gathered_decode_attention
+    from kvsim.kernels.scores import decode_attention_with_logits
+    records, d = [], 128
+    for B, Hkv, S in LOGITS_SHAPES:
+        q = torch.randn(B, QUERY_HEADS, d, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(B, Hkv, S, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        lens = torch.full((B,), S, dtype=torch.int32, device="cuda")
+        splits = splits_for(B, Hkv, S, target=DENSE_TARGET_PROGRAMS)
+        plain = timed_replays(capture_graph(lambda: decode_attention(q, k, v, lens, num_splits=splits)), flush)
+        both = timed_replays(capture_graph(
+            lambda: decode_attention_with_logits(q, k, v, lens, num_splits=splits)), flush)
+        records.append({"kind": "logits_load", "batch": B, "kv_heads": Hkv, "rows": S, "head_dim": d,
+                        "query_heads": QUERY_HEADS, "bytes": 2 * B * Hkv * S * d * 2 + 2 * B * QUERY_HEADS * d * 2,
+                        "plain_s": plain, "logits_s": both})
+    Hkv = 8
+    for B, S, K in GATHER_LOGITS_SHAPES:
+        q = torch.randn(B, QUERY_HEADS, d, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(B, Hkv, S, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        idx = torch.stack([torch.randperm(S, device="cuda")[:K].sort().values for _ in range(B)]).int()
+        idx = idx[:, None].expand(B, Hkv, K).contiguous()
+        cnt = torch.full((B, Hkv), K, dtype=torch.int32, device="cuda")
+        splits = splits_for(B, Hkv, K)
+        plain = timed_replays(capture_graph(
+            lambda: gathered_decode_attention(q, k, v, idx, cnt, num_splits=splits)), flush)
+        both = timed_replays(capture_graph(
+            lambda: decode_attention_with_logits(q, k, v, indices=idx, counts=cnt, num_splits=splits)), flush)
+        records.append({"kind": "logits_gather", "batch": B, "kv_heads": Hkv, "rows": K, "seq": S, "head_dim": d,
+                        "query_heads": QUERY_HEADS, "bytes": 2 * B * Hkv * K * d * 2 + B * Hkv * K * 4 + 2 * B * QUERY_HEADS * d * 2,
+                        "plain_s": plain, "logits_s": both})
+    del q, k, v
+    torch.cuda.empty_cache()
+    return records
+
+
 def environment() -> dict:
     """bench_launch.py's environment (device, versions, date, command, CPU) and the driver."""
     from bench_launch import environment as launch_environment
@@ -135,6 +183,21 @@ def rope_curve(records: list[dict], hw) -> list:
     return rope_curve_fit(records, hw)
 
 
+def logits_line(records: list[dict], path: str, hw_name: str) -> str:
+    """The profile's memory.kernel_efficiency.attention_logits line (kvsim.fits.logits_curve_fit)."""
+    from kvsim.fits import logits_curve_fit, rounded_curve
+    from kvsim.profiles import load_profile
+    hw = load_profile(hw_name)
+    rows = [r for r in records if r["kind"] == "logits_load"]
+    return (f"    attention_logits: {{points: {rounded_curve(logits_curve_fit(records, hw))}, "
+            f"source: \"measured {rows[0].get('date', '')[:10]}, {rows[0].get('device', '?')}: "
+            f"python3 benchmarks/bench_floor.py --fit {path} --hw {hw_name}: kernels/scores.py "
+            f"decode_attention_with_logits, {len(rows)} shapes (every query head's fp32 logits written, "
+            f"32 query heads): the plain kernel's time on this profile's memory.kernel_efficiency.attention "
+            f"plus the extra time over plain decode, both alone in CUDA-graph replays after an L2 flush, at "
+            f"the bytes kvsim counts (K/V, q, o, logits), over the peak bandwidth\"}}")
+
+
 def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
     result = fit(records)
     lines = [f"{'programs':>9} {'c0 us':>8} {'us/kernel':>10}"]
@@ -143,12 +206,17 @@ def summary(records: list[dict], path: str, hw_name: str | None = None) -> str:
         lines.append(f"rope_load B={r['batch']} Hkv={r['kv_heads']} S={r['rows']}: plain {r['plain_s'] * 1e6:.1f} us "
                      f"({r['kv_bytes'] / r['plain_s'] / 1e12:.2f} TB/s), rotate-on-load {r['rope_s'] * 1e6:.1f} us, "
                      f"x{r['rope_s'] / r['plain_s']:.3f}")
+    for r in (r for r in records if r["kind"] in ("logits_load", "logits_gather")):
+        lines.append(f"{r['kind']} B={r['batch']} Hkv={r['kv_heads']} rows={r['rows']}: plain {r['plain_s'] * 1e6:.1f} us, "
+                     f"with logits {r['logits_s'] * 1e6:.1f} us, x{r['logits_s'] / r['plain_s']:.3f}")
     if result["graph_launch_s"] is not None:
         device = next((r.get("device") for r in records if r.get("device")), "?")
         lines.append(f"graph_launch_s: {{value: {result['graph_launch_s']:.3g}, source: \"measured "
                      f"{records[0].get('date', '')[:10]}, {device}: python3 benchmarks/bench_floor.py --fit {path}: "
                      f"intercept of CUDA-graph replay time against kernels (1-64 one-store Triton kernels, L2 "
                      f"flushed before each replay), median over {len(result['per_grid'])} grid sizes\"}}")
+    if hw_name and any(r["kind"] == "logits_load" for r in records):
+        lines.append(logits_line(records, path, hw_name))
     rope = [r for r in records if r["kind"] == "rope_load"]
     if hw_name and rope and result["per_grid"]:
         from kvsim.fits import rounded_curve
@@ -175,6 +243,7 @@ def main() -> None:
     ap.add_argument("--out", help="JSONL to append the measurements to (needs CUDA)")
     ap.add_argument("--fit", help="a JSONL written by --out: print the fit and the profile lines")
     ap.add_argument("--hw", help="with --fit: the profile whose peak bandwidth the rope curve is over")
+    ap.add_argument("--only-logits", action="store_true", help="with --out: only the kernels with logits")
     args = ap.parse_args()
     if args.fit:
         print(summary(read_jsonl(args.fit), args.fit, args.hw))
@@ -188,8 +257,10 @@ def main() -> None:
     flush = torch.empty(l2_flush_bytes(torch.device("cuda")) // 4, dtype=torch.int32, device="cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     env = environment()
-    append_jsonl(args.out, [env | r for r in replay_records(flush, sms)])  # kept if the rope part fails
-    append_jsonl(args.out, [env | r for r in rope_records(flush)])
+    if not args.only_logits:
+        append_jsonl(args.out, [env | r for r in replay_records(flush, sms)])  # kept if the rope part fails
+        append_jsonl(args.out, [env | r for r in rope_records(flush)])
+    append_jsonl(args.out, [env | r for r in logits_records(flush)])
     print(summary(read_jsonl(args.out), args.out))
 
 

@@ -107,21 +107,40 @@ ROPE_POSITION_BYTES, ROPE_TABLE_ELEMENT_BYTES = 4.0, 2.0  # int32 slot position;
 
 def rope_curve_fit(records, hw) -> list:
     """memory.kernel_efficiency.rope_attention from benchmarks/bench_floor.py's ``rope_load``
-    rows: the plain split-K kernel's time on ``hw``'s ``attention`` curve at the same bytes, plus
-    what rotating costs beyond it, ``rope_s − plain_s``. Both were timed alike, each alone in a
-    graph replayed after an L2 flush: the replay's fixed cost, the combine kernel and the flush's
-    dirty lines written back are in both and cancel, where the absolute times would charge them to
-    every layer's kernel (the plain kernel alone runs 10-30% over the attention curve there). The
-    bytes are those kvsim's op counts (kvsim/methods/streamingllm/cost.py): K/V, q and o, and each
-    row's slot position and cos/sin row (``rows · (4 + d · 2)``)."""
+    rows (``variant_curve_fit``). The bytes are those kvsim's op counts
+    (kvsim/methods/streamingllm/cost.py): K/V, q and o, and each row's slot position and cos/sin
+    row (``rows · (4 + d · 2)``)."""
+    rope = [r for r in records if r.get("kind") == "rope_load"]
+    tables = [r["rows"] * (ROPE_POSITION_BYTES + r["head_dim"] * ROPE_TABLE_ELEMENT_BYTES) for r in rope]
+    return variant_curve_fit(rope, "rope_s", tables, hw)
+
+
+def logits_curve_fit(records, hw) -> list:
+    """memory.kernel_efficiency.attention_logits from benchmarks/bench_floor.py's ``logits_load``
+    rows (``variant_curve_fit``): the split-K kernel that also writes every query head's fp32
+    logits (H2O's attention), at the bytes kvsim/methods/attention.py ``decode_attention(logits=
+    True)`` counts: K/V, q and o, and ``B · H · rows · 4`` of logits."""
+    from .kernel_contract import SCORE_BYTES
+    rows = [r for r in records if r.get("kind") == "logits_load"]
+    logits = [r["batch"] * r["query_heads"] * r["rows"] * SCORE_BYTES for r in rows]  # fp32 logits
+    return variant_curve_fit(rows, "logits_s", logits, hw)
+
+
+def variant_curve_fit(rows, variant_key: str, extra_bytes, hw) -> list:
+    """A variant of the split-K decode kernel's own curve: the plain kernel's time on ``hw``'s
+    ``attention`` curve at the plain bytes (``rows``' ``bytes``), plus what the variant costs
+    beyond it, ``rows[variant_key] − plain_s``, at the plain bytes plus ``extra_bytes``. Both
+    kernels were timed alike, each alone in a graph replayed after an L2 flush: the replay's
+    fixed cost, the combine kernel and the flush's dirty lines written back are in both and
+    cancel, where the absolute times would charge them to every layer's kernel (the plain kernel
+    alone runs 10-30% over the attention curve there)."""
     from .cost import Op
     from .roofline import op_time
-    rope = [r for r in records if r.get("kind") == "rope_load"]
-    moved = np.array([r["bytes"] for r in rope], dtype=float)
+    moved = np.array([r["bytes"] for r in rows], dtype=float)
     plain = op_time(Op("plain", "attention", hbm_read=moved, launches=1.0, curve="attention"), hw).floors["memory"]
-    extra = np.array([r["rope_s"] - r["plain_s"] for r in rope], dtype=float)
-    tables = np.array([r["rows"] * (ROPE_POSITION_BYTES + r["head_dim"] * ROPE_TABLE_ELEMENT_BYTES) for r in rope])
-    return kernel_curve_fit(moved + tables, plain + np.maximum(extra, 0.0), hw.memory.bandwidth_Bps.value)
+    extra = np.array([r[variant_key] - r["plain_s"] for r in rows], dtype=float)
+    return kernel_curve_fit(moved + np.asarray(extra_bytes, dtype=float), plain + np.maximum(extra, 0.0),
+                            hw.memory.bandwidth_Bps.value)
 
 
 def gather_efficiency_fit(records, points, bandwidth_Bps: float) -> dict:

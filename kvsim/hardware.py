@@ -100,7 +100,8 @@ class Memory(_Frozen):
     efficiency: Curve  # by bytes per kernel
     # measured curves (by bytes per kernel) of kernel families that run unlike the fitted
     # ``efficiency``: "attention" (the split-K decode kernels, kernels/decode.py) and
-    # "rope_attention" (its variant rotating keys as it loads them); an op's ``curve`` names one
+    # "rope_attention" (its variant rotating keys as it loads them), "attention_logits" (the
+    # variant also writing its fp32 logits), the score kernels; an op's ``curve`` names one
     kernel_efficiency: dict[str, Curve] = {}
     gather_efficiency: Optional[Sourced] = None  # fraction of ``efficiency`` for gathered rows
     reread_Bps: Optional[Sourced] = None  # loads of rows several programs read at once (L2 serves repeats)

@@ -93,7 +93,7 @@ def _over(amount, rate):
 
 
 # a kernel family without a curve of its own is timed as the one it varies
-CURVE_FALLBACK = {"rope_attention": "attention"}
+CURVE_FALLBACK = {"rope_attention": "attention", "attention_logits": "attention"}
 
 
 def _kernel_curve(op: Op, hw: HardwareProfile):

@@ -18,7 +18,8 @@ itself. Each law is scaled by the physical quantity it depends on, and its sourc
   (Shifting the curve along x by r instead is the same law for a loss that does not grow with x;
   the H100's loss grows from 1 µs at 100 kB to 10 µs at 1 GB per kernel.)
 - A kernel that does more than the plain kernel it varies (``rope_attention``: the split-K
-  decode kernel rotating keys as it loads them) takes the plain kernel's time on the device's
+  decode kernel rotating keys as it loads them; ``attention_logits``: the same kernel writing
+  every query head's fp32 logits) takes the plain kernel's time on the device's
   own ``attention`` curve plus the seconds it took beyond the plain kernel on the parent, scaled
   by SM count × clock: the rotation is SM work, which a faster memory does not shorten. This is
   the lower of the two bounds one device gives: where the parent's loads hid most of the SM work
@@ -52,6 +53,7 @@ LAWS = {
     "memory.efficiency": "bandwidth",
     "memory.kernel_efficiency.attention": "bandwidth",
     "memory.kernel_efficiency.rope_attention": "beyond_attention",
+    "memory.kernel_efficiency.attention_logits": "beyond_attention",
     "memory.kernel_efficiency.accumulate": "bandwidth",
     "memory.kernel_efficiency.accumulate_indexed": "bandwidth",
     "memory.kernel_efficiency.evict": "bandwidth",

@@ -117,10 +117,19 @@ def test_streamingllm_attention_is_the_rotating_kernel_and_the_others_the_plain_
     assert [t.op.curve for t in rope.timing.ops if t.op.name == "layers/attn/decode"] == ["rope_attention"]
     other = Op("x", "attention", hbm_read=1e8, curve="unmeasured_family")  # no curve of its own: the fitted one
     assert op_time(other, hw).floors["memory"] == op_time(Op("x", "attention", hbm_read=1e8), hw).floors["memory"]
-    for method in ("dense", "h2o", "quest", "sparq", "alisa", "tidaldecode", "duoattention", "adore"):
+    for method in ("dense", "quest", "sparq", "tidaldecode", "duoattention", "adore"):
         pred = predict(hw, method=method, seq=8192, batch=2, model=model)
         mains = [t.op for t in pred.timing.ops if t.op.kind == "attention" and t.op.curve == "attention"]
         assert mains and all(not op.name.endswith("_combine") for op in mains), method
+    for method in ("h2o", "alisa"):  # the kernel writing its logits: that variant's own curve
+        pred = predict(hw, method=method, seq=8192, batch=2, model=model)
+        assert [t.op.curve for t in pred.timing.ops if t.op.name == "layers/attn/decode"] == ["attention_logits"]
+
+
+def test_a_profile_without_the_logits_curve_times_that_kernel_as_plain_decode():
+    hw = with_memory(load_profile("h100"), kernel_efficiency={"attention": curve([[1e6, 0.2], [1e8, 0.8]])})
+    logits, plain = (Op("x", "attention", hbm_read=3e7, launches=1.0, curve=c) for c in ("attention_logits", "attention"))
+    assert op_time(logits, hw).floors["memory"] == op_time(plain, hw).floors["memory"]
 
 
 def test_devices_of_a_chip_inherit_the_floors_and_curves():

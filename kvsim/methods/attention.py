@@ -47,7 +47,7 @@ def kv_row_bytes(model: ModelConfig, wl: Workload) -> float:
 def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
                      kv_heads=None, query_heads_per_kv=None, index_bytes=0.0,
                      target=TARGET_PROGRAMS, gathered: bool = False, kernel=None,
-                     curve: str = "attention", logits: bool = False) -> list[Op]:
+                     curve: str | None = None, logits: bool = False) -> list[Op]:
     """Attention of every query head over ``rows`` cached tokens per KV head, in ``layers`` layers.
 
     ``kv_heads`` KV heads take part (all by default); ``query_heads_per_kv`` defaults to G.
@@ -59,7 +59,9 @@ def decode_attention(name: str, model: ModelConfig, wl: Workload, rows, layers,
     kernels (ADORE's several query tokens included: its 64k × 8 kernel time is within 4% of
     this curve, benchmarks/results/h100-profile.json), or a variant's own;
     ``logits``: the kernel also writes every query head's fp32 logits, G·rows·4 per KV head
-    (kernels/scores.py; H2O's and ALISA's score updates read them)."""
+    (kernels/scores.py; H2O's and ALISA's score updates read them), timed on that variant's own
+    curve, "attention_logits" (benchmarks/bench_floor.py), unless ``curve`` names another."""
+    curve = curve or ("attention_logits" if logits else "attention")
     kv_heads = model.n_kv_heads if kv_heads is None else kv_heads
     G = model.group if query_heads_per_kv is None else query_heads_per_kv
     d, B = model.head_dim, wl.batch
