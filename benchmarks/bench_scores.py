@@ -1,10 +1,16 @@
-"""H2O's and ALISA's score kernels alone, apart from the validation sweep: the weight
+"""H2O's, ALISA's and SparQ's score kernels alone, apart from the validation sweep: the weight
 accumulation (kernels/scores.py ``accumulate_weights``: H2O per KV head's G query heads, ALISA
 indexed over all heads) and H2O's eviction scan (kvsim/methods/h2o/kernels.py ``evict_insert``),
 each at the shapes its method runs at 4k-64k x batch 1-32 (llama-3.1-8b's heads), by CUDA-graph
 replay with its inputs left in the L2 (in a step the attention kernel wrote the logits just
-before). Each record carries the bytes kvsim's cost model charges the op at that shape (one
-layer), so ``--fit`` gives the kernel family's curve, bytes against seconds. On a CUDA GPU:
+before). SparQ's approximate scores and their softmax (kvsim/methods/sparq/kernels.py
+``sparq_scores_and_group``: two kernels, one call) are timed per kernel by torch.profiler over
+calls rotating through copies of the d-major K (cold, as in a step), so the softmax reads the
+logits the score kernel just wrote, as in a step; each kernel is charged its profiled time plus
+half of what the call's CUDA-graph replay adds to the two (the gap a kernel leaves in a graph,
+which the other families' replay times include). Each record carries the bytes kvsim's cost
+model charges the op at that shape (one layer), so ``--fit`` gives the kernel family's curve,
+bytes against seconds. On a CUDA GPU (``--methods sparq``: only SparQ's kernels):
     python3 benchmarks/bench_scores.py --out $OUT/h100-scores-kernels.jsonl
 Anywhere: python3 benchmarks/bench_scores.py --fit FILE --hw h100
 """
@@ -49,6 +55,8 @@ def call_of(method: str, op: str, seq: int, batch: int, dev: str = "cuda"):
     from kvsim.runtime import ops
     model, spec = first_layers(MODEL, 1), get_method(method, {})
     H, Hkv, d = model.n_heads, model.n_kv_heads, model.head_dim
+    if method == "sparq":
+        return sparq_calls(spec, model, seq, batch, dev)
     if method == "alisa":
         rows = int(spec.selected_tokens(seq + 1))  # local + global, at n = seq + 1 as the runtime reads
         logits, lse = torch.randn(batch, H, rows, device=dev), torch.randn(batch, H, device=dev) + 10
@@ -69,14 +77,66 @@ def call_of(method: str, op: str, seq: int, batch: int, dev: str = "cuda"):
     return lambda: ops.evict_insert(acc, slot_pos, kk, vv, kn, vn, seq, 64)
 
 
-def measure(out: str) -> None:
+SPARQ_KERNELS = {"layers/attn/sparq_score_approx": "_sparq_logits_kernel",
+                 "layers/attn/sparq_softmax": "_sparq_norm_kernel"}
+
+
+def sparq_calls(spec, model, seq: int, batch: int, dev: str) -> list:
+    """SparQ's scores call at (seq, batch), once per copy of its d-major K (copies enough that one
+    pass over them is 4x the L2: each call's K cold)."""
+    import torch
+    from kvsim.runtime import ops
+    from kvsim.runtime.cache import num_splits
+    H, Hkv, d, r = model.n_heads, model.n_kv_heads, model.head_dim, spec.rank(model)
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    copies = max(1, min(8, -(-4 * l2 // (batch * Hkv * d * seq * 2))))
+    q = torch.randn(batch, H, d, device=dev, dtype=torch.bfloat16)
+    i1, tau = ops.sparq_components(q, Hkv, r)
+    lens = torch.full((batch,), seq, dtype=torch.int32, device=dev)
+    kts = [torch.randn(batch, Hkv, d, seq, device=dev, dtype=torch.bfloat16) for _ in range(copies)]
+    splits = num_splits(batch, Hkv, seq)
+    return [lambda kt=kt: ops.sparq_scores_and_group(q, kt, i1, lens, tau, local=64, num_splits=splits)
+            for kt in kts]
+
+
+def profiled_us(calls: list, kernel: str, rounds: int = 20) -> float:
+    """Mean device time of ``kernel`` per call over ``rounds`` passes over ``calls``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    for call in calls:
+        call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(rounds):
+            for call in calls:
+                call()
+        torch.cuda.synchronize()
+    hits = [e for e in prof.key_averages() if kernel in e.key]
+    return sum(e.self_device_time_total for e in hits) / sum(e.count for e in hits)
+
+
+def timed_us(method: str, op: str, seq: int, batch: int) -> dict:
+    """{"us": the op's time in a CUDA-graph replay} (SparQ: also the call's replay time and each
+    kernel's profiled time; the op's share is its kernel's time plus half what the replay adds
+    to the two kernels, the gap each kernel leaves in a graph)."""
     from triton.testing import do_bench_cudagraph
+    call = call_of(method, op, seq, batch)
+    if method != "sparq":
+        return {"us": do_bench_cudagraph(call, rep=30, return_mode="median") * 1e3}
+    kernels = {name: profiled_us(call, kernel) for name, kernel in SPARQ_KERNELS.items()}
+    pair = do_bench_cudagraph(lambda: [c() for c in call], rep=30, return_mode="median") * 1e3 / len(call)
+    gap = max(pair - sum(kernels.values()), 0.0) / len(kernels)
+    return {"us": kernels[op] + gap, "kernel_us": kernels[op], "call_us": pair}
+
+
+def measure(out: str, methods: set) -> None:
     env = environment()
     for method, op, seq, batch in cases():
-        call = call_of(method, op, seq, batch)
-        us = do_bench_cudagraph(call, rep=30, return_mode="median") * 1e3
-        nbytes = charged_bytes(method, op, seq, batch)
-        row = {"method": method, "op": op, "seq": seq, "batch": batch, "us": us, "bytes": nbytes}
+        if method not in methods:
+            continue
+        times = timed_us(method, op, seq, batch)
+        us, nbytes = times["us"], charged_bytes(method, op, seq, batch)
+        row = {"method": method, "op": op, "seq": seq, "batch": batch, **times, "bytes": nbytes}
         append_jsonl(out, [{**env, **row}])
         print(f"{method:6s} {op:26s} {seq:6d} x {batch:2d}  {us:7.2f} us  {nbytes / 1e6:8.3f} MB "
               f"{nbytes / us / 1e6:7.3f} TB/s", flush=True)
@@ -91,13 +151,18 @@ def fit(path: str, hw_name: str) -> None:
     records = [json.loads(line) for line in open(path) if line.strip()]
     for (method, op), family in SCORE_FAMILIES.items():
         rs = [r for r in records if r["method"] == method and r["op"] == op]
+        if not rs:
+            continue
+        how = ("torch.profiler's kernel time plus half the gap the two kernels' CUDA-graph replay adds, over "
+               "calls rotating cold copies of the d-major K, the softmax reading the logits the score kernel "
+               "just wrote" if method == "sparq" else
+               "CUDA-graph replays with its inputs left in the L2")
         points = kernel_curve_fit([r["bytes"] for r in rs], [r["us"] * 1e-6 for r in rs],
                                   hw.memory.bandwidth_Bps.value, l2_resident=True)
         print(f"    {family}: {{points: {rounded_curve(points)}, source: "
               f"\"measured {rs[0]['date'][:10]}, {rs[0]['device']}: {path} (python3 benchmarks/bench_scores.py "
               f"--fit {path} --hw {hw.name}): {method}'s {op.split('/')[-1]} kernel alone at {len(rs)} shapes "
-              f"(llama-3.1-8b, 4k-64k x batch 1-32), CUDA-graph replays with its inputs left in the L2 as in "
-              f"a step; kvsim's bytes over its time\"}}")
+              f"(llama-3.1-8b, 4k-64k x batch 1-32), {how}, as in a step; kvsim's bytes over its time\"}}")
 
 
 def main():
@@ -105,11 +170,12 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--fit")
     ap.add_argument("--hw", default="h100")
+    ap.add_argument("--methods", default="h2o,alisa,sparq", help="with --out: the methods whose kernels to time")
     args = ap.parse_args()
     if args.fit:
         fit(args.fit, args.hw)
     elif args.out:
-        measure(args.out)
+        measure(args.out, set(args.methods.split(",")))
     else:
         ap.error("give --out (measure, on a GPU) or --fit FILE")
 

@@ -11,6 +11,11 @@ torch.topk(sorted=False) at the long rows (too few programs) and was dropped. On
 sum of 32 heads' softmax probabilities over random logits: positive, a narrow range of
 exponents) instead of randn rows (signed, like the logits SparQ, Quest and TidalDecode select on);
 radix select's passes depend on the bits it finds. Records carry ``data``.
+``--alisa-step 16384x1,4096x8`` times ALISA's own top-k call (layer 0 of an 8-layer llama-3.1-8b
+engine after 3 steps: ``acc[:, :n-k].topk(k, sorted=False)``) alone by CUDA-graph replay on its
+own scores, on a contiguous copy of them, on randn and on summed-softmax rows of its shape, and
+in the attention-only step by torch.profiler in the same process: what separates the step's
+top-k from the law fitted to the microbenchmark (records ``path: "alisa-step"``).
 Anywhere (no GPU), the single-block law of a profile's ``topk.single_block`` from such a file:
     python3 benchmarks/bench_topk.py --fit benchmarks/results/h100-topk-single.jsonl --sms 132
 """
@@ -64,6 +69,38 @@ def timed(fn, sets) -> float:
     return do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=50, return_mode="median") / len(sets) * 1e3
 
 
+def alisa_step_rows(configs: str, env: dict) -> list:
+    """``--alisa-step``: ALISA's top-k of layer 0 at each SEQxBATCH, alone on several inputs and in
+    the step (module docstring)."""
+    import torch
+    from benchmarks.profile_steps import kernel_table
+    from kvsim.runtime.measure import _engine
+    from kvsim.runtime.sweep_process import cut_model_params
+    out = []
+    for seq, batch in (tuple(int(x) for x in c.split("x")) for c in configs.split(",")):
+        engine, _ = _engine("alisa", seq, batch, "llama-3.1-8b", 8, cut_model_params("alisa", 8), 8)
+        for _ in range(3):
+            engine.step()
+        method = engine.method
+        n = method.n + 1
+        k = method.window(n)
+        view = method.acc[0][:, : n - k]
+        kk = min(k, n - k)
+        alone = {name: timed(lambda x: x.topk(kk, dim=-1, sorted=False), [x]) for name, x in (
+            ("own_view_us", view), ("own_copy_us", view.contiguous()),
+            ("randn_us", rows_of("randn", batch, n - k)), ("scores_us", rows_of("scores", batch, n - k)))}
+        table = kernel_table(engine, engine.attention_only_step, 40)
+        in_step = sum(r["us"] for r in table if "TopK" in r["kernel"]) / engine.spec.n_layers
+        row = {**env, "what": f"alisa S={seq} B={batch}", "path": "alisa-step", "rows": batch, "n": n - k,
+               "k": kk, **alone, "in_step_us": in_step}
+        out.append(row)
+        print(f"{row['what']:18s} n={n - k} k={kk}: in step {in_step:6.1f} us; alone: "
+              + ", ".join(f"{key[:-3]} {v:6.1f}" for key, v in alone.items()), flush=True)
+        del engine, method, view
+        torch.cuda.empty_cache()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
@@ -72,7 +109,13 @@ def main():
     ap.add_argument("--sms", type=int, default=132, help="streaming multiprocessors (H100 SXM: 132)")
     ap.add_argument("--data", choices=("randn", "scores"), default="randn",
                     help="rows of randn values, or of summed softmax probabilities (ALISA's scores)")
+    ap.add_argument("--alisa-step", metavar="SEQxBATCH,...", help="ALISA's own top-k, alone and in the step")
     args = ap.parse_args()
+    if args.alisa_step:
+        rows = alisa_step_rows(args.alisa_step, environment())
+        if args.out:
+            append_jsonl(args.out, rows)
+        return
     if args.fit:
         with open(args.fit) as f:
             records = [json.loads(line) for line in f if line.strip()]

@@ -52,6 +52,8 @@ SCORE_FAMILIES = {  # (method, op) -> the kernel family (memory.kernel_efficienc
     ("h2o", "layers/attn/score_update"): "accumulate",
     ("alisa", "layers/attn/score_update"): "accumulate_indexed",
     ("h2o", "layers/attn/evict"): "evict",
+    ("sparq", "layers/attn/sparq_score_approx"): "sparq_scores",  # its d-major K cold, logits to L2
+    ("sparq", "layers/attn/sparq_softmax"): "sparq_softmax",  # the logits the kernel before wrote
 }
 
 

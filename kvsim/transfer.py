@@ -57,6 +57,8 @@ LAWS = {
     "memory.kernel_efficiency.accumulate": "bandwidth",
     "memory.kernel_efficiency.accumulate_indexed": "bandwidth",
     "memory.kernel_efficiency.evict": "bandwidth",
+    "memory.kernel_efficiency.sparq_scores": "bandwidth",
+    "memory.kernel_efficiency.sparq_softmax": "bandwidth",
     "memory.gather_efficiency": AS_IS,
     "memory.reread_Bps": "sm_rate",
     "memory.context_bytes": AS_IS,

@@ -133,8 +133,8 @@ def test_profile_numbers_come_from_the_committed_measurements():
     import json
     from pathlib import Path
 
-    from kvsim.fits import (SCORE_FAMILIES, gather_efficiency_fit, kernel_curve_fit, reread_fit,
-                            topk_single_block_fit)
+    from kvsim.fits import (SCORE_FAMILIES, gather_efficiency_fit, kernel_curve_fit, logits_curve_fit,
+                            reread_fit, topk_single_block_fit)
     root = Path(__file__).parent.parent
     results = root / "benchmarks" / "results"
     h100 = load_profile("h100-sxm")
@@ -145,13 +145,16 @@ def test_profile_numbers_come_from_the_committed_measurements():
     gather = gather_efficiency_fit(kernels, h100.memory.kernel_efficiency["attention"].points,
                                    h100.memory.bandwidth_Bps.value)
     assert h100.memory.gather_efficiency.value == pytest.approx(gather["gather_efficiency"], abs=0.001)
-    scores = read("h100-scores-kernels.jsonl")
+    scores = read("h100-scores-kernels.jsonl") + read("h100-scores-sparq.jsonl")
     for (method, op), family in SCORE_FAMILIES.items():
         rs = [r for r in scores if (r["method"], r["op"]) == (method, op)]
         points = kernel_curve_fit([r["bytes"] for r in rs], [r["us"] * 1e-6 for r in rs],
                                   h100.memory.bandwidth_Bps.value, l2_resident=True)
         shipped = h100.memory.kernel_efficiency[family].points
         assert np.allclose(np.array(shipped), np.array(points), rtol=0.002, atol=1e-4), family
+    logits = logits_curve_fit(read("h100-floor-logits.jsonl"), h100)  # on the shipped attention curve
+    assert np.allclose(np.array(h100.memory.kernel_efficiency["attention_logits"].points), np.array(logits),
+                       rtol=0.002, atol=1e-4)
     law = topk_single_block_fit(read("h100-topk-single.jsonl"), sms=132)
     single = h100.topk.single_block
     for field in ("call_s", "row_s", "size_exponent", "rows_exponent", "wave_rows_exponent"):

@@ -74,12 +74,13 @@ class SparQ(SparQSpec, Method):
         # q[i1]·K[:, i1]ᵀ: read S·r·b (d-major K) + G·r·b_a + r·4 ; write G·S·4 fp32 logits
         scores = Op("layers/attn/sparq_score_approx", "attention", flops=heads * G * S * 2 * r,
                     hbm_read=heads * (S * r * b + G * r * wl.b_a + r * INDEX_BYTES),
-                    hbm_write=heads * G * S * SCORE_BYTES, dtype=wl.compute_dtype).issued(
+                    hbm_write=heads * G * S * SCORE_BYTES, dtype=wl.compute_dtype,
+                    curve="sparq_scores").issued(  # curve: benchmarks/bench_scores.py
                         triton=1, args=24, torch_host=4)  # host: logits, group sums and their buffers
         # softmax(·/τ) per head and the sum over the group in one pass: read G·S·4 ; write (G+1)·S·4
         softmax = Op("layers/attn/sparq_softmax", "attention", flops=heads * S * 6 * G,
                      hbm_read=heads * G * S * SCORE_BYTES, hbm_write=heads * (G + 1) * S * SCORE_BYTES,
-                     dtype="fp32").issued(triton=1, args=14)
+                     dtype="fp32", curve="sparq_softmax").issued(triton=1, args=14)  # its input in the L2
         return [scores.scaled(layers), softmax.scaled(layers)]
 
     def _mix(self, model, wl, heads) -> Op:
