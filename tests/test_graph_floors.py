@@ -124,6 +124,8 @@ def test_streamingllm_attention_is_the_rotating_kernel_and_the_others_the_plain_
     for method in ("h2o", "alisa"):  # the kernel writing its logits: that variant's own curve
         pred = predict(hw, method=method, seq=8192, batch=2, model=model)
         assert [t.op.curve for t in pred.timing.ops if t.op.name == "layers/attn/decode"] == ["attention_logits"]
+    tidal = predict(hw, method="tidaldecode", seq=8192, batch=2, model=model)  # its selection layers write them
+    assert [t.op.curve for t in tidal.timing.ops if t.op.name == "layers/attn/select_decode"] == ["attention_logits"]
 
 
 def test_a_profile_without_the_logits_curve_times_that_kernel_as_plain_decode():

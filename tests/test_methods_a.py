@@ -74,11 +74,13 @@ def test_tidaldecode_by_hand(model):
     L, H, G = shape(model)
     k, Hq = 256, H * G
     c, dense = cost("tidaldecode", model), cost("dense", model)
-    assert op_sum(c, "layers/attn/dense", "hbm_read") == 4 * BATCH * H * (2 * S * D * 2 + G * D * 2)
-    assert op_sum(c, "layers/attn/dense", "flops") == 4 * BATCH * Hq * S * (4 * D + 5)
+    full = lambda field: op_sum(c, "layers/attn/dense", field) + op_sum(c, "layers/attn/select_decode", field)  # noqa: E731
+    assert full("hbm_read") == 4 * BATCH * H * (2 * S * D * 2 + G * D * 2)
+    assert full("flops") == 4 * BATCH * Hq * S * (4 * D + 5)
     # the two selection layers also write H_q·S·4 fp32 logits, which the top-k reads back
     logits = 2 * BATCH * Hq * S * 4
-    assert op_sum(c, "layers/attn/dense", "hbm_write") == op_sum(dense, "layers/attn/decode", "hbm_write") * 4 / L + logits
+    assert full("hbm_write") == op_sum(dense, "layers/attn/decode", "hbm_write") * 4 / L + logits
+    assert op_sum(c, "layers/attn/select_decode", "hbm_write") == op_sum(dense, "layers/attn/decode", "hbm_write") * 2 / L + logits
     assert op_sum(c, "layers/attn/select_topk", "hbm_read") == logits
     assert op_sum(c, "layers/attn/select_topk", "hbm_write") == 2 * BATCH * Hq * k * (4 + 4)
     # sparse layers, per query head: 2·(k+1)·d·b + k·4 and q; FLOPs 4·(k+1)·d (+5 per score)

@@ -24,8 +24,8 @@ Defaults:
 Selection (SearchAttention + decode_topk): top-k over the raw pre-softmax logits, per query head,
 over the S − 1 earlier tokens (k is clipped to S − 1, as ``min(kv_seq_len, top_k)`` in
 src/tidal_build/modify_llama.py); the current token is always added, so k + 1 rows.
-Selection layer bytes: dense + H_q·S·4 fp32 logits written by the attention kernel and read by the
-top-k + H_q·k·8 values and indices written.
+Selection layer bytes (``layers/attn/select_decode``): dense + H_q·S·4 fp32 logits written by the
+attention kernel and read by the top-k + H_q·k·8 values and indices written.
 Sparse layer per query head: 2·(k+1)·d·b + k·4 bytes, 4·(k+1)·d FLOPs.
 
 GQA: selection is per query head (the reference repeats K/V to H_q heads before the top-k), so a
@@ -36,15 +36,12 @@ exact.
 from __future__ import annotations
 
 from dataclasses import replace
-
 from typing import ClassVar
-
-import numpy as np
 
 from ...cost import Op
 from ...decoder import layer_ops
 from ...errors import KvsimError
-from ...kernel_contract import INDEX_BYTES, SCORE_BYTES
+from ...kernel_contract import INDEX_BYTES
 from ...models import ModelConfig
 from ...offload import uniform_share
 from ...workload import Workload
@@ -60,14 +57,15 @@ class TidalDecode(TidalDecodeSpec, Method):
     def attention_ops(self, model: ModelConfig, wl: Workload) -> list[Op]:
         L, S, Hq = model.n_layers, wl.seq, model.n_heads
         full = DENSE_LAYERS + SELECTION_LAYERS
-        dense_main, dense_combine = decode_attention("layers/attn/dense", model, wl, rows=S, layers=full,
-                                                     target=contiguous_target(wl))
-        # the selection layers' attention kernel also writes the fp32 logits: H_q·S·4 per layer
-        # (kernels/scores.py; the reference's eager attention materializes them too)
-        logits = wl.batch * Hq * S * SCORE_BYTES * SELECTION_LAYERS
+        dense = decode_attention("layers/attn/dense", model, wl, rows=S, layers=DENSE_LAYERS,
+                                 target=contiguous_target(wl))
+        # the selection layers' attention kernel also writes the fp32 logits, H_q·S·4 per layer
+        # (kernels/scores.py; the reference's eager attention materializes them too): its own curve
+        select_main, select_combine = decode_attention("layers/attn/select_decode", model, wl, rows=S,
+                                                       layers=SELECTION_LAYERS, target=contiguous_target(wl),
+                                                       logits=True)
         # host: the logits and lse buffers and the logits' view for the top-k, per selection layer
-        dense_main = replace(dense_main, hbm_write=np.add(dense_main.hbm_write, logits),
-                             torch_host_calls=dense_main.torch_host_calls + 3 * SELECTION_LAYERS)
+        select_main = replace(select_main, torch_host_calls=select_main.torch_host_calls + 3 * SELECTION_LAYERS)
         picked = self.selected(wl)
         # read H_q·S·4 logits ; write H_q·k·8
         topk = topk_op("layers/attn/select_topk", S, picked, wl.batch * Hq, SELECTION_LAYERS, wl)
@@ -79,7 +77,7 @@ class TidalDecode(TidalDecodeSpec, Method):
         sparse = decode_attention("layers/attn/sparse", model, wl, rows=rows, layers=L - full,
                                   kv_heads=Hq, query_heads_per_kv=1,
                                   index_bytes=INDEX_BYTES * picked / rows, gathered=True)
-        return [dense_main, dense_combine, topk, glue, *sparse, *self._correction_attention(model, wl)]
+        return [*dense, select_main, select_combine, topk, glue, *sparse, *self._correction_attention(model, wl)]
 
     def host_rows_read(self, model, wl, host):
         """Offloaded (kvsim.offload): the dense and selection layers read [0, H) of every KV head
