@@ -11,11 +11,12 @@ torch.topk(sorted=False) at the long rows (too few programs) and was dropped. On
 sum of 32 heads' softmax probabilities over random logits: positive, a narrow range of
 exponents) instead of randn rows (signed, like the logits SparQ, Quest and TidalDecode select on);
 radix select's passes depend on the bits it finds. Records carry ``data``.
-``--alisa-step 16384x1,4096x8`` times ALISA's own top-k call (layer 0 of an 8-layer llama-3.1-8b
-engine after 3 steps: ``acc[:, :n-k].topk(k, sorted=False)``) alone by CUDA-graph replay on its
-own scores, on a contiguous copy of them, on randn and on summed-softmax rows of its shape, and
-in the attention-only step by torch.profiler in the same process: what separates the step's
-top-k from the law fitted to the microbenchmark (records ``path: "alisa-step"``).
+``--step-topk alisa:16384x1,adore:16384x1`` times a method's own top-k call (an 8-layer llama-3.1-8b
+engine after 3 steps: ALISA's layer 0 ``acc[:, :n-k].topk(k, sorted=False)``, ADORE's top-R of the
+released tokens' scores) alone by CUDA-graph replay on its own input, on a contiguous copy of it,
+on randn and on summed-softmax rows of its shape, and in the attention-only step by
+torch.profiler in the same process: what separates the step's top-k from the law fitted to the
+microbenchmark (records ``path: "alisa-step"``, ``"adore-step"``).
 Anywhere (no GPU), the single-block law of a profile's ``topk.single_block`` from such a file:
     python3 benchmarks/bench_topk.py --fit benchmarks/results/h100-topk-single.jsonl --sms 132
 """
@@ -69,34 +70,44 @@ def timed(fn, sets) -> float:
     return do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=50, return_mode="median") / len(sets) * 1e3
 
 
-def alisa_step_rows(configs: str, env: dict) -> list:
-    """``--alisa-step``: ALISA's top-k of layer 0 at each SEQxBATCH, alone on several inputs and in
-    the step (module docstring)."""
+def step_topk_input(method, name: str):
+    """(row [B, n] view, k) of the top-k call ``name``'s step makes next (its runtime's own)."""
+    n = method.n + 1
+    if name == "alisa":  # layer 0's accumulated scores before its local window
+        k = method.window(n)
+        return method.acc[0][:, : n - k], min(k, n - k)
+    # adore: the released tokens' scores (cached ones at -inf), top-R once per step for all layers
+    return method.rebuild_score, min(method.p["R"], method.n - method.count)
+
+
+def step_topk_rows(configs: str, env: dict) -> list:
+    """``--step-topk``: a method's own top-k call at each METHOD:SEQxBATCH, alone on several
+    inputs and in the attention-only step (module docstring)."""
     import torch
     from benchmarks.profile_steps import kernel_table
     from kvsim.runtime.measure import _engine
     from kvsim.runtime.sweep_process import cut_model_params
     out = []
-    for seq, batch in (tuple(int(x) for x in c.split("x")) for c in configs.split(",")):
-        engine, _ = _engine("alisa", seq, batch, "llama-3.1-8b", 8, cut_model_params("alisa", 8), 8)
+    for config in configs.split(","):
+        name, shape = config.split(":")
+        seq, batch = (int(x) for x in shape.split("x"))
+        engine, _ = _engine(name, seq, batch, "llama-3.1-8b", 8, cut_model_params(name, 8), 8)
         for _ in range(3):
             engine.step()
-        method = engine.method
-        n = method.n + 1
-        k = method.window(n)
-        view = method.acc[0][:, : n - k]
-        kk = min(k, n - k)
-        alone = {name: timed(lambda x: x.topk(kk, dim=-1, sorted=False), [x]) for name, x in (
+        view, kk = step_topk_input(engine.method, name)
+        n = view.shape[-1]
+        alone = {key: timed(lambda x: x.topk(kk, dim=-1, sorted=False), [x]) for key, x in (
             ("own_view_us", view), ("own_copy_us", view.contiguous()),
-            ("randn_us", rows_of("randn", batch, n - k)), ("scores_us", rows_of("scores", batch, n - k)))}
+            ("randn_us", rows_of("randn", batch, n)), ("scores_us", rows_of("scores", batch, n)))}
         table = kernel_table(engine, engine.attention_only_step, 40)
-        in_step = sum(r["us"] for r in table if "TopK" in r["kernel"]) / engine.spec.n_layers
-        row = {**env, "what": f"alisa S={seq} B={batch}", "path": "alisa-step", "rows": batch, "n": n - k,
+        calls = engine.spec.n_layers if name == "alisa" else 1
+        in_step = sum(r["us"] for r in table if "TopK" in r["kernel"]) / calls
+        row = {**env, "what": f"{name} S={seq} B={batch}", "path": f"{name}-step", "rows": batch, "n": n,
                "k": kk, **alone, "in_step_us": in_step}
         out.append(row)
-        print(f"{row['what']:18s} n={n - k} k={kk}: in step {in_step:6.1f} us; alone: "
+        print(f"{row['what']:18s} n={n} k={kk}: in step {in_step:6.1f} us; alone: "
               + ", ".join(f"{key[:-3]} {v:6.1f}" for key, v in alone.items()), flush=True)
-        del engine, method, view
+        del engine, view
         torch.cuda.empty_cache()
     return out
 
@@ -109,10 +120,11 @@ def main():
     ap.add_argument("--sms", type=int, default=132, help="streaming multiprocessors (H100 SXM: 132)")
     ap.add_argument("--data", choices=("randn", "scores"), default="randn",
                     help="rows of randn values, or of summed softmax probabilities (ALISA's scores)")
-    ap.add_argument("--alisa-step", metavar="SEQxBATCH,...", help="ALISA's own top-k, alone and in the step")
+    ap.add_argument("--step-topk", metavar="METHOD:SEQxBATCH,...",
+                    help="ALISA's or ADORE's own top-k, alone and in the step")
     args = ap.parse_args()
-    if args.alisa_step:
-        rows = alisa_step_rows(args.alisa_step, environment())
+    if args.step_topk:
+        rows = step_topk_rows(args.step_topk, environment())
         if args.out:
             append_jsonl(args.out, rows)
         return
