@@ -84,27 +84,45 @@ def replay_records(flush, sms: int) -> list[dict]:
     return records
 
 
+HEAD_DIM = 128
+
+
+def decode_inputs(B: int, Hkv: int, S: int) -> tuple:
+    """q [B, 32, d], K and V [B, Hkv, S, d] (bf16, randn) and the row counts [B] on the GPU."""
+    import torch
+    q = torch.randn(B, QUERY_HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(B, Hkv, S, HEAD_DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    return q, k, v, torch.full((B,), S, dtype=torch.int32, device="cuda")
+
+
+def moved_bytes(B: int, Hkv: int, rows: int, index_bytes: int = 0) -> int:
+    """K/V rows read (with their int32 index if gathered), q read and o written (bf16)."""
+    return B * Hkv * rows * (2 * HEAD_DIM * 2 + index_bytes) + 2 * B * QUERY_HEADS * HEAD_DIM * 2
+
+
+def paired(flush, plain, variant) -> tuple:
+    """(plain_s, variant_s): each call alone in a CUDA graph replayed after an L2 flush."""
+    from kvsim.kernels._common import capture_graph
+    return tuple(timed_replays(capture_graph(call), flush) for call in (plain, variant))
+
+
 def rope_records(flush) -> list[dict]:
     import torch
 
-    from kvsim.kernels._common import capture_graph
     from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
     from kvsim.kernels._common import splits_for
     from kvsim.kernels.decode import decode_attention, rope_decode_attention
-    records, d = [], 128
+    records, d = [], HEAD_DIM
     for B, Hkv, S in ROPE_SHAPES:
-        q = torch.randn(B, QUERY_HEADS, d, device="cuda", dtype=torch.bfloat16)
-        k, v = (torch.randn(B, Hkv, S, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        lens = torch.full((B,), S, dtype=torch.int32, device="cuda")
+        q, k, v, lens = decode_inputs(B, Hkv, S)
         pos = torch.arange(S, dtype=torch.int32, device="cuda")
         angle = pos[:, None].float() * 10000.0 ** (-torch.arange(d // 2, device="cuda") * 2.0 / d)
         cos, sin = angle.cos().to(torch.bfloat16), angle.sin().to(torch.bfloat16)
         splits = splits_for(B, Hkv, S, target=DENSE_TARGET_PROGRAMS)  # given: no max(seq_lens) sync in the capture
-        plain = timed_replays(capture_graph(lambda: decode_attention(q, k, v, lens, num_splits=splits)), flush)
-        rope = timed_replays(capture_graph(
-            lambda: rope_decode_attention(q, k, v, lens, pos, cos, sin, num_splits=splits)), flush)
+        plain, rope = paired(flush, lambda: decode_attention(q, k, v, lens, num_splits=splits),
+                             lambda: rope_decode_attention(q, k, v, lens, pos, cos, sin, num_splits=splits))
         records.append({"kind": "rope_load", "batch": B, "kv_heads": Hkv, "rows": S, "head_dim": d,
-                        "kv_bytes": 2 * B * Hkv * S * d * 2, "bytes": 2 * B * Hkv * S * d * 2 + 2 * B * QUERY_HEADS * d * 2,
+                        "kv_bytes": 2 * B * Hkv * S * d * 2, "bytes": moved_bytes(B, Hkv, S),
                         "plain_s": plain, "rope_s": rope})
         del q, k, v
         torch.cuda.empty_cache()
@@ -116,42 +134,41 @@ def logits_records(flush) -> list[dict]:
     the same q, K, V (``logits_load``); ALISA's: the same over a gathered list of rows against the
     gathered kernel without logits (``logits_gather``, one list per sequence for every KV head)."""
     import torch
-
-    from kvsim.kernels._common import capture_graph, splits_for
-    from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
-    from kvsim.kernels.decode import decode_attention
-    from kvsim.kernels.gather import gathered_decode_attention
-    from kvsim.kernels.scores import decode_attention_with_logits
-    records, d = [], 128
-    for B, Hkv, S in LOGITS_SHAPES:
-        q = torch.randn(B, QUERY_HEADS, d, device="cuda", dtype=torch.bfloat16)
-        k, v = (torch.randn(B, Hkv, S, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        lens = torch.full((B,), S, dtype=torch.int32, device="cuda")
-        splits = splits_for(B, Hkv, S, target=DENSE_TARGET_PROGRAMS)
-        plain = timed_replays(capture_graph(lambda: decode_attention(q, k, v, lens, num_splits=splits)), flush)
-        both = timed_replays(capture_graph(
-            lambda: decode_attention_with_logits(q, k, v, lens, num_splits=splits)), flush)
-        records.append({"kind": "logits_load", "batch": B, "kv_heads": Hkv, "rows": S, "head_dim": d,
-                        "query_heads": QUERY_HEADS, "bytes": 2 * B * Hkv * S * d * 2 + 2 * B * QUERY_HEADS * d * 2,
-                        "plain_s": plain, "logits_s": both})
-    Hkv = 8
-    for B, S, K in GATHER_LOGITS_SHAPES:
-        q = torch.randn(B, QUERY_HEADS, d, device="cuda", dtype=torch.bfloat16)
-        k, v = (torch.randn(B, Hkv, S, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        idx = torch.stack([torch.randperm(S, device="cuda")[:K].sort().values for _ in range(B)]).int()
-        idx = idx[:, None].expand(B, Hkv, K).contiguous()
-        cnt = torch.full((B, Hkv), K, dtype=torch.int32, device="cuda")
-        splits = splits_for(B, Hkv, K)
-        plain = timed_replays(capture_graph(
-            lambda: gathered_decode_attention(q, k, v, idx, cnt, num_splits=splits)), flush)
-        both = timed_replays(capture_graph(
-            lambda: decode_attention_with_logits(q, k, v, indices=idx, counts=cnt, num_splits=splits)), flush)
-        records.append({"kind": "logits_gather", "batch": B, "kv_heads": Hkv, "rows": K, "seq": S, "head_dim": d,
-                        "query_heads": QUERY_HEADS, "bytes": 2 * B * Hkv * K * d * 2 + B * Hkv * K * 4 + 2 * B * QUERY_HEADS * d * 2,
-                        "plain_s": plain, "logits_s": both})
-    del q, k, v
+    records = [logits_load(flush, *shape) for shape in LOGITS_SHAPES]
+    records += [logits_gather(flush, *shape) for shape in GATHER_LOGITS_SHAPES]
     torch.cuda.empty_cache()
     return records
+
+
+def logits_load(flush, B: int, Hkv: int, S: int) -> dict:
+    from kvsim.kernel_contract import DENSE_TARGET_PROGRAMS
+    from kvsim.kernels._common import splits_for
+    from kvsim.kernels.decode import decode_attention
+    from kvsim.kernels.scores import decode_attention_with_logits
+    q, k, v, lens = decode_inputs(B, Hkv, S)
+    splits = splits_for(B, Hkv, S, target=DENSE_TARGET_PROGRAMS)
+    plain, both = paired(flush, lambda: decode_attention(q, k, v, lens, num_splits=splits),
+                         lambda: decode_attention_with_logits(q, k, v, lens, num_splits=splits))
+    return {"kind": "logits_load", "batch": B, "kv_heads": Hkv, "rows": S, "head_dim": HEAD_DIM,
+            "query_heads": QUERY_HEADS, "bytes": moved_bytes(B, Hkv, S), "plain_s": plain, "logits_s": both}
+
+
+def logits_gather(flush, B: int, S: int, K: int, Hkv: int = 8) -> dict:
+    import torch
+
+    from kvsim.kernels._common import splits_for
+    from kvsim.kernels.gather import gathered_decode_attention
+    from kvsim.kernels.scores import decode_attention_with_logits
+    q, k, v, _ = decode_inputs(B, Hkv, S)
+    idx = torch.stack([torch.randperm(S, device="cuda")[:K].sort().values for _ in range(B)]).int()
+    idx = idx[:, None].expand(B, Hkv, K).contiguous()
+    cnt = torch.full((B, Hkv), K, dtype=torch.int32, device="cuda")
+    splits = splits_for(B, Hkv, K)
+    plain, both = paired(flush, lambda: gathered_decode_attention(q, k, v, idx, cnt, num_splits=splits),
+                         lambda: decode_attention_with_logits(q, k, v, indices=idx, counts=cnt, num_splits=splits))
+    return {"kind": "logits_gather", "batch": B, "kv_heads": Hkv, "rows": K, "seq": S, "head_dim": HEAD_DIM,
+            "query_heads": QUERY_HEADS, "bytes": moved_bytes(B, Hkv, K, index_bytes=4),
+            "plain_s": plain, "logits_s": both}
 
 
 def environment() -> dict:
