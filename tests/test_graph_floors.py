@@ -91,6 +91,24 @@ def test_kernel_curve_fit_by_hand():
     assert [e for _, e in kernel_curve_fit([1e6, 1e7], [2e-6, 40e-6], 1e12)] == [0.5, 0.5]  # never falls
 
 
+def test_a_variant_curve_is_the_plain_curve_plus_the_measured_extra_at_its_own_bytes():
+    from kvsim.fits import logits_curve_fit
+    hw = with_memory(load_profile("h100"), kernel_efficiency={"attention": curve([[1e7, 0.25], [1e9, 0.8]])})
+    peak = hw.memory.bandwidth_Bps.value
+    # two paired timings (absolute times differ from the curve: only their difference counts);
+    # the second variant ran faster than plain, which adds nothing
+    rows = [{"kind": "logits_load", "batch": 8, "query_heads": 32, "rows": 3000, "bytes": 1e7,
+             "plain_s": 50e-6, "logits_s": 56e-6},
+            {"kind": "logits_load", "batch": 8, "query_heads": 32, "rows": 300000, "bytes": 1e9,
+             "plain_s": 4e-3, "logits_s": 3.9e-3}]
+    logits = np.array([8 * 32 * 3000 * 4.0, 8 * 32 * 300000 * 4.0])  # fp32 per query head and row
+    points = np.array(logits_curve_fit(rows, hw))
+    sizes = np.array([1e7, 1e9]) + logits
+    seconds = np.array([1e7 / (peak * 0.25) + 6e-6, 1e9 / (peak * 0.8)])
+    expected = np.minimum(sizes / seconds / peak, 1.0)  # the larger one, with its logits, is at the peak
+    assert np.allclose(points[:, 0], sizes) and np.allclose(points[:, 1], expected)
+
+
 def test_split_calls_lose_their_combine_kernel():
     # batch 1 x 8 KV heads splits (128 programs wanted); batch 32 x 8 heads does not
     assert np.allclose(split_kernel_seconds([10e-6, 10e-6], [1, 32], 8, [4096, 4096], 1e-6, DENSE_TARGET_PROGRAMS),
