@@ -120,8 +120,9 @@ def rope_curve_fit(records, hw) -> list:
 def logits_curve_fit(records, hw) -> list:
     """memory.kernel_efficiency.attention_logits from benchmarks/bench_floor.py's ``logits_load``
     rows (``variant_curve_fit``): the split-K kernel that also writes every query head's fp32
-    logits (H2O's attention), at the bytes kvsim/methods/attention.py ``decode_attention(logits=
-    True)`` counts: K/V, q and o, and ``B · H · rows · 4`` of logits."""
+    logits (H2O's and ALISA's attention, TidalDecode's selection layers), at the bytes
+    kvsim/methods/attention.py ``decode_attention(logits=True)`` counts: K/V, q and o, and
+    ``B · H · rows · 4`` of logits."""
     from .kernel_contract import SCORE_BYTES
     rows = [r for r in records if r.get("kind") == "logits_load"]
     logits = [r["batch"] * r["query_heads"] * r["rows"] * SCORE_BYTES for r in rows]  # fp32 logits
