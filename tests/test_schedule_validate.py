@@ -29,7 +29,8 @@ def _record(pred, policy, time_scale=1.0, memory_scale=1.0):
     steps = [{"step": j, "latency_s": t * time_scale, "peak_bytes": 1, "h2d": 0, "d2h": 0}
              for j, t in enumerate(side["step_s"])]
     peak = (max(side["gpu_bytes"][1:]) - pred["workspace_bytes"]) * memory_scale
-    return {"source": "measured", "kind": "schedule", "policy": policy, "hw": pred["hw"], "model": CONFIG["model"],
+    prefill = (side["gpu_bytes"][0] - pred["workspace_bytes"]) * memory_scale
+    return {"prefill_peak_bytes": prefill, "source": "measured", "kind": "schedule", "policy": policy, "hw": pred["hw"], "model": CONFIG["model"],
             "n_layers": CONFIG["layers"], "method": "alisa" if policy == "alisa" else "dense", "params": {},
             "schedule_params": pred["params"], "batch": CONFIG["batch"], "seq": CONFIG["prompt"],
             "prompt": CONFIG["prompt"], "gen": CONFIG["gen"], "gpu_mem_bytes": BUDGET, "steps": steps,
@@ -63,6 +64,41 @@ def test_errors_and_speedup_from_scaled_records(pred):
     assert speedup["predicted"] == pytest.approx(pred["flexgen"]["total_s"] / pred["alisa"]["total_s"])
     assert speedup["measured"] == pytest.approx(speedup["predicted"] * 0.8 / 1.1)
     assert "ALISA/FlexGen speedup" in text(found)
+
+
+def test_two_runs_of_one_configuration_give_a_speedup_each(pred):
+    """Two machines' runs of the same plans (two files): each run's ALISA with its own FlexGen."""
+    runs = [_record(pred, "alisa", 1.0), _record(pred, "flexgen", 1.2), _record(pred, "alisa", 1.0),
+            _record(pred, "flexgen", 1.5)]
+    first, second = compare(runs)["speedups"]
+    assert second["measured"] / first["measured"] == pytest.approx(1.5 / 1.2)
+
+
+def test_the_prefill_peak_is_compared_and_a_prefill_over_the_budget_is_said(pred):
+    found = compare([_record(pred, "alisa", memory_scale=0.9), _record(pred, "flexgen")])
+    alisa, flexgen = found["rows"]
+    assert alisa["prefill_gpu"]["err"] == pytest.approx(1 / 0.9 - 1) and flexgen["prefill_gpu"]["err"] == pytest.approx(0)
+    for row, side in ((alisa, pred["alisa"]), (flexgen, pred["flexgen"])):
+        assert row["prefill_over_budget"] == pytest.approx(side["gpu_bytes"][0] - BUDGET)
+    over = [r["policy"] for r in found["rows"] if r["prefill_over_budget"] > 0]
+    assert "prefill GPU memory (GiB)" in text(found)
+    assert ("over the emulated budget" in text(found)) == bool(over)
+
+
+def test_flexgen_executed_holds_its_gpu_share_of_the_cache_from_the_start():
+    """The executor allocates the GPU share of the whole run's K/V at the start (runtime/offload.py),
+    so at the prefill kvsim holds it too, beside the weights and the workspace."""
+    from kvsim.methods import get_method
+    from kvsim.models import first_layers
+    from kvsim.schedule.inputs import step_inputs
+    a = dict(CONFIG, gen=512)  # a budget whose FlexGen plan keeps every weight on the GPU (gpu_sched.sh's A)
+    side = prediction(**a, gpu_mem=5.5 * GIB)["flexgen"]
+    hw = with_gpu_memory("h100", 5.5 * GIB)
+    dense = step_inputs(get_method("dense"), first_layers(a["model"], a["layers"]), hw, a["batch"], a["prompt"],
+                        a["gen"], hw.preferred_dtype, hw.preferred_dtype)
+    assert side["weights_gpu"] == 1.0 and 0 < side["kv_gpu"] < 1
+    whole_share = side["kv_gpu"] * dense.rho * (a["prompt"] + a["gen"])
+    assert side["gpu_bytes"][0] >= dense.weights + whole_share + hw.workspace_bytes.value
 
 
 def test_validate_cli_prints_the_schedule_table(pred, tmp_path, capsys):

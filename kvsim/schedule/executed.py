@@ -109,6 +109,7 @@ def _flexgen_pcie(inp, engine: str) -> dict:
     *three, rhs = memory[0]  # the LP's GPU row: coefs·x <= capacity − what is always held
     gpu = np.column_stack(three) @ x - rhs + timed.gpu_capacity
     kv = dense.rho * dense.n
+    gpu = gpu + cg * (kv[-1] - kv)  # the executor allocates its GPU share for every step at the start (runtime/offload.py)
     # PCIe per step: the host share of the KV in (every step) and of each new token's out
     decode = np.arange(dense.steps) > 0
     h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights

@@ -110,8 +110,9 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
     global_sel[0] = 0.0  # prefill attends to the prompt it has just computed: nothing to load
     weights = weight_bytes(model, wl)
     other = decode.resident_total("gpu") - decode.resident_total("gpu", True) - weights
-    # prefill: the P-row activations of the widest layer (decoder.activation_bytes) + workspace
-    first = activation_bytes(model, wl, tokens=prompt) + hw.workspace_bytes.value
+    # prefill: the P-row activations of the widest layer (decoder.activation_bytes), the layer's
+    # prompt keys and values held while it writes them (Method.prefill_scratch) + workspace
+    first = activation_bytes(model, wl, tokens=prompt) + method.prefill_scratch(model, wl) + hw.workspace_bytes.value
     return StepInputs(
         method=method, model=model, hw=hw, wl=wl, prompt=prompt, gen=gen, n=held, recent=recent,
         global_sel=global_sel,
