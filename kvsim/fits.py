@@ -48,15 +48,6 @@ def allreduce_profile_time(hw, nbytes: int, gpus: int) -> float:
     return float(op_time(allreduce("allreduce", float(nbytes), gpus), hw).time_s)
 
 
-SCORE_FAMILIES = {  # (method, op) -> the kernel family (memory.kernel_efficiency) benchmarks/bench_scores.py fits
-    ("h2o", "layers/attn/score_update"): "accumulate",
-    ("alisa", "layers/attn/score_update"): "accumulate_indexed",
-    ("h2o", "layers/attn/evict"): "evict",
-    ("sparq", "layers/attn/sparq_score_approx"): "sparq_scores",  # its d-major K cold, logits to L2
-    ("sparq", "layers/attn/sparq_softmax"): "sparq_softmax",  # the logits the kernel before wrote
-}
-
-
 def kernel_curve_fit(sizes, seconds, bandwidth_Bps: float, l2_resident: bool = False) -> list:
     """A kernel family's memory curve (``memory.kernel_efficiency``): bytes over seconds over
     ``bandwidth_Bps`` per measured kernel, the median over sizes equal within 5%, never falling
@@ -156,8 +147,8 @@ def gather_efficiency_fit(records, points, bandwidth_Bps: float) -> dict:
     gathered = [r for r in records if str(r.get("kernel", "")).startswith("gathered/")]
     if not gathered:
         raise ValueError("no gathered/... kernel records to fit the gather efficiency to")
-    ratios = np.array([float(kernel_seconds(points, bandwidth_Bps, r["bytes"])) / (r["ours_ms"] * 1e-3)
-                       for r in gathered])
+    nbytes, seconds = (np.array([r[k] for r in gathered], dtype=float) for k in ("bytes", "ours_ms"))
+    ratios = kernel_seconds(points, bandwidth_Bps, nbytes) / (seconds * 1e-3)
     return {"gather_efficiency": float(np.median(ratios)), "min": float(ratios.min()),
             "max": float(ratios.max()), "kernels": len(ratios)}
 

@@ -92,6 +92,15 @@ class Compute(_Frozen):
         raise KvsimError(f"no peak FLOP/s for {dtype} in this profile (has {sorted(self.peak_flops)})")
 
 
+SCORE_FAMILIES = {  # (method, op) -> its kernel family (Memory.kernel_efficiency), fitted by benchmarks/bench_scores.py
+    ("h2o", "layers/attn/score_update"): "accumulate",
+    ("alisa", "layers/attn/score_update"): "accumulate_indexed",
+    ("h2o", "layers/attn/evict"): "evict",
+    ("sparq", "layers/attn/sparq_score_approx"): "sparq_scores",  # its d-major K cold, logits to L2
+    ("sparq", "layers/attn/sparq_softmax"): "sparq_softmax",  # the logits the kernel before wrote
+}
+
+
 class Memory(_Frozen):
     kind: str
     capacity_bytes: Sourced

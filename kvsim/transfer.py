@@ -43,7 +43,7 @@ import copy
 import numpy as np
 
 from .errors import KvsimError
-from .hardware import kernel_seconds
+from .hardware import SCORE_FAMILIES, kernel_seconds
 from .trust import trust_of
 
 AS_IS = "as measured"
@@ -57,11 +57,8 @@ LAWS = {
     "memory.kernel_efficiency.attention": "bandwidth",
     "memory.kernel_efficiency.rope_attention": "beyond_attention",
     "memory.kernel_efficiency.attention_logits": "bandwidth",
-    "memory.kernel_efficiency.accumulate": "bandwidth",
-    "memory.kernel_efficiency.accumulate_indexed": "bandwidth",
-    "memory.kernel_efficiency.evict": "bandwidth",
-    "memory.kernel_efficiency.sparq_scores": "bandwidth",
-    "memory.kernel_efficiency.sparq_softmax": "bandwidth",
+    # the score kernels' curves (benchmarks/bench_scores.py): their lost seconds carry over
+    **{f"memory.kernel_efficiency.{family}": "bandwidth" for family in SCORE_FAMILIES.values()},
     "memory.gather_efficiency": AS_IS,
     "memory.reread_Bps": "sm_rate",
     "memory.context_bytes": AS_IS,

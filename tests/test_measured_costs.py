@@ -133,8 +133,9 @@ def test_profile_numbers_come_from_the_committed_measurements():
     import json
     from pathlib import Path
 
-    from kvsim.fits import (SCORE_FAMILIES, gather_efficiency_fit, kernel_curve_fit, logits_curve_fit,
-                            reread_fit, topk_single_block_fit)
+    from kvsim.fits import (gather_efficiency_fit, kernel_curve_fit, logits_curve_fit, reread_fit,
+                            topk_single_block_fit)
+    from kvsim.hardware import SCORE_FAMILIES
     root = Path(__file__).parent.parent
     results = root / "benchmarks" / "results"
     h100 = load_profile("h100-sxm")

@@ -105,8 +105,9 @@ def compare(records: list[dict]) -> dict:
         rows.append(compare_one(record, preds[key, probe, plan]))
     speedups = []
     for key in dict.fromkeys(k for k, _, _ in preds):
-        of = lambda policy: [r for r in rows if tuple(r["config"].values()) == key and r["policy"] == policy]  # noqa: E731
-        for alisa, flexgen in zip(of("alisa"), of("flexgen")):  # the runs in file order (one per machine)
+        runs = {policy: [r for r in rows if tuple(r["config"].values()) == key and r["policy"] == policy]
+                for policy in ("alisa", "flexgen")}
+        for alisa, flexgen in zip(runs["alisa"], runs["flexgen"]):  # the runs in file order (one per machine)
             a, f = alisa["total"], flexgen["total"]
             speedups.append({"config": dict(zip(CONFIG, key)), "measured": f["measured"] / a["measured"],
                              "predicted": f["predicted"] / a["predicted"],
