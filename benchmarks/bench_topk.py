@@ -17,6 +17,15 @@ released tokens' scores) alone by CUDA-graph replay on its own input, on a conti
 on randn and on summed-softmax rows of its shape, and in the attention-only step by
 torch.profiler in the same process: what separates the step's top-k from the law fitted to the
 microbenchmark (records ``path: "alisa-step"``, ``"adore-step"``).
+``--input-grid alisa,adore`` times each method's own top-k input alone over a grid of contexts and
+batches (a one-layer llama-3.1-8b engine after 2 steps; records ``data``: ``accumulated`` for
+ALISA's summed attention weights, ``released`` for ADORE's released tokens' sigmoid scores with
+−inf elsewhere) next to randn rows of the same shape, as the step calls it (a view), and the
+radix passes each needs (``passes_own``, ``passes_randn``: kvsim.kernel_contract.radix_select_passes).
+``--passes alisa:16384x1,...`` (any device; the CPU runs the one-layer engine in seconds) counts
+only the passes: torch's single-block select narrows the k-th value's bit prefix 2 bits a pass,
+each pass a scan of the whole row, and stops once that prefix is the k-th value's alone, so a
+row's time follows how many of its top bits the k-th value shares with other values.
 Anywhere (no GPU), the single-block law of a profile's ``topk.single_block`` from such a file:
     python3 benchmarks/bench_topk.py --fit benchmarks/results/h100-topk-single.jsonl --sms 132
 """
@@ -27,7 +36,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from benchmarks.bench_kernels import environment  # noqa: E402
-from kvsim.kernel_contract import torch_topk_multiblock  # noqa: E402
+from kvsim.kernel_contract import radix_select_passes, torch_topk_multiblock  # noqa: E402
 from kvsim.fits import topk_single_block_fit as fit_single_block  # noqa: E402
 from kvsim.records import append_jsonl  # noqa: E402
 
@@ -112,6 +121,79 @@ def step_topk_rows(configs: str, env: dict) -> list:
     return out
 
 
+INPUT_KINDS = {"alisa": "accumulated", "adore": "released"}  # the top-k input each method's runtime makes
+INPUT_GRID = [(s, b) for s in (2048, 4096, 8192, 16384, 20480, 65536) for b in (1, 4, 8, 16, 32)]
+
+
+def own_rows(name: str, seq: int, batch: int, **engine_kw):
+    """(view, k) of the top-k the method's one-layer llama-3.1-8b engine makes after 2 steps."""
+    from kvsim.runtime.measure import _engine
+    engine, _ = _engine(name, seq, batch, "llama-3.1-8b", 1, {}, 2, **engine_kw)
+    for _ in range(2):
+        engine.step()
+    return step_topk_input(engine.method, name)
+
+
+def passes_of(name, view, k: int) -> dict:
+    """The input's shape and the mean radix passes of its rows and of 64 or more randn rows of its length."""
+    import numpy as np
+    own = view.float().cpu().numpy()
+    randn = np.random.default_rng(0).standard_normal((max(own.shape[0], 64), own.shape[1])).astype(np.float32)
+    return {"data": INPUT_KINDS[name], "rows": own.shape[0], "n": own.shape[1], "k": k,
+            "passes_own": float(radix_select_passes(own, k).mean()),
+            "passes_randn": float(radix_select_passes(randn, k).mean())}
+
+
+def input_grid_rows(methods: str, env: dict, out_path=None, grid=INPUT_GRID) -> list:
+    """``--input-grid``: each method's own top-k input, alone, at every (context, batch) of
+    ``grid``, next to randn rows of its shape; each shape appended to ``out_path`` as it ends."""
+    import torch
+    out = []
+    for name in methods.split(","):
+        for seq, batch in grid:
+            view, kk = own_rows(name, seq, batch)
+            if kk == 0:  # ADORE below m + 1 tokens: nothing released, no top-k
+                continue
+            call = lambda x: x.topk(kk, dim=-1, sorted=False)  # noqa: E731
+            row = {**env, "what": f"{name} S={seq} B={batch}", **passes_of(name, view, kk),
+                   "path": "multi-block" if torch_topk_multiblock(*view.shape) else "single-block",
+                   "torch_unsorted_us": timed(call, [view.contiguous()]),
+                   "randn_us": timed(call, [rows_of("randn", *view.shape)]), "view_us": timed(call, [view])}
+            out.append(row)
+            if out_path:
+                append_jsonl(out_path, [row])
+            print(f"{row['what']:20s} {row['path']:12s} n={row['n']:6d} k={kk:5d}: own {row['torch_unsorted_us']:6.1f}"
+                  f" us, randn {row['randn_us']:6.1f} us, view {row['view_us']:6.1f} us; passes "
+                  f"{row['passes_own']:.1f} vs {row['passes_randn']:.1f}", flush=True)
+            del view
+            torch.cuda.empty_cache()
+    return out
+
+
+def host_environment() -> dict:
+    import datetime
+    import platform
+    import torch
+    return {"device": f"cpu ({platform.processor() or platform.machine()})", "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": "python3 " + " ".join(sys.argv)}
+
+
+def passes_rows(configs: str, env: dict, device: str) -> list:
+    """``--passes``: the radix passes of each METHOD:SEQxBATCH's own top-k rows and of randn rows."""
+    out = []
+    for config in configs.split(","):
+        name, shape = config.split(":")
+        seq, batch = (int(x) for x in shape.split("x"))
+        view, kk = own_rows(name, seq, batch, device=device)
+        if kk == 0:  # ADORE below m + 1 tokens: nothing released, no top-k
+            continue
+        out.append({**env, "what": f"{name} S={seq} B={batch}", "path": "passes", **passes_of(name, view, kk)})
+        print(f"{out[-1]['what']:20s} n={view.shape[1]} k={kk}: passes {out[-1]['passes_own']:.1f} own, "
+              f"{out[-1]['passes_randn']:.1f} randn", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
@@ -122,7 +204,18 @@ def main():
                     help="rows of randn values, or of summed softmax probabilities (ALISA's scores)")
     ap.add_argument("--step-topk", metavar="METHOD:SEQxBATCH,...",
                     help="ALISA's or ADORE's own top-k, alone and in the step")
+    ap.add_argument("--input-grid", metavar="METHOD,...", help="ALISA's or ADORE's own top-k input over a grid")
+    ap.add_argument("--passes", metavar="METHOD:SEQxBATCH,...", help="the radix passes of their own rows only")
+    ap.add_argument("--device", default="cuda", help="with --passes: where the engine runs (cpu: no GPU needed)")
     args = ap.parse_args()
+    if args.input_grid:
+        input_grid_rows(args.input_grid, environment(), args.out)
+        return
+    if args.passes:
+        rows = passes_rows(args.passes, environment() if args.device == "cuda" else host_environment(), args.device)
+        if args.out:
+            append_jsonl(args.out, rows)
+        return
     if args.step_topk:
         rows = step_topk_rows(args.step_topk, environment())
         if args.out:

@@ -16,7 +16,7 @@ def reread_fit(records) -> dict:
 def topk_single_block_fit(records, sms: int, data: str = "randn") -> dict:
     """Least squares in log space of call_s + row_s·(n/1024)^a·⌈rows/sms⌉^b·min(rows, sms)^c to
     the unsorted single-block times on ``data`` rows (records without ``data`` are randn's;
-    kvsim.hardware.SingleBlockTopK); returns the fields and the errors."""
+    kvsim.topk_law.SingleBlockTopK); returns the fields and the errors."""
     from scipy.optimize import least_squares
     picked = [r for r in records if r.get("path") == "single-block" and r.get("data", "randn") == data]
     if len(picked) < 6:

@@ -43,3 +43,16 @@ def torch_topk_multiblock(slices, size):
             | ((n > 40) & (n <= 80) & (s >= 8000)) | ((n > 80) & (n < 200) & (s >= 5000))
             | ((n >= 200) & (n < 800) & (s >= 3000)) | ((n >= 800) & (n <= 4000) & (s >= 800))
             | ((n > 4000) & (s >= 400)))
+
+
+def radix_select_passes(rows, k: int) -> np.ndarray:
+    """Per row of ``rows`` [B, n] (float32), the 2-bit radix passes torch's single-block select
+    makes to find the k-th largest (aten SortingRadixSelect.cuh radixSelect: each pass scans the
+    whole row and narrows the k-th value's key prefix by 2 bits; it stops once that prefix is the
+    k-th value's alone), 16 where it never is (ties). Keys are the float's bits as unsigned, the
+    sign bit flipped and negatives inverted (so a larger value has a larger key)."""
+    bits = np.ascontiguousarray(rows, dtype=np.float32).view(np.uint32).astype(np.int64)
+    keys = np.where(bits >> 31 == 1, ~bits & 0xFFFFFFFF, bits | 0x80000000)
+    kth = np.sort(keys, axis=-1)[:, -k][:, None]
+    alone = np.stack([(keys >> (32 - 2 * p) == kth >> (32 - 2 * p)).sum(-1) == 1 for p in range(1, 17)], -1)
+    return np.where(alone.any(-1), alone.argmax(-1) + 1, 16)

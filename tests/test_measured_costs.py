@@ -160,3 +160,36 @@ def test_profile_numbers_come_from_the_committed_measurements():
     single = h100.topk.single_block
     for field in ("call_s", "row_s", "size_exponent", "rows_exponent", "wave_rows_exponent"):
         assert getattr(single, field).value == pytest.approx(law[field], rel=0.01), field
+
+
+def _radix_select_loop(values, k: int) -> int:
+    """torch's single-block radixSelect written out (aten SortingRadixSelect.cuh, largest first,
+    TopKTypeConfig<float>'s keys): the pass at which it finds the k-th key's prefix alone, 16 if
+    it never does."""
+    import struct
+    raw = [struct.unpack("<I", struct.pack("<f", v))[0] for v in values]
+    keys = [(~x & 0xFFFFFFFF) if x >> 31 else x | 0x80000000 for x in raw]
+    desired, mask, to_find = 0, 0, k
+    for p, pos in enumerate(range(30, -1, -2), start=1):
+        match = [key for key in keys if key & mask == desired]
+        counts = [sum(1 for key in match if (key >> pos) & 3 == digit) for digit in range(4)]
+        for digit in (3, 2, 1, 0):
+            if counts[digit] == 1 and to_find == 1:
+                return p
+            if counts[digit] >= to_find:
+                desired, mask = desired | digit << pos, mask | 3 << pos
+                break
+            to_find -= counts[digit]
+    return 16
+
+
+def test_radix_passes_follow_torchs_select_loop():
+    from kvsim.kernel_contract import radix_select_passes
+    assert radix_select_passes(np.array([[1.0, 2.0, 3.0]]), 1).tolist() == [5]  # 3.0 and 2.0 share 8 bits
+    assert radix_select_passes(np.array([[-1.0, -2.0, 0.5]]), 2).tolist() == [1]  # -1: the only 01 prefix
+    assert radix_select_passes(np.array([[3.0, 3.0, 1.0]]), 1).tolist() == [16]  # a tie: every pass
+    rng = np.random.default_rng(1)
+    rows = np.concatenate([rng.standard_normal((20, 37)), rng.integers(-3, 4, (10, 37)),
+                           -np.log(rng.random((10, 37)))]).astype(np.float32)
+    for k in (1, 5, 36):
+        assert radix_select_passes(rows, k).tolist() == [_radix_select_loop(row.tolist(), k) for row in rows]
