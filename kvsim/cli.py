@@ -31,6 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def refuse_empty(args: argparse.Namespace) -> None:
+    """An option given as an empty string is a mistake, never "not given" (``--out ""`` would
+    otherwise write a default file)."""
+    for key, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            raise KvsimError(f"{args.command}: {'--' + key.replace('_', '-') if key != 'files' else 'a file name'}"
+                             " is empty; give a value")
+
+
+def refuse_one_file_twice(args: argparse.Namespace) -> None:
+    """``--out`` and ``--plot`` naming one file would leave only the second written."""
+    import os
+    out, plot = getattr(args, "out", None), getattr(args, "plot", None)
+    if out and plot and os.path.realpath(out) == os.path.realpath(plot):
+        raise KvsimError(f"{args.command}: --out and --plot name the same file ({out}); give two names")
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -38,6 +56,8 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        refuse_empty(args)
+        refuse_one_file_twice(args)
         return args.run(args) or 0
     except DoesNotFit as exc:  # an answer: "no"
         print(_one_line(exc), file=sys.stderr)

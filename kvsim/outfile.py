@@ -4,7 +4,8 @@ at all.
 A path is resolved through symlinks to the file it names (writing a link writes its target); that
 file must be a regular file or not exist yet, in a folder kvsim may create files in (missing
 folders are created when the file is written).
-Directories, FIFOs, device nodes and sockets are refused with one line. The text or figure goes
+Directories, FIFOs, device nodes, sockets and read-only files (no write permission for anyone,
+or none for this user) are refused with one line. The text or figure goes
 to a temporary file in the same folder, which is then renamed over the target, so a crash, a full
 disk or a refused plot format leaves the old file as it was.
 """
@@ -38,6 +39,8 @@ def target(path: str | os.PathLike, option: str = "--out") -> Path:
     if mode is not None and not stat.S_ISREG(mode):
         kind = next((word for test, word in _KINDS if test(mode)), "not a regular file")
         raise KvsimError(f"{option} {path}: is {kind}; give a regular file name")
+    if mode is not None and (not mode & 0o222 or not os.access(real, os.W_OK)):  # renaming would replace it
+        raise KvsimError(f"{option} {path}: is read-only; give another file name or make it writable")
     return real
 
 

@@ -15,7 +15,7 @@ PRICES_FILE = Path(__file__).with_name("prices.yaml")
 class Price(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    usd_per_gpu_hour: float = Field(gt=0)
+    usd_per_gpu_hour: float = Field(gt=0, le=1e6, allow_inf_nan=False, strict=True)  # above $1M an hour: a typo
     provider: str = Field(min_length=1)
     product: str = ""
     source: str = Field(min_length=3)

@@ -164,6 +164,9 @@ def _whole(value) -> bool:
 MEASURED_FIELDS = {
     "latency_s": (lambda v: _number(v, True), "a positive number of seconds"),
     "hbm_bytes": (lambda v: _number(v, False), "a number of bytes >= 0"),
+    "memory_bytes": (lambda v: _number(v, True), "a positive number of bytes"),
+    "eager": (lambda v: isinstance(v, dict) and all(x is None or _number(x, True) for x in v.values()),
+              "an object of positive numbers of seconds"),
     "pcie_bytes": (lambda v: _number(v, False), "a number of bytes >= 0"),
     "n_layers": (_whole, "a positive whole number"),
     "offload": (lambda v: _number(v, False) and v <= 1, "a fraction in [0, 1]"),

@@ -76,10 +76,10 @@ def parse_token_range(text: str, what: str = "a token count") -> list[int]:
         while values[-1] * 2 <= high:
             values.append(values[-1] * 2)
         return values
-    values = [parse_count(part, what) for part in text.split(",") if part.strip()]
-    if not values:
-        raise UnitError(f"cannot read {text!r} as a list of numbers (e.g. 1,8,32 or 4k..128k)")
-    return values
+    parts = text.split(",")
+    if not all(part.strip() for part in parts):
+        raise UnitError(f"cannot read {text!r} as a list of numbers (e.g. 1,8,32 or 4k..128k): an empty entry")
+    return [parse_count(part, what) for part in parts]
 
 
 def _digits(value: float) -> str:

@@ -28,7 +28,10 @@ def hardware_list(text: str) -> list:
     """'all' (every GPU profile) or comma-separated names, aliases or YAML paths."""
     if text == "all":
         return gpu_profiles()
-    return [load_profile(name.strip()) for name in text.split(",") if name.strip()]
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise KvsimError(f"--hw {text!r}: an empty name; give 'all' or names such as h100,l40s")
+    return [load_profile(name) for name in names]
 
 
 def method_list(text: str) -> list[str]:
@@ -70,7 +73,8 @@ def run(args) -> int:
                    engine=args.engine)
     if not result.records:
         more = f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else ""
-        raise KvsimError(f"nothing to write: every combination was skipped: {result.skipped[0]}{more}")
+        first = result.skipped[0] if result.skipped else "no hardware, method, context or batch"
+        raise KvsimError(f"nothing to write: every combination was skipped: {first}{more}")
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
     text = (to_csv(result.records) if fmt == "csv"

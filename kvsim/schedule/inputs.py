@@ -24,6 +24,8 @@ from ..predict import step_cost
 from ..roofline import step_time
 from ..workload import Workload
 
+MAX_GEN = 2 ** 20  # steps one schedule plans (its per-step arrays took 9 GB at 16M steps)
+
 
 @dataclass(frozen=True)
 class StepInputs:
@@ -95,8 +97,8 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
     """``engine``: how the method's own step is timed (kvsim.roofline.ENGINES): CUDA-graph
     replay (plans), or issued eagerly from the host (to compare with an eager-timed run)."""
     _link_check(hw)
-    if gen < 1:
-        raise KvsimError(f"schedule: --gen must be at least 1, got {gen}")
+    if not 1 <= gen <= MAX_GEN:
+        raise KvsimError(f"schedule: --gen must be 1 to {MAX_GEN} tokens (every step is planned), got {gen}")
     wl = method.kv_workload(Workload(seq=prompt, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype))
     context = prompt + np.arange(gen + 1, dtype=float)
     decode = step_cost(method, model, hw, wl.with_(seq=context[1:]))
