@@ -246,6 +246,8 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)
     offload = check_fraction(method, offload)
+    if offload > 0 and (hw.kind != "gpu" or hw.host_link is None):
+        raise KvsimError(f"offload: {hw.name} is not a GPU with a host link; KV in host memory needs one")
     check_hardware(hw, dtype, gpus)
     cost = step_cost(method, model, hw, wl, gpus, offload=offload)
     request = generation(method, model, hw, wl, gpus, offload, engine=engine) if gen > 0 else None

@@ -89,3 +89,10 @@ def test_the_command_line_refuses_an_empty_option_in_one_line():
                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert yaml.safe_load(PROFILE.read_text())["name"] == "h100-sxm"
+
+
+def test_offload_needs_a_gpu_with_a_host_link():
+    refused("predict", "--hw", "epyc", "--method", "dense", "--seq", "4k", "--offload", "0.5",
+            words="not a GPU with a host link")
+    status, out, _ = run("predict", "--hw", "h100", "--method", "dense", "--seq", "4k", "--offload", "0.5")
+    assert status == 0 and "PCIe bytes" in out
