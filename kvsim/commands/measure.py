@@ -20,6 +20,7 @@ import tempfile
 
 from .. import outfile
 from ..errors import KvsimError
+from ..methods import names_with
 from ..records import append_jsonl
 from ..units import format_bytes
 from .common import ANSWER, NO_FIT, add_model_args, fraction, parse_params, positive_int, tokens
@@ -43,7 +44,8 @@ def register(sub) -> None:
     parser.add_argument("--device", choices=("cuda", "cpu"),
                         help="cuda (the default; required unless --device cpu) or cpu (a small smoke test)")
     parser.add_argument("--offload", type=fraction, default=0.0,
-                        help="oldest fraction of the KV cache in pinned host memory (dense, sparq, quest, alisa)")
+                        help="oldest fraction of the KV cache in pinned host memory "
+                             f"({', '.join(names_with('offload'))})")
     parser.add_argument("--no-ncu", action="store_true", help="skip the Nsight Compute byte count")
     parser.add_argument("--out", help="append the record to this JSONL file")
     parser.add_argument("--ncu-child", action="store_true", help=argparse.SUPPRESS)

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from .. import outfile
-from ..methods import METHODS
+from ..methods import METHODS, names_with
 from ..predict import predict
 from ..quality import DEFAULT_BENCHMARK, parse_benchmark, quality
 from ..records import prediction_records, to_csv
@@ -24,7 +24,8 @@ def register(sub) -> None:
     parser.add_argument("--gen", type=non_negative_int, default=0, help="also predict generating N tokens after a --seq prompt: 512, 1k")
     parser.add_argument("--gpus", type=positive_int, default=1, help="tensor-parallel GPUs of this profile")
     parser.add_argument("--offload", type=fraction, default=0.0,
-                        help="oldest fraction of the KV cache kept in host memory, fetched over PCIe (dense, sparq, quest, alisa)")
+                        help="oldest fraction of the KV cache kept in host memory, fetched over PCIe "
+                             f"({', '.join(names_with('offload'))})")
     add_model_args(parser)
     add_engine_arg(parser)
     add_format_arg(parser)
