@@ -96,3 +96,9 @@ def test_offload_needs_a_gpu_with_a_host_link():
             words="not a GPU with a host link")
     status, out, _ = run("predict", "--hw", "h100", "--method", "dense", "--seq", "4k", "--offload", "0.5")
     assert status == 0 and "PCIe bytes" in out
+
+
+def test_plan_says_why_no_option_fits():
+    status, _, err = run("plan", "--seq", "32k", "--hw", "h100", "--gpus", "3")
+    assert status == 1 and err.strip().splitlines()[-1] == (
+        "no option fits: llama-3.1-8b: 32 query heads do not split over 3 GPUs")

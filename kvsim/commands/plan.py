@@ -63,7 +63,10 @@ def run(args) -> int:
             print(f"no plot written: {exc}", file=sys.stderr)
             return NO_FIT
     if not any(o.meets_slo for o in kept):
-        print("no option fits" + (" and meets the objective" if args.tpot_ms else ""), file=sys.stderr)
+        why = list(dict.fromkeys(o.note for o in kept if not o.fits and o.note))
+        because = f": {why[0]}" + (f" (and {len(why) - 1} more reasons)" if len(why) > 1 else "") \
+            if why and not any(o.fits for o in kept) else ""
+        print("no option fits" + (" and meets the objective" if args.tpot_ms else "") + because, file=sys.stderr)
         return NO_FIT
     return ANSWER
 
