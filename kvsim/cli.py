@@ -37,8 +37,8 @@ def refuse_empty(args: argparse.Namespace) -> None:
     for key, value in vars(args).items():
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, str) and not v.strip() for v in values):
-            raise KvsimError(f"{args.command}: {'--' + key.replace('_', '-') if key != 'files' else 'a file name'}"
-                             " is empty; give a value")
+            name = "a file name" if key == "files" else "--" + key.replace("_", "-")
+            raise KvsimError(f"{args.command}: {name} is empty; give a value")
 
 
 def refuse_one_file_twice(args: argparse.Namespace) -> None:

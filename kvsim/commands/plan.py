@@ -63,10 +63,8 @@ def run(args) -> int:
             print(f"no plot written: {exc}", file=sys.stderr)
             return NO_FIT
     if not any(o.meets_slo for o in kept):
-        why = list(dict.fromkeys(o.note for o in kept if not o.fits and o.note))
-        because = f": {why[0]}" + (f" (and {len(why) - 1} more reasons)" if len(why) > 1 else "") \
-            if why and not any(o.fits for o in kept) else ""
-        print("no option fits" + (" and meets the objective" if args.tpot_ms else "") + because, file=sys.stderr)
+        print("no option fits" + (" and meets the objective" if args.tpot_ms else "") + _why_none_fits(kept),
+              file=sys.stderr)
         return NO_FIT
     return ANSWER
 
@@ -185,3 +183,11 @@ def plan_text(options, model: str, seq: int, tpot_ms: float | None, prices_file:
         bench = next(iter(quality.values())).benchmark if quality else ""
         lines += [f"quality floor {floor:g} on {bench}: excluded {len(excluded)} method(s)"] + [f"  {why}" for why in excluded]
     return "\n".join(lines)
+
+
+def _why_none_fits(options) -> str:
+    """Where no option fits at all: the first reason given (heads that do not split, ...)."""
+    why = list(dict.fromkeys(o.note for o in options if o.note))
+    if not why or any(o.fits for o in options):
+        return ""
+    return f": {why[0]}" + (f" (and {len(why) - 1} more reasons)" if len(why) > 1 else "")
