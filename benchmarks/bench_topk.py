@@ -89,6 +89,16 @@ def step_topk_input(method, name: str):
     return method.rebuild_score, min(method.p["R"], method.n - method.count)
 
 
+def method_configs(text: str) -> list[tuple[str, int, int]]:
+    """'alisa:16384x1,adore:4096x8' -> [(method, seq, batch), ...]."""
+    out = []
+    for config in text.split(","):
+        name, shape = config.split(":")
+        seq, batch = (int(x) for x in shape.split("x"))
+        out.append((name, seq, batch))
+    return out
+
+
 def step_topk_rows(configs: str, env: dict) -> list:
     """``--step-topk``: a method's own top-k call at each METHOD:SEQxBATCH, alone on several
     inputs and in the attention-only step (module docstring)."""
@@ -97,9 +107,7 @@ def step_topk_rows(configs: str, env: dict) -> list:
     from kvsim.runtime.measure import _engine
     from kvsim.runtime.sweep_process import cut_model_params
     out = []
-    for config in configs.split(","):
-        name, shape = config.split(":")
-        seq, batch = (int(x) for x in shape.split("x"))
+    for name, seq, batch in method_configs(configs):
         engine, _ = _engine(name, seq, batch, "llama-3.1-8b", 8, cut_model_params(name, 8), 8)
         for _ in range(3):
             engine.step()
@@ -182,9 +190,7 @@ def host_environment() -> dict:
 def passes_rows(configs: str, env: dict, device: str) -> list:
     """``--passes``: the radix passes of each METHOD:SEQxBATCH's own top-k rows and of randn rows."""
     out = []
-    for config in configs.split(","):
-        name, shape = config.split(":")
-        seq, batch = (int(x) for x in shape.split("x"))
+    for name, seq, batch in method_configs(configs):
         view, kk = own_rows(name, seq, batch, device=device)
         if kk == 0:  # ADORE below m + 1 tokens: nothing released, no top-k
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import DoesNotFit, KvsimError
@@ -43,7 +44,6 @@ def refuse_empty(args: argparse.Namespace) -> None:
 
 def refuse_one_file_twice(args: argparse.Namespace) -> None:
     """``--out`` and ``--plot`` naming one file would leave only the second written."""
-    import os
     out, plot = getattr(args, "out", None), getattr(args, "plot", None)
     if out and plot and os.path.realpath(out) == os.path.realpath(plot):
         raise KvsimError(f"{args.command}: --out and --plot name the same file ({out}); give two names")

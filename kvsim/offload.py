@@ -53,6 +53,13 @@ def host_rows(wl: Workload, fraction: float):
     return np.maximum(np.minimum(np.floor(fraction * seq), seq - 1.0), 0.0)
 
 
+def require_host_link(hw, what: str) -> None:
+    """KV in host memory needs a GPU with a host link in its profile (a CPU profile has none)."""
+    if hw.kind != "gpu" or hw.host_link is None:
+        raise KvsimError(f"{what}: {hw.name} is not a GPU with a host link; KV in host memory needs one "
+                         "(choose a GPU profile)")
+
+
 def check_fraction(method, fraction) -> float:
     fraction = float(fraction)
     if not 0.0 <= fraction <= 1.0:

@@ -13,7 +13,7 @@ from .hardware import HardwareProfile
 from .profiles import load_profile
 from .methods import Method, get_method
 from .models import DEFAULT_MODEL, ModelConfig, load_model
-from .offload import check_fraction, offload_cost
+from .offload import check_fraction, offload_cost, require_host_link
 from .roofline import StepTime, graph_replay_time, step_time
 from .topology import check_gpus
 from .units import format_bytes
@@ -246,8 +246,8 @@ def predict(hw, method="dense", seq=4096, batch=1, model=DEFAULT_MODEL, gen: int
     wl = Workload(seq=seq, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype or dtype)
     method = get_method(method, params)
     offload = check_fraction(method, offload)
-    if offload > 0 and (hw.kind != "gpu" or hw.host_link is None):
-        raise KvsimError(f"offload: {hw.name} is not a GPU with a host link; KV in host memory needs one")
+    if offload > 0:
+        require_host_link(hw, "offload")
     check_hardware(hw, dtype, gpus)
     cost = step_cost(method, model, hw, wl, gpus, offload=offload)
     request = generation(method, model, hw, wl, gpus, offload, engine=engine) if gen > 0 else None

@@ -31,6 +31,7 @@ def test_an_empty_option_is_refused_never_taken_as_not_given(argv, words):
 @pytest.mark.parametrize("argv, words", [
     (["sweep", "--hw", ",", "--seq", "4k"], "an empty name"),
     (["sweep", "--hw", "h100,", "--seq", "4k"], "an empty name"),
+    (["sweep", "--hw", "h100", "--method", "dense,,h2o", "--seq", "4k"], "an empty name"),
     (["sweep", "--hw", "h100", "--seq", "4k,,8k"], "an empty entry"),
     (["sweep", "--hw", "h100", "--seq", "4k", "--batch", ",,"], "an empty entry"),
 ])

@@ -24,22 +24,24 @@ def token_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def hardware_list(text: str) -> list:
-    """'all' (every GPU profile) or comma-separated names, aliases or YAML paths."""
-    if text == "all":
-        return gpu_profiles()
+def comma_names(text: str, option: str) -> list[str]:
+    """'a,b' -> ['a', 'b']; an empty name (',', 'a,') is a mistake, not a name left out."""
     names = [name.strip() for name in text.split(",")]
     if not all(names):
-        raise KvsimError(f"--hw {text!r}: an empty name; give 'all' or names such as h100,l40s")
-    return [load_profile(name) for name in names]
+        raise KvsimError(f"{option} {text!r}: an empty name; give 'all' or names separated by commas")
+    return names
+
+
+def hardware_list(text: str) -> list:
+    """'all' (every GPU profile) or comma-separated names, aliases or YAML paths."""
+    return gpu_profiles() if text == "all" else [load_profile(name) for name in comma_names(text, "--hw")]
 
 
 def method_list(text: str) -> list[str]:
-    names = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    names = list(METHODS) if text == "all" else comma_names(text, "--method")
     unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise KvsimError(f"unknown method '{unknown[0] if unknown else text}'; choose 'all' or "
-                         f"from: {', '.join(METHODS)}")
+    if unknown:
+        raise KvsimError(f"unknown method '{unknown[0]}'; choose 'all' or from: {', '.join(METHODS)}")
     return names
 
 

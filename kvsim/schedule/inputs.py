@@ -20,6 +20,7 @@ from ..errors import KvsimError
 from ..hardware import HardwareProfile
 from ..methods import Method
 from ..models import ModelConfig
+from ..offload import require_host_link
 from ..predict import step_cost
 from ..roofline import step_time
 from ..workload import Workload
@@ -86,17 +87,11 @@ def _selection(method: Method, context: np.ndarray, held: np.ndarray):
     return recent, np.maximum(chosen - recent, 0.0)
 
 
-def _link_check(hw: HardwareProfile) -> None:
-    if hw.kind != "gpu" or hw.host_link is None:
-        raise KvsimError(f"schedule: {hw.name} is not a GPU with a host link; "
-                         "offloading needs one (choose a GPU profile)")
-
-
 def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: int, prompt: int,
                 gen: int, dtype: str, kv_dtype: str, engine: str = "graphs") -> StepInputs:
     """``engine``: how the method's own step is timed (kvsim.roofline.ENGINES): CUDA-graph
     replay (plans), or issued eagerly from the host (to compare with an eager-timed run)."""
-    _link_check(hw)
+    require_host_link(hw, "schedule")
     if not 1 <= gen <= MAX_GEN:
         raise KvsimError(f"schedule: --gen must be 1 to {MAX_GEN} tokens (every step is planned), got {gen}")
     wl = method.kv_workload(Workload(seq=prompt, batch=batch, gen=gen, dtype=dtype, kv_dtype=kv_dtype))
