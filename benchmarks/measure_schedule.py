@@ -61,7 +61,8 @@ def main(argv=None) -> int:
         return 2
     import torch
     from kvsim.runtime.model import Decoder, torch_dtype
-    from kvsim.runtime.schedule_exec import ScheduleUnsupported, generate, record
+    from kvsim.runtime.schedule_exec import ScheduleUnsupported, generate
+    from kvsim.runtime.schedule_record import record
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch_dtype(args.dtype or ("bf16" if device.type == "cuda" else "fp32"))
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
         del run
         print(f"{policy:>8} B={args.batch} P={args.prompt} G={args.gen} budget {args.gpu_mem / 2**30:.2f} GiB: "
               f"total {rec['total_s']:.3f} s (kvsim, eager {pred[policy]['total_s']:.3f} s), peak "
-              f"{rec['peak_memory_bytes'] / 2**30:.2f} GiB, PCIe {rec['pcie_bytes'] / 1e9:.2f} GB", flush=True)
+              f"{rec['peak_memory_bytes'] / 2**30:.2f} GiB (prefill {rec['prefill_peak_bytes'] / 2**30:.2f} GiB in passes of "
+              f"{rec['prefill_sequences']}), PCIe {rec['pcie_bytes'] / 1e9:.2f} GB", flush=True)
     return 0
 
 

@@ -63,13 +63,14 @@ class DeviceRows:
         self.t = {name: torch.zeros(batch, heads, rows, *tail, dtype=dtype, device=device)
                   for name, (tail, dtype) in fields.items()}
 
-    def load(self, values: dict, slots=None) -> None:
-        """Rows [0, n) from values [B, heads, n, ...], or at ``slots`` [n] (a ring)."""
+    def load(self, values: dict, slots=None, seqs: slice = slice(None)) -> None:
+        """Rows [0, n) from values [b, heads, n, ...] of the sequences ``seqs``, or at ``slots``
+        [n] (a ring)."""
         for name, value in values.items():
             if slots is None:
-                self.t[name][:, :, : value.shape[2]] = value
+                self.t[name][seqs, :, : value.shape[2]] = value
             else:
-                self.t[name].index_copy_(2, slots, value)
+                self.t[name][seqs].index_copy_(2, slots, value)
 
     def put(self, slot, values: dict) -> None:
         """One row per (b, head): ``slot`` an int, or a tensor broadcastable to [B, heads]."""
@@ -162,8 +163,8 @@ class KVCache:
             return f["k"], f["v"]
         return tuple(ops.dequantize_kv(f[x], f[f"{x}_scale"], f[f"{x}_zero"], self.spec.dtype) for x in "kv")
 
-    def load(self, layer: int, k, v, slots=None) -> None:
-        self.layers[layer].load(self.encode(k, v), slots)
+    def load(self, layer: int, k, v, slots=None, seqs: slice = slice(None)) -> None:
+        self.layers[layer].load(self.encode(k, v), slots, seqs)
 
     def put(self, layer: int, slot, k, v) -> None:
         store = self.layers[layer]

@@ -54,8 +54,10 @@ class RuntimeMethod:
         n = k_raw.shape[2]
         self.store_prefill(layer, self.rotary(k_raw, torch.arange(n, device=k_raw.device)), v)
 
-    def store_prefill(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        self.kv.load(layer, k, v)
+    def store_prefill(self, layer: int, k: torch.Tensor, v: torch.Tensor, seqs: slice = slice(None)) -> None:
+        """The prompt's rows [0, n) of layer ``layer``, k and v [b, Hkv, n, d] for the sequences
+        ``seqs`` of the batch (a prefill in passes over part of it: runtime/schedule_exec.py)."""
+        self.kv.load(layer, k, v, seqs=seqs)
 
     def finish_prefill(self, n: int) -> None:
         self.n = n

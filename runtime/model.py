@@ -143,7 +143,7 @@ class Decoder:
         up = F.linear(h, *p["up"])
         if self.cfg.mlp == "swiglu":
             gate, up = up.chunk(2, dim=-1)
-            act = F.silu(gate) * up
+            act = F.silu(gate).mul_(up)  # in place: the fused up (2F) and act (F) live, 3F a row
         else:
             act = F.relu(up) if self.cfg.mlp == "relu" else F.gelu(up)
         return F.linear(act, *p["down"])
@@ -155,7 +155,9 @@ class Decoder:
         q, k, v = qkv.split([c.q_dim, c.kv_dim, c.kv_dim], dim=-1)
         o = attend(i, q.reshape(B, T, c.n_heads, c.head_dim), k.reshape(B, T, c.n_kv_heads, c.head_dim),
                    v.reshape(B, T, c.n_kv_heads, c.head_dim))
+        del qkv, q, k, v  # dead once attended: the MLP holds the input x, the new x and its own
         x = x + self.reduce(F.linear(o.reshape(B, T, c.q_dim).to(x.dtype), *p["o"]))
+        del o  # (kvsim.decoder.activation_bytes: 4·D + the MLP's intermediates a row)
         return x + self.reduce(self.mlp(self.norm(x, p["norm2"]), p))
 
     def reduce(self, partial: torch.Tensor) -> torch.Tensor:

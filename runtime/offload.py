@@ -51,9 +51,10 @@ class OffloadRows:
     def _target(self, length: int) -> int:
         return max(0, min(math.floor(self.f * length), length - 1, self.host_rows))
 
-    def _to_host(self, first: int, last: int, source: dict | None = None) -> bool:
-        """Positions [first, last) to the host, from ``source`` [B,heads,n,...] or the ring, on
-        the side stream forked from the compute stream; whether anything moved."""
+    def _to_host(self, first: int, last: int, source: dict | None = None, seqs: slice = slice(None)) -> bool:
+        """Positions [first, last) to the host, from ``source`` [b,heads,n,...] (the sequences
+        ``seqs``) or the ring, on the side stream forked from the compute stream; whether
+        anything moved."""
         if last <= first:
             return False
         slots = torch.arange(first, last, device=self.device) % self.ring
@@ -61,12 +62,13 @@ class OffloadRows:
             rows = source[name][:, :, first:last] if source else self.dev[name][:, :, slots]
             rows = rows.movedim(2, 0).contiguous()  # [n, B, heads, ...]
             self.counter.add("d2h", tensor_bytes([rows]))
+            target = host[first:last, seqs]
             if self.stream is None:
-                host[first:last].copy_(rows)
+                target.copy_(rows)
                 continue
             self._fork()
-            with torch.cuda.stream(self.stream):
-                host[first:last].copy_(rows, non_blocking=True)
+            with torch.cuda.stream(self.stream):  # part of the batch (strided): a blocking copy
+                target.copy_(rows, non_blocking=target.is_contiguous())
             rows.record_stream(self.stream)
         if self.stream is not None:
             self._pending = self.stream.record_event()
@@ -77,15 +79,17 @@ class OffloadRows:
         earlier, and inside a CUDA-graph capture they join the captured graph."""
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
-    def load(self, values: dict, slots=None) -> None:
+    def load(self, values: dict, slots=None, seqs: slice = slice(None)) -> None:
+        """Positions [0, n) of the sequences ``seqs`` from values [b, heads, n, ...]: the oldest
+        to the host, the rest into the ring."""
         if slots is not None:
             raise ValueError("offloaded caches hold positions in order; ring layouts stay on the device")
         n = next(iter(values.values())).shape[2]
         H = self._target(n)
-        self._to_host(0, H, values)
+        self._to_host(0, H, values, seqs)
         resident = torch.arange(H, n, device=self.device)
         for name, value in values.items():
-            self.dev[name].index_copy_(2, resident % self.ring, value[:, :, H:n])
+            self.dev[name][seqs].index_copy_(2, resident % self.ring, value[:, :, H:n])
         self.boundary, self.length = H, n
         self._prefetched = None
 

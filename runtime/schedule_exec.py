@@ -27,7 +27,7 @@ from kvsim.schedule.executed import phase_of
 
 from .cache import CacheSpec, KVCache
 from .launches import host_probe
-from .model import DTYPE_NAMES, Decoder, torch_dtype
+from .model import Decoder, torch_dtype
 from .registry import METHODS, resolve
 from .schedule_placement import GPU, HOST, TokenPlacement
 from .schedule_store import PlannedRows, arena_rows, mark, span_s
@@ -81,9 +81,11 @@ class ScheduledALISA(METHODS["alisa"]):
         self.kv = PlannedKV(s, self.place, self.counter, self.model, self.rotary)
         self.acc = [torch.zeros(s.batch, s.max_seq, dtype=torch.float32, device=s.device) for _ in range(s.n_layers)]
 
-    def prefill_rows(self, layer: int, moves: dict, k, v, x) -> None:
-        self.kv.layers[layer].apply(moves, {"k": k, "v": v}, x)
-        self.acc[layer][:, : k.shape[2]] = synthetic_scores(k, self.spec.group, seed=layer, sum_heads=True)
+    def prefill_rows(self, layer: int, moves: dict, k, v, x, seqs: slice) -> None:
+        """The prompt's rows of the sequences ``seqs`` (a prefill pass) per the plan's moves."""
+        self.kv.layers[layer].apply(moves, {"k": k, "v": v}, x, seqs)
+        self.acc[layer][seqs, : k.shape[2]] = synthetic_scores(k, self.spec.group, seed=layer, sum_heads=True,
+                                                              seqs=seqs, batch=self.spec.batch)
 
     def begin_step(self, tokens) -> None:
         n = self.n + 1
@@ -159,28 +161,36 @@ def decode_step(decoder: Decoder, method, tokens: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def _prefill(decoder: Decoder, method, tokens: torch.Tensor) -> torch.Tensor:
-    """The prompt through every layer with causal attention; K/V (after RoPE) and the kept
-    layer inputs go to the method's cache per its plan."""
+def _prefill(decoder: Decoder, method, tokens: torch.Tensor, sequences: int) -> torch.Tensor:
+    """The prompt through every layer with causal attention, in passes of ``sequences`` of the
+    batch (the GPU pools are allocated for the whole run first; kvsim.schedule.executed
+    .sequences_per_pass sizes a pass to fit beside them); K/V (after RoPE) and the kept layer
+    inputs go to the method's cache per its plan. The passes' logits [B, V]."""
     B, P = tokens.shape
-    positions = torch.arange(P, device=tokens.device).expand(B, P)
     moves = method.place.advance(0) if isinstance(method, ScheduledALISA) else None
-    inputs = {}
+    logits = [_prefill_pass(decoder, method, tokens, moves, slice(b, min(b + sequences, B)))
+              for b in range(0, B, sequences)]
+    method.finish_prefill(P)
+    return torch.cat(logits)
+
+
+def _prefill_pass(decoder: Decoder, method, tokens: torch.Tensor, moves, seqs: slice) -> torch.Tensor:
+    tokens = tokens[seqs]
+    (b, P), inputs = tokens.shape, {}
+    positions = torch.arange(P, device=tokens.device).expand(b, P)
 
     def attend(layer, q, k, v):
         pos = torch.arange(P, device=q.device)[None, :, None]
         q, k = decoder.rotary(q, pos), decoder.rotary(k, pos)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, P, d]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [b, heads, P, d]
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
         if moves is not None:
-            method.prefill_rows(layer, moves, k, v, inputs.pop(layer))
+            method.prefill_rows(layer, moves, k, v, inputs.pop(layer), seqs)
         else:
-            method.store_prefill(layer, k.contiguous(), v.contiguous())
+            method.store_prefill(layer, k.contiguous(), v.contiguous(), seqs)
         return o.transpose(1, 2)
 
-    logits = _forward(decoder, tokens, positions, attend, inputs.__setitem__ if moves is not None else None)
-    method.finish_prefill(P)
-    return logits
+    return _forward(decoder, tokens, positions, attend, inputs.__setitem__ if moves is not None else None)
 
 
 class _Clock:
@@ -207,9 +217,12 @@ def _memory(device, decoder, method) -> int:
 
 @torch.no_grad()
 def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, decoder: Decoder | None = None,
-             max_steps: int | None = None, keep_logits: bool = False, step_hook=None) -> dict:
+             max_steps: int | None = None, keep_logits: bool = False, step_hook=None,
+             prefill_sequences: int | None = None) -> dict:
     """Prefill ``pred``'s prompt and generate its ``gen`` tokens greedily under ``policy``
-    (``max_steps``: stop after that many decode steps, e.g. to warm up kernels). Returns the
+    (``max_steps``: stop after that many decode steps, e.g. to warm up kernels). The prefill
+    runs in passes of ``prefill_sequences`` (default: the plan's, so a pass fits beside the GPU
+    pools; the whole batch for ``dense``). Returns the
     step records, the generated tokens [B, steps] (on the CPU) and, with ``keep_logits``, every
     step's logits [B, steps, V] (on the CPU: B·V·4 B a step would otherwise stay on the GPU).
     ``step_hook(j)``, if given, runs after step j's timing (benchmarks/profile_schedule.py)."""
@@ -221,6 +234,7 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
     decoder = decoder or Decoder(pred["model"], pred["n_layers"], device, dtype, seed, max_positions=P + G)
     counter, clock = PcieCounter(), _Clock(device)
     method = _method(policy, pred, decoder, B, P + G, device, dtype, counter)
+    sequences = prefill_sequences or (B if policy == "dense" else pred[policy]["prefill_sequences"])
     tokens = torch.randint(decoder.cfg.vocab, (B, P), generator=torch.Generator().manual_seed(seed + 2)).to(device)
     steps, out, probes, scratch = [], [], [], torch.zeros(1, device=device)
     for j in range(min(G, G if max_steps is None else max_steps) + 1):
@@ -229,7 +243,7 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         before, begun = counter.as_dict(), clock.start()
-        logits = _prefill(decoder, method, tokens) if j == 0 else decode_step(decoder, method, tokens)
+        logits = _prefill(decoder, method, tokens, sequences) if j == 0 else decode_step(decoder, method, tokens)
         latency = clock.stop(begun)
         after = counter.as_dict()
         tokens = logits.argmax(-1)
@@ -239,7 +253,7 @@ def generate(policy: str, pred: dict, device=None, dtype=None, seed: int = 0, de
             step_hook(j)
     key = "logits" if keep_logits else "tokens"
     return {"steps": steps, key: torch.stack(out, 1), "method": method, "decoder": decoder,
-            "host_probe_s": statistics.median(probes) if probes else None}
+            "host_probe_s": statistics.median(probes) if probes else None, "prefill_sequences": sequences}
 
 
 def _step_record(j, pred, policy, latency, before, after, peak, method) -> dict:
@@ -261,31 +275,3 @@ def recomputed_rows(method) -> int:
     selected (read after the step: a host sync outside its timing)."""
     deleted, rows = method.place.deleted, [s.recompute_rows for s in method.kv.layers]
     return sum(r.shape[0] * int((r < deleted).sum(-1).max()) for r in rows if r is not None)
-
-
-def record(policy: str, pred: dict, run: dict, gpu_mem, device) -> dict:
-    """The run in kvsim's record schema (``kind: schedule``; kvsim validate compares it with
-    kvsim.schedule.executed.prediction for the same hw, model, layers, batch, prompt, gen, gpu_mem)."""
-    from .environment import device_name, versions
-    import datetime
-
-    steps, method = run["steps"], run["method"]
-    decode = steps[1:]
-    plan = pred["alisa"] if policy == "alisa" else pred["flexgen"]
-    keep = ("p1", "p2", "alpha", "beta", "weights_gpu") if policy == "alisa" else ("kv_gpu", "weights_gpu")
-    return {"source": "measured", "kind": "schedule", "policy": policy, "hw": pred["hw"], "model": pred["model"],
-            "n_layers": pred["n_layers"], "method": "alisa" if policy == "alisa" else "dense",
-            "params": pred["params"] if policy == "alisa" else {}, "batch": pred["batch"], "seq": pred["prompt"],
-            "prompt": pred["prompt"], "gen": len(decode), "dtype": DTYPE_NAMES[run["decoder"].dtype],
-            "kv_dtype": DTYPE_NAMES[run["decoder"].dtype], "gpu_mem_bytes": gpu_mem, "schedule_params": pred["params"],
-            "plan": {k: plan[k] for k in keep}, "steps": steps,
-            "total_s": sum(s["latency_s"] for s in steps), "prefill_s": steps[0]["latency_s"],
-            "peak_memory_bytes": max(s["peak_bytes"] for s in decode), "prefill_peak_bytes": steps[0]["peak_bytes"],
-            "memory_how": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "weights + cache tensor sizes",
-            "h2d_bytes": sum(s["h2d"] for s in steps), "d2h_bytes": sum(s["d2h"] for s in steps),
-            "pcie_bytes": sum(s["h2d"] + s["d2h"] for s in steps),
-            "recompute_s": sum(s.get("recompute_s", 0.0) for s in steps), "kv_bytes": method.device_bytes,
-            "host_kv_bytes": method.host_bytes, "device": device_name(device), **versions(),
-            "host_probe_s": run.get("host_probe_s"),
-            "timer": "eager, CUDA events per step" if device.type == "cuda" else "eager, wall clock",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

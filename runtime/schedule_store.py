@@ -56,27 +56,30 @@ class PlannedRows:
         self._ready = None  # (rows, event) of a prefetch_rows under way
 
     # ---- writes ---------------------------------------------------------------------------------
-    def apply(self, moves: dict, values: dict | None = None, x: torch.Tensor | None = None) -> None:
+    def apply(self, moves: dict, values: dict | None = None, x: torch.Tensor | None = None,
+              seqs: slice = slice(None)) -> None:
         """Carry out ``advance``'s moves for this layer. New rows (prefill) come from ``values``
-        [B, Hkv, n, d] and ``x`` [B, n, D] by position; a decode step's new row is ``put``. GPU
-        rows leaving for the host go by ``advance``'s eviction indices (built once a step)."""
-        copies = []  # (host pool, rows [n, ...] on the device, host slot runs)
+        [b, Hkv, n, d] and ``x`` [b, n, D] by position, for the sequences ``seqs`` of the batch
+        (a prefill pass); a decode step's new row is ``put``. GPU rows leaving for the host go by
+        ``advance``'s eviction indices (built once a step)."""
+        copies = []  # (host pool, rows [n, ...] on the device, host slot runs, sequences)
         if values is not None:
             for f in self.dev:
-                self._fresh(moves["kv"], self.dev[f], self.host[f], values[f], copies)
+                self._fresh(moves["kv"], self.dev[f], self.host[f], values[f], copies, seqs)
         if x is not None:
-            self._fresh(moves["x"], self.xdev, self.xhost, self._pieces(x), copies)
+            self._fresh(moves["x"], self.xdev, self.xhost, self._pieces(x), copies, seqs)
         evict = moves.get("evict") or {}
         pools = (("kv", self.dev[f], self.host[f]) for f in self.dev)
         for table, dev, host in (*pools, ("x", self.xdev, self.xhost)):
             if evict.get(table) is not None:
                 slots, runs = evict[table]
-                copies.append((host, dev.index_select(2, slots).movedim(2, 0), runs))
+                copies.append((host, dev.index_select(2, slots).movedim(2, 0), runs, slice(None)))
         if copies:
             self._to_host(copies)
 
-    def _fresh(self, entries, dev, host, src, copies) -> None:
-        """New rows from ``src`` by position: GPU rows written now, host rows queued in ``copies``."""
+    def _fresh(self, entries, dev, host, src, copies, seqs: slice) -> None:
+        """New rows of the sequences ``seqs`` from ``src`` by position: GPU rows written now, host
+        rows queued in ``copies``."""
         for where in (GPU, HOST):
             chosen = [(pos, new[1]) for pos, old, new in entries
                       if old is None and new[0] == where and pos < src.shape[2]]
@@ -85,9 +88,9 @@ class PlannedRows:
             data = src[:, :, [pos for pos, _ in chosen]]
             slots = [slot for _, slot in chosen]
             if where == GPU:
-                dev[:, :, slots] = data
+                dev[seqs, :, slots] = data
             else:
-                copies.append((host, data.movedim(2, 0), slot_runs(slots)))
+                copies.append((host, data.movedim(2, 0), slot_runs(slots), seqs))
 
     def _to_host(self, copies) -> None:
         """Rows to the host pools (d2h, counted). On CUDA non_blocking into pinned memory on the
@@ -97,16 +100,17 @@ class PlannedRows:
         left are free at once; ``compact`` waits on the event before a gather reads the host pool."""
         if self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
-        for host, data, runs in copies:
+        for host, data, runs, seqs in copies:
             self.counter.add("d2h", tensor_bytes([data]))
             if self.stream is None:
                 for first, end, i in runs:
-                    host[first:end] = data[i:i + end - first]
+                    host[first:end, seqs] = data[i:i + end - first]
                 continue
             data = data.contiguous()
-            with torch.cuda.stream(self.stream):
+            with torch.cuda.stream(self.stream):  # part of the batch (strided): a blocking copy
                 for first, end, i in runs:
-                    host[first:end].copy_(data[i:i + end - first], non_blocking=True)
+                    target = host[first:end, seqs]
+                    target.copy_(data[i:i + end - first], non_blocking=target.is_contiguous())
             data.record_stream(self.stream)
         if self.stream is not None:
             self._pending = self.stream.record_event()

@@ -34,7 +34,8 @@ def _record(pred, policy, time_scale=1.0, memory_scale=1.0):
             "n_layers": CONFIG["layers"], "method": "alisa" if policy == "alisa" else "dense", "params": {},
             "schedule_params": pred["params"], "batch": CONFIG["batch"], "seq": CONFIG["prompt"],
             "prompt": CONFIG["prompt"], "gen": CONFIG["gen"], "gpu_mem_bytes": BUDGET, "steps": steps,
-            "peak_memory_bytes": peak, "pcie_bytes": float(np.sum(side["pcie"]))}
+            "peak_memory_bytes": peak, "pcie_bytes": float(np.sum(side["pcie"])),
+            "prefill_sequences": side["prefill_sequences"]}
 
 
 def test_budget_plan_has_phases_and_a_flexgen_baseline(pred):

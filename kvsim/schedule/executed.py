@@ -14,8 +14,14 @@ Position p >= start is in the α-share iff ⌊(p − start + 1)·α⌋ > ⌊(p �
 a share α of them); it moves to CPU memory (K/V, and x if kept) once p < old_j.
 FlexGen-style: the LP's "pcie kv" solution (baselines._solve_lp): a fixed share 1 − cg of every
 layer's KV (the oldest) in CPU memory, all of it streamed to the GPU every step.
+
+The executor allocates its GPU pools for the whole run before the prefill, so it runs the prompt
+in passes over part of the batch (``sequences_per_pass``: the most sequences whose pass fits
+beside the pools); kvsim times those passes one after another (``in_passes``).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -23,11 +29,13 @@ from ..errors import KvsimError
 from ..hardware import Sourced
 from ..methods import get_method
 from ..models import first_layers
+from ..predict import step_cost
 from ..profiles import load_profile
+from ..roofline import step_time
 from ..units import format_bytes
 from .baselines import _dense_inputs, _lp_rows, _solve_lp
 from .evaluate import evaluate
-from .inputs import step_inputs
+from .inputs import StepInputs, prefill_held, step_inputs
 from .run import schedule
 
 BUDGET_SOURCE = "emulated GPU: a byte budget below the device's memory (kvsim schedule --gpu-mem)"
@@ -93,10 +101,53 @@ def arena(inp, kv_gpu, x_gpu) -> dict:
     return {"arena_pieces": int(np.max(pieces)), "arena_bytes": float(np.max((inp.rho * kv_gpu + inp.eta * x_gpu) / L))}
 
 
-def _flexgen_pcie(inp, engine: str) -> dict:
+def sequences_per_pass(inp: StepInputs, step0_bytes: float) -> int:
+    """Sequences the executor's prefill takes a pass: the most whose pass fits the GPU beside
+    what step 0 holds otherwise (``step0_bytes``: step 0's GPU bytes with the whole batch in one
+    pass); 1 where none fits (step 0 is then over the budget, which kvsim validate prints)."""
+    sequences = np.arange(1, inp.batch + 1)
+    held = prefill_held(inp.method, inp.model, inp.wl, sequences)
+    fits = step0_bytes - held[-1] + held <= inp.gpu_capacity
+    return int(sequences[fits].max()) if fits.any() else 1
+
+
+def in_passes(inp: StepInputs, sequences: int) -> StepInputs:
+    """``inp`` with its prefill in passes of ``sequences`` of the batch (the last one takes the
+    rest), one after another: step 0's stream times are the passes' sums, its held bytes one
+    pass's (``prefill_held``)."""
+    if sequences >= inp.batch:
+        return inp
+    full, rest = divmod(inp.batch, sequences)
+    compute = copy = 0.0
+    for size, count in ((sequences, full), (rest, int(rest > 0))):
+        if count:
+            cost = step_cost(inp.method, inp.model, inp.hw, inp.wl.with_(batch=size), prefill=True)
+            t = step_time(cost, inp.hw, inp.engine, inp.model.n_layers)
+            compute, copy = compute + count * float(t.compute_stream_s), copy + count * float(t.copy_stream_s)
+    held = float(prefill_held(inp.method, inp.model, inp.wl, sequences)) + inp.hw.workspace_bytes.value
+    return replace(inp, compute_s=_at_prefill(inp.compute_s, compute), copy_s=_at_prefill(inp.copy_s, copy),
+                   fixed_gpu=_at_prefill(inp.fixed_gpu, held))
+
+
+def _at_prefill(values: np.ndarray, value: float) -> np.ndarray:
+    return np.concatenate([[value], values[1:]])
+
+
+def _lp_placement(timed, x, cg: float):
+    """Step times (each the longest of compute, CPU->GPU and GPU->CPU, as the LP's rows say) and
+    GPU bytes of the LP's placement ``x`` on ``timed``'s inputs."""
+    rows, memory = _lp_rows(timed, False)
+    step = np.max([np.column_stack(three) @ x - rhs for *three, rhs in rows], axis=0)
+    *three, rhs = memory[0]  # the LP's GPU row: coefs·x <= capacity − what is always held
+    gpu = np.column_stack(three) @ x - rhs + timed.gpu_capacity
+    kv = timed.rho * timed.n  # the executor allocates its GPU share for every step at the start (runtime/offload.py)
+    return step, gpu + cg * (kv[-1] - kv)
+
+
+def _flexgen_pcie(inp, engine: str, sequences: int | None) -> dict:
     """FlexGen-style with its attention over the GPU (K/V streamed): the LP's placement (chosen
-    with CUDA-graph step times, as kvsim schedule reports it), its step times on ``engine``
-    (each step the longest of compute, CPU->GPU and GPU->CPU, as the LP's rows say), GPU bytes."""
+    with CUDA-graph step times and a prefill in one pass, as kvsim schedule reports it), its step
+    times on ``engine`` with the executor's prefill passes, GPU bytes."""
     dense = _dense_inputs(inp, inp.batch)
     solved = _solve_lp(dense, False)
     if solved is None:
@@ -104,19 +155,29 @@ def _flexgen_pcie(inp, engine: str) -> dict:
     x = solved.x[:3]
     wg, cg, hg = (float(v) for v in x)
     timed = dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine)
-    rows, memory = _lp_rows(timed, False)
-    step = np.max([np.column_stack(three) @ x - rhs for *three, rhs in rows], axis=0)
-    *three, rhs = memory[0]  # the LP's GPU row: coefs·x <= capacity − what is always held
-    gpu = np.column_stack(three) @ x - rhs + timed.gpu_capacity
-    kv = dense.rho * dense.n
-    gpu = gpu + cg * (kv[-1] - kv)  # the executor allocates its GPU share for every step at the start (runtime/offload.py)
+    if sequences is None:
+        sequences = sequences_per_pass(timed, _lp_placement(timed, x, cg)[1][0])
+    step, gpu = _lp_placement(in_passes(timed, sequences), x, cg)
+    graphs = _lp_placement(in_passes(dense, sequences), x, cg)[0]
     # PCIe per step: the host share of the KV in (every step) and of each new token's out
-    decode = np.arange(dense.steps) > 0
+    kv, decode = dense.rho * dense.n, np.arange(dense.steps) > 0
     h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights
     d2h = (1 - cg) * np.where(decode, dense.rho, kv)
     return {"weights_gpu": wg, "kv_gpu": cg, "activations_gpu": hg, "step_s": step.tolist(),
-            "total_s": float(step.sum()), "graphs_total_s": float(solved.fun), "gpu_bytes": gpu.tolist(),
-            "pcie": (h2d + d2h).tolist()}
+            "total_s": float(step.sum()), "graphs_total_s": float(graphs.sum()), "gpu_bytes": gpu.tolist(),
+            "pcie": (h2d + d2h).tolist(), "prefill_sequences": sequences}
+
+
+def _alisa(inp, timed, placement, sequences: int | None) -> dict:
+    """ALISA's half of ``prediction``: ``placement`` on ``timed``'s steps with the executor's
+    prefill passes, and its CUDA-graph total beside."""
+    if sequences is None:
+        sequences = sequences_per_pass(timed, plan_prediction(timed, evaluate(timed, *placement))["gpu_bytes"][0])
+    timed = in_passes(timed, sequences)
+    alisa = plan_prediction(timed, evaluate(timed, *placement))
+    alisa["graphs_total_s"] = float(evaluate(in_passes(inp, sequences), *placement).total_s[0])
+    alisa["prefill_sequences"] = sequences
+    return alisa
 
 
 def plan_prediction(inp, best) -> dict:
@@ -135,7 +196,8 @@ def plan_prediction(inp, best) -> dict:
 
 
 def prediction(hw, model, layers, batch: int, prompt: int, gen: int, gpu_mem=None,
-               params: dict | None = None, placement=None, engine: str = "eager", dtype: str | None = None) -> dict:
+               params: dict | None = None, placement=None, engine: str = "eager", dtype: str | None = None,
+               prefill_sequences: int | None = None) -> dict:
     """kvsim's plan for the emulated GPU (as ``kvsim schedule --gpu-mem`` chooses it: CUDA-graph
     step times) and what kvsim predicts for running it with steps timed on ``engine`` (the
     executor issues every op eagerly: "eager"), for ALISA's plan and for FlexGen's.
@@ -153,9 +215,8 @@ def prediction(hw, model, layers, batch: int, prompt: int, gen: int, gpu_mem=Non
         inp = step_inputs(get_method("alisa", params or {}), model, hw, batch, prompt, gen, dtype, dtype)
     timed = inp if engine == "graphs" else step_inputs(inp.method, model, hw, batch, prompt, gen, inp.wl.dtype,
                                                        inp.wl.kv_dtype, engine)
-    alisa = plan_prediction(timed, evaluate(timed, *placement))
-    alisa["graphs_total_s"] = float(evaluate(inp, *placement).total_s[0])
     return {"hw": hw.name, "model": model.name, "n_layers": model.n_layers, "batch": batch,
             "prompt": prompt, "gen": gen, "gpu_capacity_bytes": inp.gpu_capacity, "engine": engine,
             "workspace_bytes": hw.workspace_bytes.value, "params": inp.method.model_dump(),
-            "alisa": alisa, "flexgen": _flexgen_pcie(inp, engine)}
+            "alisa": _alisa(inp, timed, placement, prefill_sequences),
+            "flexgen": _flexgen_pcie(inp, engine, prefill_sequences)}

@@ -87,6 +87,16 @@ def _selection(method: Method, context: np.ndarray, held: np.ndarray):
     return recent, np.maximum(chosen - recent, 0.0)
 
 
+def prefill_held(method: Method, model: ModelConfig, wl: Workload, sequences) -> np.ndarray:
+    """GPU bytes a prefill pass over ``sequences`` of the batch's ``wl.batch`` (arrays allowed)
+    holds beside the cache: the P-row activations of the widest layer (decoder.activation_bytes),
+    the layer's prompt keys and values while it writes them (Method.prefill_scratch), and the
+    fp32 logits the passes before it kept for the other sequences, (B − sequences)·V·4 B."""
+    part = wl.with_(batch=sequences)
+    return (activation_bytes(model, part, tokens=wl.seq) + method.prefill_scratch(model, part)
+            + (wl.batch - np.asarray(sequences, dtype=float)) * model.vocab * 4.0)
+
+
 def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: int, prompt: int,
                 gen: int, dtype: str, kv_dtype: str, engine: str = "graphs") -> StepInputs:
     """``engine``: how the method's own step is timed (kvsim.roofline.ENGINES): CUDA-graph
@@ -107,9 +117,7 @@ def step_inputs(method: Method, model: ModelConfig, hw: HardwareProfile, batch: 
     global_sel[0] = 0.0  # prefill attends to the prompt it has just computed: nothing to load
     weights = weight_bytes(model, wl)
     other = decode.resident_total("gpu") - decode.resident_total("gpu", True) - weights
-    # prefill: the P-row activations of the widest layer (decoder.activation_bytes), the layer's
-    # prompt keys and values held while it writes them (Method.prefill_scratch) + workspace
-    first = activation_bytes(model, wl, tokens=prompt) + method.prefill_scratch(model, wl) + hw.workspace_bytes.value
+    first = float(prefill_held(method, model, wl, batch)) + hw.workspace_bytes.value
     return StepInputs(
         method=method, model=model, hw=hw, wl=wl, prompt=prompt, gen=gen, n=held, recent=recent,
         global_sel=global_sel,

@@ -68,7 +68,8 @@ def compare_one(record: dict, pred: dict) -> dict:
            "prefill_gpu": {"predicted": prefill_pred, "measured": record.get("prefill_peak_bytes")},
            "prefill_over_budget": float(side["gpu_bytes"][0]) - pred["gpu_capacity_bytes"],
            "pcie": {"predicted": float(np.sum(side["pcie"])), "measured": record.get("pcie_bytes")},
-           "recompute_s": record.get("recompute_s"), "graphs_total_s": side["graphs_total_s"]}
+           "recompute_s": record.get("recompute_s"), "graphs_total_s": side["graphs_total_s"],
+           "prefill_sequences": side["prefill_sequences"]}
     for name in ("total", "peak_gpu", "prefill_gpu", "pcie"):
         out[name]["err"] = relative_error(out[name]["predicted"], out[name]["measured"])
     return out
@@ -92,19 +93,30 @@ def _ran_placement(record: dict):
     return (p1, p2, *(_number(record, f"plan.{k}", plan[k], 0.0, 1.0) for k in PLACEMENT[2:]))
 
 
+def _prefill_sequences(record: dict) -> int:
+    """Sequences a prefill pass of the run took (records before passes ran the whole batch)."""
+    batch = record["batch"]
+    value = _number(record, "prefill_sequences", record.get("prefill_sequences", batch), 1, batch)
+    if value != int(value):
+        raise KvsimError(f"schedule record ({record.get('policy')}): prefill_sequences must be a whole number, "
+                         f"got {value!r}")
+    return int(value)
+
+
 def compare(records: list[dict]) -> dict:
     """Every record compared; the speedup per configuration that has both policies."""
     preds, rows = {}, []
     for record in records:
         key = _key(record)
         params = record.get("schedule_params") or {}
-        probe, plan = record.get("host_probe_s"), _ran_placement(record)
-        if (key, probe, plan) not in preds:
+        probe, plan, passes = record.get("host_probe_s"), _ran_placement(record), _prefill_sequences(record)
+        if (key, probe, plan, passes) not in preds:
             hw = at_host_probe(load_profile(key[0]), probe)
-            preds[key, probe, plan] = prediction(hw, *key[1:], params=params, placement=plan)
-        rows.append(compare_one(record, preds[key, probe, plan]))
+            preds[key, probe, plan, passes] = prediction(hw, *key[1:], params=params, placement=plan,
+                                                         prefill_sequences=passes)
+        rows.append(compare_one(record, preds[key, probe, plan, passes]))
     speedups = []
-    for key in dict.fromkeys(k for k, _, _ in preds):
+    for key in dict.fromkeys(k for k, *_ in preds):
         runs = {policy: [r for r in rows if tuple(r["config"].values()) == key and r["policy"] == policy]
                 for policy in ("alisa", "flexgen")}
         for alisa, flexgen in zip(runs["alisa"], runs["flexgen"]):  # the runs in file order (one per machine)
@@ -141,7 +153,7 @@ def text(result: dict) -> str:
                       "-" if p["measured"] is None else f"{p['measured'] / 1e9:.3f}", _pct(p["err"])])
     out = table(lines, ["executed schedule", "quantity", "kvsim", "measured", "error"])
     over = dict.fromkeys(f"{r['prefill_over_budget'] / 2**30:.2f} GiB ({r['policy']}, {r['config']['model']}, "
-                         f"{r['config']['gpu_mem_bytes'] / 2**30:.3f} GiB)"
+                         f"{r['config']['gpu_mem_bytes'] / 2**30:.3f} GiB, {r['prefill_sequences']} sequences a pass)"
                          for r in result["rows"] if r["prefill_over_budget"] > 0)
     if over:
         out += ("\nkvsim: the executor's prefill holds its GPU pools for the whole run beside the prompt's "

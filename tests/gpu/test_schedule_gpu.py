@@ -1,7 +1,7 @@
 """The executed schedule on a CUDA GPU (Triton kernels, pinned host pools, CUDA events), fp32 so
 outputs compare exactly: ALISA's plan with offload, deletion and recomputation at a full budget,
 and FlexGen's streamed cache, each equal dense attention; the CUDA-only paths (the GPU gather of
-host rows and kept inputs, the recompute) run. Skipped without CUDA."""
+host rows and kept inputs, the recompute, a prefill in passes) run. Skipped without CUDA."""
 import pytest
 import torch
 
@@ -45,3 +45,23 @@ def test_peak_memory_is_the_allocators(runs):
     steps = runs["alisa"]["steps"]
     assert all(s["peak_bytes"] >= runs["alisa"]["decoder"].weight_bytes for s in steps)
     assert sum(s["h2d"] for s in steps) > 0 and sum(s["d2h"] for s in steps) > 0
+
+
+@pytest.mark.parametrize("policy", ["alisa", "flexgen"])
+def test_a_prefill_in_passes_on_cuda_writes_what_one_pass_writes(policy):
+    """Passes of 2 and 1 sequences: host rows of part of the batch go to a strided view of the
+    pinned pool (a blocking copy on the side stream); the same cache and logits as one pass, and
+    a lower prefill peak."""
+    from schedule_checks import cache_tensors
+
+    pred = prediction("h100", MODEL, LAYERS, B, P, G, params={"sparsity": 0.5}, placement=PLACE)
+    pred["flexgen"]["kv_gpu"] = 0.4
+    dec = Decoder(MODEL, LAYERS, "cuda", torch.float32, 0, max_positions=P + G)
+    one, passes = (generate(policy, pred, "cuda", "fp32", decoder=dec, keep_logits=True, prefill_sequences=n,
+                            max_steps=2) for n in (B, 2))
+    torch.testing.assert_close(passes["logits"], one["logits"], atol=2e-2, rtol=2e-2)
+    a, b = cache_tensors(one), cache_tensors(passes)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=1e-4, msg=name)
+    assert one["steps"][0]["d2h"] == passes["steps"][0]["d2h"] > 0
+    assert passes["steps"][0]["peak_bytes"] < one["steps"][0]["peak_bytes"]
