@@ -202,11 +202,11 @@ def _gather_ops(layers, model, gathered, row, fields, b_kv):
 def _evict_op(model, pairs, fraction, row, fields):
     """Rows the boundary passes go to the host: f of the steps, per layer slot indices (arange,
     modulo) and per field an index and a contiguous copy (each reads and writes the rows) and the
-    d2h copy (a view between)."""
+    d2h copy, with two views between (the rows moved position-first, the host pool's slice)."""
     per_step = fraction * model.n_layers
     return Op("offload/evict_rows", "attention", d2h=pairs * fraction * row, hbm_read=2 * pairs * fraction * row,
               hbm_write=2 * pairs * fraction * row, launches=per_step * fields).issued(  # launches: the copies
-        torch=per_step * (2 + 3 * fields), torch_host=per_step * fields)
+        torch=per_step * (2 + 3 * fields), torch_host=per_step * 2 * fields)
 
 
 LAYER_KINDS = ("attention", "cache")  # a method's ops outside ``layers/`` that run in every layer

@@ -144,21 +144,34 @@ def _lp_placement(timed, x, cg: float):
     return step, gpu + cg * (kv[-1] - kv)
 
 
+def _offload_path(inp: StepInputs, fraction: float) -> StepInputs:
+    """``inp`` (dense) with its decode steps' compute stream as the executor runs a cache whose
+    oldest ``fraction`` is on the host (runtime/offload.py, kvsim.offload): the host block
+    attended as its own piece and merged by log-sum-exp, the boundary rows' copies out, and
+    their host calls. The transfers' time stays the LP's rows (ctog, gtoc)."""
+    if fraction <= 0:
+        return inp
+    wl = inp.wl.with_(seq=inp.prompt + np.arange(1.0, inp.steps))
+    t = step_time(step_cost(inp.method, inp.model, inp.hw, wl, offload=fraction), inp.hw, inp.engine,
+                  inp.model.n_layers)
+    return replace(inp, compute_s=np.concatenate([inp.compute_s[:1], t.compute_stream_s]))
+
+
 def _flexgen_pcie(inp, engine: str, sequences: int | None) -> dict:
     """FlexGen-style with its attention over the GPU (K/V streamed): the LP's placement (chosen
     with CUDA-graph step times and a prefill in one pass, as kvsim schedule reports it), its step
-    times on ``engine`` with the executor's prefill passes, GPU bytes."""
+    times on ``engine`` as the executor runs it (its offload path, its prefill passes), GPU bytes."""
     dense = _dense_inputs(inp, inp.batch)
     solved = _solve_lp(dense, False)
     if solved is None:
         raise KvsimError("FlexGen-style placement (K/V over PCIe) does not fit this GPU budget")
     x = solved.x[:3]
     wg, cg, hg = (float(v) for v in x)
-    timed = dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine)
+    timed = _offload_path(dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine), 1 - cg)
     if sequences is None:
         sequences = sequences_per_pass(timed, _lp_placement(timed, x, cg)[1][0])
     step, gpu = _lp_placement(in_passes(timed, sequences), x, cg)
-    graphs = _lp_placement(in_passes(dense, sequences), x, cg)[0]
+    graphs = _lp_placement(in_passes(_offload_path(dense, 1 - cg), sequences), x, cg)[0]
     # PCIe per step: the host share of the KV in (every step) and of each new token's out
     kv, decode = dense.rho * dense.n, np.arange(dense.steps) > 0
     h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights
