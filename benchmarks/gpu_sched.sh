@@ -1,5 +1,5 @@
 #!/bin/bash
-# On the device machine (about 90-110 s): ALISA's three-phase schedule and the FlexGen-style policy
+# On the device machine (about 90-150 s): ALISA's three-phase schedule and the FlexGen-style policy
 # executed on an emulated smaller GPU (a GPU memory budget: kvsim schedule --gpu-mem), against
 # kvsim's plan for that budget (issue 14, "ALISA's schedule executed").
 #   bash benchmarks/gpu_sched.sh 120
@@ -45,3 +45,13 @@ for row in "${rows[@]}"; do
 done
 echo "== kvsim validate $out   ($(( $(date +%s) - start )) s so far)"
 timeout 60 python3 -m kvsim validate "$out"
+# FlexGen's executed steps profiled where they are host-bound (the first ~150 steps run 15-45%
+# over kvsim's eager time, 2026-12-08): host API calls and kernels per step, first budget's plan
+read -r _ prompt gen gib _ <<< "${rows[0]}"
+left=$(( budget - ($(date +%s) - start) ))
+if [ "$DEVICE" = cuda ] && [ "$left" -gt 45 ]; then
+  echo "== FlexGen steps 20, 60, 400 profiled ($MODEL, ${gib}GiB)"
+  timeout $(( left - 5 )) python3 benchmarks/profile_schedule.py --hw "$HW" --model "$MODEL" --layers "$LAYERS" \
+    --prompt "$prompt" --gen "$gen" --gpu-mem "${gib}GiB" --policy flexgen --steps 20,60,400 \
+    --out "$OUT/sched/$TAG-flexgen-profile.json" 2>&1 | grep -v -i warn | tail -12
+fi
