@@ -175,6 +175,7 @@ def _prefill(decoder: Decoder, method, tokens: torch.Tensor, sequences: int) -> 
 
 
 def _prefill_pass(decoder: Decoder, method, tokens: torch.Tensor, moves, seqs: slice) -> torch.Tensor:
+    """The sequences ``seqs`` of the prompt through every layer; their logits [b, V]."""
     tokens = tokens[seqs]
     (b, P), inputs = tokens.shape, {}
     positions = torch.arange(P, device=tokens.device).expand(b, P)
