@@ -11,11 +11,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from kvsim.errors import KvsimError  # noqa: E402
+from kvsim.methods import get_method  # noqa: E402
+from kvsim.profiles import load_profile  # noqa: E402
 from kvsim.runtime.model import Decoder  # noqa: E402
 from kvsim.runtime.schedule_exec import generate  # noqa: E402
 from kvsim.schedule.executed import in_passes, prediction  # noqa: E402
 from kvsim.schedule.inputs import step_inputs  # noqa: E402
-from kvsim.methods import get_method  # noqa: E402
 from kvsim.schedule.validate import compare  # noqa: E402
 from schedule_checks import cache_tensors  # noqa: E402
 from test_runtime import TINY  # noqa: E402
@@ -65,8 +66,7 @@ def test_kvsim_takes_the_most_sequences_whose_pass_fits(opt_pred):
 
 
 def test_passes_take_the_sum_of_their_times_and_one_pass_of_memory():
-    inp = step_inputs(get_method("alisa"), LLAMA, __import__("kvsim").profiles.load_profile("h100"), 12, 64, 4,
-                      "bf16", "bf16")
+    inp = step_inputs(get_method("alisa"), LLAMA, load_profile("h100"), 12, 64, 4, "bf16", "bf16")
     assert in_passes(inp, 12) is inp and in_passes(inp, 40) is inp
     thirds, uneven = in_passes(inp, 4), in_passes(inp, 5)  # 4+4+4, and 5+5+2
     assert thirds.compute_s[0] > inp.compute_s[0] and thirds.fixed_gpu[0] < inp.fixed_gpu[0]

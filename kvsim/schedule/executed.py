@@ -114,19 +114,17 @@ def sequences_per_pass(inp: StepInputs, step0_bytes: float) -> int:
 def in_passes(inp: StepInputs, sequences: int) -> StepInputs:
     """``inp`` with its prefill in passes of ``sequences`` of the batch (the last one takes the
     rest), one after another: step 0's stream times are the passes' sums, its held bytes one
-    pass's (``prefill_held``)."""
+    pass's (``prefill_held``) in place of the whole batch's."""
     if sequences >= inp.batch:
         return inp
     full, rest = divmod(inp.batch, sequences)
-    compute = copy = 0.0
-    for size, count in ((sequences, full), (rest, int(rest > 0))):
-        if count:
-            cost = step_cost(inp.method, inp.model, inp.hw, inp.wl.with_(batch=size), prefill=True)
-            t = step_time(cost, inp.hw, inp.engine, inp.model.n_layers)
-            compute, copy = compute + count * float(t.compute_stream_s), copy + count * float(t.copy_stream_s)
-    held = float(prefill_held(inp.method, inp.model, inp.wl, sequences)) + inp.hw.workspace_bytes.value
-    return replace(inp, compute_s=_at_prefill(inp.compute_s, compute), copy_s=_at_prefill(inp.copy_s, copy),
-                   fixed_gpu=_at_prefill(inp.fixed_gpu, held))
+    sizes, counts = np.array([sequences, max(rest, 1)], dtype=float), np.array([full, int(rest > 0)])
+    t = step_time(step_cost(inp.method, inp.model, inp.hw, inp.wl.with_(batch=sizes), prefill=True), inp.hw,
+                  inp.engine, inp.model.n_layers)
+    held = prefill_held(inp.method, inp.model, inp.wl, np.array([sequences, inp.batch], dtype=float))
+    return replace(inp, compute_s=_at_prefill(inp.compute_s, counts @ np.broadcast_to(t.compute_stream_s, 2)),
+                   copy_s=_at_prefill(inp.copy_s, counts @ np.broadcast_to(t.copy_stream_s, 2)),
+                   fixed_gpu=_at_prefill(inp.fixed_gpu, inp.fixed_gpu[0] - held[1] + held[0]))
 
 
 def _at_prefill(values: np.ndarray, value: float) -> np.ndarray:
@@ -167,17 +165,18 @@ def _flexgen_pcie(inp, engine: str, sequences: int | None) -> dict:
         raise KvsimError("FlexGen-style placement (K/V over PCIe) does not fit this GPU budget")
     x = solved.x[:3]
     wg, cg, hg = (float(v) for v in x)
-    timed = _offload_path(dense if engine == "graphs" else _dense_inputs(inp, inp.batch, engine), 1 - cg)
+    graphs = _offload_path(dense, 1 - cg)
+    timed = graphs if engine == "graphs" else _offload_path(_dense_inputs(inp, inp.batch, engine), 1 - cg)
     if sequences is None:
         sequences = sequences_per_pass(timed, _lp_placement(timed, x, cg)[1][0])
     step, gpu = _lp_placement(in_passes(timed, sequences), x, cg)
-    graphs = _lp_placement(in_passes(_offload_path(dense, 1 - cg), sequences), x, cg)[0]
+    graphs_step = _lp_placement(in_passes(graphs, sequences), x, cg)[0]
     # PCIe per step: the host share of the KV in (every step) and of each new token's out
     kv, decode = dense.rho * dense.n, np.arange(dense.steps) > 0
     h2d = (1 - cg) * kv * decode + (1 - wg) * dense.weights
     d2h = (1 - cg) * np.where(decode, dense.rho, kv)
     return {"weights_gpu": wg, "kv_gpu": cg, "activations_gpu": hg, "step_s": step.tolist(),
-            "total_s": float(step.sum()), "graphs_total_s": float(graphs.sum()), "gpu_bytes": gpu.tolist(),
+            "total_s": float(step.sum()), "graphs_total_s": float(graphs_step.sum()), "gpu_bytes": gpu.tolist(),
             "pcie": (h2d + d2h).tolist(), "prefill_sequences": sequences}
 
 
